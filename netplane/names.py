@@ -1,0 +1,71 @@
+"""Every name netplane gives a kernel object, in one place.
+
+Everything a lab creates lives in network namespaces whose names start with ``np.<lab>.``; the dot
+cannot appear in a lab name, so one lab's prefix never matches another's and ``clean`` removes
+exactly what labs own. Inside a lab's namespaces the names follow flannel and the CNI plugins
+(``eth0``, ``cni0``, ``flannel.1``, ``veth<hash>``), as on a real node.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+NETNS_PREFIX = "np."
+LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+IFNAME_MAX = 15
+
+UNDERLAY_IF = "eth0"
+BRIDGE_IF = "cni0"
+VXLAN_IF = "flannel.1"
+POD_IF = "eth0"
+UNDERLAY_SWITCH_IF = "br0"
+
+VXLAN_VNI = 1
+VXLAN_PORT = 8472
+VXLAN_OVERHEAD = 50
+
+MASQ_MARK = 0x4000
+NFT_TABLE = "kube-proxy"
+
+
+def short_hash(text: str, length: int = 8) -> str:
+    """A stable base32 hash, as kube-proxy uses in chain names."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return base64.b32encode(digest).decode()[:length]
+
+
+def lab_prefix(lab: str) -> str:
+    return f"{NETNS_PREFIX}{lab}."
+
+
+def underlay_netns(lab: str) -> str:
+    return f"{lab_prefix(lab)}underlay"
+
+
+def node_netns(lab: str, node: str) -> str:
+    return f"{lab_prefix(lab)}{node}"
+
+
+def pod_netns(prefix: str, namespace: str, pod: str) -> str:
+    """The pod's namespace, under the agent's prefix (a lab's, or ``cni-`` on a real host)."""
+    return f"{prefix}pod.{namespace}.{pod}"
+
+
+def lab_of_netns(netns: str) -> str | None:
+    """The lab a netplane namespace belongs to, or None if it is not netplane's."""
+    if not netns.startswith(NETNS_PREFIX):
+        return None
+    lab = netns[len(NETNS_PREFIX):].split(".", 1)[0]
+    return lab if LAB_NAME_RE.match(lab) else None
+
+
+def switch_port(node: str) -> str:
+    """The underlay switch's port facing a node (in the underlay namespace)."""
+    name = f"to-{node}"
+    return name if len(name) <= IFNAME_MAX else f"to-{short_hash(node, 10).lower()}"
+
+
+def host_veth(container_id: str, ifname: str = POD_IF) -> str:
+    """The host end of a pod's veth, like the bridge plugin's ``veth`` + 8 hex characters."""
+    return "veth" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:8]
