@@ -1,10 +1,13 @@
 """Netlink through pyroute2: the one place that opens a netlink socket in a namespace."""
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 
 @contextmanager
@@ -20,3 +23,21 @@ def netlink(netns: str | None) -> Iterator[IPRoute]:
 def index(ipr: IPRoute, ifname: str) -> int | None:
     found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
+
+
+@contextmanager
+def tolerate(*codes: int) -> Iterator[None]:
+    """Ignore netlink errors with these errno codes (EEXIST when a parallel caller won, ENODEV when
+    the thing to delete is already gone)."""
+    try:
+        yield
+    except NetlinkError as err:
+        if err.code not in codes:
+            raise
+
+
+def get(ipr: IPRoute, ifname: str) -> ifinfmsg | None:
+    """The link message of ifname (index, IFLA_* attributes), or None when there is no such link."""
+    with tolerate(errno.ENODEV):
+        return ipr.link("get", ifname=ifname)[0]
+    return None

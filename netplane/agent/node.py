@@ -1,0 +1,138 @@
+"""The node agent: kubelet (pods through CNI), overlay (flannel-like VXLAN) and proxy (kube-proxy),
+knowing its node only through the API. In an emulated lab it runs for a node namespace (`netns`);
+on a real host `netns` is None and it acts on the host's own namespace."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from netplane import names
+from netplane.agent import overlay
+from netplane.agent.kubelet import Kubelet, now
+from netplane.agent.proxy.proxier import Proxier
+from netplane.api.informer import Informer
+from netplane.api.loop import Reconciler
+from netplane.cni.runtime import Runtime, plugin_dir
+
+log = logging.getLogger(__name__)
+VERSION = "v1.32.0-netplane"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_name: str
+    netns: str | None
+    pod_netns_prefix: str
+    state_dir: Path
+    cluster_cidr: str
+    iface: str = names.UNDERLAY_IF
+
+
+def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
+    """The conflist the kubelet hands to CNI, shaped like flannel's (bridge cni0 + host-local)."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": "cbr0",
+        "plugins": [{
+            "type": "netplane-bridge",
+            "bridge": names.BRIDGE_IF,
+            "isGateway": True,
+            "isDefaultGateway": True,
+            "hairpinMode": True,
+            "mtu": mtu,
+            "ipam": {"type": "netplane-host-local", "ranges": [[{"subnet": pod_cidr}]], "dataDir": str(data_dir)},
+        }],
+    }
+
+
+def node_object(name: str, ip: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+        "spec": {},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "conditions": [ready_condition(False, "KubeletNotReady", "network not ready: waiting for a podCIDR")],
+            "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux",
+                         "architecture": "amd64", "containerRuntimeVersion": "netplane://0.1.0"},
+        },
+    }
+
+
+def ready_condition(ready: bool, reason: str, message: str) -> dict:
+    ts = now()
+    return {"type": "Ready", "status": "True" if ready else "False", "reason": reason, "message": message,
+            "lastHeartbeatTime": ts, "lastTransitionTime": ts}
+
+
+class NodeAgent:
+    def __init__(self, client, config: AgentConfig) -> None:
+        self.client, self.config = client, config
+        self.nodes = Informer(client, "nodes")
+        self.ip, self.underlay_mtu = overlay.underlay_address(config.netns, config.iface)
+        runtime = Runtime([plugin_dir()], str(config.state_dir / "cni-cache"), exec_netns=config.netns)
+        self.kubelet = Kubelet(client, config.node_name, config.netns, config.pod_netns_prefix,
+                               config.state_dir, self.ip, runtime)
+        self.proxy = Proxier(client, config.netns, config.cluster_cidr)
+        self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
+        self.nodes.add_handler(self.overlay_loop.trigger)
+        self.vtep_mac: str | None = None
+
+    @property
+    def mtu(self) -> int:
+        return self.underlay_mtu - names.VXLAN_OVERHEAD
+
+    def me(self) -> dict | None:
+        return self.nodes.cache.get(("", self.config.node_name))
+
+    async def register(self) -> None:
+        try:
+            await self.client.create("nodes", node_object(self.config.node_name, self.ip))
+        except Exception as err:  # noqa: BLE001 - an existing Node is adopted
+            if getattr(err, "code", None) != 409:
+                raise
+
+    async def sync_overlay(self) -> None:
+        node = self.me()
+        if node is None or not node.get("spec", {}).get("podCIDR"):
+            return
+        cidr = node["spec"]["podCIDR"]
+        if self.vtep_mac is None:
+            self.vtep_mac = await asyncio.to_thread(overlay.ensure_device, self.config.netns, self.ip, cidr, self.mtu)
+        await self._publish(node, cidr)
+        want = overlay.desired(overlay.peers(list(self.nodes.cache.values()), self.config.node_name))
+        await asyncio.to_thread(overlay.apply, self.config.netns, want)
+
+    async def _publish(self, node: dict, cidr: str) -> None:
+        """Flannel's annotations, the CNI config, then Ready (in that order, as on a real node)."""
+        notes = overlay.annotations(self.vtep_mac, self.ip)
+        if any(node["metadata"].get("annotations", {}).get(k) != v for k, v in notes.items()):
+            node = copy.deepcopy(node)
+            node["metadata"].setdefault("annotations", {}).update(notes)
+            node = await self.client.update("nodes", node)
+        if self.kubelet.cni_conf is None:
+            conf = cni_config(cidr, self.mtu, self.config.state_dir / "ipam")
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.config.state_dir / "10-netplane.conflist").write_text(json.dumps(conf, indent=2))
+            self.kubelet.cni_conf = conf
+            await self.kubelet.loop.trigger()
+        conditions = node.get("status", {}).get("conditions", [])
+        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            node = copy.deepcopy(node)
+            node["metadata"].pop("resourceVersion", None)
+            node["status"]["conditions"] = [ready_condition(True, "KubeletReady", "kubelet is posting ready status")]
+            await self.client.update_status("nodes", node)
+
+    async def run(self) -> None:
+        await self.register()
+        informers = [self.nodes, self.kubelet.pods, *self.proxy.informers()]
+        loops = [self.overlay_loop, self.kubelet.loop, self.proxy.loop]
+        await asyncio.gather(*(i.run() for i in informers), *(l.run() for l in loops))
+
+    async def shutdown(self) -> None:
+        await self.kubelet.shutdown()

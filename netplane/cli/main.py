@@ -1,0 +1,231 @@
+"""The `netplane` command."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+import click
+
+from netplane import names
+from netplane.api import manifests, resources
+from netplane.api.client import Client
+from netplane.api.errors import ApiError
+from netplane.cli import printers
+from netplane.kernel import netns
+from netplane.lab import lifecycle, model
+from netplane.lab.state import LabState
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn the errors a user can cause into one-line messages and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (model.LabError, lifecycle.LabFailure, manifests.ManifestError) as err:
+            raise click.ClickException(str(err)) from None
+        except ApiError as err:
+            raise click.ClickException(f"{err.reason}: {err.message}") from None
+        except KeyError as err:
+            raise click.ClickException(str(err.args[0])) from None
+
+    return wrapper
+
+
+def lab_state(ctx: click.Context) -> LabState:
+    state = LabState(ctx.obj["lab"])
+    if not state.exists() or state.pid() is None:
+        raise click.ClickException(f"lab {state.name!r} is not up (start it with `netplane up`)")
+    return state
+
+
+def run_api(ctx: click.Context, work: Callable) -> object:
+    """Run `work(client)` against the lab's API server."""
+    state = lab_state(ctx)
+
+    async def go():
+        async with Client(*state.connection()) as client:
+            return await work(client)
+
+    return asyncio.run(go())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--lab", envvar="NETPLANE_LAB", default="netplane", show_default=True,
+              help="The lab to act on (env NETPLANE_LAB).")
+@click.pass_context
+def cli(ctx: click.Context, lab: str) -> None:
+    """Emulate the Kubernetes network data plane with the kernel's real parts."""
+    ctx.obj = {"lab": lab}
+
+
+@cli.command()
+@click.argument("labfile", required=False, type=click.Path(dir_okay=False))
+@click.option("--name", help="Lab name (overrides the file's name and --lab).")
+@click.pass_context
+@friendly
+def up(ctx: click.Context, labfile: str | None, name: str | None) -> None:
+    """Bring up a lab (the default two-node lab with its demo app when no LABFILE)."""
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane up needs root (it creates network namespaces)")
+    explicit = name or (ctx.obj["lab"] if ctx.get_parameter_source("lab") != click.core.ParameterSource.DEFAULT else None)
+    lab = model.load(labfile, explicit)
+    summary = lifecycle.up(lab, lambda line: click.echo(f"[{lab.name}] {line}", err=True))
+    click.echo(f"lab {lab.name!r} is up in {summary.seconds:.1f} s: {summary.nodes} nodes, {summary.pods} pods")
+    click.echo(f"kubeconfig: {summary.kubeconfig}")
+    flag = "" if lab.name == "netplane" else f" --lab {lab.name}"
+    click.echo(f"next: netplane{flag} get pods -o wide")
+
+
+@cli.command()
+@click.pass_context
+@friendly
+def down(ctx: click.Context) -> None:
+    """Stop the lab and remove everything it made."""
+    removed = lifecycle.down(ctx.obj["lab"])
+    click.echo(f"lab {ctx.obj['lab']!r} is down ({len(removed)} namespaces removed)")
+
+
+@cli.command()
+@friendly
+def clean() -> None:
+    """Remove every netplane lab on this machine, even after a crash: processes, namespaces, state."""
+    removed = lifecycle.clean()
+    for lab, spaces in removed.items():
+        click.echo(f"removed lab {lab!r}: {len(spaces)} namespaces")
+    if not removed:
+        click.echo("nothing to clean")
+
+
+@cli.command()
+@click.pass_context
+@friendly
+def status(ctx: click.Context) -> None:
+    """Say whether the lab is up, with its nodes and pods."""
+    state = lab_state(ctx)
+    lab = state.load_lab()
+
+    async def work(client: Client):
+        return (await client.list("nodes"))["items"], (await client.list("pods"))["items"]
+
+    nodes, pods = run_api(ctx, work)
+    running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
+    click.echo(f"lab {lab.name!r}: up, control plane pid {state.pid()}, proxy mode {lab.network.proxyMode}")
+    click.echo(f"pods Running {running}/{len(pods)}")
+    click.echo(printers.table(resources.lookup("nodes"), nodes, wide=True, all_namespaces=False))
+
+
+@cli.command()
+@click.pass_context
+@friendly
+def kubeconfig(ctx: click.Context) -> None:
+    """Print the path of the lab's kubeconfig."""
+    click.echo(lab_state(ctx).kubeconfig)
+
+
+@cli.command()
+@click.option("-f", "--filename", "files", multiple=True, required=True, type=click.Path(dir_okay=False))
+@click.pass_context
+@friendly
+def apply(ctx: click.Context, files: tuple[str, ...]) -> None:
+    """Create or update the objects of manifest files."""
+    objects = [obj for path in files for obj in manifests.load(path)]
+
+    async def work(client: Client):
+        for obj in objects:
+            click.echo(f"{manifests.describe(obj)} {await manifests.apply(client, obj)}")
+
+    run_api(ctx, work)
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("-o", "--output", type=click.Choice(["wide", "json", "yaml"]))
+@click.pass_context
+@friendly
+def get(ctx: click.Context, kind: str, name: str | None, namespace: str, all_namespaces: bool, output: str | None) -> None:
+    """List objects (pods, services, nodes, endpointslices, namespaces) like kubectl get."""
+    res = resources.lookup(kind)
+    ns = None if all_namespaces or not res.namespaced else namespace
+
+    async def work(client: Client):
+        if name:
+            return [await client.get(res.plural, name, ns)]
+        return (await client.list(res.plural, ns))["items"]
+
+    items = run_api(ctx, work)
+    if output in ("json", "yaml"):
+        click.echo(printers.dump(items[0] if name else printers.as_list(res, items), output))
+        return
+    text = printers.table(res, items, wide=output == "wide", all_namespaces=all_namespaces)
+    click.echo(text or f"No resources found in {ns or 'any'} namespace.", err=not text)
+
+
+@cli.command()
+@click.argument("kind", required=False)
+@click.argument("name", required=False)
+@click.option("-f", "--filename", "files", multiple=True, type=click.Path(dir_okay=False))
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.pass_context
+@friendly
+def delete(ctx: click.Context, kind: str | None, name: str | None, files: tuple[str, ...], namespace: str) -> None:
+    """Delete an object (KIND NAME) or the objects of manifest files (-f)."""
+    if files:
+        targets = [(resources.by_kind(o["kind"]), o["metadata"]["name"], o["metadata"].get("namespace", namespace))
+                   for path in files for o in manifests.load(path)]
+    elif kind and name:
+        targets = [(resources.lookup(kind), name, namespace)]
+    else:
+        raise click.UsageError("give KIND NAME, or -f FILE")
+
+    async def work(client: Client):
+        for res, obj_name, ns in targets:
+            await client.delete(res.plural, obj_name, ns if res.namespaced else None)
+            click.echo(f'{res.singular} "{obj_name}" deleted')
+
+    run_api(ctx, work)
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.pass_context
+@friendly
+def exec_(ctx: click.Context, target: str, command: tuple[str, ...], namespace: str) -> None:
+    """Run COMMAND in a pod's or a node's (node/NAME) network namespace; its exit code is passed on."""
+    space = resolve_netns(ctx, target, namespace)
+    argv = netns.command(space, list(command))
+    os.execvp(argv[0], argv)
+
+
+def resolve_netns(ctx: click.Context, target: str, namespace: str) -> str:
+    """The network namespace of `POD`, `pod/POD` or `node/NAME` in the lab."""
+    state = lab_state(ctx)
+    lab = state.load_lab()
+    if target.startswith("node/"):
+        node = target.split("/", 1)[1]
+        if node not in lab.nodes:
+            raise click.ClickException(f"node {node!r} is not in lab {lab.name!r} (nodes: {', '.join(lab.nodes)})")
+        return names.node_netns(lab.name, node)
+    pod = target.split("/", 1)[1] if target.startswith(("pod/", "po/", "pods/")) else target
+    run_api(ctx, lambda client: client.get("pods", pod, namespace))
+    space = names.pod_netns(names.lab_prefix(lab.name), namespace, pod)
+    if not netns.exists(space):
+        raise click.ClickException(f"pod {namespace}/{pod} has no network yet (is it Running?)")
+    return space
+
+
+def main() -> None:
+    cli(prog_name="netplane")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

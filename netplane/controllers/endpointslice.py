@@ -1,0 +1,124 @@
+"""The EndpointSlice controller: a Service's selector -> its pods' IPs and resolved target ports.
+
+One slice per distinct set of resolved ports (a named targetPort may resolve differently per pod,
+which is why upstream groups endpoints this way), named `<service>-<hash of the ports>` so that a
+pass of the loop finds its own slices again. A Service with no endpoints keeps one empty slice.
+"""
+from __future__ import annotations
+
+from netplane import names
+from netplane.api.loop import Reconciler
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+MANAGED_BY = "endpointslice-controller.k8s.io"
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_ready(pod: dict) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def resolve_port(service_port: dict, pod: dict) -> int | None:
+    """The pod port a Service port sends to: a number, or a containerPort found by name."""
+    target = service_port.get("targetPort", service_port["port"])
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    protocol = service_port.get("protocol", "TCP")
+    for container in pod["spec"].get("containers", []):
+        for port in container.get("ports", []):
+            if port.get("name") == target and port.get("protocol", "TCP") == protocol:
+                return int(port["containerPort"])
+    return None
+
+
+def _endpoint(pod: dict) -> dict:
+    ready = pod_ready(pod)
+    terminating = "deletionTimestamp" in pod["metadata"]
+    meta = pod["metadata"]
+    return {
+        "addresses": [pod["status"]["podIP"]],
+        "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+        "nodeName": pod["spec"].get("nodeName"),
+        "targetRef": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid")},
+    }
+
+
+def _slice(service: dict, ports: tuple, endpoints: list[dict]) -> dict:
+    meta = service["metadata"]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{meta['name']}-{names.short_hash(repr(ports), 5).lower()}",
+            "namespace": meta["namespace"],
+            "labels": {SERVICE_NAME_LABEL: meta["name"], MANAGED_BY_LABEL: MANAGED_BY},
+            "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta.get("uid"),
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": name, "protocol": protocol, "port": port} for name, protocol, port in ports],
+    }
+
+
+def desired_slices(service: dict, pods: list[dict]) -> list[dict]:
+    """The slices a Service should have, given every pod of its namespace."""
+    spec = service.get("spec", {})
+    selector = spec.get("selector")
+    if not selector or spec.get("type") == "ExternalName":
+        return []
+    groups: dict[tuple, list[dict]] = {}
+    namespace = service["metadata"]["namespace"]
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status", {})
+        if (pod["metadata"].get("namespace") != namespace or not status.get("podIP")
+                or status.get("phase") in ("Succeeded", "Failed")
+                or not selects(selector, pod["metadata"].get("labels", {}))):
+            continue
+        ports = []
+        for sp in spec.get("ports", []):
+            number = resolve_port(sp, pod)
+            if number is not None:
+                ports.append((sp.get("name", ""), sp.get("protocol", "TCP"), number))
+        groups.setdefault(tuple(ports), []).append(_endpoint(pod))
+    if not groups:
+        return [_slice(service, (), [])]
+    return [_slice(service, ports, endpoints) for ports, endpoints in groups.items()]
+
+
+def _differs(want: dict, have: dict) -> bool:
+    return any(want[k] != have.get(k) for k in ("endpoints", "ports", "addressType")) or \
+        want["metadata"]["labels"] != have["metadata"].get("labels")
+
+
+class EndpointSliceController:
+    def __init__(self, client, services, pods, slices) -> None:
+        self.client, self.services, self.pods, self.slices = client, services, pods, slices
+        self.loop = Reconciler("endpointslices", self.reconcile)
+        for informer in (services, pods, slices):
+            informer.add_handler(self.loop.trigger)
+
+    async def reconcile(self) -> None:
+        pods = list(self.pods.cache.values())
+        wanted: dict[tuple[str, str], dict] = {}
+        for service in self.services.cache.values():
+            for s in desired_slices(service, pods):
+                wanted[(s["metadata"]["namespace"], s["metadata"]["name"])] = s
+        ours = {k: v for k, v in self.slices.cache.items()
+                if v["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) == MANAGED_BY}
+        for key, want in wanted.items():
+            have = ours.get(key)
+            if have is None:
+                await self.client.create("endpointslices", want)
+            elif _differs(want, have):
+                want["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
+                await self.client.update("endpointslices", want)
+        for (namespace, name) in ours.keys() - wanted.keys():
+            await self.client.delete("endpointslices", name, namespace)

@@ -1,0 +1,35 @@
+"""The only code that pipes a transaction into nft: one `nft -f -` per sync, in a namespace."""
+from __future__ import annotations
+
+import asyncio
+
+from netplane.kernel import netns
+
+
+class NftError(RuntimeError):
+    pass
+
+
+async def apply(namespace: str | None, script: str) -> None:
+    """Run the script as one atomic nft transaction in the namespace (None: the current one)."""
+    proc = await asyncio.create_subprocess_exec(
+        *netns.command(namespace, ["nft", "-f", "-"]),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate(script.encode())
+    if proc.returncode != 0:
+        raise NftError(f"nft -f in {namespace or 'this namespace'} failed: {err.decode().strip()}")
+
+
+async def list_ruleset(namespace: str | None) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *netns.command(namespace, ["nft", "list", "ruleset"]),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise NftError(f"nft list ruleset failed: {err.decode().strip()}")
+    return out.decode()

@@ -1,0 +1,83 @@
+"""The lab's control-plane process: API server, controllers and one node agent per emulated node.
+
+`netplane up` starts it in the background (`python -m netplane.lab.daemon LAB`); it writes the
+kubeconfig once the API server listens, and on SIGTERM stops every pod and exits.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+
+from netplane import names
+from netplane.agent.node import AgentConfig, NodeAgent
+from netplane.api.client import Client
+from netplane.api.informer import Informer
+from netplane.api.server import start
+from netplane.api.store import Store
+from netplane.controllers.endpointslice import EndpointSliceController
+from netplane.controllers.nodeipam import NodeIPAM
+from netplane.controllers.scheduler import Scheduler
+from netplane.controllers.serviceip import admitter
+from netplane.lab.state import LabState
+
+log = logging.getLogger("netplane.daemon")
+
+
+def controllers(client: Client, cluster_cidr: str) -> list:
+    """The controller manager: shared informers, then every controller's loop."""
+    nodes, pods = Informer(client, "nodes"), Informer(client, "pods")
+    services, slices = Informer(client, "services"), Informer(client, "endpointslices")
+    loops = [
+        NodeIPAM(client, nodes, cluster_cidr).loop,
+        Scheduler(client, nodes, pods).loop,
+        EndpointSliceController(client, services, pods, slices).loop,
+    ]
+    return [i.run() for i in (nodes, pods, services, slices)] + [loop.run() for loop in loops]
+
+
+async def run(state: LabState) -> None:
+    lab = state.load_lab()
+    token = secrets.token_urlsafe(24)
+    store = Store(str(state.store), admit=admitter(lab.network.serviceCIDR))
+    runner, port = await start(store, "127.0.0.1", 0, token)
+    server = f"http://127.0.0.1:{port}"
+    agents = [
+        NodeAgent(Client(server, token), AgentConfig(
+            node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
+            state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR))
+        for node in lab.nodes
+    ]
+    client = Client(server, token)
+    work = asyncio.gather(*controllers(client, lab.network.clusterCIDR), *(a.run() for a in agents))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    state.write_kubeconfig(server, token)
+    log.info("API server on %s; %d node agents started", server, len(agents))
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if work.done() and work.exception():
+        log.error("a component stopped: %r", work.exception())
+    work.cancel()
+    await asyncio.gather(*(a.shutdown() for a in agents), return_exceptions=True)
+    await client.close()
+    for agent in agents:
+        await agent.client.close()
+    await runner.cleanup()
+
+
+def main() -> None:
+    state = LabState(sys.argv[1])
+    logging.basicConfig(level=os.environ.get("NETPLANE_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state.pid_file.write_text(str(os.getpid()))
+    asyncio.run(run(state))
+
+
+if __name__ == "__main__":
+    main()

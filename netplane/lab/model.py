@@ -1,0 +1,203 @@
+"""The lab file: parsed into frozen dataclasses and refused, naming the field, before anything is made.
+
+```yaml
+name: netplane                  # lab name: [a-z0-9-], at most 32 characters
+nodes: [node-1, node-2]         # node names (DNS labels), or a number of nodes
+network:
+  underlay: 172.30.0.0/24       # the switch every node's eth0 is on
+  clusterCIDR: 10.244.0.0/16    # pod addresses, one /24 per node
+  serviceCIDR: 10.96.0.0/16     # ClusterIPs
+  proxyMode: nftables           # nftables | iptables
+manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
+```
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netplane import names
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+PROXY_MODES = ("nftables", "iptables")
+IMPLEMENTED_PROXY_MODES = ("nftables",)
+NODE_SUBNET_PREFIX = 24
+FIRST_NODE_HOST = 11  # node-1 is 172.30.0.11: .1-.10 stay free for clients and control planes
+
+
+class LabError(ValueError):
+    """A lab file that cannot be used; the message names the field and the fix."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"lab file: {field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Network:
+    underlay: str = "172.30.0.0/24"
+    clusterCIDR: str = "10.244.0.0/16"
+    serviceCIDR: str = "10.96.0.0/16"
+    proxyMode: str = "nftables"
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str = "netplane"
+    nodes: tuple[str, ...] = ("node-1", "node-2")
+    network: Network = field(default_factory=Network)
+    manifests: tuple[str, ...] = ()
+
+    def node_ip(self, node: str) -> str:
+        """The node's underlay address: .11 for the first node, .12 for the second, ..."""
+        net = ipaddress.ip_network(self.network.underlay)
+        return str(net.network_address + FIRST_NODE_HOST + self.nodes.index(node))
+
+    @property
+    def underlay_gateway(self) -> str:
+        """The nodes' default gateway: .1 of the underlay, an address no lab host holds."""
+        return str(ipaddress.ip_network(self.network.underlay).network_address + 1)
+
+    @property
+    def underlay_prefixlen(self) -> int:
+        return ipaddress.ip_network(self.network.underlay).prefixlen
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _require_keys(data: dict, allowed: set[str], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise LabError(f"{where}{key}", f"unknown field; the known fields are {known}")
+
+
+def _cidr(value: Any, field_name: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(str(value), strict=True)
+    except ValueError:
+        raise LabError(field_name, f"{value!r} is not an IPv4 network; write it like 10.244.0.0/16") from None
+    if net.version != 4:
+        raise LabError(field_name, f"{value!r} is IPv6; this version of netplane builds IPv4 labs")
+    return net
+
+
+def _nodes(value: Any) -> tuple[str, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= 200:
+            raise LabError("nodes", f"{value} nodes: give between 1 and 200")
+        return tuple(f"node-{i}" for i in range(1, value + 1))
+    if not isinstance(value, list) or not value:
+        raise LabError("nodes", "give a list of node names, e.g. [node-1, node-2], or a number")
+    found: list[str] = []
+    for i, item in enumerate(value):
+        name = item.get("name") if isinstance(item, dict) else item
+        if isinstance(item, dict):
+            _require_keys(item, {"name"}, f"nodes[{i}].")
+        if not isinstance(name, str) or not DNS_LABEL.match(name):
+            raise LabError(f"nodes[{i}]", f"{name!r} is not a DNS label (lower-case letters, digits, '-')")
+        if name in found:
+            raise LabError(f"nodes[{i}]", f"node {name!r} is listed twice; node names must be unique")
+        found.append(name)
+    return tuple(found)
+
+
+def _network(data: Any, node_count: int) -> Network:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise LabError("network", "must be a mapping with underlay, clusterCIDR, serviceCIDR, proxyMode")
+    _require_keys(data, set(Network.__dataclass_fields__), "network.")
+    network = Network(**{k: str(v) for k, v in data.items()})
+    nets = {
+        "network.underlay": _cidr(network.underlay, "network.underlay"),
+        "network.clusterCIDR": _cidr(network.clusterCIDR, "network.clusterCIDR"),
+        "network.serviceCIDR": _cidr(network.serviceCIDR, "network.serviceCIDR"),
+    }
+    items = list(nets.items())
+    for i, (name_a, a) in enumerate(items):
+        for name_b, b in items[i + 1:]:
+            if a.overlaps(b):
+                raise LabError(name_b, f"{b} overlaps {name_a} {a}; choose ranges that do not overlap")
+    underlay = nets["network.underlay"]
+    if underlay.num_addresses - 2 < FIRST_NODE_HOST - 1 + node_count:
+        raise LabError("network.underlay", f"{underlay} is too small for {node_count} nodes from .{FIRST_NODE_HOST}")
+    cluster = nets["network.clusterCIDR"]
+    if cluster.prefixlen > NODE_SUBNET_PREFIX or 2 ** (NODE_SUBNET_PREFIX - cluster.prefixlen) < node_count:
+        raise LabError("network.clusterCIDR", f"{cluster} has fewer /24 subnets than the {node_count} nodes")
+    if nets["network.serviceCIDR"].prefixlen > 28:
+        raise LabError("network.serviceCIDR", "is too small; give at least a /28, e.g. 10.96.0.0/16")
+    if network.proxyMode not in PROXY_MODES:
+        raise LabError("network.proxyMode", f"{network.proxyMode!r}: choose one of {', '.join(PROXY_MODES)}")
+    if network.proxyMode not in IMPLEMENTED_PROXY_MODES:
+        raise LabError("network.proxyMode", f"{network.proxyMode!r} is not built yet (issue 6); use nftables")
+    return network
+
+
+def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise LabError("manifests", "give a list of file names")
+    found = []
+    for i, entry in enumerate(value):
+        path = Path(entry) if base is None or Path(entry).is_absolute() else base / entry
+        if not path.is_file():
+            raise LabError(f"manifests[{i}]", f"{path} does not exist")
+        found.append(str(path.resolve()))
+    return tuple(found)
+
+
+def parse(data: Any, base: Path | None = None, name: str | None = None) -> Lab:
+    """A validated Lab from a lab file's parsed YAML; `name` overrides the file's name."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise LabError("(top)", "a lab file is a YAML mapping with name, nodes, network, manifests")
+    _require_keys(data, set(Lab.__dataclass_fields__), "")
+    lab_name = name or data.get("name", Lab.name)
+    if not isinstance(lab_name, str) or not names.LAB_NAME_RE.match(lab_name):
+        raise LabError("name", f"{lab_name!r}: use 1-32 lower-case letters, digits and '-'")
+    nodes = _nodes(data.get("nodes", list(Lab.nodes)))
+    return Lab(
+        name=lab_name,
+        nodes=nodes,
+        network=_network(data.get("network"), len(nodes)),
+        manifests=_manifests(data.get("manifests"), base),
+    )
+
+
+def load(path: str | None, name: str | None = None) -> Lab:
+    """Load a lab file, or the built-in default lab (two nodes and the demo app) when path is None."""
+    if path is None:
+        default = resources.files("netplane.lab").joinpath("default.yaml")
+        with resources.as_file(default) as file:
+            return _load_file(Path(file), name)
+    return _load_file(Path(path), name)
+
+
+def _load_file(path: Path, name: str | None) -> Lab:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LabError("(file)", f"{path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise LabError("(file)", f"{path} is not valid YAML: {err}") from None
+    return parse(data, path.parent, name)
+
+
+def from_dict(data: dict[str, Any]) -> Lab:
+    """The inverse of Lab.to_dict, for a lab that was already validated."""
+    return Lab(
+        name=data["name"],
+        nodes=tuple(data["nodes"]),
+        network=Network(**data["network"]),
+        manifests=tuple(data["manifests"]),
+    )

@@ -1,0 +1,92 @@
+"""A lab's state directory: /var/lib/netplane/<lab>/ holds the lab as validated, the API store, the
+kubeconfig, the control plane's pid and log, and each node's CNI data. `down` and `clean` remove it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from netplane.lab.model import Lab, from_dict
+
+ROOT = Path(os.environ.get("NETPLANE_STATE_DIR", "/var/lib/netplane"))
+
+
+@dataclass(frozen=True)
+class LabState:
+    name: str
+
+    @property
+    def dir(self) -> Path:
+        return ROOT / self.name
+
+    @property
+    def lab_file(self) -> Path:
+        return self.dir / "lab.json"
+
+    @property
+    def store(self) -> Path:
+        return self.dir / "store.db"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "control-plane.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "control-plane.log"
+
+    def node_dir(self, node: str) -> Path:
+        return self.dir / "nodes" / node
+
+    def exists(self) -> bool:
+        return self.lab_file.exists()
+
+    def save_lab(self, lab: Lab) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lab_file.write_text(json.dumps(lab.to_dict(), indent=2))
+
+    def load_lab(self) -> Lab:
+        return from_dict(json.loads(self.lab_file.read_text()))
+
+    def pid(self) -> int | None:
+        """The control plane's pid if it is alive and is netplane's (a recycled pid is not)."""
+        try:
+            pid = int(self.pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid if b"netplane.lab.daemon" in cmdline else None
+
+    def write_kubeconfig(self, server: str, token: str) -> None:
+        cluster, user = f"netplane-{self.name}", f"netplane-{self.name}-admin"
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": cluster, "cluster": {"server": server}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": self.name, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
+            "current-context": self.name,
+        }
+        tmp = self.kubeconfig.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        os.chmod(tmp, 0o600)
+        tmp.rename(self.kubeconfig)
+
+    def connection(self) -> tuple[str, str]:
+        """(server URL, token) from the kubeconfig."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        return config["clusters"][0]["cluster"]["server"], config["users"][0]["user"]["token"]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def known_labs() -> list[str]:
+    return sorted(p.name for p in ROOT.iterdir() if p.is_dir()) if ROOT.is_dir() else []

@@ -1,0 +1,122 @@
+"""Controllers' pure decisions: node IPAM, ClusterIP allocation, scheduling, EndpointSlices."""
+from __future__ import annotations
+
+import pytest
+
+from netplane.api.errors import ApiError
+from netplane.controllers import endpointslice, nodeipam, scheduler, serviceip
+
+
+def pod(name, ip=None, labels=None, node="node-1", ready=True, ports=None, namespace="default"):
+    status = {"phase": "Running" if ip else "Pending"}
+    if ip:
+        status["podIP"] = ip
+    if ready:
+        status["conditions"] = [{"type": "Ready", "status": "True"}]
+    container = {"name": "c", "image": "netplane/echo", "ports": ports or [{"name": "http", "containerPort": 8080}]}
+    return {"metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "labels": labels or {}},
+            "spec": {"nodeName": node, "containers": [container]}, "status": status}
+
+
+def service(name="web", ports=None, selector=None):
+    return {"metadata": {"name": name, "namespace": "default", "uid": "svc-uid"},
+            "spec": {"selector": selector if selector is not None else {"app": "web"}, "clusterIP": "10.96.0.10",
+                     "ports": ports or [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def test_node_ipam_hands_out_the_lowest_free_24():
+    assert nodeipam.next_pod_cidr("10.244.0.0/16", set()) == "10.244.0.0/24"
+    assert nodeipam.next_pod_cidr("10.244.0.0/16", {"10.244.0.0/24", "10.244.2.0/24"}) == "10.244.1.0/24"
+    with pytest.raises(RuntimeError):
+        nodeipam.next_pod_cidr("10.244.0.0/24", {"10.244.0.0/24"})
+
+
+def test_clusterip_allocation_skips_network_and_dot_one():
+    assert serviceip.allocate("10.96.0.0/16", set()) == "10.96.0.2"
+    assert serviceip.allocate("10.96.0.0/16", {"10.96.0.2"}) == "10.96.0.3"
+    assert serviceip.allocate("10.96.0.0/16", set(), "10.96.5.5") == "10.96.5.5"
+    with pytest.raises(ValueError, match="not in the service range"):
+        serviceip.allocate("10.96.0.0/16", set(), "10.97.0.1")
+    with pytest.raises(ValueError, match="already allocated"):
+        serviceip.allocate("10.96.0.0/16", {"10.96.0.9"}, "10.96.0.9")
+
+
+class FakeStore:
+    """Only what the admission hook reads: the Services already stored."""
+
+    def __init__(self, services):
+        self.services = services
+
+    def list(self, plural, namespace=None):
+        return self.services, "1"
+
+
+def test_service_admission_defaults_allocates_and_keeps_the_ip():
+    admit = serviceip.admitter("10.96.0.0/16")
+    svc = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
+    out = admit("create", "services", svc, None, FakeStore([{"spec": {"clusterIP": "10.96.0.2"}}]))
+    assert out["spec"]["clusterIP"] == "10.96.0.3" and out["spec"]["clusterIPs"] == ["10.96.0.3"]
+    assert out["spec"]["type"] == "ClusterIP" and out["spec"]["ports"][0] == {"port": 80, "protocol": "TCP", "targetPort": 80}
+    changed = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 81}]}}
+    assert admit("update", "services", changed, out, FakeStore([]))["spec"]["clusterIP"] == "10.96.0.3"
+    with pytest.raises(ApiError) as err:
+        admit("update", "services", {"metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}},
+              out, FakeStore([]))
+    assert err.value.code == 422 and err.value.details["causes"][0]["field"] == "spec.clusterIP"
+
+
+@pytest.mark.parametrize("ports, field", [
+    ([{"port": 0}], "spec.ports[0].port"),
+    ([{"port": 80, "protocol": "ICMP"}], "spec.ports[0].protocol"),
+    ([{"port": 80}, {"port": 81}], "spec.ports[0].name"),
+    ([], "spec.ports"),
+])
+def test_bad_services_are_invalid_naming_the_field(ports, field):
+    with pytest.raises(ApiError) as err:
+        serviceip.admitter("10.96.0.0/16")("create", "services", {"metadata": {"name": "x"}, "spec": {"ports": ports}},
+                                           None, FakeStore([]))
+    assert err.value.code == 422 and err.value.details["causes"][0]["field"] == field
+
+
+def ready_node(name, ready=True):
+    return {"metadata": {"name": name}, "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_scheduler_spreads_over_ready_nodes():
+    nodes = [ready_node("node-1"), ready_node("node-2"), ready_node("node-3", ready=False)]
+    assert scheduler.choose_node(nodes, []) == "node-1"
+    assert scheduler.choose_node(nodes, [pod("a", node="node-1")]) == "node-2"
+    assert scheduler.choose_node(nodes, [pod("a", node="node-1"), pod("b", node="node-2")]) == "node-1"
+    assert scheduler.choose_node([ready_node("node-3", ready=False)], []) is None
+
+
+def test_slices_resolve_named_ports_and_keep_only_pods_with_ips():
+    pods = [pod("web-1", "10.244.1.2", {"app": "web"}), pod("web-2", "10.244.2.2", {"app": "web"}, node="node-2"),
+            pod("web-3", None, {"app": "web"}), pod("other", "10.244.1.9", {"app": "db"}),
+            pod("elsewhere", "10.244.1.8", {"app": "web"}, namespace="kube-system")]
+    slices = endpointslice.desired_slices(service(), pods)
+    assert len(slices) == 1
+    s = slices[0]
+    assert s["metadata"]["labels"][endpointslice.SERVICE_NAME_LABEL] == "web"
+    assert s["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080}]
+    assert [(e["addresses"], e["nodeName"], e["conditions"]["ready"]) for e in s["endpoints"]] == [
+        (["10.244.1.2"], "node-1", True), (["10.244.2.2"], "node-2", True)]
+
+
+def test_slices_group_pods_whose_named_port_differs():
+    pods = [pod("a", "10.244.1.2", {"app": "web"}), pod("b", "10.244.1.3", {"app": "web"},
+                                                     ports=[{"name": "http", "containerPort": 9090}])]
+    slices = endpointslice.desired_slices(service(), pods)
+    assert sorted(s["ports"][0]["port"] for s in slices) == [8080, 9090]
+    assert len({s["metadata"]["name"] for s in slices}) == 2
+
+
+def test_service_without_pods_keeps_one_empty_slice_and_no_selector_none():
+    assert [s["endpoints"] for s in endpointslice.desired_slices(service(), [])] == [[]]
+    assert endpointslice.desired_slices(service(selector={}), [pod("a", "10.244.1.2")]) == []
+
+
+def test_not_ready_pods_are_listed_not_ready():
+    s = endpointslice.desired_slices(service(), [pod("a", "10.244.1.2", {"app": "web"}, ready=False)])[0]
+    assert s["endpoints"][0]["conditions"] == {"ready": False, "serving": False, "terminating": False}

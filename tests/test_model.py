@@ -1,0 +1,64 @@
+"""The lab file: defaults, and bad input refused with the field's name before anything is made."""
+from __future__ import annotations
+
+import pytest
+
+from netplane.lab import model, topology
+
+
+def test_default_lab_has_two_nodes_and_the_demo_app():
+    lab = model.load(None)
+    assert lab.name == "netplane"
+    assert lab.nodes == ("node-1", "node-2")
+    assert lab.network == model.Network("172.30.0.0/24", "10.244.0.0/16", "10.96.0.0/16", "nftables")
+    assert [m.rsplit("/", 1)[-1] for m in lab.manifests] == ["demo.yaml"]
+    assert lab.node_ip("node-1") == "172.30.0.11" and lab.node_ip("node-2") == "172.30.0.12"
+
+
+def test_name_override_and_node_count():
+    lab = model.parse({"nodes": 3}, name="other")
+    assert lab.name == "other" and lab.nodes == ("node-1", "node-2", "node-3")
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"nodez": 2}, "nodez"),
+    ({"network": {"podCIDR": "10.0.0.0/16"}}, "network.podCIDR"),
+    ({"network": {"clusterCIDR": "10.244.0.0/33"}}, "network.clusterCIDR"),
+    ({"network": {"underlay": "not-a-cidr"}}, "network.underlay"),
+    ({"network": {"serviceCIDR": "10.244.128.0/20"}}, "network.serviceCIDR"),
+    ({"network": {"underlay": "10.96.0.0/24"}}, "network.serviceCIDR"),
+    ({"nodes": ["node-1", "node-1"]}, "nodes[1]"),
+    ({"nodes": ["Node_1"]}, "nodes[0]"),
+    ({"nodes": []}, "nodes"),
+    ({"name": "has.dot"}, "name"),
+    ({"network": {"proxyMode": "ipvs"}}, "network.proxyMode"),
+    ({"manifests": ["missing.yaml"]}, "manifests[0]"),
+    ({"network": {"clusterCIDR": "10.244.0.0/25"}}, "network.clusterCIDR"),
+])
+def test_bad_lab_files_name_the_field(data, field, tmp_path):
+    with pytest.raises(model.LabError) as err:
+        model.parse(data, tmp_path)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"lab file: {field}: ")
+
+
+def test_lab_round_trips_through_its_dict():
+    lab = model.load(None)
+    assert model.from_dict(lab.to_dict()) == lab
+
+
+def test_plan_reads_as_ip_commands():
+    lab = model.parse({"name": "demo", "nodes": ["a"]})
+    assert [str(s) for s in topology.plan(lab)] == [
+        "ip netns add np.demo.underlay",
+        "ip -n np.demo.underlay link add br0 type bridge",
+        "ip -n np.demo.underlay link set br0 up",
+        "ip netns add np.demo.a",
+        "ip netns exec np.demo.a sysctl net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1",
+        "ip -n np.demo.underlay link add to-a type veth peer name eth0 netns np.demo.a",
+        "ip -n np.demo.underlay link set to-a master br0",
+        "ip -n np.demo.underlay link set to-a up",
+        "ip -n np.demo.a addr add 172.30.0.11/24 dev eth0",
+        "ip -n np.demo.a link set eth0 up",
+        "ip -n np.demo.a route add default via 172.30.0.1 dev eth0",
+    ]
