@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -40,3 +42,36 @@ def make_netns(lab_name: str) -> Iterator:
     netns.kill_all_in(made)
     for name in made:
         netns.delete(name)
+
+
+def root_snapshot() -> dict[str, str]:
+    """What the root namespace holds that a lab must never change: links, addresses, routes, rules,
+    named namespaces, and netfilter (nftables, and iptables in both backends when installed)."""
+    commands = {
+        "links": ["ip", "-o", "link", "show"],
+        "addresses": ["ip", "-o", "addr", "show"],
+        "routes": ["ip", "route", "show", "table", "all"],
+        "rules": ["ip", "rule", "show"],
+        "netns": ["ip", "netns", "list"],
+        "nftables": ["nft", "list", "ruleset"],
+        "iptables-nft": ["iptables-nft-save"],
+        "iptables-legacy": ["iptables-legacy-save"],
+    }
+    found = {}
+    for key, argv in commands.items():
+        if shutil.which(argv[0]):
+            out = subprocess.run(argv, capture_output=True, text=True).stdout
+            # counters and the save tool's timestamps change by themselves; they are not state
+            found[key] = "\n".join(line for line in out.splitlines()
+                                   if not line.startswith("#") and "counter packets" not in line)
+    return found
+
+
+ROOT_BEFORE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_before() -> dict[str, str]:
+    if not ROOT_BEFORE:
+        ROOT_BEFORE.update(root_snapshot())
+    return ROOT_BEFORE

@@ -1,0 +1,150 @@
+"""An async client of the API server, on aiohttp, for controllers and node agents."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+
+from netplane.api.errors import ApiError
+from netplane.api.resources import base_path, by_plural
+
+T = TypeVar("T")
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)  # a watch lasts as long as it lasts
+
+
+async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
+    """Raises the ApiError of the Status the server sent back (or of the bare HTTP code)."""
+    if resp.status < 400:
+        return
+    text = await resp.text()
+    try:
+        status = json.loads(text)
+    except ValueError:
+        status = None
+    if isinstance(status, dict) and status.get("kind") == "Status":
+        raise ApiError.from_status(status)
+    raise ApiError.for_code(resp.status, text.strip() or resp.reason or "")
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    params = {"labelSelector": label_selector, "fieldSelector": field_selector}
+    return {k: v for k, v in params.items() if v}
+
+
+class Client:
+    """``async with Client(url, token) as api: await api.get("pods", "web", "default")``."""
+
+    def __init__(self, base_url: str, token: str | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # made on first use, so that it belongs to the loop that uses it
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=REQUEST_TIMEOUT)
+        return self._session
+
+    @staticmethod
+    def _path(plural: str, namespace: str | None, name: str, subresource: str = "") -> str:
+        res = by_plural(plural)
+        path = f"{base_path(res, (namespace or 'default') if res.namespaced else None)}/{name}"
+        return f"{path}/{subresource}" if subresource else path
+
+    async def _call(
+        self, method: str, path: str, body: dict | None = None, params: dict | None = None
+    ) -> dict:
+        url = self.base_url + path
+        async with self._http().request(method, url, json=body, params=params) as resp:
+            await _raise_for_status(resp)
+            return await resp.json(content_type=None)
+
+    async def get(self, plural: str, name: str, namespace: str | None = None) -> dict:
+        return await self._call("GET", self._path(plural, namespace, name))
+
+    async def list(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> dict:
+        """The ``<Kind>List``; without a namespace, across all namespaces."""
+        path = base_path(by_plural(plural), namespace)
+        return await self._call("GET", path, params=_selectors(label_selector, field_selector))
+
+    async def create(self, plural: str, obj: dict, namespace: str | None = None) -> dict:
+        res = by_plural(plural)
+        namespace = namespace or obj.get("metadata", {}).get("namespace") or "default"
+        return await self._call("POST", base_path(res, namespace if res.namespaced else None), obj)
+
+    async def update(self, plural: str, obj: dict) -> dict:
+        meta = obj["metadata"]
+        return await self._call("PUT", self._path(plural, meta.get("namespace"), meta["name"]), obj)
+
+    async def update_status(self, plural: str, obj: dict) -> dict:
+        meta = obj["metadata"]
+        path = self._path(plural, meta.get("namespace"), meta["name"], "status")
+        return await self._call("PUT", path, obj)
+
+    async def delete(self, plural: str, name: str, namespace: str | None = None) -> dict:
+        return await self._call("DELETE", self._path(plural, namespace, name))
+
+    async def watch(
+        self,
+        plural: str,
+        resource_version: str | int | None,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yields ``{"type", "object"}`` events; an ERROR event is raised as its ApiError (410: Gone)."""
+        params = {"watch": "true", **_selectors(label_selector, field_selector)}
+        if resource_version not in (None, ""):
+            params["resourceVersion"] = str(resource_version)
+        if timeout_seconds is not None:
+            params["timeoutSeconds"] = str(timeout_seconds)
+        url = self.base_url + base_path(by_plural(plural), namespace)
+        async with self._http().get(url, params=params, timeout=WATCH_TIMEOUT) as resp:
+            await _raise_for_status(resp)
+            buffer = bytearray()
+            # by hand rather than readline(): one event may be larger than aiohttp's line limit
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        raise ApiError.from_status(event.get("object") or {})
+                    yield event
+
+
+async def retry_on_conflict(fn: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
+    """Runs ``fn`` again on 409 Conflict; ``fn`` must get the object afresh, change it and update it."""
+    for attempt in range(1, attempts):
+        try:
+            return await fn()
+        except ApiError as e:
+            if e.reason != "Conflict":
+                raise
+        await asyncio.sleep(0.01 * attempt)
+    return await fn()

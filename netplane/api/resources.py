@@ -1,0 +1,77 @@
+"""The resources the embedded API server serves, and where they live on the wire."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str  # "" for the core (legacy) group
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    aliases: tuple[str, ...]
+    has_status: bool
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("", "v1", "Namespace", "namespaces", False, ("ns",), True),
+    Resource("", "v1", "Node", "nodes", False, ("no",), True),
+    Resource("", "v1", "Pod", "pods", True, ("po",), True),
+    Resource("", "v1", "Service", "services", True, ("svc",), True),
+    Resource(
+        "discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, ("endpointslice",), False
+    ),
+)
+
+_BY_PLURAL = {r.plural: r for r in RESOURCES}
+_BY_KIND = {r.kind: r for r in RESOURCES}
+_BY_WORD = {w: r for r in RESOURCES for w in (r.plural, r.singular, *r.aliases)}
+
+
+def _supported() -> str:
+    return ", ".join(f"{r.plural} ({', '.join(r.aliases)})" for r in RESOURCES)
+
+
+def by_plural(plural: str) -> Resource:
+    try:
+        return _BY_PLURAL[plural]
+    except KeyError:
+        raise KeyError(f"unknown resource {plural!r}; supported: {_supported()}") from None
+
+
+def by_kind(kind: str) -> Resource:
+    try:
+        return _BY_KIND[kind]
+    except KeyError:
+        kinds = ", ".join(r.kind for r in RESOURCES)
+        raise KeyError(f"unknown kind {kind!r}; supported: {kinds}") from None
+
+
+def lookup(word: str) -> Resource:
+    """A resource by plural, lower-case singular or alias, as kubectl accepts them."""
+    try:
+        return _BY_WORD[word.lower()]
+    except KeyError:
+        raise KeyError(f"unknown resource type {word!r}; supported: {_supported()}") from None
+
+
+def api_version(res: Resource) -> str:
+    return f"{res.group}/{res.version}" if res.group else res.version
+
+
+def group_path(res: Resource) -> str:
+    """The root of the resource's API group: ``/api/v1`` or ``/apis/<group>/<version>``."""
+    return f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
+
+
+def base_path(res: Resource, namespace: str | None = None) -> str:
+    """The collection path; without a namespace a namespaced resource's all-namespaces list."""
+    if res.namespaced and namespace:
+        return f"{group_path(res)}/namespaces/{namespace}/{res.plural}"
+    return f"{group_path(res)}/{res.plural}"
