@@ -57,9 +57,10 @@ def running_status(pod: dict, ip: str, host_ip: str, running: list[containers.Ru
 
 class Kubelet:
     def __init__(self, client, node_name: str, node_netns: str | None, pod_netns_prefix: str,
-                 state_dir: Path, host_ip: str, runtime: Runtime) -> None:
+                 state_dir: Path, runtime: Runtime) -> None:
         self.client, self.node_name, self.node_netns = client, node_name, node_netns
-        self.pod_netns_prefix, self.state_dir, self.host_ip, self.runtime = pod_netns_prefix, state_dir, host_ip, runtime
+        self.pod_netns_prefix, self.state_dir, self.runtime = pod_netns_prefix, state_dir, runtime
+        self.host_ip = ""  # the node agent sets it once it has read its underlay address
         self.cni_conf: dict | None = None
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
         self.loop = Reconciler(f"kubelet/{node_name}", self.reconcile)

@@ -74,10 +74,10 @@ class NodeAgent:
     def __init__(self, client, config: AgentConfig) -> None:
         self.client, self.config = client, config
         self.nodes = Informer(client, "nodes")
-        self.ip, self.underlay_mtu = overlay.underlay_address(config.netns, config.iface)
+        self.ip, self.underlay_mtu = "", 0
         runtime = Runtime([plugin_dir()], str(config.state_dir / "cni-cache"), exec_netns=config.netns)
         self.kubelet = Kubelet(client, config.node_name, config.netns, config.pod_netns_prefix,
-                               config.state_dir, self.ip, runtime)
+                               config.state_dir, runtime)
         self.proxy = Proxier(client, config.netns, config.cluster_cidr)
         self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
         self.nodes.add_handler(self.overlay_loop.trigger)
@@ -129,6 +129,9 @@ class NodeAgent:
             await self.client.update_status("nodes", node)
 
     async def run(self) -> None:
+        self.ip, self.underlay_mtu = await asyncio.to_thread(overlay.underlay_address, self.config.netns,
+                                                             self.config.iface)
+        self.kubelet.host_ip = self.ip
         await self.register()
         informers = [self.nodes, self.kubelet.pods, *self.proxy.informers()]
         loops = [self.overlay_loop, self.kubelet.loop, self.proxy.loop]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,11 +10,20 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from netplane.kernel import netns
+
 
 @contextmanager
-def netlink(netns: str | None) -> Iterator[IPRoute]:
-    """An IPRoute socket bound to the named namespace (the current one when None)."""
-    ipr = IPRoute(netns=netns) if netns else IPRoute()
+def netlink(name: str | None) -> Iterator[IPRoute]:
+    """An IPRoute socket bound to the named namespace (the current one when None).
+
+    The socket is made inside the namespace by netns.socket_in (see there why not pyroute2's
+    netns= argument); a netlink socket stays in the namespace it was created in."""
+    if name is None:
+        ipr = IPRoute()
+    else:
+        sock = netns.socket_in(name, socket.AF_NETLINK, socket.SOCK_DGRAM, netns.NETLINK_ROUTE)
+        ipr = IPRoute(fileno=sock.detach())
     try:
         yield ipr
     finally:

@@ -1,18 +1,40 @@
-"""Network namespaces: create, delete, list, and the one way to run something inside one.
+"""Network namespaces: create, delete, list, and the one way to act inside one.
 
-Long-lived netplane processes never call ``setns`` in a thread (see the CNI plugins'
-pkg/ns README): netlink sockets are opened in a namespace by pyroute2 (``IPRoute(netns=...)``),
-and commands run in one through ``nsenter``, which this module alone builds.
+Why a fresh thread and not a fork: the control plane is a multi-threaded asyncio process. A forked
+child (pyroute2's ChildProcess, which `IPRoute(netns=...)` uses) can deadlock on a lock another
+thread held at fork time, and it inherits asyncio's signal wake-up fd, so the SIGTERM that pyroute2
+sends a child that timed out reached our event loop as if the lab had been told to stop (seen:
+labs stopping during bring-up). `setns` and `unshare(CLONE_NEWNET)` act on the calling thread
+only, so a thread that exists just to enter the namespace, make the socket or the mount, and end,
+changes nothing for any other code. Long-lived threads never change namespace.
+Commands run in a namespace through `nsenter`, which `command` alone builds.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
-
-from pyroute2 import netns as _netns
+from typing import TypeVar
 
 NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
+MNT_DETACH = 2
+NETLINK_ROUTE = 0
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mount_lock = threading.Lock()
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def path(name: str) -> str:
@@ -23,10 +45,62 @@ def exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+def run_in(name: str | None, fn: Callable[[], T]) -> T:
+    """fn() in a short-lived thread inside the named namespace (a brand-new one when name is None)."""
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            if name is None:
+                _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+            else:
+                fd = os.open(path(name), os.O_RDONLY)
+                try:
+                    _check(_libc.setns(fd, CLONE_NEWNET), f"setns into {name}")
+                finally:
+                    os.close(fd)
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=work, name=f"netns:{name or 'new'}")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def socket_in(name: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket that lives in the named namespace (the current one when None)."""
+    if name is None:
+        return socket.socket(family, kind, proto)
+    return run_in(name, lambda: socket.socket(family, kind, proto))
+
+
+def _share_netns_dir() -> None:
+    """Make /run/netns a shared mount point, as `ip netns add` does, so the bind mounts propagate."""
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    if _libc.mount(b"", str(NETNS_DIR).encode(), b"none", MS_SHARED | MS_REC, None) == 0:
+        return
+    _check(_libc.mount(str(NETNS_DIR).encode(), str(NETNS_DIR).encode(), b"none", MS_BIND | MS_REC, None),
+           "bind-mount /run/netns")
+    _check(_libc.mount(b"", str(NETNS_DIR).encode(), b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+
+
 def create(name: str) -> None:
-    """Create a named namespace (idempotent) with ``lo`` up."""
+    """Create a named namespace (idempotent) with `lo` up."""
     if not exists(name):
-        _netns.create(name)
+        with _mount_lock:
+            _share_netns_dir()
+            target = path(name)
+            os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            try:
+                run_in(None, lambda: _check(_libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none",
+                                                        MS_BIND, None), f"bind-mount {name}"))
+            except BaseException:
+                os.unlink(target)
+                raise
     from netplane.kernel.links import netlink
     with netlink(name) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
@@ -35,7 +109,11 @@ def create(name: str) -> None:
 def delete(name: str) -> None:
     """Remove a named namespace; missing is fine."""
     if exists(name):
-        _netns.remove(name)
+        _libc.umount2(path(name).encode(), MNT_DETACH)
+        try:
+            os.unlink(path(name))
+        except FileNotFoundError:
+            pass
 
 
 def listed(prefix: str = "") -> list[str]:

@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 from netplane import names
 from netplane.agent.node import AgentConfig, NodeAgent
@@ -27,8 +28,8 @@ from netplane.lab.state import LabState
 log = logging.getLogger("netplane.daemon")
 
 
-def controllers(client: Client, cluster_cidr: str) -> list:
-    """The controller manager: shared informers, then every controller's loop."""
+def controllers(client: Client, cluster_cidr: str) -> dict[str, Callable[[], Awaitable]]:
+    """The controller manager: shared informers, then every controller's loop, by name."""
     nodes, pods = Informer(client, "nodes"), Informer(client, "pods")
     services, slices = Informer(client, "services"), Informer(client, "endpointslices")
     loops = [
@@ -36,7 +37,24 @@ def controllers(client: Client, cluster_cidr: str) -> list:
         Scheduler(client, nodes, pods).loop,
         EndpointSliceController(client, services, pods, slices).loop,
     ]
-    return [i.run() for i in (nodes, pods, services, slices)] + [loop.run() for loop in loops]
+    parts: dict[str, Callable[[], Awaitable]] = {f"informer/{i.plural}": i.run for i in (nodes, pods, services, slices)}
+    parts.update({loop.name: loop.run for loop in loops})
+    return parts
+
+
+async def supervise(name: str, run: Callable[[], Awaitable]) -> None:
+    """Keep a component running: one that ends or fails is logged and started again."""
+    while True:
+        try:
+            await run()
+            log.error("%s ended; starting it again", name)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise
+            log.exception("%s was cancelled from within; starting it again", name)
+        except Exception:  # noqa: BLE001 - logged; the lab keeps running
+            log.exception("%s failed; starting it again", name)
+        await asyncio.sleep(1.0)
 
 
 async def run(state: LabState) -> None:
@@ -52,18 +70,19 @@ async def run(state: LabState) -> None:
         for node in lab.nodes
     ]
     client = Client(server, token)
-    work = asyncio.gather(*controllers(client, lab.network.clusterCIDR), *(a.run() for a in agents))
+    parts = controllers(client, lab.network.clusterCIDR)
+    parts.update({f"agent/{a.config.node_name}": a.run for a in agents})
+    tasks = [asyncio.create_task(supervise(name, run), name=name) for name, run in parts.items()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     state.write_kubeconfig(server, token)
     log.info("API server on %s; %d node agents started", server, len(agents))
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
-    if work.done() and work.exception():
-        log.error("a component stopped: %r", work.exception())
-    work.cancel()
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.gather(*(a.shutdown() for a in agents), return_exceptions=True)
     await client.close()
     for agent in agents:

@@ -1,0 +1,46 @@
+"""Helpers for tests that drive a whole lab: the real CLI, and requests from inside pods."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+NETPLANE = str(Path(sys.executable).parent / "netplane")
+
+
+def cli(lab: str, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real `netplane` command for a lab."""
+    return subprocess.run([NETPLANE, "--lab", lab, *args], capture_output=True, text=True, timeout=timeout,
+                          check=check, stdin=subprocess.DEVNULL)
+
+
+def get(lab: str, kind: str, name: str | None = None) -> dict:
+    out = cli(lab, "get", kind, *([name] if name else []), "-o", "json", check=True).stdout
+    return json.loads(out)
+
+
+def pod_ip(lab: str, pod: str) -> str:
+    return get(lab, "pods", pod)["status"]["podIP"]
+
+
+def http(lab: str, pod: str, url: str, timeout: int = 3) -> subprocess.CompletedProcess:
+    """curl from inside a pod's network namespace."""
+    return cli(lab, "exec", pod, "--", "curl", "-sS", "-m", str(timeout), url)
+
+
+def eventually(check: Callable[[], object], timeout: float = 15, interval: float = 0.1) -> object:
+    """Wait for check() to return something truthy; the last value or error is in the failure."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as err:  # noqa: BLE001 - kept for the failure message
+            last = err
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s; last: {last!r}")

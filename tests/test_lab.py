@@ -1,0 +1,179 @@
+"""The whole path, end to end, on the default lab: the four paths of DESIGN.md and a Service.
+
+Conventions: one default lab for the module (2 nodes, demo app: web-1 on node-1, web-2 on node-2,
+client on node-1, duo with two containers, Service web 80 -> http 8080 and 81/UDP -> 8081),
+named t<hex>, brought down by the fixture even when a test fails. Tests that change objects
+create their own and leave the demo app as it was.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+import yaml
+
+from conftest import unique_lab
+from labtools import cli, eventually, get, http, pod_ip
+from netplane import names
+from netplane.lab import lifecycle, model
+
+
+@pytest.fixture(scope="module")
+def lab():
+    name = unique_lab()
+    lines: list[str] = []
+    try:
+        summary = lifecycle.up(model.load(None, name), lines.append)
+        assert summary.pods == 4 and summary.nodes == 2
+        yield name
+    finally:
+        if lifecycle.is_up(name):
+            lifecycle.down(name)
+
+
+def pods_by_name(lab: str) -> dict[str, dict]:
+    return {p["metadata"]["name"]: p for p in get(lab, "pods")["items"]}
+
+
+def test_pods_run_on_both_nodes_with_ips_from_their_nodes_podcidr(lab):
+    nodes = {n["metadata"]["name"]: n for n in get(lab, "nodes")["items"]}
+    assert set(nodes) == {"node-1", "node-2"}
+    pods = pods_by_name(lab)
+    assert {p["spec"]["nodeName"] for p in pods.values()} == {"node-1", "node-2"}
+    for pod in pods.values():
+        assert pod["status"]["phase"] == "Running"
+        cidr = ipaddress.ip_network(nodes[pod["spec"]["nodeName"]]["spec"]["podCIDR"])
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in cidr
+        assert pod["status"]["hostIP"] in {a["address"] for a in nodes[pod["spec"]["nodeName"]]["status"]["addresses"]}
+    wide = cli(lab, "get", "pods", "-o", "wide", check=True).stdout
+    assert wide.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert f"{pods['web-2']['status']['podIP']}" in wide
+
+
+def test_path2_pods_on_one_node_talk_over_the_bridge(lab):
+    reply = http(lab, "client", f"http://{pod_ip(lab, 'web-1')}:8080/hostname")
+    assert reply.returncode == 0 and reply.stdout == "web-1"
+    # the server sees the client's own pod IP: no NAT on the bridge
+    seen = http(lab, "client", f"http://{pod_ip(lab, 'web-1')}:8080/clientip").stdout
+    assert seen.split(":")[0] == pod_ip(lab, "client")
+
+
+def test_path3_pods_on_two_nodes_talk_over_vxlan(lab):
+    reply = http(lab, "client", f"http://{pod_ip(lab, 'web-2')}:8080/hostname")
+    assert reply.returncode == 0 and reply.stdout == "web-2"
+    seen = http(lab, "client", f"http://{pod_ip(lab, 'web-2')}:8080/clientip").stdout
+    assert seen.split(":")[0] == pod_ip(lab, "client")
+    routes = cli(lab, "exec", "node/node-1", "--", "ip", "route", check=True).stdout
+    node2 = get(lab, "nodes", "node-2")
+    gateway = node2["spec"]["podCIDR"].split("/")[0]
+    assert f"{node2['spec']['podCIDR']} via {gateway} dev flannel.1" in routes and "onlink" in routes
+
+
+def test_path1_containers_of_one_pod_talk_over_localhost(lab):
+    # the sidecar container (port 9090) asks the web container (8080) over 127.0.0.1
+    reply = http(lab, "client", f"http://{pod_ip(lab, 'duo')}:9090/dial?host=127.0.0.1&port=8080&request=hostname")
+    assert json.loads(reply.stdout) == {"responses": ["duo"], "errors": []}
+
+
+def test_path4_a_clusterip_reaches_both_endpoints(lab):
+    svc = get(lab, "services", "web")
+    ip = svc["spec"]["clusterIP"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.96.0.0/16")
+    answers = [http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(20)]
+    assert set(answers) == {"web-1", "web-2"}, answers
+    # UDP through the same Service
+    udp = http(lab, "client", f"http://{pod_ip(lab, 'web-1')}:8080/dial?host={ip}&port=81&protocol=udp&request=hostname&tries=1")
+    assert json.loads(udp.stdout)["responses"][0] in {"web-1", "web-2"}
+
+
+def test_deleting_an_endpoint_pod_removes_it_from_slice_and_rules(lab, tmp_path):
+    manifest = tmp_path / "api.yaml"
+    docs = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"api-{i}", "labels": {"app": "api"}},
+             "spec": {"nodeName": f"node-{i}", "containers": [{"name": "echo", "image": "netplane/echo",
+                                                               "ports": [{"containerPort": 8080}]}]}}
+            for i in (1, 2)]
+    docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+                 "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    manifest.write_text(yaml.safe_dump_all(docs))
+    applied = cli(lab, "apply", "-f", str(manifest), check=True).stdout
+    assert "pod/api-1 created" in applied and "service/api created" in applied
+    ip = get(lab, "services", "api")["spec"]["clusterIP"]
+
+    def endpoints() -> set[str]:
+        return {a for s in get(lab, "endpointslices")["items"]
+                if s["metadata"]["labels"]["kubernetes.io/service-name"] == "api"
+                for e in s["endpoints"] for a in e["addresses"]}
+
+    eventually(lambda: len(endpoints()) == 2)
+    eventually(lambda: {http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(12)} == {"api-1", "api-2"})
+    gone = pod_ip(lab, "api-2")
+    assert cli(lab, "delete", "pod", "api-2").stdout.strip() == 'pod "api-2" deleted'
+    eventually(lambda: endpoints() == {pod_ip(lab, "api-1")})
+    rules = lambda: cli(lab, "exec", "node/node-1", "--", "nft", "list", "table", "ip", "kube-proxy").stdout
+    eventually(lambda: gone not in rules() and pod_ip(lab, "api-1") in rules())
+    assert {http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(10)} == {"api-1"}
+    cli(lab, "delete", "-f", str(manifest))
+
+
+def test_a_service_without_endpoints_refuses_at_once(lab, tmp_path):
+    manifest = tmp_path / "lonely.yaml"
+    manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lonely"},
+                                        "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 80}]}}))
+    cli(lab, "apply", "-f", str(manifest), check=True)
+    ip = get(lab, "services", "lonely")["spec"]["clusterIP"]
+    probe = ("import socket,time; s=socket.socket(); s.settimeout(3); t=time.monotonic()\n"
+             f"try: s.connect(('{ip}', 80)); print('connected')\n"
+             "except OSError as e: print(type(e).__name__, round(time.monotonic()-t, 2))")
+    answer = eventually(lambda: (out := cli(lab, "exec", "client", "--", "python3", "-c", probe).stdout.split())
+                        and out[0] == "ConnectionRefusedError" and out)
+    assert float(answer[1]) < 0.5  # rejected at once, not a timeout
+    cli(lab, "delete", "service", "lonely", check=True)
+
+
+def test_exec_runs_in_the_pods_namespace_and_passes_the_exit_code(lab):
+    assert cli(lab, "exec", "client", "--", "sh", "-c", "exit 7").returncode == 7
+    out = cli(lab, "exec", "client", "--", "ip", "-4", "-o", "addr", "show", "eth0", check=True).stdout
+    assert pod_ip(lab, "client") in out
+    node = cli(lab, "exec", "node/node-2", "--", "ip", "-o", "link", "show", "flannel.1", check=True).stdout
+    assert "flannel.1" in node and "mtu 1450" in node
+
+
+@pytest.mark.parametrize("args, message", [
+    (["exec", "nosuchpod", "--", "true"], "NotFound"),
+    (["exec", "node/node-9", "--", "true"], "node 'node-9' is not in lab"),
+    (["get", "widgets"], "unknown resource type 'widgets'"),
+])
+def test_bad_requests_fail_with_one_line(lab, args, message):
+    result = cli(lab, *args)
+    assert result.returncode != 0
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unknown_kind_is_refused_before_anything_is_written(lab, tmp_path):
+    manifest = tmp_path / "mixed.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: early}\nspec: {containers: []}\n---\n"
+                        "apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n")
+    result = cli(lab, "apply", "-f", str(manifest))
+    assert result.returncode == 1 and "unknown kind 'Widget'" in result.stderr
+    assert "early" not in pods_by_name(lab)
+
+
+def test_up_of_a_lab_that_is_up_is_refused(lab):
+    result = cli(lab, "up")
+    assert result.returncode == 1 and f"lab '{lab}' is already up" in result.stderr
+
+
+def test_kubeconfig_points_at_the_labs_api_server(lab):
+    path = cli(lab, "kubeconfig", check=True).stdout.strip()
+    config = yaml.safe_load(open(path))
+    assert config["current-context"] == lab
+    assert config["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
+    assert config["users"][0]["user"]["token"]
+
+
+def test_every_namespace_of_the_lab_carries_its_prefix(lab):
+    from netplane.kernel import netns
+    spaces = netns.listed(names.lab_prefix(lab))
+    assert names.underlay_netns(lab) in spaces and names.node_netns(lab, "node-1") in spaces
+    assert names.pod_netns(names.lab_prefix(lab), "default", "web-1") in spaces
