@@ -91,10 +91,12 @@ def down(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.argument("labs", nargs=-1)
 @friendly
-def clean() -> None:
-    """Remove every netplane lab on this machine, even after a crash: processes, namespaces, state."""
-    removed = lifecycle.clean()
+def clean(labs: tuple[str, ...]) -> None:
+    """Remove the named labs, or every netplane lab on this machine, even after a crash:
+    processes, namespaces, state."""
+    removed = lifecycle.clean(list(labs) or None)
     for lab, spaces in removed.items():
         click.echo(f"removed lab {lab!r}: {len(spaces)} namespaces")
     if not removed:
@@ -221,6 +223,35 @@ def resolve_netns(ctx: click.Context, target: str, namespace: str) -> str:
     if not netns.exists(space):
         raise click.ClickException(f"pod {namespace}/{pod} has no network yet (is it Running?)")
     return space
+
+
+@cli.command()
+@click.argument("pod")
+@click.argument("dest")
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), help="The probe's protocol [default: tcp, "
+              "or the protocol of the Service port DEST names].")
+@click.option("--port", type=int, help="The destination port for a pod or an IP DEST [default: 8080].")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+@friendly
+def trace(ctx: click.Context, pod: str, dest: str, proto: str | None, port: int | None, namespace: str,
+          output: str) -> None:
+    """Send one probe from POD to DEST (a pod, svc/NAME[:PORT] or an IP) and show every hop it makes.
+
+    Exits 0 when the probe reached a destination pod, 1 when it did not."""
+    from netplane.trace import render, resolve, tracer  # imported here: scapy takes half a second to load
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane trace needs root (it captures in the lab's namespaces)")
+    lab = lab_state(ctx).load_lab()
+    try:
+        target = run_api(ctx, lambda client: resolve.Resolver(client, lab).target(pod, dest, namespace, proto, port))
+    except resolve.TraceError as err:
+        raise click.ClickException(str(err)) from None
+    report = tracer.run(target)
+    click.echo(printers.dump(render.to_json(report), "json") if output == "json" else render.table(report))
+    ctx.exit(0 if report.delivered else 1)
 
 
 def main() -> None:

@@ -137,8 +137,15 @@ def down(name: str) -> list[str]:
     return _remove(name)
 
 
-def clean() -> dict[str, list[str]]:
-    """Remove every netplane lab: processes, namespaces, state. Returns lab -> namespaces removed."""
+def existing_labs() -> list[str]:
+    """Every lab with a trace on this machine: a state directory or a namespace named np.<lab>.*."""
     labs = set(known_labs())
     labs.update(lab for lab in (names.lab_of_netns(n) for n in netns.listed(names.NETNS_PREFIX)) if lab)
-    return {lab: _remove(lab) for lab in sorted(labs)}
+    return sorted(labs)
+
+
+def clean(labs: list[str] | None = None) -> dict[str, list[str]]:
+    """Remove the given labs (all of them when None): processes, namespaces, state.
+    Returns lab -> namespaces removed."""
+    found = existing_labs()
+    return {lab: _remove(lab) for lab in found if labs is None or lab in labs}

@@ -1,0 +1,97 @@
+"""Nothing is left behind: after `down`, after a failed `up`, and after `kill -9` followed by `clean`.
+
+Each test brings up its own small lab (named t<hex>) and compares the root namespace with what it
+was before (links, addresses, routes, rules, namespaces, netfilter).
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import yaml
+
+from conftest import root_snapshot, unique_lab
+from labtools import cli
+from netplane import names
+from netplane.kernel import netns
+from netplane.lab import lifecycle
+from netplane.lab.state import LabState
+
+
+def lab_file(tmp_path, name: str, manifest: dict | None = None) -> str:
+    data = {"name": name, "nodes": ["node-1", "node-2"]}
+    if manifest is not None:
+        (tmp_path / "app.yaml").write_text(yaml.safe_dump(manifest))
+        data["manifests"] = ["app.yaml"]
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+ECHO_POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo"},
+            "spec": {"containers": [{"name": "echo", "image": "netplane/echo"}]}}
+
+
+def root_state() -> dict[str, str]:
+    """The root snapshot but for the list of namespaces, which other labs may change meanwhile
+    (this lab's own namespaces are checked by leftovers(); the last test of the suite checks all)."""
+    return {k: v for k, v in root_snapshot().items() if k != "netns"}
+
+
+def leftovers(name: str) -> list:
+    spaces = netns.listed(names.lab_prefix(name))
+    return spaces + netns.pids_in(spaces) + ([str(LabState(name).dir)] if LabState(name).dir.exists() else [])
+
+
+def test_down_leaves_the_root_namespace_as_it_was(tmp_path):
+    before, name = root_state(), unique_lab()
+    up = cli(name, "up", lab_file(tmp_path, name, ECHO_POD))
+    assert up.returncode == 0, up.stderr
+    assert "nodes Ready 2/2, pods Running 1/1" in up.stderr  # it says what it is doing
+    down = cli(name, "down")
+    assert down.returncode == 0 and f"lab '{name}' is down" in down.stdout
+    assert leftovers(name) == []
+    assert root_state() == before
+    again = cli(name, "down")
+    assert again.returncode == 1 and f"lab '{name}' is not up" in again.stderr
+
+
+def test_clean_after_kill_9_removes_every_trace(tmp_path):
+    before, name = root_state(), unique_lab()
+    assert cli(name, "up", lab_file(tmp_path, name, ECHO_POD)).returncode == 0
+    pid = LabState(name).pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert leftovers(name), "the lab's namespaces and pod processes outlive the control plane"
+    assert name in lifecycle.existing_labs()
+    LabState(name).remove()  # even with its state directory gone, the namespaces name the lab
+    assert name in lifecycle.existing_labs()
+    # `clean` without names removes every lab on the machine; the suite names its own so that a
+    # lab the user has up survives the tests
+    result = cli(name, "clean", name)
+    assert result.returncode == 0 and result.stdout.strip() == f"removed lab '{name}': 4 namespaces"
+    assert leftovers(name) == []
+    assert root_state() == before
+
+
+def test_a_failed_up_removes_what_it_made(tmp_path):
+    before, name = root_state(), unique_lab()
+    bad_service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad"},
+                   "spec": {"selector": {"app": "x"}, "ports": [{"port": 0}]}}
+    result = cli(name, "up", lab_file(tmp_path, name, bad_service))
+    assert result.returncode == 1
+    assert "spec.ports[0].port" in result.stderr and "removing what was made" in result.stderr
+    assert leftovers(name) == []
+    assert root_state() == before
+
+
+def test_a_bad_lab_file_is_refused_before_anything_is_made(tmp_path):
+    before, name = root_state(), unique_lab()
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "network": {"clusterCIDR": "10.244.0.0/16",
+                                                             "serviceCIDR": "10.244.0.0/20"}}))
+    result = cli(name, "up", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("Error: lab file: network.serviceCIDR: 10.244.0.0/20 overlaps "
+                                     "network.clusterCIDR 10.244.0.0/16; choose ranges that do not overlap")
+    assert leftovers(name) == [] and root_state() == before
