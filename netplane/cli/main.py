@@ -254,6 +254,42 @@ def trace(ctx: click.Context, pod: str, dest: str, proto: str | None, port: int 
     ctx.exit(0 if report.delivered else 1)
 
 
+@cli.group()
+def bench() -> None:
+    """Benchmarks, each side by side with a peer run on the same machine in the same run."""
+
+
+@bench.command(name="up")
+@click.option("--rounds", default=3, show_default=True, help="Default labs brought up and down.")
+@click.option("--pods", default=10, show_default=True, help="Extra pods started at once per round.")
+@click.option("--adds", default=20, show_default=True, help="CNI ADDs per plugin in the peer comparison.")
+@friendly
+def bench_up(rounds: int, pods: int, adds: int) -> None:
+    """Time `up` of the default lab, pod starts, `down`, and CNI ADD against the reference plugins."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from netplane.bench import up as bench
+
+    results = []
+    for i in range(rounds):
+        r = bench.lab_round(pods)
+        results.append(r)
+        click.echo(f"round {i + 1}: up {r.up:.2f} s, {pods} pod starts {bench.summary(r.pod_starts)}, down {r.down:.2f} s")
+    ups = [r.up for r in results]
+    starts = [s for r in results for s in r.pod_starts]
+    click.echo(f"up (default lab, 2 nodes, 4 pods, to all Running): median {statistics.median(ups):.2f} s over {rounds} rounds")
+    click.echo(f"pod start, create to Running ({len(starts)} pods, {pods} at once): {bench.summary(starts)}")
+    click.echo(f"down: median {statistics.median([r.down for r in results]):.2f} s")
+    with tempfile.TemporaryDirectory() as work:
+        peer = bench.cni_peer(adds, Path(work))
+    for label, times in peer.items():
+        click.echo(f"CNI ADD, {label}: {bench.summary(times)} ({adds} runs)")
+    ref, own = (statistics.median(t) for t in peer.values())
+    click.echo(f"ratio netplane / reference CNI ADD (median): {own / ref:.2f}")
+
+
 def main() -> None:
     cli(prog_name="netplane")
 

@@ -56,8 +56,6 @@ def up(lab: Lab, say: Say, timeout: float = CONVERGE_TIMEOUT) -> UpSummary:
         objects = [obj for path in lab.manifests for obj in manifests.load(path)]
         pods = asyncio.run(_converge(lab, state, objects, say, started + timeout))
     except BaseException as err:
-        if os.environ.get("NETPLANE_DEBUG_LOG") and state.log.exists():
-            import shutil; shutil.copy(state.log, os.environ["NETPLANE_DEBUG_LOG"])
         if not isinstance(err, LabFailure) and state.log.exists():
             say(f"bring-up failed; the control plane's log ends with:\n{_tail(state)}")
         say("bring-up failed: removing what was made")
