@@ -149,13 +149,15 @@ def apply(ctx: click.Context, files: tuple[str, ...]) -> None:
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True)
-@click.option("-o", "--output", type=click.Choice(["wide", "json", "yaml"]))
+@click.option("-o", "--output", help="wide, json, yaml, or jsonpath=TEMPLATE (e.g. jsonpath={.status.podIP}).")
 @click.pass_context
 @friendly
 def get(ctx: click.Context, kind: str, name: str | None, namespace: str, all_namespaces: bool, output: str | None) -> None:
     """List objects (pods, services, nodes, endpointslices, namespaces) like kubectl get."""
     res = resources.lookup(kind)
     ns = None if all_namespaces or not res.namespaced else namespace
+    if output not in (None, "wide", "json", "yaml") and not output.startswith("jsonpath="):
+        raise click.BadParameter("use wide, json, yaml or jsonpath=TEMPLATE", param_hint="'-o'")
 
     async def work(client: Client):
         if name:
@@ -163,8 +165,12 @@ def get(ctx: click.Context, kind: str, name: str | None, namespace: str, all_nam
         return (await client.list(res.plural, ns))["items"]
 
     items = run_api(ctx, work)
+    data = items[0] if name else printers.as_list(res, items)
     if output in ("json", "yaml"):
-        click.echo(printers.dump(items[0] if name else printers.as_list(res, items), output))
+        click.echo(printers.dump(data, output))
+        return
+    if output and output.startswith("jsonpath="):
+        click.echo(printers.jsonpath(data, output.split("=", 1)[1]))
         return
     text = printers.table(res, items, wide=output == "wide", all_namespaces=all_namespaces)
     click.echo(text or f"No resources found in {ns or 'any'} namespace.", err=not text)

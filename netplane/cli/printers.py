@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -102,6 +103,36 @@ def table(res: Resource, items: list[dict], wide: bool, all_namespaces: bool) ->
 
 def as_list(res: Resource, items: list[dict]) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
+
+
+def jsonpath(data: object, template: str) -> str:
+    """kubectl's `-o jsonpath=` for the common shapes: `{.a.b}`, `{.items[0].x}`, `{.items[*].x}`,
+    with literal text between expressions; several matches are joined by spaces."""
+    out = []
+    for literal, expr in re.findall(r"([^{]*)(?:\{([^}]*)\})?", template):
+        out.append(literal)
+        if expr:
+            out.append(" ".join(_text(v) for v in _walk([data], expr.strip().lstrip("$"))))
+    return "".join(out)
+
+
+def _walk(values: list, expr: str) -> list:
+    for step in re.findall(r"\.([^.\[]+)|\[(\*|\d+)\]", expr):
+        key, index = step
+        found = []
+        for value in values:
+            if key and isinstance(value, dict) and key in value:
+                found.append(value[key])
+            elif index == "*" and isinstance(value, list):
+                found.extend(value)
+            elif index and index != "*" and isinstance(value, list) and int(index) < len(value):
+                found.append(value[int(index)])
+        values = found
+    return values
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def dump(data: dict, fmt: str) -> str:
