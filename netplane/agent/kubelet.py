@@ -160,9 +160,3 @@ class Kubelet:
              "lastTransitionTime": ts},
         ]}
         await self._write_status(pod, status)
-
-    async def shutdown(self) -> None:
-        """Stop every pod this kubelet runs (used by `down`)."""
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*(self._stop(b) for b in list(self.sandboxes.values())), return_exceptions=True)

@@ -136,6 +136,3 @@ class NodeAgent:
         informers = [self.nodes, self.kubelet.pods, *self.proxy.informers()]
         loops = [self.overlay_loop, self.kubelet.loop, self.proxy.loop]
         await asyncio.gather(*(i.run() for i in informers), *(l.run() for l in loops))
-
-    async def shutdown(self) -> None:
-        await self.kubelet.shutdown()

@@ -1,7 +1,8 @@
 """The lab's control-plane process: API server, controllers and one node agent per emulated node.
 
 `netplane up` starts it in the background (`python -m netplane.lab.daemon LAB`); it writes the
-kubeconfig once the API server listens, and on SIGTERM stops every pod and exits.
+kubeconfig once the API server listens. On SIGTERM it exits and leaves the pods running, as a
+stopped kubelet does; `down` then removes the lab's processes and namespaces all at once.
 """
 from __future__ import annotations
 
@@ -83,7 +84,6 @@ async def run(state: LabState) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.gather(*(a.shutdown() for a in agents), return_exceptions=True)
     await client.close()
     for agent in agents:
         await agent.client.close()
