@@ -5,6 +5,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from netplane.api.errors import ApiError
+
 log = logging.getLogger(__name__)
 
 
@@ -16,7 +18,6 @@ class Reconciler:
         self._reconcile = reconcile
         self._resync = resync
         self._wake = asyncio.Event()
-        self.passes = 0
 
     async def trigger(self, *_: object) -> None:
         """Usable directly as an informer handler."""
@@ -32,12 +33,17 @@ class Reconciler:
             self._wake.clear()
             try:
                 await self._reconcile()
-                self.passes += 1
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
+            except ApiError as err:
+                # a Conflict is the normal outcome of two writers; the next pass reads the new version
+                level = logging.INFO if err.code == 409 else logging.WARNING
+                log.log(level, "%s: %s; retrying in %.1fs", self.name, err, backoff)
             except Exception:  # noqa: BLE001 - a controller must keep running; the error is logged
                 log.exception("%s: reconcile failed, retrying in %.1fs", self.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                self._wake.set()
+            else:
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            self._wake.set()

@@ -18,7 +18,6 @@ class Proxier:
         self.services.add_handler(self.loop.trigger)
         self.slices.add_handler(self.loop.trigger)
         self.applied: str | None = None
-        self.syncs = 0
 
     def informers(self) -> list[Informer]:
         return [self.services, self.slices]
@@ -31,4 +30,3 @@ class Proxier:
             return
         await nft.apply(self.netns, script)
         self.applied = script
-        self.syncs += 1
