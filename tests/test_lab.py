@@ -16,6 +16,7 @@ import yaml
 from conftest import unique_lab
 from labtools import cli, eventually, get, http, pod_ip
 from netplane import names
+from netplane.kernel import netns
 from netplane.lab import lifecycle, model
 
 
@@ -110,6 +111,8 @@ def test_deleting_an_endpoint_pod_removes_it_from_slice_and_rules(lab, tmp_path)
     gone = pod_ip(lab, "api-2")
     assert cli(lab, "delete", "pod", "api-2").stdout.strip() == 'pod "api-2" deleted'
     eventually(lambda: endpoints() == {pod_ip(lab, "api-1")})
+    pod_space = names.pod_netns(names.lab_prefix(lab), "default", "api-2")
+    eventually(lambda: not netns.exists(pod_space))  # CNI DEL ran and the namespace is gone
     rules = lambda: cli(lab, "exec", "node/node-1", "--", "nft", "list", "table", "ip", "kube-proxy").stdout
     eventually(lambda: gone not in rules() and pod_ip(lab, "api-1") in rules())
     assert {http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(10)} == {"api-1"}
@@ -173,7 +176,29 @@ def test_kubeconfig_points_at_the_labs_api_server(lab):
 
 
 def test_every_namespace_of_the_lab_carries_its_prefix(lab):
-    from netplane.kernel import netns
     spaces = netns.listed(names.lab_prefix(lab))
     assert names.underlay_netns(lab) in spaces and names.node_netns(lab, "node-1") in spaces
     assert names.pod_netns(names.lab_prefix(lab), "default", "web-1") in spaces
+
+
+def test_the_scheduler_spreads_pods_without_a_node(lab, tmp_path):
+    before = {n: 0 for n in ("node-1", "node-2")}
+    for pod in get(lab, "pods")["items"]:
+        before[pod["spec"]["nodeName"]] += 1
+    manifest = tmp_path / "spread.yaml"
+    manifest.write_text(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"spread-{i}", "labels": {"app": "spread"}},
+         "spec": {"containers": [{"name": "c", "image": "netplane/echo", "command": ["sleep", "infinity"]}]}}
+        for i in range(4)]))
+    cli(lab, "apply", "-f", str(manifest), check=True)
+
+    def spread() -> list[dict]:
+        pods = [p for p in get(lab, "pods")["items"] if p["metadata"]["name"].startswith("spread-")]
+        return pods if all(p.get("status", {}).get("phase") == "Running" for p in pods) else []
+
+    placed = eventually(spread)
+    after = dict(before)
+    for pod in placed:
+        after[pod["spec"]["nodeName"]] += 1
+    assert abs(after["node-1"] - after["node-2"]) <= 1, after
+    cli(lab, "delete", "-f", str(manifest), check=True)
