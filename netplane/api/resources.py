@@ -24,9 +24,13 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "Node", "nodes", False, ("no",), True),
     Resource("", "v1", "Pod", "pods", True, ("po",), True),
     Resource("", "v1", "Service", "services", True, ("svc",), True),
-    Resource(
-        "discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, ("endpointslice",), False
-    ),
+    Resource("", "v1", "Endpoints", "endpoints", True, ("ep",), False),
+    Resource("", "v1", "Event", "events", True, ("ev",), False),
+    Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, ("endpointslice",), False),
+    Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), True),
+    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), True),
+    Resource("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), True),
+    Resource("coordination.k8s.io", "v1", "Lease", "leases", True, (), False),
 )
 
 _BY_PLURAL = {r.plural: r for r in RESOURCES}
