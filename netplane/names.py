@@ -26,6 +26,7 @@ VXLAN_PORT = 8472
 VXLAN_OVERHEAD = 50
 
 MASQ_MARK = 0x4000
+LEASE_NAMESPACE = "kube-node-lease"  # the nodes' heartbeat Leases
 NFT_TABLE = "kube-proxy"
 
 

@@ -54,7 +54,7 @@ class FakeStore:
 def test_service_admission_defaults_allocates_and_keeps_the_ip():
     admit = serviceip.admitter("10.96.0.0/16")
     svc = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
-    out = admit("create", "services", svc, None, FakeStore([{"spec": {"clusterIP": "10.96.0.2"}}]))
+    out = admit("create", "services", svc, None, FakeStore([{"metadata": {"name": "other"}, "spec": {"clusterIP": "10.96.0.2"}}]))
     assert out["spec"]["clusterIP"] == "10.96.0.3" and out["spec"]["clusterIPs"] == ["10.96.0.3"]
     assert out["spec"]["type"] == "ClusterIP" and out["spec"]["ports"][0] == {"port": 80, "protocol": "TCP", "targetPort": 80}
     changed = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 81}]}}
@@ -120,3 +120,40 @@ def test_service_without_pods_keeps_one_empty_slice_and_no_selector_none():
 def test_not_ready_pods_are_listed_not_ready():
     s = endpointslice.desired_slices(service(), [pod("a", "10.244.1.2", {"app": "web"}, ready=False)])[0]
     assert s["endpoints"][0]["conditions"] == {"ready": False, "serving": False, "terminating": False}
+
+
+def test_nodeports_are_allocated_in_range_kept_and_validated():
+    admit = serviceip.admitter("10.96.0.0/16")
+    taken = {"metadata": {"name": "taken", "namespace": "default"},
+             "spec": {"clusterIP": "10.96.0.2", "ports": [{"port": 80, "nodePort": 30080}]}}
+    svc = {"metadata": {"name": "np", "namespace": "default"},
+           "spec": {"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81, "nodePort": 30081}]}}
+    out = admit("create", "services", svc, None, FakeStore([taken]))
+    first, second = (p["nodePort"] for p in out["spec"]["ports"])
+    assert 30000 <= first <= 32767 and first not in (30080, 30081) and second == 30081
+    again = {"metadata": {"name": "np", "namespace": "default"},
+             "spec": {"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}}
+    kept = admit("update", "services", again, out, FakeStore([taken, out]))
+    assert [p["nodePort"] for p in kept["spec"]["ports"]] == [first, second]
+    clash = {"metadata": {"name": "c", "namespace": "default"},
+             "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}}
+    with pytest.raises(ApiError, match="already allocated"):
+        admit("create", "services", clash, None, FakeStore([taken]))
+    outside = {"metadata": {"name": "o"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}}
+    with pytest.raises(ApiError, match="valid range"):
+        admit("create", "services", outside, None, FakeStore([]))
+    plain = {"metadata": {"name": "p"}, "spec": {"ports": [{"port": 80, "nodePort": 30555}]}}
+    with pytest.raises(ApiError, match="may not be used when `type` is 'ClusterIP'"):
+        admit("create", "services", plain, None, FakeStore([]))
+
+
+def test_external_name_and_headless_services_get_no_clusterip():
+    admit = serviceip.admitter("10.96.0.0/16")
+    ext = admit("create", "services", {"metadata": {"name": "e"}, "spec": {"type": "ExternalName",
+                                                                        "externalName": "example.test"}}, None, FakeStore([]))
+    assert "clusterIP" not in ext["spec"]
+    with pytest.raises(ApiError, match="spec.externalName"):
+        admit("create", "services", {"metadata": {"name": "e"}, "spec": {"type": "ExternalName"}}, None, FakeStore([]))
+    headless = admit("create", "services", {"metadata": {"name": "h"}, "spec": {"clusterIP": "None",
+                                                                             "ports": [{"port": 80}]}}, None, FakeStore([]))
+    assert headless["spec"]["clusterIP"] == "None"

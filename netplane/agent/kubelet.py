@@ -1,10 +1,14 @@
-"""The kubelet's network side: for each pod bound to this node, a network namespace wired by CNI and
-the pod's containers running inside it; the pod's status reports its IP. A deleted pod's processes
-are stopped, then CNI DEL, then its namespace is removed."""
+"""The kubelet's side of pods: for each pod bound to this node, a network namespace wired by CNI and
+the pod's containers as processes inside it, readiness probes, restarts after a container exits,
+and a status computed from all that and written whenever the API's copy differs (so a status that
+the node lifecycle controller marked NotReady is put right once this node is back).
+
+A pod with a deletionTimestamp is terminated as upstream does: SIGTERM to its containers, SIGKILL
+after its grace period, CNI DEL, the namespace removed, then the API object deleted for good.
+"""
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -12,14 +16,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from netplane import names
-from netplane.agent import containers
+from netplane.agent import containers, probes
+from netplane.api.errors import ApiError
 from netplane.api.informer import Informer
 from netplane.api.loop import Reconciler
+from netplane.api.objects import write_status
 from netplane.cni.runtime import Attachment, Runtime
 from netplane.kernel import netns
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
+BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # CrashLoopBackOff, as upstream
 
 
 def now() -> str:
@@ -27,31 +34,62 @@ def now() -> str:
 
 
 @dataclass
+class Container:
+    spec: dict
+    running: containers.Running | None = None
+    probe: probes.ProbeState | None = None
+    restarts: int = 0
+    last_exit: int | None = None
+    last_finished: str = ""
+    waiting: str = ""  # a reason while it is not running (CrashLoopBackOff)
+
+    @property
+    def ready(self) -> bool:
+        alive = self.running is not None and (self.running.process is None or self.running.process.returncode is None)
+        return alive and (self.probe is None or self.probe.ready)
+
+    def status(self) -> dict:
+        state: dict
+        if self.running is not None and self.waiting == "":
+            state = {"running": {"startedAt": self.running.started_at}}
+        else:
+            state = {"waiting": {"reason": self.waiting or "ContainerCreating"}}
+        out = {"name": self.spec["name"], "image": self.spec.get("image", ""), "imageID": "",
+               "containerID": f"netplane://{self.running.process.pid if self.running and self.running.process else 0}",
+               "ready": self.ready, "started": self.running is not None, "restartCount": self.restarts, "state": state}
+        if self.last_exit is not None:
+            out["lastState"] = {"terminated": {"exitCode": self.last_exit, "finishedAt": self.last_finished}}
+        return out
+
+
+@dataclass
 class Sandbox:
     uid: str
     key: tuple[str, str]
     netns: str
+    started_at: str
     ip: str = ""
-    running: list[containers.Running] = field(default_factory=list)
+    containers: dict[str, Container] = field(default_factory=dict)
+    ready_since: str = ""
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return all(c.ready for c in self.containers.values())
 
 
-def running_status(pod: dict, ip: str, host_ip: str, running: list[containers.Running]) -> dict:
-    """The status a kubelet reports for a pod whose containers all started."""
-    ts = now()
-    by_name = {r.name: r for r in running}
-    statuses = []
-    for c in pod["spec"].get("containers", []):
-        r = by_name[c["name"]]
-        pid = r.process.pid if r.process else 0
-        statuses.append({
-            "name": c["name"], "image": c.get("image", ""), "imageID": "", "containerID": f"netplane://{pid}",
-            "ready": True, "started": True, "restartCount": 0, "state": {"running": {"startedAt": r.started_at}},
-        })
-    conditions = [{"type": t, "status": "True", "lastTransitionTime": ts}
-                  for t in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", "PodScheduled")]
+def pod_status(box: Sandbox, host_ip: str) -> dict:
+    """The status a kubelet reports for a pod whose sandbox is up."""
+    ready = "True" if box.ready else "False"
+    since = box.ready_since or box.started_at
+    conditions = [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": box.started_at}
+                  for t in ("PodReadyToStartContainers", "Initialized", "PodScheduled")]
+    conditions += [{"type": t, "status": ready, "lastProbeTime": None, "lastTransitionTime": since}
+                   for t in ("ContainersReady", "Ready")]
     return {
-        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-        "startTime": ts, "conditions": conditions, "containerStatuses": statuses,
+        "phase": "Running", "podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}], "startTime": box.started_at, "conditions": conditions,
+        "containerStatuses": [c.status() for c in box.containers.values()],
     }
 
 
@@ -73,14 +111,21 @@ class Kubelet:
     async def reconcile(self) -> None:
         if self.cni_conf is None or not self.pods.synced.is_set():
             return
-        wanted = {p["metadata"]["uid"]: p for p in self.pods.cache.values()
-                  if p["metadata"].get("deletionTimestamp") is None
-                  and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")}
-        for uid in list(self.sandboxes):
-            if uid not in wanted and uid not in self.busy:
-                self._spawn(uid, self._stop(self.sandboxes[uid]))
-        for uid, pod in wanted.items():
-            if uid not in self.sandboxes and uid not in self.busy:
+        pods = {p["metadata"]["uid"]: p for p in self.pods.cache.values()}
+        for uid, box in list(self.sandboxes.items()):
+            if uid in self.busy:
+                continue
+            pod = pods.get(uid)
+            if pod is None or "deletionTimestamp" in pod["metadata"]:
+                self._spawn(uid, self._terminate(box, pod))
+            else:
+                await self._write_status(pod, pod_status(box, self.host_ip))
+        for uid, pod in pods.items():
+            if uid in self.sandboxes or uid in self.busy:
+                continue
+            if "deletionTimestamp" in pod["metadata"]:
+                self._spawn(uid, self._finalize(pod))  # never started here: nothing to stop
+            elif pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
                 self._spawn(uid, self._start(pod))
 
     def _spawn(self, uid: str, work) -> None:
@@ -91,6 +136,8 @@ class Kubelet:
         def done(t: asyncio.Task) -> None:
             self.tasks.discard(t)
             self.busy.discard(uid)
+            if not t.cancelled() and t.exception():
+                log.error("kubelet/%s: %r", self.node_name, t.exception())
             asyncio.get_running_loop().create_task(self.loop.trigger())
 
         task.add_done_callback(done)
@@ -101,62 +148,105 @@ class Kubelet:
     async def _start(self, pod: dict) -> None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
-        box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key))
+        box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key), now())
         async with self._lock(key):
             try:
                 await self._create(pod, box)
             except Exception as err:  # noqa: BLE001 - reported on the pod, retried
                 log.warning("pod %s/%s failed to start: %s", *key, err)
-                await self._teardown(box)
+                await self._teardown(box, grace=0)
                 await self._report_failure(pod, str(err))
                 await asyncio.sleep(RETRY_SECONDS)
                 return
             self.sandboxes[box.uid] = box
-        status = running_status(pod, box.ip, self.host_ip, box.running)
-        await self._write_status(pod, status)
+        box.ready_since = box.started_at if box.ready else ""
+        for c in box.containers.values():
+            box.tasks.append(asyncio.create_task(self._watch_container(pod, box, c)))
+            if c.probe is not None:
+                box.tasks.append(asyncio.create_task(self._probe_loop(box, c)))
 
     async def _create(self, pod: dict, box: Sandbox) -> None:
         await asyncio.to_thread(netns.create, box.netns)
         result = await self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)))
         box.ip = result["ips"][0]["address"].split("/")[0]
-        logs = self.state_dir / "pods" / f"{box.key[0]}_{box.key[1]}_{box.uid}"
-        os.makedirs(logs, exist_ok=True)
-        started = await asyncio.gather(*(
-            containers.start(c, box.key[1], box.netns, str(logs / f"{c['name']}.log"), now())
-            for c in pod["spec"].get("containers", [])
-        ), return_exceptions=True)
-        box.running = [r for r in started if isinstance(r, containers.Running)]
+        specs = pod["spec"].get("containers", [])
+        box.containers = {c["name"]: Container(c, probe=probes.ProbeState(c["readinessProbe"])
+                                               if c.get("readinessProbe") else None) for c in specs}
+        started = await asyncio.gather(*(self._run(box, c) for c in box.containers.values()), return_exceptions=True)
         errors = [e for e in started if isinstance(e, BaseException)]
         if errors:
             raise errors[0]
 
-    async def _stop(self, box: Sandbox) -> None:
-        async with self._lock(box.key):
-            await self._teardown(box)
-            self.sandboxes.pop(box.uid, None)
+    async def _run(self, box: Sandbox, c: Container) -> None:
+        logs = self.state_dir / "pods" / f"{box.key[0]}_{box.key[1]}_{box.uid}"
+        os.makedirs(logs, exist_ok=True)
+        c.running = await containers.start(c.spec, box.key[1], box.netns, str(logs / f"{c.spec['name']}.log"), now())
+        c.waiting = ""
 
-    async def _teardown(self, box: Sandbox) -> None:
-        await asyncio.gather(*(containers.stop(r) for r in box.running))
+    async def _watch_container(self, pod: dict, box: Sandbox, c: Container) -> None:
+        """Restart a container that exits, with upstream's back-off, as its pod's restartPolicy says."""
+        policy = pod["spec"].get("restartPolicy", "Always")
+        backoff = BACKOFF_START
+        while c.running is not None and c.running.process is not None:
+            code = await c.running.process.wait()
+            c.last_exit, c.last_finished = code, now()
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                c.waiting = "Completed" if code == 0 else "Error"
+                await self.loop.trigger()
+                return
+            c.waiting = "CrashLoopBackOff"
+            await self.loop.trigger()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            c.restarts += 1
+            await self._run(box, c)
+            await self.loop.trigger()
+
+    async def _probe_loop(self, box: Sandbox, c: Container) -> None:
+        spec = c.probe.spec
+        await asyncio.sleep(float(spec.get("initialDelaySeconds", 0)))
+        while True:
+            ok = await probes.run_probe(spec, c.spec, box.ip, self.node_netns, box.netns)
+            if c.probe.record(ok):
+                box.ready_since = now()
+                await self.loop.trigger()
+            await asyncio.sleep(float(spec.get("periodSeconds", 10)))
+
+    async def _terminate(self, box: Sandbox, pod: dict | None) -> None:
+        grace = pod["metadata"].get("deletionGracePeriodSeconds", 30) if pod else 0
+        async with self._lock(box.key):
+            await self._teardown(box, grace)
+            self.sandboxes.pop(box.uid, None)
+        if pod is not None:
+            await self._finalize(pod)
+
+    async def _finalize(self, pod: dict) -> None:
+        """Delete the pod object for good (grace 0) once nothing of it runs here."""
+        try:
+            await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"],
+                                     grace_period_seconds=0)
+        except ApiError as err:
+            if err.code != 404:
+                raise
+
+    async def _teardown(self, box: Sandbox, grace: float) -> None:
+        for task in box.tasks:
+            task.cancel()
+        await asyncio.gather(*(containers.stop(c.running, grace) for c in box.containers.values() if c.running))
         if self.cni_conf is not None:
             await self.runtime.delete(self.cni_conf, Attachment(box.uid, netns.path(box.netns)))
         await asyncio.to_thread(netns.kill_all_in, [box.netns])
         await asyncio.to_thread(netns.delete, box.netns)
 
-    async def _write_status(self, pod: dict, status: dict) -> None:
-        fresh = copy.deepcopy(pod)
-        fresh["metadata"].pop("resourceVersion", None)
-        fresh["status"] = status
-        try:
-            await self.client.update_status("pods", fresh)
-        except Exception as err:  # noqa: BLE001 - the pod may be gone meanwhile
-            log.info("status of %s not written: %s", pod["metadata"]["name"], err)
-
     async def _report_failure(self, pod: dict, message: str) -> None:
         ts = now()
-        status = {"phase": "Pending", "conditions": [
-            {"type": "ContainersReady", "status": "False", "reason": "ContainerCreating", "message": message,
-             "lastTransitionTime": ts},
-            {"type": "Ready", "status": "False", "reason": "ContainerCreating", "message": message,
-             "lastTransitionTime": ts},
-        ]}
-        await self._write_status(pod, status)
+        conditions = [{"type": t, "status": "False", "reason": "ContainerCreating", "message": message,
+                       "lastTransitionTime": ts} for t in ("ContainersReady", "Ready")]
+        await self._write_status(pod, {"phase": "Pending", "conditions": conditions})
+
+    async def _write_status(self, pod: dict, status: dict) -> None:
+        try:
+            await write_status(self.client, "pods", pod, status, merge=False)
+        except ApiError as err:  # deleted meanwhile: the next pass sees it
+            if err.code != 404:
+                raise

@@ -7,6 +7,7 @@ import asyncio
 import copy
 import json
 import logging
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from netplane import names
 from netplane.agent import overlay
 from netplane.agent.kubelet import Kubelet, now
 from netplane.agent.proxy.proxier import Proxier
+from netplane.api.errors import ApiError
 from netplane.api.informer import Informer
 from netplane.api.loop import Reconciler
 from netplane.cni.runtime import Runtime, plugin_dir
@@ -29,6 +31,7 @@ class AgentConfig:
     pod_netns_prefix: str
     state_dir: Path
     cluster_cidr: str
+    lease_seconds: int = 40
     iface: str = names.UNDERLAY_IF
 
 
@@ -93,8 +96,8 @@ class NodeAgent:
     async def register(self) -> None:
         try:
             await self.client.create("nodes", node_object(self.config.node_name, self.ip))
-        except Exception as err:  # noqa: BLE001 - an existing Node is adopted
-            if getattr(err, "code", None) != 409:
+        except ApiError as err:  # an existing Node is adopted
+            if err.code != 409:
                 raise
 
     async def sync_overlay(self) -> None:
@@ -128,6 +131,22 @@ class NodeAgent:
             node["status"]["conditions"] = [ready_condition(True, "KubeletReady", "kubelet is posting ready status")]
             await self.client.update_status("nodes", node)
 
+    async def heartbeat(self) -> None:
+        """Renew the node's Lease every quarter of its duration, as the kubelet does."""
+        name = self.config.node_name
+        while True:
+            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                     "metadata": {"name": name, "namespace": names.LEASE_NAMESPACE},
+                     "spec": {"holderIdentity": name, "leaseDurationSeconds": self.config.lease_seconds,
+                              "renewTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+            try:
+                await self.client.update("leases", lease)
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+                await self.client.create("leases", lease)
+            await asyncio.sleep(self.config.lease_seconds / 4)
+
     async def run(self) -> None:
         self.ip, self.underlay_mtu = await asyncio.to_thread(overlay.underlay_address, self.config.netns,
                                                              self.config.iface)
@@ -135,4 +154,4 @@ class NodeAgent:
         await self.register()
         informers = [self.nodes, self.kubelet.pods, *self.proxy.informers()]
         loops = [self.overlay_loop, self.kubelet.loop, self.proxy.loop]
-        await asyncio.gather(*(i.run() for i in informers), *(l.run() for l in loops))
+        await asyncio.gather(*(i.run() for i in informers), *(l.run() for l in loops), self.heartbeat())

@@ -12,6 +12,8 @@ from netplane.api.loop import Reconciler
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
+ENDPOINTS_MANAGED_BY_LABEL = "endpoints.kubernetes.io/managed-by"
+ENDPOINTS_MANAGER = "endpoint-controller"
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -93,32 +95,64 @@ def desired_slices(service: dict, pods: list[dict]) -> list[dict]:
     return [_slice(service, ports, endpoints) for ports, endpoints in groups.items()]
 
 
+def endpoints_object(service: dict, slices: list[dict]) -> dict:
+    """The v1 Endpoints of a Service, kept in step with its slices for tools that still read them."""
+    subsets = []
+    for s in slices:
+        ready = [_address(e) for e in s["endpoints"] if e["conditions"]["ready"]]
+        not_ready = [_address(e) for e in s["endpoints"] if not e["conditions"]["ready"]]
+        if not (ready or not_ready):
+            continue
+        subset: dict = {"ports": [dict(p) for p in s["ports"]]}
+        if ready:
+            subset["addresses"] = ready
+        if not_ready:
+            subset["notReadyAddresses"] = not_ready
+        subsets.append(subset)
+    meta = service["metadata"]
+    return {"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "labels": {ENDPOINTS_MANAGED_BY_LABEL: ENDPOINTS_MANAGER}},
+            "subsets": subsets}
+
+
+def _address(endpoint: dict) -> dict:
+    return {"ip": endpoint["addresses"][0], "nodeName": endpoint["nodeName"], "targetRef": endpoint["targetRef"]}
+
+
 def _differs(want: dict, have: dict) -> bool:
-    return any(want[k] != have.get(k) for k in ("endpoints", "ports", "addressType")) or \
-        want["metadata"]["labels"] != have["metadata"].get("labels")
+    fields = [k for k in want if k not in ("metadata", "apiVersion", "kind")]
+    return any(want[k] != have.get(k) for k in fields) or want["metadata"]["labels"] != have["metadata"].get("labels")
 
 
 class EndpointSliceController:
-    def __init__(self, client, services, pods, slices) -> None:
-        self.client, self.services, self.pods, self.slices = client, services, pods, slices
+    def __init__(self, client, services, pods, slices, endpoints) -> None:
+        self.client, self.services, self.pods, self.slices, self.endpoints = client, services, pods, slices, endpoints
         self.loop = Reconciler("endpointslices", self.reconcile)
-        for informer in (services, pods, slices):
+        for informer in (services, pods, slices, endpoints):
             informer.add_handler(self.loop.trigger)
 
     async def reconcile(self) -> None:
         pods = list(self.pods.cache.values())
-        wanted: dict[tuple[str, str], dict] = {}
+        slices: dict[tuple[str, str], dict] = {}
+        endpoints: dict[tuple[str, str], dict] = {}
         for service in self.services.cache.values():
-            for s in desired_slices(service, pods):
-                wanted[(s["metadata"]["namespace"], s["metadata"]["name"])] = s
-        ours = {k: v for k, v in self.slices.cache.items()
-                if v["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) == MANAGED_BY}
+            mine = desired_slices(service, pods)
+            slices.update(((s["metadata"]["namespace"], s["metadata"]["name"]), s) for s in mine)
+            if mine:
+                endpoints[(service["metadata"]["namespace"], service["metadata"]["name"])] = endpoints_object(service, mine)
+        await self._converge("endpointslices", self.slices.cache, slices, MANAGED_BY_LABEL, MANAGED_BY)
+        await self._converge("endpoints", self.endpoints.cache, endpoints, ENDPOINTS_MANAGED_BY_LABEL, ENDPOINTS_MANAGER)
+
+    async def _converge(self, plural: str, cache: dict, wanted: dict, label: str, manager: str) -> None:
+        """Create, update and delete this controller's objects of one kind until they are `wanted`."""
+        ours = {k: v for k, v in cache.items() if v["metadata"].get("labels", {}).get(label) == manager}
         for key, want in wanted.items():
-            have = ours.get(key)
+            have = cache.get(key)
             if have is None:
-                await self.client.create("endpointslices", want)
+                await self.client.create(plural, want)
             elif _differs(want, have):
                 want["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
-                await self.client.update("endpointslices", want)
+                await self.client.update(plural, want)
         for (namespace, name) in ours.keys() - wanted.keys():
-            await self.client.delete("endpointslices", name, namespace)
+            await self.client.delete(plural, name, namespace)

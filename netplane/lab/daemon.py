@@ -20,27 +20,51 @@ from netplane.api.client import Client
 from netplane.api.informer import Informer
 from netplane.api.server import start
 from netplane.api.store import Store
+from netplane.api.errors import ApiError
+from netplane.controllers.daemonset import DaemonSetController
+from netplane.controllers.deployment import DeploymentController
 from netplane.controllers.endpointslice import EndpointSliceController
+from netplane.controllers.gc import GarbageCollector
 from netplane.controllers.nodeipam import NodeIPAM
+from netplane.controllers.nodelifecycle import NodeLifecycleController
+from netplane.controllers.replicaset import ReplicaSetController
 from netplane.controllers.scheduler import Scheduler
 from netplane.controllers.serviceip import admitter
+from netplane.lab.model import Lab
 from netplane.lab.state import LabState
 
 log = logging.getLogger("netplane.daemon")
 
 
-def controllers(client: Client, cluster_cidr: str) -> dict[str, Callable[[], Awaitable]]:
+def controllers(client: Client, lab: Lab) -> dict[str, Callable[[], Awaitable]]:
     """The controller manager: shared informers, then every controller's loop, by name."""
-    nodes, pods = Informer(client, "nodes"), Informer(client, "pods")
-    services, slices = Informer(client, "services"), Informer(client, "endpointslices")
+    inf = {plural: Informer(client, plural) for plural in (
+        "nodes", "pods", "services", "endpointslices", "endpoints", "replicasets", "deployments", "daemonsets")}
+    inf["leases"] = Informer(client, "leases", names.LEASE_NAMESPACE)
     loops = [
-        NodeIPAM(client, nodes, cluster_cidr).loop,
-        Scheduler(client, nodes, pods).loop,
-        EndpointSliceController(client, services, pods, slices).loop,
+        NodeIPAM(client, inf["nodes"], lab.network.clusterCIDR).loop,
+        Scheduler(client, inf["nodes"], inf["pods"]).loop,
+        EndpointSliceController(client, inf["services"], inf["pods"], inf["endpointslices"], inf["endpoints"]).loop,
+        ReplicaSetController(client, inf["replicasets"], inf["pods"]).loop,
+        DeploymentController(client, inf["deployments"], inf["replicasets"]).loop,
+        DaemonSetController(client, inf["daemonsets"], inf["nodes"], inf["pods"]).loop,
+        NodeLifecycleController(client, inf["nodes"], inf["leases"], inf["pods"], lab.nodeLeaseSeconds).loop,
+        GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
+                                  "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
     ]
-    parts: dict[str, Callable[[], Awaitable]] = {f"informer/{i.plural}": i.run for i in (nodes, pods, services, slices)}
+    parts: dict[str, Callable[[], Awaitable]] = {f"informer/{i.plural}": i.run for i in inf.values()}
     parts.update({loop.name: loop.run for loop in loops})
     return parts
+
+
+async def system_namespaces(client: Client) -> None:
+    """The namespaces the real API server makes at start: kube-node-lease holds the nodes' Leases."""
+    for name in ("kube-public", names.LEASE_NAMESPACE):
+        try:
+            await client.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except ApiError as err:
+            if err.code != 409:
+                raise
 
 
 async def supervise(name: str, run: Callable[[], Awaitable]) -> None:
@@ -67,11 +91,13 @@ async def run(state: LabState) -> None:
     agents = [
         NodeAgent(Client(server, token), AgentConfig(
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
-            state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR))
+            state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
+            lease_seconds=lab.nodeLeaseSeconds))
         for node in lab.nodes
     ]
     client = Client(server, token)
-    parts = controllers(client, lab.network.clusterCIDR)
+    await system_namespaces(client)
+    parts = controllers(client, lab)
     parts.update({f"agent/{a.config.node_name}": a.run for a in agents})
     tasks = [asyncio.create_task(supervise(name, run), name=name) for name, run in parts.items()]
     stop = asyncio.Event()

@@ -9,6 +9,7 @@ network:
   serviceCIDR: 10.96.0.0/16     # ClusterIPs
   proxyMode: nftables           # nftables | iptables
 manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
+nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
 ```
 """
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Lab:
     nodes: tuple[str, ...] = ("node-1", "node-2")
     network: Network = field(default_factory=Network)
     manifests: tuple[str, ...] = ()
+    nodeLeaseSeconds: int = 40
 
     def node_ip(self, node: str) -> str:
         """The node's underlay address: .11 for the first node, .12 for the second, ..."""
@@ -166,11 +168,15 @@ def parse(data: Any, base: Path | None = None, name: str | None = None) -> Lab:
     if not isinstance(lab_name, str) or not names.LAB_NAME_RE.match(lab_name):
         raise LabError("name", f"{lab_name!r}: use 1-32 lower-case letters, digits and '-'")
     nodes = _nodes(data.get("nodes", list(Lab.nodes)))
+    lease = data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds)
+    if not isinstance(lease, int) or isinstance(lease, bool) or not 2 <= lease <= 3600:
+        raise LabError("nodeLeaseSeconds", f"{lease!r}: give a whole number of seconds from 2 to 3600")
     return Lab(
         name=lab_name,
         nodes=nodes,
         network=_network(data.get("network"), len(nodes)),
         manifests=_manifests(data.get("manifests"), base),
+        nodeLeaseSeconds=lease,
     )
 
 
@@ -200,4 +206,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         nodes=tuple(data["nodes"]),
         network=Network(**data["network"]),
         manifests=tuple(data["manifests"]),
+        nodeLeaseSeconds=data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds),
     )

@@ -1,0 +1,21 @@
+"""Small helpers on Kubernetes objects that controllers and agents share."""
+from __future__ import annotations
+
+import copy
+
+
+def status_differs(obj: dict, status: dict) -> bool:
+    """Whether writing `status` (merged over the current one) would change anything."""
+    have = obj.get("status", {})
+    return any(have.get(k) != v for k, v in status.items())
+
+
+async def write_status(client, plural: str, obj: dict, status: dict, merge: bool = True) -> dict | None:
+    """Write `status` through the status subresource (last writer wins: it is this writer's field),
+    unless it changes nothing."""
+    if not status_differs(obj, status) and (merge or obj.get("status") == status):
+        return None
+    fresh = copy.deepcopy(obj)
+    fresh["metadata"].pop("resourceVersion", None)
+    fresh["status"] = {**obj.get("status", {}), **status} if merge else status
+    return await client.update_status(plural, fresh)

@@ -1,0 +1,76 @@
+"""The DaemonSet controller: one pod of the template on every Ready node that its nodeSelector picks,
+bound to the node directly; pods of an older template are replaced one node at a time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netplane.api.loop import Reconciler
+from netplane.api.objects import write_status
+from netplane.controllers.scheduler import node_ready
+from netplane.controllers.workloads import Expectations, active, is_ready, owned_by, pod_from_template, template_hash
+
+REVISION_LABEL = "controller-revision-hash"
+
+
+@dataclass(frozen=True)
+class Plan:
+    create_on: list[str]
+    delete: list[dict]
+    status: dict
+
+
+def eligible(ds: dict, node: dict) -> bool:
+    selector = ds["spec"]["template"].get("spec", {}).get("nodeSelector") or {}
+    labels = node["metadata"].get("labels", {})
+    return node_ready(node) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def plan(ds: dict, nodes: list[dict], pods: list[dict]) -> Plan:
+    digest = template_hash(ds["spec"]["template"])
+    wanted = sorted(n["metadata"]["name"] for n in nodes if eligible(ds, n))
+    mine = [p for p in pods if owned_by(p, ds) and active(p)]
+    by_node: dict[str, list[dict]] = {}
+    for pod in mine:
+        by_node.setdefault(pod["spec"].get("nodeName", ""), []).append(pod)
+    delete = [p for node, ps in by_node.items() if node not in wanted for p in ps]
+    delete += [p for node in wanted for p in by_node.get(node, [])[1:]]  # more than one on a node
+    current = {node: ps[0] for node, ps in by_node.items() if node in wanted and ps}
+    outdated = [p for p in current.values() if p["metadata"].get("labels", {}).get(REVISION_LABEL) != digest]
+    if outdated and all(is_ready(p) for p in current.values() if p not in outdated):
+        delete.append(sorted(outdated, key=lambda p: p["spec"]["nodeName"])[0])  # maxUnavailable 1
+    ready = sum(is_ready(p) for p in current.values())
+    status = {
+        "desiredNumberScheduled": len(wanted),
+        "currentNumberScheduled": len(current),
+        "numberMisscheduled": sum(len(ps) for node, ps in by_node.items() if node not in wanted),
+        "numberReady": ready,
+        "numberAvailable": ready,
+        "numberUnavailable": len(wanted) - ready,
+        "updatedNumberScheduled": len(current) - len(outdated),
+        "observedGeneration": ds["metadata"].get("generation", 1),
+    }
+    return Plan([n for n in wanted if n not in current], delete, status)
+
+
+class DaemonSetController:
+    def __init__(self, client, daemonsets, nodes, pods) -> None:
+        self.client, self.daemonsets, self.nodes, self.pods = client, daemonsets, nodes, pods
+        self.loop = Reconciler("daemonsets", self.reconcile)
+        self.expectations = Expectations()
+        for informer in (daemonsets, nodes, pods):
+            informer.add_handler(self.loop.trigger)
+
+    async def reconcile(self) -> None:
+        nodes, pods = list(self.nodes.cache.values()), list(self.pods.cache.values())
+        for ds in list(self.daemonsets.cache.values()):
+            uid = ds["metadata"]["uid"]
+            if "deletionTimestamp" in ds["metadata"] or not self.expectations.satisfied(uid, self.pods.cache):
+                continue
+            p = plan(ds, nodes, pods)
+            labels = {REVISION_LABEL: template_hash(ds["spec"]["template"])}
+            created = [await self.client.create("pods", pod_from_template(ds, ds["spec"]["template"], labels, node))
+                       for node in p.create_on]
+            for pod in p.delete:
+                await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
+            self.expectations.expect(uid, created, p.delete)
+            await write_status(self.client, "daemonsets", ds, p.status)

@@ -1,0 +1,119 @@
+"""What ReplicaSet, Deployment and DaemonSet controllers share: owner references, selectors, the
+pod template hash, and the order in which surplus pods go (upstream's ActivePods ranking)."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from netplane import names
+
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+
+
+def controller_ref(owner: dict) -> dict:
+    meta = owner["metadata"]
+    return {"apiVersion": owner.get("apiVersion", "apps/v1"), "kind": owner["kind"], "name": meta["name"],
+            "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}
+
+
+def owned_by(obj: dict, owner: dict) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences", []))
+
+
+def matches(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; an empty one matches nothing."""
+    if not selector:
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        if not ok:
+            return False
+    return True
+
+
+def selector_string(selector: dict | None) -> str:
+    """The selector as a query string (`app=web,tier in (a,b)`), as status.selector shows it."""
+    parts = [f"{k}={v}" for k, v in sorted((selector or {}).get("matchLabels", {}).items())]
+    for expr in (selector or {}).get("matchExpressions") or []:
+        op, key, values = expr["operator"], expr["key"], ",".join(expr.get("values") or [])
+        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
+    return ",".join(parts)
+
+
+def template_hash(template: dict) -> str:
+    """A short, stable hash of a pod template (the `pod-template-hash` label's value)."""
+    return names.short_hash(json.dumps(template, sort_keys=True), 10).lower()
+
+
+def pod_from_template(owner: dict, template: dict, extra_labels: dict[str, str] | None = None,
+                      node: str | None = None) -> dict:
+    meta = template.get("metadata", {})
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "generateName": f"{owner['metadata']['name']}-",
+            "namespace": owner["metadata"].get("namespace", "default"),
+            "labels": {**meta.get("labels", {}), **(extra_labels or {})},
+            "annotations": dict(meta.get("annotations", {})),
+            "ownerReferences": [controller_ref(owner)],
+        },
+        "spec": copy.deepcopy(template.get("spec", {})),
+    }
+    if node:
+        pod["spec"]["nodeName"] = node
+    return pod
+
+
+def active(pod: dict) -> bool:
+    """Counts toward replicas: not terminating, not finished."""
+    return "deletionTimestamp" not in pod["metadata"] and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def is_ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def deletion_order(pods: list[dict]) -> list[dict]:
+    """Surplus pods, first to go first: unscheduled, then pending, then not ready, then the newest."""
+    def rank(pod: dict) -> tuple:
+        status = pod.get("status", {})
+        return (bool(pod["spec"].get("nodeName")), status.get("phase") == "Running", is_ready(pod),
+                _negated(pod["metadata"].get("creationTimestamp", "")), pod["metadata"]["name"])
+    return sorted(pods, key=rank)
+
+
+def _negated(timestamp: str) -> tuple:
+    return tuple(-ord(c) for c in timestamp)
+
+
+class Expectations:
+    """Pods a controller created or deleted that its cache has not seen yet (upstream's
+    ControllerExpectations): until the cache catches up, another pass would count wrong and create or
+    delete twice, so the owner is skipped (for at most `timeout` seconds)."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self._pending: dict[str, tuple[float, set[tuple[str, str]], set[tuple[str, str]]]] = {}
+
+    def expect(self, owner_uid: str, created: list[dict], deleted: list[dict]) -> None:
+        key = lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])  # noqa: E731
+        self._pending[owner_uid] = (time.monotonic(), {key(p) for p in created}, {key(p) for p in deleted})
+
+    def satisfied(self, owner_uid: str, cache: dict) -> bool:
+        entry = self._pending.get(owner_uid)
+        if entry is None:
+            return True
+        since, adds, dels = entry
+        seen_added = adds <= cache.keys()
+        seen_deleted = all(k not in cache or "deletionTimestamp" in cache[k]["metadata"] for k in dels)
+        if (seen_added and seen_deleted) or time.monotonic() - since > self.timeout:
+            del self._pending[owner_uid]
+            return True
+        return False
