@@ -102,8 +102,11 @@ class Client:
         path = self._path(plural, meta.get("namespace"), meta["name"], "status")
         return await self._call("PUT", path, obj)
 
-    async def delete(self, plural: str, name: str, namespace: str | None = None) -> dict:
-        return await self._call("DELETE", self._path(plural, namespace, name))
+    async def delete(self, plural: str, name: str, namespace: str | None = None,
+                     grace_period_seconds: int | None = None) -> dict:
+        """Returns the deleted object, or, for a pod given a grace period, the pod now terminating."""
+        params = {} if grace_period_seconds is None else {"gracePeriodSeconds": str(grace_period_seconds)}
+        return await self._call("DELETE", self._path(plural, namespace, name), params=params)
 
     async def watch(
         self,
