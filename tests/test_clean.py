@@ -11,7 +11,7 @@ import signal
 import yaml
 
 from conftest import root_snapshot, unique_lab
-from labtools import cli
+from labtools import cli, eventually, get
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import lifecycle
@@ -95,3 +95,26 @@ def test_a_bad_lab_file_is_refused_before_anything_is_made(tmp_path):
     assert result.stderr.strip() == ("Error: lab file: network.serviceCIDR: 10.244.0.0/20 overlaps "
                                      "network.clusterCIDR 10.244.0.0/16; choose ranges that do not overlap")
     assert leftovers(name) == [] and root_state() == before
+
+
+def test_up_after_kill_9_resumes_the_lab_and_adopts_its_pods(tmp_path):
+    name = unique_lab()
+    assert cli(name, "up", lab_file(tmp_path, name, ECHO_POD)).returncode == 0
+    try:
+        before = get(name, "pods", "echo")
+        os.kill(LabState(name).pid(), signal.SIGKILL)
+        result = cli(name, "up")
+        assert result.returncode == 0, result.stderr
+        assert "had stopped: starting it again on its store" in result.stderr
+        after = eventually(lambda: (p := get(name, "pods", "echo"))["status"].get("phase") == "Running" and p)
+        # the same sandbox: same address, same process, no restart
+        assert after["metadata"]["uid"] == before["metadata"]["uid"]
+        assert after["status"]["podIP"] == before["status"]["podIP"]
+        assert after["status"]["containerStatuses"][0]["containerID"] == before["status"]["containerStatuses"][0]["containerID"]
+        assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+        reply = cli(name, "exec", "node/node-1", "--", "curl", "-sS", "-m", "3",
+                    f"http://{after['status']['podIP']}:8080/hostname")
+        assert reply.stdout == "echo"
+    finally:
+        cli(name, "down")
+    assert leftovers(name) == []

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from netplane.kernel import netns
 
 ECHO_IMAGE = "netplane/echo"
 ECHO_READY_LINE = b"listening\n"
 START_TIMEOUT = 10.0
+ADOPTED_POLL = 0.5
 
 
 def argv_for(container: dict, pod_name: str) -> list[str] | None:
@@ -40,10 +43,32 @@ def is_echo(argv: list[str]) -> bool:
 
 @dataclass
 class Running:
+    """A started container. `process` is ours when this agent started it; a container adopted
+    after a restart of the agent has only its pid (its parent is gone, it is nobody's child)."""
+
     name: str
-    process: asyncio.subprocess.Process | None
+    pid: int | None  # None: nothing runs (an image without a command)
     log_path: str
     started_at: str = ""
+    process: asyncio.subprocess.Process | None = None
+
+    def alive(self) -> bool:
+        if self.pid is None:
+            return True
+        if self.process is not None:
+            return self.process.returncode is None
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    async def wait(self) -> int | None:
+        """Wait for the container to exit: its exit code, or None when that cannot be known."""
+        if self.process is not None:
+            return await self.process.wait()
+        while self.alive():
+            await asyncio.sleep(ADOPTED_POLL)
+        return None
 
 
 async def start(container: dict, pod_name: str, pod_netns: str, log_path: str, started_at: str) -> Running:
@@ -68,16 +93,23 @@ async def start(container: dict, pod_name: str, pod_netns: str, log_path: str, s
         if line != ECHO_READY_LINE:
             proc.kill()
             raise RuntimeError(f"container {container['name']} did not start; see {log_path}")
-    return Running(container["name"], proc, log_path, started_at)
+    return Running(container["name"], proc.pid, log_path, started_at, proc)
+
+
+def _signal(running: Running, sig: int) -> None:
+    try:
+        os.kill(running.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 async def stop(running: Running, grace: float = 2.0) -> None:
-    proc = running.process
-    if proc is None or proc.returncode is not None:
+    """SIGTERM, then SIGKILL after the grace period, as the kubelet stops a container."""
+    if running.pid is None or not running.alive():
         return
-    proc.terminate()
+    _signal(running, signal.SIGTERM)
     try:
-        await asyncio.wait_for(proc.wait(), grace)
+        await asyncio.wait_for(running.wait(), grace)
     except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
+        _signal(running, signal.SIGKILL)
+        await running.wait()

@@ -9,6 +9,7 @@ after its grace period, CNI DEL, the namespace removed, then the API object dele
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ class Container:
 
     @property
     def ready(self) -> bool:
-        alive = self.running is not None and (self.running.process is None or self.running.process.returncode is None)
+        alive = self.running is not None and self.waiting == "" and self.running.alive()
         return alive and (self.probe is None or self.probe.ready)
 
     def status(self) -> dict:
@@ -55,7 +56,7 @@ class Container:
         else:
             state = {"waiting": {"reason": self.waiting or "ContainerCreating"}}
         out = {"name": self.spec["name"], "image": self.spec.get("image", ""), "imageID": "",
-               "containerID": f"netplane://{self.running.process.pid if self.running and self.running.process else 0}",
+               "containerID": f"netplane://{self.running.pid or 0 if self.running else 0}",
                "ready": self.ready, "started": self.running is not None, "restartCount": self.restarts, "state": state}
         if self.last_exit is not None:
             out["lastState"] = {"terminated": {"exitCode": self.last_exit, "finishedAt": self.last_finished}}
@@ -145,13 +146,49 @@ class Kubelet:
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
 
+    def _record(self, key: tuple[str, str], uid: str) -> Path:
+        """Where a sandbox is written down, so that a restarted agent adopts it instead of remaking it."""
+        return self.state_dir / "pods" / f"{key[0]}_{key[1]}_{uid}" / "sandbox.json"
+
+    def _save(self, box: Sandbox) -> None:
+        record = {"ip": box.ip, "startedAt": box.started_at, "containers": {
+            name: {"pid": c.running.pid if c.running else None, "startedAt": c.running.started_at if c.running else "",
+                   "restarts": c.restarts} for name, c in box.containers.items()}}
+        self._record(box.key, box.uid).write_text(json.dumps(record))
+
+    async def _adopt(self, pod: dict, box: Sandbox) -> bool:
+        """Take over a sandbox an earlier run of this agent made: same namespace, address and processes;
+        a container whose process has gone is started again."""
+        try:
+            record = json.loads(self._record(box.key, box.uid).read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        if not netns.exists(box.netns):
+            return False
+        box.ip, box.started_at = record["ip"], record["startedAt"]
+        inside = set(netns.pids_in([box.netns]))
+        logs = self._record(box.key, box.uid).parent
+        for spec in pod["spec"].get("containers", []):
+            seen = record["containers"].get(spec["name"], {})
+            c = Container(spec, probe=probes.ProbeState(spec["readinessProbe"]) if spec.get("readinessProbe") else None,
+                          restarts=seen.get("restarts", 0))
+            box.containers[spec["name"]] = c
+            pid = seen.get("pid")
+            if (pid is None and containers.argv_for(spec, box.key[1]) is None) or pid in inside:
+                c.running = containers.Running(spec["name"], pid, str(logs / f"{spec['name']}.log"), seen["startedAt"])
+            else:
+                c.restarts += 1
+                await self._run(box, c)
+        return True
+
     async def _start(self, pod: dict) -> None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
         box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key), now())
         async with self._lock(key):
             try:
-                await self._create(pod, box)
+                if not await self._adopt(pod, box):
+                    await self._create(pod, box)
             except Exception as err:  # noqa: BLE001 - reported on the pod, retried
                 log.warning("pod %s/%s failed to start: %s", *key, err)
                 await self._teardown(box, grace=0)
@@ -159,6 +196,7 @@ class Kubelet:
                 await asyncio.sleep(RETRY_SECONDS)
                 return
             self.sandboxes[box.uid] = box
+            self._save(box)
         box.ready_since = box.started_at if box.ready else ""
         for c in box.containers.values():
             box.tasks.append(asyncio.create_task(self._watch_container(pod, box, c)))
@@ -178,7 +216,7 @@ class Kubelet:
             raise errors[0]
 
     async def _run(self, box: Sandbox, c: Container) -> None:
-        logs = self.state_dir / "pods" / f"{box.key[0]}_{box.key[1]}_{box.uid}"
+        logs = self._record(box.key, box.uid).parent
         os.makedirs(logs, exist_ok=True)
         c.running = await containers.start(c.spec, box.key[1], box.netns, str(logs / f"{c.spec['name']}.log"), now())
         c.waiting = ""
@@ -187,8 +225,8 @@ class Kubelet:
         """Restart a container that exits, with upstream's back-off, as its pod's restartPolicy says."""
         policy = pod["spec"].get("restartPolicy", "Always")
         backoff = BACKOFF_START
-        while c.running is not None and c.running.process is not None:
-            code = await c.running.process.wait()
+        while c.running is not None and c.running.pid is not None:
+            code = await c.running.wait()
             c.last_exit, c.last_finished = code, now()
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 c.waiting = "Completed" if code == 0 else "Error"
@@ -200,6 +238,7 @@ class Kubelet:
             backoff = min(backoff * 2, BACKOFF_MAX)
             c.restarts += 1
             await self._run(box, c)
+            self._save(box)
             await self.loop.trigger()
 
     async def _probe_loop(self, box: Sandbox, c: Container) -> None:

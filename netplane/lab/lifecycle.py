@@ -43,10 +43,12 @@ def is_up(name: str) -> bool:
 
 
 def up(lab: Lab, say: Say, timeout: float = CONVERGE_TIMEOUT) -> UpSummary:
+    state = LabState(lab.name)
+    if state.exists() and state.pid() is None and topology.lab_namespaces(lab.name):
+        return resume(state, say, timeout)
     if is_up(lab.name):
         raise LabFailure(f"lab {lab.name!r} is already up; run `netplane down --lab {lab.name}` first")
     started = time.monotonic()
-    state = LabState(lab.name)
     try:
         state.save_lab(lab)
         say(f"creating {len(lab.nodes)} nodes and the underlay switch ({lab.network.underlay})")
@@ -61,6 +63,18 @@ def up(lab: Lab, say: Say, timeout: float = CONVERGE_TIMEOUT) -> UpSummary:
         say("bring-up failed: removing what was made")
         _remove(lab.name)
         raise
+    return UpSummary(time.monotonic() - started, len(lab.nodes), pods, str(state.kubeconfig))
+
+
+def resume(state: LabState, say: Say, timeout: float = CONVERGE_TIMEOUT) -> UpSummary:
+    """Start the control plane of a lab whose process died (kill -9, a reboot of nothing else): the
+    store and the kernel state are kept, the agents adopt the pods they find."""
+    started = time.monotonic()
+    lab = state.load_lab()
+    say(f"the control plane of lab {lab.name!r} had stopped: starting it again on its store")
+    state.kubeconfig.unlink(missing_ok=True)
+    _start_control_plane(state)
+    pods = asyncio.run(_converge(lab, state, [], say, started + timeout))
     return UpSummary(time.monotonic() - started, len(lab.nodes), pods, str(state.kubeconfig))
 
 
