@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from labtools import cli, eventually, get, http, pod_ip
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import lifecycle, model
+from netplane.lab.state import LabState
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +169,25 @@ def test_up_of_a_lab_that_is_up_is_refused(lab):
     assert result.returncode == 1 and f"lab '{lab}' is already up" in result.stderr
 
 
-def test_kubeconfig_points_at_the_labs_api_server(lab):
+def test_kubeconfig_reaches_the_api_server_over_tls_with_a_token(lab):
     path = cli(lab, "kubeconfig", check=True).stdout.strip()
     config = yaml.safe_load(open(path))
     assert config["current-context"] == lab
-    assert config["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
-    assert config["users"][0]["user"]["token"]
+    cluster = config["clusters"][0]["cluster"]
+    assert cluster["server"].startswith("https://127.0.0.1:") and cluster["certificate-authority-data"]
+    # the real kubectl and the official Python client, verifying the lab's CA
+    out = subprocess.run(["kubectl", "--kubeconfig", path, "get", "pods", "-o", "name"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert set(out.stdout.split()) >= {"pod/web-1", "pod/web-2", "pod/client", "pod/duo"}
+    from kubernetes import client as kclient, config as kconfig
+    api = kclient.CoreV1Api(kconfig.new_client_from_config(config_file=path))
+    assert {p.metadata.name for p in api.list_namespaced_pod("default").items} >= {"web-1", "web-2"}
+    # no token, no answer
+    anonymous = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                                LabState(lab).pki / "ca.crt", f"{cluster['server']}/api/v1/pods"],
+                               capture_output=True, text=True, timeout=10)
+    assert anonymous.stdout == "401"
 
 
 def test_every_namespace_of_the_lab_carries_its_prefix(lab):

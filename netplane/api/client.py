@@ -10,6 +10,7 @@ import aiohttp
 
 from netplane.api.errors import ApiError
 from netplane.api.resources import base_path, by_plural
+from netplane.api.tls import client_context
 
 T = TypeVar("T")
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -38,9 +39,10 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
 class Client:
     """``async with Client(url, token) as api: await api.get("pods", "web", "default")``."""
 
-    def __init__(self, base_url: str, token: str | None = None):
+    def __init__(self, base_url: str, token: str | None = None, ca_file: str | None = None):
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = client_context(ca_file)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
@@ -57,7 +59,8 @@ class Client:
     def _http(self) -> aiohttp.ClientSession:
         # made on first use, so that it belongs to the loop that uses it
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=REQUEST_TIMEOUT)
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl else None
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=REQUEST_TIMEOUT, connector=connector)
         return self._session
 
     @staticmethod

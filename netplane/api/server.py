@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -362,12 +363,14 @@ def build_app(store: Store, token: str | None = None) -> web.Application:
 
 
 async def start(
-    store: Store, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    store: Store, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Serves the store; returns the runner (``await runner.cleanup()`` stops it) and the bound port."""
+    """Serves the store (over TLS when given a context); returns the runner (``await runner.cleanup()``
+    stops it) and the bound port."""
     # handler_cancellation: a watch whose client hangs up is cancelled at once and unsubscribes.
     runner = web.AppRunner(build_app(store, token), handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     return runner, runner.addresses[0][1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from netplane import names
 from netplane.agent.node import AgentConfig, NodeAgent
 from netplane.api.client import Client
+from netplane.api import tls
 from netplane.api.informer import Informer
 from netplane.api.server import start
 from netplane.api.store import Store
@@ -84,18 +84,20 @@ async def supervise(name: str, run: Callable[[], Awaitable]) -> None:
 
 async def run(state: LabState) -> None:
     lab = state.load_lab()
-    token = secrets.token_urlsafe(24)
+    token = state.token()
+    certs = tls.ensure(state.pki, lab.name, ["127.0.0.1", "localhost"])
     store = Store(str(state.store), admit=admitter(lab.network.serviceCIDR))
-    runner, port = await start(store, "127.0.0.1", 0, token)
-    server = f"http://127.0.0.1:{port}"
+    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context())
+    server = f"https://127.0.0.1:{port}"
+    connect = (server, token, str(certs.ca))
     agents = [
-        NodeAgent(Client(server, token), AgentConfig(
+        NodeAgent(Client(*connect), AgentConfig(
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
             lease_seconds=lab.nodeLeaseSeconds))
         for node in lab.nodes
     ]
-    client = Client(server, token)
+    client = Client(*connect)
     await system_namespaces(client)
     parts = controllers(client, lab)
     parts.update({f"agent/{a.config.node_name}": a.run for a in agents})
@@ -104,7 +106,7 @@ async def run(state: LabState) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    state.write_kubeconfig(server, token)
+    state.write_kubeconfig(server, token, certs.ca)
     log.info("API server on %s; %d node agents started", server, len(agents))
     await stop.wait()
     for task in tasks:

@@ -2,8 +2,10 @@
 kubeconfig, the control plane's pid and log, and each node's CNI data. `down` and `clean` remove it."""
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +67,24 @@ class LabState:
             return None
         return pid if b"netplane.lab.daemon" in cmdline else None
 
-    def write_kubeconfig(self, server: str, token: str) -> None:
+    @property
+    def pki(self) -> Path:
+        return self.dir / "pki"
+
+    def token(self) -> str:
+        """The lab's bearer token, made once, so that kubeconfigs stay valid across restarts."""
+        path = self.dir / "token"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def write_kubeconfig(self, server: str, token: str, ca: Path) -> None:
         cluster, user = f"netplane-{self.name}", f"netplane-{self.name}-admin"
+        authority = base64.b64encode(ca.read_bytes()).decode()
         config = {
             "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": cluster, "cluster": {"server": server}}],
+            "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": authority}}],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": self.name, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
             "current-context": self.name,
@@ -79,10 +94,10 @@ class LabState:
         os.chmod(tmp, 0o600)
         tmp.rename(self.kubeconfig)
 
-    def connection(self) -> tuple[str, str]:
-        """(server URL, token) from the kubeconfig."""
+    def connection(self) -> tuple[str, str, str]:
+        """(server URL, token, CA file): what a Client needs to reach the lab's API server."""
         config = yaml.safe_load(self.kubeconfig.read_text())
-        return config["clusters"][0]["cluster"]["server"], config["users"][0]["user"]["token"]
+        return config["clusters"][0]["cluster"]["server"], config["users"][0]["user"]["token"], str(self.pki / "ca.crt")
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
