@@ -157,3 +157,18 @@ def test_external_name_and_headless_services_get_no_clusterip():
     headless = admit("create", "services", {"metadata": {"name": "h"}, "spec": {"clusterIP": "None",
                                                                              "ports": [{"port": 80}]}}, None, FakeStore([]))
     assert headless["spec"]["clusterIP"] == "None"
+
+
+def test_endpoints_carry_their_nodes_zone_and_v1_endpoints_follow_the_slices():
+    nodes = [{"metadata": {"name": "node-1", "labels": {endpointslice.ZONE_LABEL: "zone-a"}}},
+             {"metadata": {"name": "node-2", "labels": {}}}]
+    pods = [pod("a", "10.244.1.2", {"app": "web"}), pod("b", "10.244.2.2", {"app": "web"}, node="node-2", ready=False)]
+    slices = endpointslice.desired_slices(service(), pods, endpointslice.node_zones(nodes))
+    assert [e.get("zone") for e in slices[0]["endpoints"]] == ["zone-a", None]
+    ep = endpointslice.endpoints_object(service(), slices)
+    assert ep["metadata"]["name"] == "web"
+    assert ep["subsets"] == [{"ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+                              "addresses": [{"ip": "10.244.1.2", "nodeName": "node-1",
+                                             "targetRef": slices[0]["endpoints"][0]["targetRef"]}],
+                              "notReadyAddresses": [{"ip": "10.244.2.2", "nodeName": "node-2",
+                                                     "targetRef": slices[0]["endpoints"][1]["targetRef"]}]}]

@@ -62,3 +62,15 @@ def test_plan_reads_as_ip_commands():
         "ip -n np.demo.a link set eth0 up",
         "ip -n np.demo.a route add default via 172.30.0.1 dev eth0",
     ]
+
+
+def test_nodes_may_carry_labels_for_zones():
+    lab = model.parse({"nodes": [{"name": "a", "labels": {"topology.kubernetes.io/zone": "z1"}}, "b"]})
+    assert lab.nodes == ("a", "b") and lab.nodeLabels == {"a": {"topology.kubernetes.io/zone": "z1"}}
+    assert model.from_dict(lab.to_dict()) == lab
+    with pytest.raises(model.LabError) as err:
+        model.parse({"nodes": [{"name": "a", "labels": {"bad key!": "x"}}]})
+    assert err.value.field == "nodes[0].labels.bad key!"
+    with pytest.raises(model.LabError) as err:
+        model.parse({"nodeLabels": {}})
+    assert err.value.field == "nodeLabels"

@@ -8,7 +8,7 @@ import copy
 import json
 import logging
 from datetime import datetime, timezone
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from netplane import names
@@ -32,6 +32,7 @@ class AgentConfig:
     state_dir: Path
     cluster_cidr: str
     lease_seconds: int = 40
+    labels: dict[str, str] = field(default_factory=dict)  # kubelet's --node-labels
     iface: str = names.UNDERLAY_IF
 
 
@@ -52,11 +53,11 @@ def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
     }
 
 
-def node_object(name: str, ip: str) -> dict:
+def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", **labels}},
         "spec": {},
         "status": {
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
@@ -95,7 +96,7 @@ class NodeAgent:
 
     async def register(self) -> None:
         try:
-            await self.client.create("nodes", node_object(self.config.node_name, self.ip))
+            await self.client.create("nodes", node_object(self.config.node_name, self.ip, self.config.labels))
         except ApiError as err:  # an existing Node is adopted
             if err.code != 409:
                 raise

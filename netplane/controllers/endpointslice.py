@@ -12,6 +12,7 @@ from netplane.api.loop import Reconciler
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
+ZONE_LABEL = "topology.kubernetes.io/zone"
 ENDPOINTS_MANAGED_BY_LABEL = "endpoints.kubernetes.io/managed-by"
 ENDPOINTS_MANAGER = "endpoint-controller"
 
@@ -38,16 +39,25 @@ def resolve_port(service_port: dict, pod: dict) -> int | None:
     return None
 
 
-def _endpoint(pod: dict) -> dict:
+def _endpoint(pod: dict, zones: dict[str, str]) -> dict:
     ready = pod_ready(pod)
     terminating = "deletionTimestamp" in pod["metadata"]
     meta = pod["metadata"]
-    return {
+    endpoint = {
         "addresses": [pod["status"]["podIP"]],
         "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
         "nodeName": pod["spec"].get("nodeName"),
         "targetRef": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid")},
     }
+    if pod["spec"].get("nodeName") in zones:
+        endpoint["zone"] = zones[pod["spec"]["nodeName"]]
+    return endpoint
+
+
+def node_zones(nodes: list[dict]) -> dict[str, str]:
+    """Node name -> its topology.kubernetes.io/zone label, for nodes that have one."""
+    return {n["metadata"]["name"]: n["metadata"]["labels"][ZONE_LABEL] for n in nodes
+            if ZONE_LABEL in n["metadata"].get("labels", {})}
 
 
 def _slice(service: dict, ports: tuple, endpoints: list[dict]) -> dict:
@@ -70,8 +80,8 @@ def _slice(service: dict, ports: tuple, endpoints: list[dict]) -> dict:
     }
 
 
-def desired_slices(service: dict, pods: list[dict]) -> list[dict]:
-    """The slices a Service should have, given every pod of its namespace."""
+def desired_slices(service: dict, pods: list[dict], zones: dict[str, str] | None = None) -> list[dict]:
+    """The slices a Service should have, given every pod of its namespace and the nodes' zones."""
     spec = service.get("spec", {})
     selector = spec.get("selector")
     if not selector or spec.get("type") == "ExternalName":
@@ -89,7 +99,7 @@ def desired_slices(service: dict, pods: list[dict]) -> list[dict]:
             number = resolve_port(sp, pod)
             if number is not None:
                 ports.append((sp.get("name", ""), sp.get("protocol", "TCP"), number))
-        groups.setdefault(tuple(ports), []).append(_endpoint(pod))
+        groups.setdefault(tuple(ports), []).append(_endpoint(pod, zones or {}))
     if not groups:
         return [_slice(service, (), [])]
     return [_slice(service, ports, endpoints) for ports, endpoints in groups.items()]
@@ -126,18 +136,20 @@ def _differs(want: dict, have: dict) -> bool:
 
 
 class EndpointSliceController:
-    def __init__(self, client, services, pods, slices, endpoints) -> None:
-        self.client, self.services, self.pods, self.slices, self.endpoints = client, services, pods, slices, endpoints
+    def __init__(self, client, services, pods, slices, endpoints, nodes) -> None:
+        self.client, self.services, self.pods, self.slices = client, services, pods, slices
+        self.endpoints, self.nodes = endpoints, nodes
         self.loop = Reconciler("endpointslices", self.reconcile)
-        for informer in (services, pods, slices, endpoints):
+        for informer in (services, pods, slices, endpoints, nodes):
             informer.add_handler(self.loop.trigger)
 
     async def reconcile(self) -> None:
         pods = list(self.pods.cache.values())
+        zones = node_zones(list(self.nodes.cache.values()))
         slices: dict[tuple[str, str], dict] = {}
         endpoints: dict[tuple[str, str], dict] = {}
         for service in self.services.cache.values():
-            mine = desired_slices(service, pods)
+            mine = desired_slices(service, pods, zones)
             slices.update(((s["metadata"]["namespace"], s["metadata"]["name"]), s) for s in mine)
             if mine:
                 endpoints[(service["metadata"]["namespace"], service["metadata"]["name"])] = endpoints_object(service, mine)

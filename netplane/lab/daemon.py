@@ -44,7 +44,8 @@ def controllers(client: Client, lab: Lab) -> dict[str, Callable[[], Awaitable]]:
     loops = [
         NodeIPAM(client, inf["nodes"], lab.network.clusterCIDR).loop,
         Scheduler(client, inf["nodes"], inf["pods"]).loop,
-        EndpointSliceController(client, inf["services"], inf["pods"], inf["endpointslices"], inf["endpoints"]).loop,
+        EndpointSliceController(client, inf["services"], inf["pods"], inf["endpointslices"], inf["endpoints"],
+                                inf["nodes"]).loop,
         ReplicaSetController(client, inf["replicasets"], inf["pods"]).loop,
         DeploymentController(client, inf["deployments"], inf["replicasets"]).loop,
         DaemonSetController(client, inf["daemonsets"], inf["nodes"], inf["pods"]).loop,
@@ -94,7 +95,7 @@ async def run(state: LabState) -> None:
         NodeAgent(Client(*connect), AgentConfig(
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
-            lease_seconds=lab.nodeLeaseSeconds))
+            lease_seconds=lab.nodeLeaseSeconds, labels=lab.nodeLabels.get(node, {})))
         for node in lab.nodes
     ]
     client = Client(*connect)

@@ -2,7 +2,8 @@
 
 ```yaml
 name: netplane                  # lab name: [a-z0-9-], at most 32 characters
-nodes: [node-1, node-2]         # node names (DNS labels), or a number of nodes
+nodes: [node-1, node-2]         # node names (DNS labels), or a number of nodes, or
+                                #   [{name: node-1, labels: {topology.kubernetes.io/zone: a}}, ...]
 network:
   underlay: 172.30.0.0/24       # the switch every node's eth0 is on
   clusterCIDR: 10.244.0.0/16    # pod addresses, one /24 per node
@@ -26,6 +27,8 @@ import yaml
 from netplane import names
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 PROXY_MODES = ("nftables", "iptables")
 IMPLEMENTED_PROXY_MODES = ("nftables",)
 NODE_SUBNET_PREFIX = 24
@@ -55,6 +58,7 @@ class Lab:
     network: Network = field(default_factory=Network)
     manifests: tuple[str, ...] = ()
     nodeLeaseSeconds: int = 40
+    nodeLabels: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].labels
 
     def node_ip(self, node: str) -> str:
         """The node's underlay address: .11 for the first node, .12 for the second, ..."""
@@ -91,24 +95,39 @@ def _cidr(value: Any, field_name: str) -> ipaddress.IPv4Network:
     return net
 
 
-def _nodes(value: Any) -> tuple[str, ...]:
+def _labels(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise LabError(where, "give a mapping of label keys to values")
+    for key, text in value.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise LabError(f"{where}.{key}", "is not a label key (an optional DNS prefix and '/', then a name)")
+        if not isinstance(text, str) or not LABEL_VALUE.match(text):
+            raise LabError(f"{where}.{key}", f"{text!r} is not a label value (63 letters, digits, '-', '_', '.')")
+    return dict(value)
+
+
+def _nodes(value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
+    """Node names, and the labels each node registers with (kubelet's --node-labels)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if not 1 <= value <= 200:
             raise LabError("nodes", f"{value} nodes: give between 1 and 200")
-        return tuple(f"node-{i}" for i in range(1, value + 1))
+        return tuple(f"node-{i}" for i in range(1, value + 1)), {}
     if not isinstance(value, list) or not value:
         raise LabError("nodes", "give a list of node names, e.g. [node-1, node-2], or a number")
     found: list[str] = []
+    labels: dict[str, dict[str, str]] = {}
     for i, item in enumerate(value):
         name = item.get("name") if isinstance(item, dict) else item
         if isinstance(item, dict):
-            _require_keys(item, {"name"}, f"nodes[{i}].")
+            _require_keys(item, {"name", "labels"}, f"nodes[{i}].")
         if not isinstance(name, str) or not DNS_LABEL.match(name):
             raise LabError(f"nodes[{i}]", f"{name!r} is not a DNS label (lower-case letters, digits, '-')")
         if name in found:
             raise LabError(f"nodes[{i}]", f"node {name!r} is listed twice; node names must be unique")
         found.append(name)
-    return tuple(found)
+        if isinstance(item, dict) and "labels" in item:
+            labels[name] = _labels(item["labels"], f"nodes[{i}].labels")
+    return tuple(found), labels
 
 
 def _network(data: Any, node_count: int) -> Network:
@@ -163,11 +182,11 @@ def parse(data: Any, base: Path | None = None, name: str | None = None) -> Lab:
         data = {}
     if not isinstance(data, dict):
         raise LabError("(top)", "a lab file is a YAML mapping with name, nodes, network, manifests")
-    _require_keys(data, set(Lab.__dataclass_fields__), "")
+    _require_keys(data, set(Lab.__dataclass_fields__) - {"nodeLabels"}, "")
     lab_name = name or data.get("name", Lab.name)
     if not isinstance(lab_name, str) or not names.LAB_NAME_RE.match(lab_name):
         raise LabError("name", f"{lab_name!r}: use 1-32 lower-case letters, digits and '-'")
-    nodes = _nodes(data.get("nodes", list(Lab.nodes)))
+    nodes, labels = _nodes(data.get("nodes", list(Lab.nodes)))
     lease = data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds)
     if not isinstance(lease, int) or isinstance(lease, bool) or not 2 <= lease <= 3600:
         raise LabError("nodeLeaseSeconds", f"{lease!r}: give a whole number of seconds from 2 to 3600")
@@ -177,6 +196,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None) -> Lab:
         network=_network(data.get("network"), len(nodes)),
         manifests=_manifests(data.get("manifests"), base),
         nodeLeaseSeconds=lease,
+        nodeLabels=labels,
     )
 
 
@@ -207,4 +227,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         network=Network(**data["network"]),
         manifests=tuple(data["manifests"]),
         nodeLeaseSeconds=data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds),
+        nodeLabels=data.get("nodeLabels", {}),
     )
