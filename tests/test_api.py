@@ -61,11 +61,11 @@ SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, token: str | None = None, **store_args
+    tmp_path: Path, token: str | None = None, bookmark_interval: float = 60.0, **store_args
 ) -> AsyncIterator[tuple[Store, Client, int]]:
     """A store in tmp_path, a server for it on a free port and a client of that server."""
     store = Store(str(tmp_path / "api.db"), **store_args)
-    runner, port = await start(store, token=token)
+    runner, port = await start(store, token=token, bookmark_interval=bookmark_interval)
     try:
         async with Client(f"http://127.0.0.1:{port}", token) as client:
             yield store, client, port
@@ -74,9 +74,12 @@ async def serving(
         store.close()
 
 
-async def raw(port: int, method: str, path: str, data: bytes | None = None, token: str | None = None):
+async def raw(port: int, method: str, path: str, data: bytes | None = None, token: str | None = None,
+              content_type: str = "application/json"):
     """(HTTP status, decoded JSON body) of one request, bypassing the client."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if data is not None:
+        headers["Content-Type"] = content_type
     async with aiohttp.ClientSession(headers=headers) as http:
         body = None if data is None else io.BytesIO(data)
         async with http.request(method, f"http://127.0.0.1:{port}{path}", data=body) as resp:
@@ -200,7 +203,11 @@ def test_errors_are_status_objects(tmp_path):
 
             code, body = await raw(port, "GET", "/api/v1/widgets")
             assert_status(body, 404, "NotFound")
-            code, body = await raw(port, "PATCH", f"{pods}/a", b"{}")
+            code, body = await raw(port, "PATCH", f"{pods}/a", b"{}", content_type="application/apply-patch+yaml")
+            assert_status(body, 415, "UnsupportedMediaType")
+            code, body = await raw(port, "POST", pods, json.dumps(pod("c")).encode(), content_type="text/plain")
+            assert_status(body, 415, "UnsupportedMediaType")
+            code, body = await raw(port, "POST", f"{pods}/a", b"{}")
             assert_status(body, 405, "MethodNotAllowed")
             code, body = await raw(port, "POST", pods, b"x" * (3 * 1024 * 1024 + 1))
             assert code == 413 and body["kind"] == "Status"
@@ -319,7 +326,9 @@ def test_list_with_label_and_field_selectors(tmp_path):
             assert await names(field_selector="spec.nodeName=") == ["db-1"]
             assert await names(field_selector="metadata.namespace!=default") == ["web-3"]
             assert await names(field_selector="metadata.name==web-2", label_selector="app") == ["web-2"]
-            for bad in ("labelSelector=app%20in%20(web)", "fieldSelector=spec.hostname=x"):
+            assert await names(label_selector="app in (web,db),tier notin (front)") == ["db-1", "web-2", "web-3"]
+            for bad in ("labelSelector=app%20in%20web", "labelSelector=a%3D(b)", "fieldSelector=spec.hostname=x",
+                        "fieldSelector=spec.nodeName%20in%20(a)"):
                 code, body = await raw(port, "GET", f"/api/v1/pods?{bad}")
                 assert_status(body, 400, "BadRequest")
 

@@ -7,6 +7,7 @@ import asyncio
 import copy
 import json
 import logging
+import platform
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +64,21 @@ def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "conditions": [ready_condition(False, "KubeletNotReady", "network not ready: waiting for a podCIDR")],
             "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux",
-                         "architecture": "amd64", "containerRuntimeVersion": "netplane://0.1.0"},
+                         "architecture": "amd64", "containerRuntimeVersion": "netplane://0.1.0",
+                         "kernelVersion": platform.release(), "osImage": os_image()},
         },
     }
+
+
+def os_image() -> str:
+    """The host's PRETTY_NAME from /etc/os-release, as the kubelet reports it."""
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
 
 
 def ready_condition(ready: bool, reason: str, message: str) -> dict:

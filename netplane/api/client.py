@@ -36,6 +36,17 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
     return {k: v for k, v in params.items() if v}
 
 
+PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+def _dry(dry_run: bool) -> dict[str, str]:
+    return {"dryRun": "All"} if dry_run else {}
+
+
 class Client:
     """``async with Client(url, token) as api: await api.get("pods", "web", "default")``."""
 
@@ -70,10 +81,16 @@ class Client:
         return f"{path}/{subresource}" if subresource else path
 
     async def _call(
-        self, method: str, path: str, body: dict | None = None, params: dict | None = None
+        self, method: str, path: str, body: Any = None, params: dict | None = None,
+        content_type: str | None = None,
     ) -> dict:
         url = self.base_url + path
-        async with self._http().request(method, url, json=body, params=params) as resp:
+        if content_type is None:
+            request = self._http().request(method, url, json=body, params=params)
+        else:
+            request = self._http().request(method, url, data=json.dumps(body), params=params,
+                                           headers={"Content-Type": content_type})
+        async with request as resp:
             await _raise_for_status(resp)
             return await resp.json(content_type=None)
 
@@ -86,19 +103,57 @@ class Client:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+        resource_version: str | int | None = None,
+        resource_version_match: str | None = None,
     ) -> dict:
-        """The ``<Kind>List``; without a namespace, across all namespaces."""
+        """The ``<Kind>List``; without a namespace, across all namespaces. With ``limit``, one page:
+        pass its ``metadata.continue`` as ``continue_`` for the next (410 when it expired)."""
         path = base_path(by_plural(plural), namespace)
-        return await self._call("GET", path, params=_selectors(label_selector, field_selector))
+        params = _selectors(label_selector, field_selector)
+        for key, value in (("limit", limit), ("continue", continue_), ("resourceVersion", resource_version),
+                           ("resourceVersionMatch", resource_version_match)):
+            if value not in (None, ""):
+                params[key] = str(value)
+        return await self._call("GET", path, params=params)
 
-    async def create(self, plural: str, obj: dict, namespace: str | None = None) -> dict:
+    async def create(self, plural: str, obj: dict, namespace: str | None = None, dry_run: bool = False) -> dict:
         res = by_plural(plural)
         namespace = namespace or obj.get("metadata", {}).get("namespace") or "default"
-        return await self._call("POST", base_path(res, namespace if res.namespaced else None), obj)
+        return await self._call("POST", base_path(res, namespace if res.namespaced else None), obj,
+                                params=_dry(dry_run))
 
-    async def update(self, plural: str, obj: dict) -> dict:
+    async def update(self, plural: str, obj: dict, dry_run: bool = False) -> dict:
         meta = obj["metadata"]
-        return await self._call("PUT", self._path(plural, meta.get("namespace"), meta["name"]), obj)
+        return await self._call("PUT", self._path(plural, meta.get("namespace"), meta["name"]), obj,
+                                params=_dry(dry_run))
+
+    async def patch(
+        self,
+        plural: str,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        patch_type: str = "merge",
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict:
+        """PATCH an object (or its ``status``/``scale``): ``patch_type`` is merge (RFC 7386), json
+        (RFC 6902, a list of operations) or strategic; returns the patched object (or Scale)."""
+        if patch_type not in PATCH_TYPES:
+            raise ValueError(f"patch_type must be one of {', '.join(PATCH_TYPES)}, not {patch_type!r}")
+        path = self._path(plural, namespace, name, subresource or "")
+        return await self._call("PATCH", path, patch, params=_dry(dry_run), content_type=PATCH_TYPES[patch_type])
+
+    async def get_scale(self, plural: str, name: str, namespace: str | None = None) -> dict:
+        """The ``autoscaling/v1 Scale`` of a Deployment or ReplicaSet."""
+        return await self._call("GET", self._path(plural, namespace, name, "scale"))
+
+    async def update_scale(self, plural: str, scale: dict) -> dict:
+        """Writes a Scale (as get_scale returned it, ``spec.replicas`` changed); 409 if it is stale."""
+        meta = scale["metadata"]
+        return await self._call("PUT", self._path(plural, meta.get("namespace"), meta["name"], "scale"), scale)
 
     async def update_status(self, plural: str, obj: dict) -> dict:
         meta = obj["metadata"]
@@ -106,10 +161,14 @@ class Client:
         return await self._call("PUT", path, obj)
 
     async def delete(self, plural: str, name: str, namespace: str | None = None,
-                     grace_period_seconds: int | None = None) -> dict:
-        """Returns the deleted object, or, for a pod given a grace period, the pod now terminating."""
+                     grace_period_seconds: int | None = None, propagation_policy: str | None = None,
+                     preconditions: dict | None = None, dry_run: bool = False) -> dict:
+        """Returns the deleted object, or one now deleting: a pod given a grace period, an object
+        with finalizers. ``propagation_policy``: Orphan, Background or Foreground."""
         params = {} if grace_period_seconds is None else {"gracePeriodSeconds": str(grace_period_seconds)}
-        return await self._call("DELETE", self._path(plural, namespace, name), params=params)
+        options = {k: v for k, v in (("propagationPolicy", propagation_policy), ("preconditions", preconditions)) if v}
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", **options} if options else None
+        return await self._call("DELETE", self._path(plural, namespace, name), body, params={**params, **_dry(dry_run)})
 
     async def watch(
         self,
@@ -119,9 +178,13 @@ class Client:
         label_selector: str | None = None,
         field_selector: str | None = None,
         timeout_seconds: int | None = None,
+        allow_bookmarks: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yields ``{"type", "object"}`` events; an ERROR event is raised as its ApiError (410: Gone)."""
+        """Yields ``{"type", "object"}`` events (BOOKMARKs too when allowed: an object with only its
+        resourceVersion); an ERROR event is raised as its ApiError (410: Gone)."""
         params = {"watch": "true", **_selectors(label_selector, field_selector)}
+        if allow_bookmarks:
+            params["allowWatchBookmarks"] = "true"
         if resource_version not in (None, ""):
             params["resourceVersion"] = str(resource_version)
         if timeout_seconds is not None:

@@ -1,4 +1,5 @@
-"""The embedded Kubernetes API server: CRUD, status, watch and discovery over aiohttp.
+"""The embedded Kubernetes API server: CRUD, PATCH, subresources (status, scale), watch, discovery,
+OpenAPI v3 and server-side Tables over aiohttp, as kubectl and the official clients use them.
 
 Store calls are synchronous and quick, so handlers call the store directly on the loop.
 A watch subscribes to the store *before* it takes its snapshot (list or replayed log) and then
@@ -12,10 +13,14 @@ import json
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+import yaml
 from aiohttp import web
 
+from netplane.api import lifecycle, openapi, paging, patch, protobuf, schema, tables
 from netplane.api.errors import ApiError, Gone, bad_request
+from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
 from netplane.api.store import Store
 
@@ -34,58 +39,95 @@ VERSION = {
 }
 STORE = web.AppKey("store", Store)
 WATCHES = web.AppKey("watches", set)  # the queues of open watches, ended on shutdown
-FIELDS = frozenset({"metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"})
 
 Match = Callable[[dict], bool]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# -- selectors (equality-based only, as the task needs; set-based ones are refused with 400)
+# -- selectors: labels as kubectl writes them (k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a,b));
+#    fields with =, == and != on the fields each resource supports, as the apiserver's field labels
 
 _KEY = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_./]*")
 _VALUE = re.compile(r"[-A-Za-z0-9_.]*")
+_SET = re.compile(r"(?P<key>\S+)\s+(?P<op>in|notin)\s+\((?P<values>[^()]*)\)")
+COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
+FIELDS: dict[str, dict[str, str]] = {  # per resource: field label -> path in the object
+    "pods": {f: f for f in ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                            "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName")},
+    "events": {**{f: f for f in ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                                 "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                                 "involvedObject.fieldPath", "reason", "reportingComponent", "type")},
+               "source": "source.component"},
+    "nodes": {"spec.unschedulable": "spec.unschedulable"},
+    "namespaces": {"status.phase": "status.phase"},
+    "services": {"spec.clusterIP": "spec.clusterIP", "spec.type": "spec.type"},
+    "replicasets": {"status.replicas": "status.replicas"},
+}
 
 
-def _terms(text: str, param: str) -> list[tuple[str, str, str]]:
-    """(key, op, value) for each comma-separated term; op is one of = != exists !exists."""
+def _split_terms(text: str) -> list[str]:
+    """Comma-separated terms; commas inside ``in (a,b)`` do not separate."""
+    terms, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        depth += (c == "(") - (c == ")")
+        if c == "," and depth == 0:
+            terms.append(text[start:i])
+            start = i + 1
+    terms.append(text[start:])
+    return [t.strip() for t in terms if t.strip()]
+
+
+def _terms(text: str, param: str, set_based: bool = True) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(key, op, values) for each term; op is one of = != in notin exists !exists."""
     terms = []
-    for term in filter(None, (t.strip() for t in text.split(","))):
-        for sep, op in (("!=", "!="), ("==", "="), ("=", "=")):
-            if sep in term:
-                key, value = (part.strip() for part in term.split(sep, 1))
-                break
+    for term in _split_terms(text):
+        found = _SET.fullmatch(term) if set_based else None
+        if found:
+            key, op = found["key"], found["op"]
+            values = tuple(v.strip() for v in found["values"].split(",") if v.strip())
         else:
-            negated = term.startswith("!")
-            op, key, value = ("!exists" if negated else "exists"), (term[1:] if negated else term).strip(), ""
-        if not _KEY.fullmatch(key) or not _VALUE.fullmatch(value):
-            raise bad_request(
-                f"unable to parse requirement {term!r} in {param} (supported: k=v, k==v, k!=v, k, !k)"
-            )
-        terms.append((key, op, value))
+            for sep, op in (("!=", "!="), ("==", "="), ("=", "=")):
+                if sep in term:
+                    key, value = (part.strip() for part in term.split(sep, 1))
+                    break
+            else:
+                negated = term.startswith("!")
+                op, key, value = ("!exists" if negated else "exists"), (term[1:] if negated else term).strip(), ""
+            values = (value,)
+        if not _KEY.fullmatch(key) or not all(_VALUE.fullmatch(v) for v in values):
+            supported = "k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a,b)" if set_based else "k=v, k==v, k!=v"
+            raise bad_request(f"unable to parse requirement {term!r} in {param} (supported: {supported})")
+        terms.append((key, op, values))
     return terms
 
 
-def _test(op: str, present: bool, got: str, want: str) -> bool:
+def _test(op: str, present: bool, got: str, want: tuple[str, ...]) -> bool:
     if op in ("exists", "!exists"):
         return present == (op == "exists")
-    return (present and got == want) == (op == "=")  # "!=" also matches objects without the key
+    if op in ("=", "in"):
+        return present and got in want
+    return not (present and got in want)  # "!=" and "notin" also match objects without the key
 
 
 def _field(obj: dict, path: str) -> str:
-    """A field's value as a field selector sees it: missing is the empty string."""
+    """A field's value as a field selector sees it: missing is the empty string, booleans lower-case."""
     node = obj
     for part in path.split("."):
         node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, bool):
+        return "true" if node else "false"
     return "" if node is None else str(node)
 
 
-def selector(query: Mapping[str, str]) -> Match:
-    """The predicate of a request's labelSelector and fieldSelector."""
+def selector(query: Mapping[str, str], plural: str = "pods") -> Match:
+    """The predicate of a request's labelSelector and fieldSelector on a resource."""
     labels = _terms(query.get("labelSelector", ""), "labelSelector")
-    fields = _terms(query.get("fieldSelector", ""), "fieldSelector")
+    fields = _terms(query.get("fieldSelector", ""), "fieldSelector", set_based=False)
+    known = {**COMMON_FIELDS, **FIELDS.get(plural, {})}
     for key, op, _ in fields:
-        if key not in FIELDS or op not in ("=", "!="):
-            supported = ", ".join(sorted(FIELDS))
-            raise bad_request(f'field label not supported: "{key}" (supported: {supported}; =, ==, !=)')
+        if key not in known or op not in ("=", "!="):
+            supported = ", ".join(sorted(known))
+            raise bad_request(f'field label not supported: "{key}" (supported for {plural}: {supported}; =, ==, !=)')
+    fields = [(known[key], op, values) for key, op, values in fields]
 
     def match(obj: dict) -> bool:
         have = obj.get("metadata", {}).get("labels") or {}
@@ -112,12 +154,74 @@ def _int_param(query: Mapping[str, str], name: str) -> int | None:
     return int(text)
 
 
-async def _body(request: web.Request, namespace: str | None, name: str | None = None) -> dict:
-    """The JSON object of a request, its metadata checked against (and defaulted from) the URL."""
+def _bool_param(query: Mapping[str, str], name: str) -> bool | None:
+    text = query.get(name)
+    if text in (None, ""):
+        return None
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise bad_request(f"invalid {name}: {text!r} is not a boolean")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it: timestamps stay strings."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+JSON_TYPES = frozenset({"application/json"})
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
+
+
+def _media_type(request: web.Request) -> str:
+    """The request's media type; none given reads as JSON, as the apiserver's clients expect."""
+    header = request.headers.get("Content-Type", "")
+    return header.split(";")[0].strip().lower() or "application/json"
+
+
+def _unsupported_media(media: str, accepted: list[str]) -> ApiError:
+    return ApiError(415, "UnsupportedMediaType",
+                    f'the body of the request was in an unknown format ("{media}") - accepted media types '
+                    f"include: {', '.join(accepted)}")
+
+
+async def _decode(request: web.Request, media: str, duplicates: list[str] | None = None) -> Any:
+    """The body as JSON or YAML; duplicate keys of JSON objects are noted in ``duplicates``."""
+    raw = await request.read()
+    if media in YAML_TYPES:
+        try:
+            return yaml.load(raw, Loader=_YamlLoader)
+        except yaml.YAMLError as e:
+            raise bad_request(f"the request body is not valid YAML: {e}") from None
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        out: dict = {}
+        for key, value in items:
+            if key in out and duplicates is not None:
+                duplicates.append(key)
+            out[key] = value
+        return out
+
     try:
-        body = json.loads(await request.read())
+        return json.loads(raw, object_pairs_hook=pairs)
     except ValueError as e:
         raise bad_request(f"the request body is not valid JSON: {e}") from None
+
+
+async def _body(request: web.Request, namespace: str | None, name: str | None = None,
+                duplicates: list[str] | None = None) -> dict:
+    """The object of a request (JSON or YAML), its metadata checked against (and defaulted from) the URL."""
+    media = _media_type(request)
+    if media == protobuf.MEDIA_TYPE:  # kubectl create namespace|service|deployment (protobuf.py)
+        body = protobuf.decode(await request.read())
+    elif media in JSON_TYPES | YAML_TYPES:
+        body = await _decode(request, media, duplicates)
+    else:
+        raise _unsupported_media(media, sorted(JSON_TYPES | YAML_TYPES) + [protobuf.MEDIA_TYPE])
     if not isinstance(body, dict) or not isinstance(body.setdefault("metadata", {}), dict):
         raise bad_request("the request body must be a JSON object with an object 'metadata'")
     meta = body["metadata"]
@@ -132,22 +236,158 @@ async def _body(request: web.Request, namespace: str | None, name: str | None = 
     return body
 
 
+# -- request options: dry run, field validation (schema.py), warnings
+
+
+FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+WARNINGS = web.RequestKey("warnings", list)  # the Warning headers the response gets
+
+
+def _dry_run(query: Any) -> bool:
+    """``dryRun=All`` (the query is a multidict: the parameter may repeat)."""
+    values = query.getall("dryRun", [])
+    for value in values:
+        if value != "All":
+            raise bad_request(f'Unsupported value: "{value}": supported values: "All"')
+    return bool(values)
+
+
+def _warn(request: web.Request, message: str) -> None:
+    request.setdefault(WARNINGS, []).append(message)
+
+
+def _fields_checked(request: web.Request, kind: str, api_version_: str, obj: dict, duplicates: list[str]) -> dict:
+    """The object as a Go decoder would take it, per ``fieldValidation``: Strict refuses unknown and
+    duplicate fields (400); Warn (the default) drops them with a Warning header each; Ignore drops them."""
+    mode = request.query.get("fieldValidation") or "Warn"
+    if mode not in FIELD_VALIDATION:
+        raise bad_request(f'fieldValidation: Unsupported value: "{mode}": '
+                          f'supported values: {", ".join(FIELD_VALIDATION)}')
+    node = schema.for_kind(kind)
+    unknown = list(schema.unknown_fields(node, obj))
+    problems = [f'unknown field "{u}"' for u in unknown] + [f'duplicate field "{d}"' for d in duplicates]
+    if problems and mode == "Strict":
+        version = api_version_.split("/")[-1]
+        raise bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: '
+                          f"strict decoding error: {', '.join(problems)}")
+    if problems and mode == "Warn":
+        for problem in problems:
+            _warn(request, problem)
+    return schema.prune(node, obj, set(unknown))
+
+
+# -- what the client accepts: JSON, YAML, a Table or PartialObjectMetadata
+
+
+def _accepts(request: web.Request) -> tuple[str, str]:
+    """("json" | "yaml" | "table" | "metadata", meta.k8s.io version) of the first media type we serve."""
+    header = request.headers.get("Accept", "")
+    if not header.strip():
+        return "json", ""
+    for clause in header.split(","):
+        media, *params = [p.strip() for p in clause.split(";")]
+        options = dict(p.split("=", 1) for p in params if "=" in p)
+        as_ = options.get("as")
+        if media.lower() not in ("application/json", "application/*", "*/*", "application/yaml"):
+            continue
+        if as_ is None:
+            return ("yaml" if media.lower() == "application/yaml" else "json"), ""
+        if options.get("g") != "meta.k8s.io" or options.get("v") not in tables.TABLE_VERSIONS:
+            continue
+        if as_ == "Table":
+            return "table", options["v"]
+        if as_ in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            return "metadata", options["v"]
+    raise ApiError(406, "NotAcceptable",
+                   f"only the following media types are accepted: application/json, application/yaml, "
+                   f"application/json;as=Table;v=v1;g=meta.k8s.io (asked for {header!r})")
+
+
+def _include_object(query: Mapping[str, str]) -> str:
+    value = query.get("includeObject") or "Metadata"
+    if value not in tables.INCLUDE_OBJECT:
+        raise bad_request(f'includeObject: Unsupported value: "{value}": supported values: '
+                          f"{', '.join(tables.INCLUDE_OBJECT)}")
+    return value
+
+
+def _encoded(request: web.Request, data: dict, status: int = 200) -> web.Response:
+    """JSON, or YAML when that is what the client asked for."""
+    if request.headers.get("Accept", "").split(",")[0].split(";")[0].strip().lower() == "application/yaml":
+        return web.Response(text=yaml.safe_dump(data, sort_keys=False), status=status, content_type="application/yaml")
+    return _json(data, status)
+
+
+def _as_requested(request: web.Request, res: Resource, obj: dict) -> web.Response:
+    """One object of a GET, as the client asked for it."""
+    form, version = _accepts(request)
+    if form == "table":
+        meta = {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}
+        return _json(tables.table(res, [obj], meta, _include_object(request.query), version=version))
+    if form == "metadata":
+        return _json({**tables.partial_metadata(obj), "apiVersion": f"meta.k8s.io/{version}"})
+    return _encoded(request, obj)
+
+
 # -- watch
 
-
-async def _send(resp: web.StreamResponse, events: list[tuple[str, dict]]) -> None:
-    if events:
-        lines = (json.dumps({"type": t, "object": o}, separators=(",", ":")) + "\n" for t, o in events)
-        await resp.write("".join(lines).encode())
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+BOOKMARK_INTERVAL = web.AppKey("bookmark_interval", float)  # seconds between BOOKMARKs (the apiserver: ~1 min)
 
 
-async def _next_batch(queue: asyncio.Queue, deadline: float | None) -> list | None:
-    """The queued events (at least one), or None at the deadline or on shutdown."""
-    remaining = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+class _Events:
+    """Writes watch events, converting objects to one-row Tables when the client asked for them
+    (column definitions only on the first, as the apiserver does)."""
+
+    def __init__(self, resp: web.StreamResponse, res: Resource, form: str, version: str, include: str):
+        self.resp, self.res, self.form, self.version, self.include = resp, res, form, version, include
+        self.headers = True
+
+    def _object(self, type_: str, obj: dict) -> dict:
+        if self.form == "table" and type_ in ("ADDED", "MODIFIED", "DELETED"):
+            meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
+            table = tables.table(self.res, [obj], meta, self.include, headers=self.headers, version=self.version)
+            self.headers = False
+            return table
+        if self.form == "metadata" and type_ in ("ADDED", "MODIFIED", "DELETED"):
+            return {**tables.partial_metadata(obj), "apiVersion": f"meta.k8s.io/{self.version}"}
+        return obj
+
+    async def send(self, events: list[tuple[str, dict]]) -> None:
+        if events:
+            lines = (json.dumps({"type": t, "object": self._object(t, o)}, separators=(",", ":")) + "\n"
+                     for t, o in events)
+            await self.resp.write("".join(lines).encode())
+
+    async def bookmark(self, rv: int, initial_events_end: bool = False) -> None:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if initial_events_end:
+            meta["annotations"] = {INITIAL_EVENTS_END: "true"}
+        await self.send([("BOOKMARK", {"kind": self.res.kind, "apiVersion": api_version(self.res), "metadata": meta})])
+
+
+def _check_watch_options(query: Mapping[str, str]) -> bool | None:
+    """sendInitialEvents (None when not given), after the apiserver's checks of a watch's options."""
+    initial = _bool_param(query, "sendInitialEvents")
+    match = query.get("resourceVersionMatch", "")
+    if initial is not None and match != "NotOlderThan":
+        raise _invalid_list_options("resourceVersionMatch", "Forbidden: sendInitialEvents requires setting "
+                                    "resourceVersionMatch to NotOlderThan")
+    if match and initial is None:
+        raise _invalid_list_options("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden for "
+                                    "watch unless sendInitialEvents is provided")
+    if match and match != "NotOlderThan":
+        raise _invalid_list_options("resourceVersionMatch", f'Unsupported value: "{match}": supported values: '
+                                    '"NotOlderThan"')
+    return initial
+
+
+async def _next_batch(queue: asyncio.Queue, wait: float | None) -> list | None:
+    """The queued events: at least one, or none once ``wait`` seconds passed; None on shutdown."""
     try:
-        batch = [await asyncio.wait_for(queue.get(), remaining)]
+        batch = [await asyncio.wait_for(queue.get(), wait)]
     except TimeoutError:
-        return None
+        return []
     while not queue.empty():
         batch.append(queue.get_nowait())
     return None if None in batch else batch
@@ -156,10 +396,17 @@ async def _next_batch(queue: asyncio.Queue, deadline: float | None) -> list | No
 async def _watch(
     request: web.Request, res: Resource, namespace: str | None, match: Match
 ) -> web.StreamResponse:
-    store = request.app[STORE]
-    since = _int_param(request.query, "resourceVersion") or None  # unset and "0" both start with a list
-    timeout = _int_param(request.query, "timeoutSeconds")
-    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    """A watch: the current objects first (no resourceVersion, "0", or sendInitialEvents=true, which
+    ends them with a BOOKMARK annotated initial-events-end), else the log replayed from the given
+    resourceVersion; then every change, BOOKMARKs every so often when allowed, until timeoutSeconds."""
+    store, query, loop = request.app[STORE], request.query, asyncio.get_running_loop()
+    initial = _check_watch_options(query)
+    since = _int_param(query, "resourceVersion") or None
+    timeout = _int_param(query, "timeoutSeconds")
+    deadline = None if timeout is None else loop.time() + timeout
+    interval = request.app[BOOKMARK_INTERVAL] if _bool_param(query, "allowWatchBookmarks") else None
+    form, version = _accepts(request)
+    include = _include_object(query)
 
     def wanted(plural: str, obj: dict) -> bool:
         in_ns = namespace is None or obj["metadata"].get("namespace") == namespace
@@ -168,24 +415,38 @@ async def _watch(
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
+    out = _Events(resp, res, form, version, include)
     queue = store.subscribe()  # no await between this and the snapshot below
     request.app[WATCHES].add(queue)
     try:
         try:
-            if since is None:
+            if initial or (initial is None and since is None):
                 items, last = store.list(res.plural, namespace)
                 first = [("ADDED", o) for o in items if match(o)]
+            elif since is None:  # sendInitialEvents=false: from now on
+                first, last = [], store.resource_version
             else:
                 events = store.events_since(since)
                 last = events[-1][0] if events else since
                 first = [(t, o) for _, t, p, o in events if wanted(p, o)]
         except Gone as e:
-            await _send(resp, [("ERROR", e.status())])
+            await out.send([("ERROR", e.status())])
             return resp
-        await _send(resp, first)
-        while (batch := await _next_batch(queue, deadline)) is not None:
-            await _send(resp, [(t, o) for rv, t, p, o in batch if rv > last and wanted(p, o)])
-            last = max(last, batch[-1][0])
+        await out.send(first)
+        if initial:
+            await out.bookmark(last, initial_events_end=True)
+        next_bookmark = None if interval is None else loop.time() + interval
+        while deadline is None or loop.time() < deadline:
+            waits = [t - loop.time() for t in (deadline, next_bookmark) if t is not None]
+            batch = await _next_batch(queue, max(0.0, min(waits)) if waits else None)
+            if batch is None:
+                break
+            await out.send([(t, o) for rv, t, p, o in batch if rv > last and wanted(p, o)])
+            if batch:
+                last = max(last, batch[-1][0])
+            if next_bookmark is not None and loop.time() >= next_bookmark:
+                await out.bookmark(last)
+                next_bookmark = loop.time() + interval
     except ConnectionResetError:
         pass  # the client went away
     finally:
@@ -199,34 +460,104 @@ async def _end_watches(app: web.Application) -> None:
         queue.put_nowait(None)
 
 
+# -- lists: selectors, limit/continue (paging.py), resourceVersion/resourceVersionMatch
+
+
+def _invalid_list_options(field: str, message: str) -> ApiError:
+    return ApiError(422, "Invalid", f'ListOptions.meta.k8s.io "" is invalid: {field}: {message}',
+                    {"group": "meta.k8s.io", "kind": "ListOptions", "causes": [{"field": field, "message": message}]})
+
+
+def _list(store: Store, res: Resource, namespace: str | None, match: Match,
+          query: Mapping[str, str]) -> tuple[list[dict], dict]:
+    """One page of a list and its ListMeta, after the apiserver's checks of the list options."""
+    token_text = query.get("continue", "")
+    rv_text, rv_match = query.get("resourceVersion", ""), query.get("resourceVersionMatch", "")
+    if _bool_param(query, "sendInitialEvents") is not None:
+        raise _invalid_list_options("sendInitialEvents", "Forbidden: sendInitialEvents is forbidden for list")
+    if rv_match:
+        if not rv_text:
+            raise _invalid_list_options("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden "
+                                        "unless resourceVersion is provided")
+        if token_text:
+            raise _invalid_list_options("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden "
+                                        "when continue is provided")
+        if rv_match not in ("Exact", "NotOlderThan"):
+            raise _invalid_list_options("resourceVersionMatch", f'Unsupported value: "{rv_match}": supported '
+                                        'values: "Exact", "NotOlderThan", ""')
+        if rv_match == "Exact" and rv_text == "0":
+            raise _invalid_list_options("resourceVersionMatch", 'Forbidden: resourceVersionMatch "exact" is '
+                                        'forbidden for resourceVersion "0"')
+    if token_text and rv_text not in ("", "0"):
+        raise bad_request("specifying resource version is not allowed when using continue")
+    limit, rv = _int_param(query, "limit"), _int_param(query, "resourceVersion")
+    after = None
+    if token_text:
+        token = paging.Token.decode(token_text)
+        after = token.after
+        try:
+            items, current = store.list(res.plural, namespace, token.resource_version or None)
+        except Gone:
+            raise paging.Expired(paging.Token(0, after)) from None
+    else:
+        # Exact reads the past; NotOlderThan (and a bare resourceVersion) is served by the present,
+        # unless that is older than asked for: then store.list says "Too large resource version".
+        at = rv if rv and (rv_match == "Exact" or rv > store.resource_version) else None
+        items, current = store.list(res.plural, namespace, at)
+    chunk, next_key, remaining = paging.page([o for o in items if match(o)], limit, after)
+    meta: dict[str, Any] = {"resourceVersion": str(current)}
+    if next_key is not None:
+        meta["continue"] = paging.Token(current, next_key).encode()
+        if not query.get("labelSelector") and not query.get("fieldSelector"):
+            meta["remainingItemCount"] = remaining
+    return chunk, meta
+
+
 # -- resource handlers
 
 
 class _Handlers:
-    """The REST verbs of one resource."""
+    """The REST verbs of one resource and its subresources."""
 
     def __init__(self, res: Resource):
         self.res = res
 
+    @staticmethod
+    def _where(request: web.Request) -> tuple[str | None, str]:
+        return request.match_info.get("namespace"), request.match_info["name"]
+
+    def _kind_of(self, subresource: str | None) -> tuple[str, str]:
+        if subresource == "scale":
+            return "Scale", lifecycle.SCALE_API_VERSION
+        return self.res.kind, api_version(self.res)
+
     async def list_or_watch(self, request: web.Request) -> web.StreamResponse:
-        namespace, match = request.match_info.get("namespace"), selector(request.query)
-        if request.query.get("watch") in ("1", "true"):
+        namespace, match = request.match_info.get("namespace"), selector(request.query, self.res.plural)
+        if _bool_param(request.query, "watch"):
             return await _watch(request, self.res, namespace, match)
-        items, rv = request.app[STORE].list(self.res.plural, namespace)
-        return _json({
-            "kind": f"{self.res.kind}List",
-            "apiVersion": api_version(self.res),
-            "metadata": {"resourceVersion": str(rv)},
-            "items": [o for o in items if match(o)],
-        })
+        form, version = _accepts(request)
+        items, meta = _list(request.app[STORE], self.res, namespace, match, request.query)
+        if form == "table":
+            return _json(tables.table(self.res, items, meta, _include_object(request.query), version=version))
+        if form == "metadata":
+            partial = [{**tables.partial_metadata(o), "apiVersion": f"meta.k8s.io/{version}"} for o in items]
+            return _json({"kind": "PartialObjectMetadataList", "apiVersion": f"meta.k8s.io/{version}",
+                          "metadata": meta, "items": partial})
+        return _encoded(request, {"kind": f"{self.res.kind}List", "apiVersion": api_version(self.res),
+                                  "metadata": meta, "items": items})
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await _body(request, request.match_info.get("namespace"))
-        return _json(request.app[STORE].create(self.res.plural, body), status=201)
+        duplicates: list[str] = []
+        body = await _body(request, request.match_info.get("namespace"), duplicates=duplicates)
+        body = _fields_checked(request, self.res.kind, api_version(self.res), body, duplicates)
+        made = request.app[STORE].create(self.res.plural, body, dry_run=_dry_run(request.query))
+        return _encoded(request, made, status=201)
 
     async def get(self, request: web.Request) -> web.Response:
-        info = request.match_info
-        return _json(request.app[STORE].get(self.res.plural, info.get("namespace"), info["name"]))
+        return _as_requested(request, self.res, request.app[STORE].get(self.res.plural, *self._where(request)))
+
+    async def get_scale(self, request: web.Request) -> web.Response:
+        return _encoded(request, lifecycle.scale_of(request.app[STORE].get(self.res.plural, *self._where(request))))
 
     async def replace(self, request: web.Request) -> web.Response:
         return await self._update(request, None)
@@ -234,13 +565,53 @@ class _Handlers:
     async def replace_status(self, request: web.Request) -> web.Response:
         return await self._update(request, "status")
 
+    async def replace_scale(self, request: web.Request) -> web.Response:
+        return await self._update(request, "scale")
+
+    async def patch(self, request: web.Request) -> web.Response:
+        return await self._patch(request, None)
+
+    async def patch_status(self, request: web.Request) -> web.Response:
+        return await self._patch(request, "status")
+
+    async def patch_scale(self, request: web.Request) -> web.Response:
+        return await self._patch(request, "scale")
+
     async def delete(self, request: web.Request) -> web.Response:
-        info = request.match_info
-        return _json(request.app[STORE].delete(self.res.plural, info.get("namespace"), info["name"]))
+        body = None
+        if (await request.read()).strip():
+            media = _media_type(request)
+            if media not in JSON_TYPES | YAML_TYPES:
+                raise _unsupported_media(media, sorted(JSON_TYPES | YAML_TYPES))
+            body = await _decode(request, media)
+        options = DeleteOptions.parse(body, request.query)
+        deleted = request.app[STORE].delete(self.res.plural, *self._where(request), options,
+                                            dry_run=_dry_run(request.query) or options.dry_run)
+        return _encoded(request, deleted)
 
     async def _update(self, request: web.Request, subresource: str | None) -> web.Response:
-        body = await _body(request, request.match_info.get("namespace"), request.match_info["name"])
-        return _json(request.app[STORE].update(self.res.plural, body, subresource))
+        duplicates: list[str] = []
+        namespace, name = self._where(request)
+        body = await _body(request, namespace, name, duplicates)
+        body = _fields_checked(request, *self._kind_of(subresource), body, duplicates)
+        updated = request.app[STORE].update(self.res.plural, body, subresource, dry_run=_dry_run(request.query))
+        return _encoded(request, lifecycle.scale_of(updated) if subresource == "scale" else updated)
+
+    async def _patch(self, request: web.Request, subresource: str | None) -> web.Response:
+        media = _media_type(request)
+        patch_type = patch.CONTENT_TYPES.get(media)
+        if patch_type is None:
+            raise _unsupported_media(media, list(patch.CONTENT_TYPES))
+        document = await _decode(request, "application/json")
+        kind, version = self._kind_of(subresource)
+        node = schema.for_kind(kind)
+
+        def change(current: dict) -> dict:
+            return _fields_checked(request, kind, version, patch.apply(node, current, document, patch_type), [])
+
+        patched = request.app[STORE].patch(self.res.plural, *self._where(request), change, subresource,
+                                           dry_run=_dry_run(request.query))
+        return _encoded(request, lifecycle.scale_of(patched) if subresource == "scale" else patched)
 
 
 def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
@@ -254,10 +625,16 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
     item = collection + "/{name}"
     router.add_get(item, h.get)
     router.add_put(item, h.replace)
+    router.add_patch(item, h.patch)
     router.add_delete(item, h.delete)
     if res.has_status:
         router.add_get(item + "/status", h.get)
         router.add_put(item + "/status", h.replace_status)
+        router.add_patch(item + "/status", h.patch_status)
+    if lifecycle.scale_subresource_of(res):
+        router.add_get(item + "/scale", h.get_scale)
+        router.add_put(item + "/scale", h.replace_scale)
+        router.add_patch(item + "/scale", h.patch_scale)
 
 
 # -- discovery
@@ -270,16 +647,25 @@ def _constant(data: dict) -> Handler:
     return handler
 
 
+CATEGORY_ALL = frozenset({"pods", "services", "deployments", "replicasets", "daemonsets"})  # kubectl get all
+
+
 def _resource_list(group_version: str, resources: list[Resource]) -> dict:
     entries = []
     for r in resources:
         short = [a for a in r.aliases if a != r.singular]
-        verbs = ["create", "delete", "get", "list", "update", "watch"]
+        verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
         entries.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
                         "kind": r.kind, "verbs": verbs, "shortNames": short})
+        if r.plural in CATEGORY_ALL:
+            entries[-1]["categories"] = ["all"]
         if r.has_status:
             entries.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
-                            "kind": r.kind, "verbs": ["get", "update"]})
+                            "kind": r.kind, "verbs": ["get", "patch", "update"]})
+        if lifecycle.scale_subresource_of(r):  # kubectl scale finds the Scale kind here
+            entries.append({"name": f"{r.plural}/scale", "singularName": "", "namespaced": r.namespaced,
+                            "group": "autoscaling", "version": "v1", "kind": "Scale",
+                            "verbs": ["get", "patch", "update"]})
     return {
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries
     }
@@ -309,6 +695,25 @@ def _add_discovery_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/version", _constant(VERSION))
 
 
+def _add_openapi_routes(router: web.UrlDispatcher) -> None:
+    """``/openapi/v3`` and one document per group-version (openapi.py says what kubectl uses them for)."""
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(body=openapi.index(), content_type="application/json")
+
+    async def document(request: web.Request) -> web.Response:
+        gv = request.match_info["gv"]
+        if gv not in openapi.group_versions():
+            raise ApiError(404, "NotFound", f"no OpenAPI v3 document for {gv!r}")
+        immutable = request.query.get("hash") == openapi.digest(gv)
+        headers = {"Cache-Control": "public, immutable" if immutable else "no-cache, private",
+                   "Etag": f'"{openapi.digest(gv)}"'}
+        return web.Response(body=openapi.document(gv), content_type="application/json", headers=headers)
+
+    router.add_get("/openapi/v3", index)
+    router.add_get("/openapi/v3/{gv:.+}", document)
+
+
 async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -323,9 +728,13 @@ _HTTP_MESSAGES = {
 
 @web.middleware
 async def _errors_as_status(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as a ``kind: Status`` with its HTTP code."""
+    """Every failure leaves as a ``kind: Status`` with its HTTP code; warnings as Warning headers."""
     try:
-        return await handler(request)
+        resp = await handler(request)
+        if not resp.prepared:
+            for message in request.get(WARNINGS, ()):
+                resp.headers.add("Warning", '299 - "{}"'.format(message.replace("\\", "\\\\").replace('"', '\\"')))
+        return resp
     except ApiError as e:
         return _json(e.status(), status=e.code)
     except web.HTTPException as e:
@@ -348,15 +757,17 @@ def _bearer(token: str) -> Callable:
     return check
 
 
-def build_app(store: Store, token: str | None = None) -> web.Application:
+def build_app(store: Store, token: str | None = None, bookmark_interval: float = 60.0) -> web.Application:
     middlewares = [_errors_as_status] + ([_bearer(token)] if token else [])
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STORE] = store
     app[WATCHES] = set()
+    app[BOOKMARK_INTERVAL] = bookmark_interval
     app.on_shutdown.append(_end_watches)
     for path in OPEN_PATHS:
         app.router.add_get(path, _ok)
     _add_discovery_routes(app.router)
+    _add_openapi_routes(app.router)
     for res in RESOURCES:
         _add_resource_routes(app.router, res)
     return app
@@ -364,12 +775,13 @@ def build_app(store: Store, token: str | None = None) -> web.Application:
 
 async def start(
     store: Store, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
+    ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 60.0,
 ) -> tuple[web.AppRunner, int]:
     """Serves the store (over TLS when given a context); returns the runner (``await runner.cleanup()``
-    stops it) and the bound port."""
+    stops it) and the bound port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""
     # handler_cancellation: a watch whose client hangs up is cancelled at once and unsubscribes.
-    runner = web.AppRunner(build_app(store, token), handler_cancellation=True, shutdown_timeout=2.0)
+    app = build_app(store, token, bookmark_interval)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()

@@ -1,30 +1,36 @@
-"""Object storage for the embedded API server: SQLite, one global resourceVersion, an event log.
+"""Object storage for the embedded API server: the rules of objects, over a storage backend.
 
-Every write runs under one lock and one SQLite transaction, takes the next resourceVersion and
-appends one event per changed object; the log keeps the last ``log_size`` events (older ones are
-compacted, and watching from before them is ``Gone``, as with etcd's compaction). After the commit
-the events go to every subscriber queue, each on its own event loop.
+Every write runs under one lock, reads what it needs and commits its changes as one batch to the
+backend (backends.py: SQLite, one global resourceVersion and an event log; etcd.py: etcd), which
+gives each change its resourceVersion, checks that nothing moved meanwhile, and keeps about
+``log_size`` events (watching from before them is ``Gone``, as with etcd's compaction). The backend
+hands the events to ``_publish``, which feeds every subscriber queue, each on its own event loop.
+No SQL here: what needs the storage goes through the backend's get/list/commit/events_since.
+
+The rules of an object's life (system fields, generation, graceful deletion, finalizers, the Scale
+view) are pure functions in lifecycle.py; this module only runs them under its lock and stores
+the result, so that another storage backend can run the same rules. ``dry_run`` runs everything up
+to the commit and returns what would have been stored.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import re
 import secrets
-import sqlite3
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from netplane.api.errors import ApiError, Gone, already_exists, bad_request, conflict, invalid, not_found
-from netplane.api.resources import Resource, api_version, by_plural
+from netplane.api import lifecycle
+from netplane.api.backends import ADDED, DELETED, MODIFIED, Event, Stale, open_backend
+from netplane.api.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
+from netplane.api.lifecycle import DeleteOptions
+from netplane.api.resources import RESOURCES, Resource, api_version, by_plural
 
-ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
-Event = tuple[int, str, str, dict]  # (rv, type, plural, obj); obj is shared: read it, never change it
 Admit = Callable[[str, str, dict, "dict | None", "Store"], "dict | None"]
+Change = Callable[[dict], dict]  # a patch: the object (or its Scale) in, the patched one out
 
 DEFAULT_NAMESPACES = ("default", "kube-system")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -34,48 +40,35 @@ _SUBDOMAIN_MESSAGE = (
 )
 _GENERATED_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's: no vowels, no look-alikes
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    plural TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-    rv INTEGER NOT NULL, json TEXT NOT NULL,
-    PRIMARY KEY (plural, namespace, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    rv INTEGER PRIMARY KEY, type TEXT NOT NULL,
-    plural TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class Store:
-    """Kubernetes objects in one SQLite file; safe to call from several threads."""
+    """Kubernetes objects in a storage backend; safe to call from several threads.
+
+    ``path``: a SQLite file (or ``sqlite:///path``), or ``etcd://host:port[,host:port...][/prefix]``.
+    """
 
     def __init__(self, path: str, admit: Admit | None = None, log_size: int = 10_000):
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()  # re-entrant: the admission hook may read the store
         self._admit = admit
-        self._log_size = log_size
         self._subscribers: list[tuple[asyncio.Queue, asyncio.AbstractEventLoop]] = []
-        self._rv = self._meta("rv")
-        self._compacted = self._meta("compacted")  # events with rv <= this are gone
-        if self._rv == 0:
+        self._backend = open_backend(path, log_size, self._publish)
+        if self._backend.fresh:
             for ns in DEFAULT_NAMESPACES:
-                self.create("namespaces", {"metadata": {"name": ns}})
+                try:
+                    self.create("namespaces", {"metadata": {"name": ns}})
+                except ApiError as e:  # another API server on the same etcd was first
+                    if e.code != 409:
+                        raise
 
     def close(self) -> None:
-        self._db.close()
+        self._backend.close()
 
     @property
     def resource_version(self) -> int:
-        return self._rv
+        return self._backend.revision()
 
     # -- reads
 
@@ -87,29 +80,22 @@ class Store:
             raise not_found(plural, name)
         return obj
 
-    def list(self, plural: str, namespace: str | None = None) -> tuple[list[dict], int]:
-        """All objects of a resource (in one namespace, or all) and the rv they are current at."""
+    def list(
+        self, plural: str, namespace: str | None = None, resource_version: int | None = None
+    ) -> tuple[list[dict], int]:
+        """All objects of a resource (in one namespace, or all), sorted by namespace and name, and the
+        rv they are current at: now, or as they were at ``resource_version`` (``Gone`` if compacted)."""
         res = by_plural(plural)
-        sql, args = "SELECT json FROM objects WHERE plural = ?", [plural]
-        if res.namespaced and namespace:
-            sql, args = sql + " AND namespace = ?", [plural, namespace]
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY namespace, name", args).fetchall()
-            return [json.loads(text) for (text,) in rows], self._rv
+        return self._backend.list(plural, namespace if res.namespaced else None, resource_version)
 
     def events_since(self, rv: int) -> list[Event]:
         """Every event after ``rv``, oldest first; ``Gone`` when the log no longer has them all."""
-        with self._lock:
-            if rv < self._compacted:
-                raise Gone(f"too old resource version: {rv} ({self._compacted + 1})")
-            rows = self._db.execute(
-                "SELECT rv, type, plural, json FROM events WHERE rv > ? ORDER BY rv", (rv,)
-            ).fetchall()
-        return [(r, t, p, json.loads(text)) for r, t, p, text in rows]
+        # not under self._lock: etcd's log may wait for its watch thread, which publishes
+        return self._backend.events_since(rv)
 
     # -- writes
 
-    def create(self, plural: str, obj: dict) -> dict:
+    def create(self, plural: str, obj: dict, dry_run: bool = False) -> dict:
         res = by_plural(plural)
         obj = _checked_copy(res, obj)
         meta = obj["metadata"]
@@ -124,63 +110,85 @@ class Store:
             _validate_name(res, meta["name"])
             if self._load(plural, ns, meta["name"]) is not None:
                 raise already_exists(plural, meta["name"])
-            meta.pop("resourceVersion", None)
-            meta["uid"] = str(uuid.uuid4())
-            meta["creationTimestamp"] = _now()
-            if res.kind == "Namespace":
-                obj.setdefault("status", {}).setdefault("phase", "Active")
+            lifecycle.prepare_create(res, obj, _now())
             obj = self._admitted("create", plural, obj, None)
+            if dry_run:
+                return copy.deepcopy(obj)
             return copy.deepcopy(self._commit([(ADDED, plural, obj)])[0][3])
 
-    def update(self, plural: str, obj: dict, subresource: str | None = None) -> dict:
-        """Replaces an object; the main resource keeps the stored status, ``status`` keeps the rest."""
+    def update(self, plural: str, obj: dict, subresource: str | None = None, dry_run: bool = False) -> dict:
+        """Replaces an object; the main resource keeps the stored status, ``status`` keeps the rest,
+        ``scale`` takes an autoscaling/v1 Scale and changes only ``spec.replicas``."""
         res = by_plural(plural)
-        if subresource not in (None, "status") or (subresource and not res.has_status):
-            raise ApiError(404, "NotFound", f"{plural} has no subresource {subresource!r}")
+        _check_subresource(res, subresource)
+        if subresource == "scale":
+            meta = obj.get("metadata") if isinstance(obj, dict) else None
+            if not isinstance(meta, dict) or not meta.get("name"):
+                raise bad_request("the request body must be an autoscaling/v1 Scale with metadata.name")
+            with self._lock:
+                old = self._existing(res, meta.get("namespace"), meta["name"])
+                return self._replace(res, old, lifecycle.apply_scale(res, old, obj), None, dry_run)
         new = _checked_copy(res, obj)
         meta = new["metadata"]
         ns, name = _namespace(res, meta.get("namespace")), meta.get("name")
         if not name:
             raise invalid(res.kind, "", "metadata.name", "Required value: name is required")
         with self._lock:
-            old = self._load(plural, ns, name)
-            if old is None:
-                raise not_found(plural, name)
-            current = old["metadata"]["resourceVersion"]
-            if meta.get("resourceVersion") not in (None, "", current):
-                raise conflict(plural, name)
-            if subresource == "status":
-                new = {**copy.deepcopy(old), "status": new.get("status", {})}
-            else:
-                for key in ("uid", "creationTimestamp", "namespace"):
-                    if key in old["metadata"]:
-                        meta[key] = old["metadata"][key]
-                new.pop("status", None)
-                if res.has_status and "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
-            verb = "update/status" if subresource else "update"
-            new = self._admitted(verb, plural, new, old)
-            new["metadata"]["resourceVersion"] = current
-            if new == old:  # a no-op write keeps its rv and sends no event, as the apiserver does
-                return old
-            return copy.deepcopy(self._commit([(MODIFIED, plural, new)])[0][3])
+            return self._replace(res, self._existing(res, ns, name), new, subresource, dry_run)
 
-    def delete(self, plural: str, namespace: str | None, name: str) -> dict:
-        """Deletes an object and returns it; a Namespace takes the objects inside it along."""
+    def patch(
+        self,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        change: Change,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict:
+        """Applies ``change`` to the stored object (or to its Scale) and stores the result as an
+        update would, atomically; a resourceVersion the change leaves behind must be current."""
         res = by_plural(plural)
+        _check_subresource(res, subresource)
         with self._lock:
-            old = self._load(plural, _namespace(res, namespace), name)
-            if old is None:
-                raise not_found(plural, name)
-            changes = []
-            if plural == "namespaces":
-                rows = self._db.execute(
-                    "SELECT plural, json FROM objects WHERE namespace = ? ORDER BY plural, name",
-                    (name,),
-                ).fetchall()
-                changes = [(DELETED, p, json.loads(text)) for p, text in rows]
-            changes.append((DELETED, plural, old))
-            return copy.deepcopy(self._commit(changes)[-1][3])
+            old = self._existing(res, namespace, name)
+            if subresource == "scale":
+                new = lifecycle.apply_scale(res, old, change(lifecycle.scale_of(old)))
+                return self._replace(res, old, new, None, dry_run)
+            new = _checked_copy(res, change(copy.deepcopy(old)))
+            for key in ("name", "namespace"):
+                if new["metadata"].get(key) != old["metadata"].get(key):
+                    raise bad_request(f"a patch cannot change metadata.{key} "
+                                      f"({old['metadata'].get(key)} -> {new['metadata'].get(key)})")
+            return self._replace(res, old, new, subresource, dry_run)
+
+    def delete(
+        self,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        options: DeleteOptions | None = None,
+        dry_run: bool = False,
+    ) -> dict:
+        """Deletes an object and returns it; a Namespace takes the objects inside it along.
+
+        A pod bound to a node, given a grace period, and an object with finalizers are only marked
+        (``deletionTimestamp``) and returned: the kubelet, or whoever owns the finalizers, removes
+        them later (a delete with grace 0, an update that empties the finalizers)."""
+        res = by_plural(plural)
+        options = options or DeleteOptions()
+        with self._lock:
+            old = self._existing(res, namespace, name)
+            lifecycle.check_preconditions(res, old, options.preconditions)
+            action, obj = lifecycle.plan_delete(res, old, options, _now())
+            changes = self._orphaned(old) if options.propagation_policy == "Orphan" else []
+            if action == "update":
+                changes.append((MODIFIED, plural, obj))
+            elif action == "remove":
+                changes += self._removal(plural, obj)
+            if dry_run or not changes:
+                return copy.deepcopy(obj)
+            events = self._commit(changes)
+            return copy.deepcopy(events[-1][3] if action != "none" else obj)
 
     # -- subscribers
 
@@ -197,16 +205,13 @@ class Store:
 
     # -- internals
 
-    def _meta(self, key: str) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else 0
-
     def _load(self, plural: str, namespace: str, name: str) -> dict | None:
-        row = self._db.execute(
-            "SELECT json FROM objects WHERE plural = ? AND namespace = ? AND name = ?",
-            (plural, namespace, name),
-        ).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._backend.get(plural, namespace, name)
+
+    def _in_namespace(self, namespace: str) -> list[tuple[str, dict]]:
+        """(plural, object) of everything in a namespace, by plural, then name."""
+        plurals = sorted(r.plural for r in RESOURCES if r.namespaced)
+        return [(p, o) for p in plurals for o in self._backend.list(p, namespace)[0]]
 
     def _generate_name(self, res: Resource, namespace: str, meta: dict) -> str:
         prefix = meta.get("generateName")
@@ -225,40 +230,58 @@ class Store:
         result = self._admit(verb, plural, obj, old, self)
         return obj if result is None else result
 
+    def _existing(self, res: Resource, namespace: str | None, name: str) -> dict:
+        obj = self._load(res.plural, _namespace(res, namespace), name)
+        if obj is None:
+            raise not_found(res.plural, name)
+        return obj
+
+    def _replace(self, res: Resource, old: dict, new: dict, subresource: str | None, dry_run: bool) -> dict:
+        """The update path shared by PUT and PATCH: rv check, admission, generation, and the removal
+        of a deleting object whose last finalizer went."""
+        current = old["metadata"]["resourceVersion"]
+        if new["metadata"].get("resourceVersion") not in (None, "", current):
+            raise conflict(res.plural, old["metadata"]["name"])
+        new = lifecycle.prepare_update(res, new, old, subresource)
+        new = self._admitted("update/status" if subresource else "update", res.plural, new, old)
+        lifecycle.after_admission(old, new)
+        new["metadata"]["resourceVersion"] = current
+        if new == old:  # a no-op write keeps its rv and sends no event, as the apiserver does
+            return old
+        changes = self._removal(res.plural, new) if lifecycle.finished_deleting(new) else [(MODIFIED, res.plural, new)]
+        if dry_run:
+            return copy.deepcopy(new)
+        return copy.deepcopy(self._commit(changes)[-1][3])
+
+    def _removal(self, plural: str, obj: dict) -> list[tuple[str, str, dict]]:
+        """The changes that remove an object: a Namespace takes what is inside it along."""
+        changes = []
+        if plural == "namespaces":
+            changes = [(DELETED, p, o) for p, o in self._in_namespace(obj["metadata"]["name"])]
+        return changes + [(DELETED, plural, obj)]
+
+    def _orphaned(self, owner: dict) -> list[tuple[str, str, dict]]:
+        """propagationPolicy=Orphan: the owner's dependents lose their reference to it."""
+        uid = owner["metadata"]["uid"]
+        namespace = owner["metadata"].get("namespace")
+        changes = []
+        for plural, obj in self._in_namespace(namespace) if namespace else []:
+            freed = lifecycle.orphaned(obj, uid)
+            if freed is not None:
+                changes.append((MODIFIED, plural, freed))
+        return changes
+
     def _commit(self, changes: list[tuple[str, str, dict]]) -> list[Event]:
-        """Writes the changes in one transaction, one rv each, then publishes their events."""
-        rv, compacted, events = self._rv, self._compacted, []
-        self._db.execute("BEGIN IMMEDIATE")
+        """Writes the changes as one batch, each given its rv; the backend publishes their events.
+
+        Each change carries its precondition (ADDED: not there yet; MODIFIED, DELETED: still at the
+        object's resourceVersion), which only another API server on the same etcd can break while
+        we hold the lock: then it is AlreadyExists or Conflict, and the client retries."""
         try:
-            for type_, plural, obj in changes:
-                rv += 1
-                meta = obj["metadata"]
-                meta["resourceVersion"] = str(rv)
-                key = (plural, meta.get("namespace", ""), meta["name"])
-                text = json.dumps(obj, separators=(",", ":"))
-                if type_ == DELETED:
-                    self._db.execute(
-                        "DELETE FROM objects WHERE plural = ? AND namespace = ? AND name = ?", key
-                    )
-                else:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)", (*key, rv, text)
-                    )
-                self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (rv, type_, *key, text))
-                events.append((rv, type_, plural, obj))
-            if rv - self._log_size > compacted:
-                compacted = rv - self._log_size
-                self._db.execute("DELETE FROM events WHERE rv <= ?", (compacted,))
-            self._db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (("rv", rv), ("compacted", compacted))
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._rv, self._compacted = rv, compacted
-        self._publish(events)
-        return events
+            return self._backend.commit(changes)
+        except Stale as e:
+            type_, plural, obj = changes[e.index]
+            raise (already_exists if type_ == ADDED else conflict)(plural, obj["metadata"]["name"]) from None
 
     def _publish(self, events: list[Event]) -> None:
         """Queues are fed directly on their own loop's thread, through call_soon_threadsafe elsewhere."""
@@ -280,6 +303,12 @@ class Store:
 def _namespace(res: Resource, namespace: str | None) -> str:
     """The stored namespace: "" for cluster-scoped resources, "default" when none is given."""
     return (namespace or "default") if res.namespaced else ""
+
+
+def _check_subresource(res: Resource, subresource: str | None) -> None:
+    error = lifecycle.error_for_subresource(res, subresource)
+    if error is not None:
+        raise error
 
 
 def _checked_copy(res: Resource, obj: Any) -> dict:

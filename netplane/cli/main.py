@@ -296,6 +296,27 @@ def bench_up(rounds: int, pods: int, adds: int) -> None:
     click.echo(f"ratio netplane / reference CNI ADD (median): {own / ref:.2f}")
 
 
+@bench.command(name="api")
+@click.option("--pods", default=10_000, show_default=True, help="Pods created, then listed.")
+@click.option("--concurrency", default=20, show_default=True, help="Creates in flight at once.")
+@click.option("--watchers", default=100, show_default=True, help="Watches that each get every write.")
+@click.option("--writes", default=200, show_default=True, help="Writes timed to every watcher.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["sqlite", "etcd"]),
+              help="Only these storage backends (default: both).")
+@friendly
+def bench_api(pods: int, concurrency: int, watchers: int, writes: int, backends: tuple[str, ...]) -> None:
+    """Creates/s, LIST time and watch latency of the API server, on SQLite and etcd side by side."""
+    from netplane.bench import api as bench
+
+    opts = bench.Options(pods=pods, concurrency=concurrency, watchers=watchers, writes=writes)
+    results = []
+    for backend in backends or bench.BACKENDS:
+        click.echo(f"{backend}: {pods} creates, {opts.lists} LISTs, {watchers} watchers x {writes} writes ...")
+        results.append(bench.run(backend, opts))
+    for line in bench.table(results, opts):
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="netplane")
 

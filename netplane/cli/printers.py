@@ -1,104 +1,28 @@
-"""kubectl-shaped output: tables with kubectl's columns, and Lists as JSON or YAML."""
+"""kubectl-shaped output: tables with kubectl's columns, Lists as JSON or YAML, jsonpath."""
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from datetime import datetime, timezone
 
 import yaml
 
+from netplane.api import tables
 from netplane.api.resources import Resource
 
 
-def age(obj: dict) -> str:
-    created = obj["metadata"].get("creationTimestamp")
-    if not created:
-        return "<unknown>"
-    seconds = max(0, int((datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def _condition(obj: dict, kind: str) -> bool:
-    return any(c.get("type") == kind and c.get("status") == "True" for c in obj.get("status", {}).get("conditions", []))
-
-
-def _pod_row(pod: dict, wide: bool) -> list[str]:
-    statuses = pod.get("status", {}).get("containerStatuses", [])
-    containers = pod["spec"].get("containers", [])
-    ready = sum(1 for s in statuses if s.get("ready"))
-    restarts = sum(s.get("restartCount", 0) for s in statuses)
-    status = pod.get("status", {}).get("phase", "Pending")
-    if "deletionTimestamp" in pod["metadata"]:
-        status = "Terminating"
-    row = [pod["metadata"]["name"], f"{ready}/{len(containers)}", status, str(restarts), age(pod)]
-    if wide:
-        row += [pod.get("status", {}).get("podIP") or "<none>", pod["spec"].get("nodeName") or "<none>"]
-    return row
-
-
-def _ports(svc: dict) -> str:
-    return ",".join(f"{p['port']}/{p.get('protocol', 'TCP')}" for p in svc["spec"].get("ports", [])) or "<none>"
-
-
-def _service_row(svc: dict, wide: bool) -> list[str]:
-    spec = svc["spec"]
-    ingress = svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])
-    external = ",".join(i.get("ip", "") for i in ingress) or ",".join(spec.get("externalIPs", [])) or "<none>"
-    row = [svc["metadata"]["name"], spec.get("type", "ClusterIP"), spec.get("clusterIP") or "<none>", external,
-           _ports(svc), age(svc)]
-    if wide:
-        row.append(",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>")
-    return row
-
-
-def _node_row(node: dict, wide: bool) -> list[str]:
-    ready = "Ready" if _condition(node, "Ready") else "NotReady"
-    info = node.get("status", {}).get("nodeInfo", {})
-    row = [node["metadata"]["name"], ready, "<none>", age(node), info.get("kubeletVersion", "")]
-    if wide:
-        ips = [a["address"] for a in node.get("status", {}).get("addresses", []) if a["type"] == "InternalIP"]
-        row += [",".join(ips) or "<none>", node.get("spec", {}).get("podCIDR") or "<none>"]
-    return row
-
-
-def _slice_row(s: dict, wide: bool) -> list[str]:
-    ports = ",".join(str(p["port"]) for p in s.get("ports") or []) or "<unset>"
-    addresses = [a for e in s.get("endpoints") or [] for a in e.get("addresses", [])]
-    shown = ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
-    return [s["metadata"]["name"], s.get("addressType", ""), ports, shown or "<unset>", age(s)]
-
-
-def _namespace_row(ns: dict, wide: bool) -> list[str]:
-    return [ns["metadata"]["name"], ns.get("status", {}).get("phase", "Active"), age(ns)]
-
-
-COLUMNS: dict[str, tuple[list[str], list[str], Callable[[dict, bool], list[str]]]] = {
-    "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
-    "services": (["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], ["SELECTOR"], _service_row),
-    "nodes": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["INTERNAL-IP", "POD-CIDR"], _node_row),
-    "endpointslices": (["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], [], _slice_row),
-    "namespaces": (["NAME", "STATUS", "AGE"], [], _namespace_row),
-}
-
-
 def table(res: Resource, items: list[dict], wide: bool, all_namespaces: bool) -> str:
-    base, extra, row = COLUMNS[res.plural]
-    header = base + (extra if wide else [])
-    rows = [row(obj, wide) for obj in items]
+    """The objects as kubectl prints them, from the same Table the API server serves."""
+    data = tables.table(res, items, {}, include_object="None")
+    shown = [i for i, c in enumerate(data["columnDefinitions"]) if wide or c["priority"] == 0]
+    header = [data["columnDefinitions"][i]["name"].upper() for i in shown]
+    rows = [[str(row["cells"][i]) for i in shown] for row in data["rows"]]
     if all_namespaces and res.namespaced:
         header = ["NAMESPACE", *header]
         rows = [[obj["metadata"].get("namespace", ""), *r] for obj, r in zip(items, rows)]
     if not rows:
         return ""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    return "\n".join("   ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
 
 
 def as_list(res: Resource, items: list[dict]) -> dict:

@@ -24,12 +24,21 @@ async def apply(namespace: str | None, script: str) -> None:
 
 
 async def list_ruleset(namespace: str | None) -> str:
+    return await _list(namespace, ["ruleset"])
+
+
+async def list_table(namespace: str | None, table: str) -> str:
+    """`nft list table <family> <name>` in the namespace; NftError when there is no such table."""
+    return await _list(namespace, ["table", *table.split()])
+
+
+async def _list(namespace: str | None, what: list[str]) -> str:
     proc = await asyncio.create_subprocess_exec(
-        *netns.command(namespace, ["nft", "list", "ruleset"]),
+        *netns.command(namespace, ["nft", "list", *what]),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise NftError(f"nft list ruleset failed: {err.decode().strip()}")
+        raise NftError(f"nft list {' '.join(what)} failed: {err.decode().strip()}")
     return out.decode()

@@ -16,7 +16,7 @@ from netplane import names
 from netplane.api import manifests
 from netplane.api.client import Client
 from netplane.kernel import netns
-from netplane.lab import topology
+from netplane.lab import converge, topology
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState, known_labs
 
@@ -114,7 +114,16 @@ async def _converge(lab: Lab, state: LabState, objects: list[dict], say: Say, de
                 say(line)
                 last = line
             if ready == len(lab.nodes) and running == len(pods):
-                return len(pods)
+                services = (await client.list("services"))["items"]
+                slices = (await client.list("endpointslices"))["items"]
+                lagging = await converge.lagging_nodes(lab.name, nodes, services, slices)
+                line = (f"data plane: routes and rules in place on {len(nodes) - len(lagging)}/{len(nodes)} nodes"
+                        if lagging else "data plane: routes and rules in place on every node")
+                if line != last:
+                    say(line)
+                    last = line
+                if not lagging:
+                    return len(pods)
             if state.pid() is None:
                 raise LabFailure(f"the control plane stopped; its log:\n{_tail(state)}")
             if time.monotonic() > deadline:

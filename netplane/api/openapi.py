@@ -1,0 +1,202 @@
+"""OpenAPI v3: the documents kubectl downloads before it writes anything.
+
+What kubectl 1.32 does with them (cli-runtime ``QueryParamVerifierV3``, kubectl ``apply/patcher.go``):
+
+- ``--validate=strict`` (the default) reads ``/openapi/v3``, then the group-version's document, and
+  looks for the PATCH operation tagged with the object's ``x-kubernetes-group-version-kind`` that
+  takes a ``fieldValidation`` query parameter. Found: kubectl sends ``fieldValidation=Strict`` and
+  leaves validation to the server (server.py does it with schema.py). Not found: kubectl falls back
+  to client-side validation against ``/openapi/v2`` in protobuf, which this server does not serve;
+  so every kind needs that operation.
+- ``apply`` computes its strategic merge patch from the component schema tagged with the kind's
+  GVK if there is one, and fails on any field that schema does not describe. Our schemas are partial
+  (schema.py leaves statuses, probes, volume sources ... open), so the component schemas carry *no*
+  GVK tag: kubectl then computes the patch from its own compiled-in types, which know every field.
+
+Everything is generated from resources.py and schema.py; nothing is hand-written per kind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+
+from netplane.api import lifecycle
+from netplane.api.resources import RESOURCES, Resource, api_version, group_path
+from netplane.api.schema import KINDS, Node
+
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
+PATCH_SCHEMA = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
+_QUERY = {
+    "dryRun": "When present, modifications are not persisted. The only valid value is All.",
+    "fieldManager": "The name of the actor making the change (accepted, not recorded).",
+    "fieldValidation": "How unknown fields in the body are handled: Ignore, Warn (default) or Strict.",
+    "pretty": "Accepted for compatibility; output is always compact.",
+}
+_LIST_QUERY = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "resourceVersionMatch",
+               "watch", "allowWatchBookmarks", "sendInitialEvents", "timeoutSeconds")
+_DELETE_QUERY = ("gracePeriodSeconds", "propagationPolicy", "orphanDependents", "dryRun")
+
+
+def schema_of(node: Node) -> dict:
+    """The OpenAPI schema of a schema.py node, with the strategic merge extensions."""
+    if node.type == "object":
+        out: dict = {"type": "object"}
+        if node.fields:
+            out["properties"] = {name: schema_of(child) for name, child in node.fields.items()}
+        if node.open or not node.fields:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    elif node.type == "array":
+        out = {"type": "array", "items": schema_of(node.item) if node.item else {}}
+        if node.merge_key:
+            out["x-kubernetes-patch-merge-key"] = node.merge_key
+            out["x-kubernetes-list-type"] = "map"
+            out["x-kubernetes-list-map-keys"] = [node.merge_key]
+        elif node.strategy and "merge" in node.strategy:
+            out["x-kubernetes-list-type"] = "set"
+        else:
+            out["x-kubernetes-list-type"] = "atomic"
+    elif node.type == "map":
+        out = {"type": "object", "additionalProperties": schema_of(node.item) if node.item else {}}
+    elif node.type == "int-or-string":
+        out = {"x-kubernetes-int-or-string": True}
+    elif node.type == "any":
+        out = {"x-kubernetes-preserve-unknown-fields": True}
+    else:
+        out = {"type": node.type}
+    if node.format:
+        out["format"] = node.format
+    if node.strategy:
+        out["x-kubernetes-patch-strategy"] = node.strategy
+    return out
+
+
+def schema_name(res_or_kind: Resource | str) -> str:
+    if isinstance(res_or_kind, str):
+        return "io.k8s.api.autoscaling.v1.Scale" if res_or_kind == "Scale" else res_or_kind
+    res = res_or_kind
+    packages = {"": "core", "discovery.k8s.io": "discovery", "coordination.k8s.io": "coordination"}
+    package = packages.get(res.group, res.group)
+    return f"io.k8s.api.{package}.{res.version}.{res.kind}"
+
+
+def _camel(res: Resource) -> str:
+    group = res.group.split(".")[0] if res.group else "core"
+    return f"{group[0].upper()}{group[1:]}{res.version[0].upper()}{res.version[1:]}"
+
+
+def _gvk(group: str, version: str, kind: str) -> dict:
+    return {"group": group, "version": version, "kind": kind}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _params(names: tuple[str, ...] | list[str]) -> list[dict]:
+    return [{"name": n, "in": "query", "description": _QUERY.get(n, n), "schema": {"type": "string"},
+             "uniqueItems": True} for n in names]
+
+
+def _json_body(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}, "application/yaml": {"schema": schema}},
+            "required": True}
+
+
+def _response(schema: dict) -> dict:
+    return {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}}
+
+
+def _operation(action: str, op_id: str, gvk: dict, params: list, body: dict | None, result: dict) -> dict:
+    op = {"operationId": op_id, "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
+          "parameters": params, "responses": _response(result)}
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+def _item_operations(res: Resource, suffix: str, kind_schema: str, gvk: dict) -> dict:
+    """get, put, patch (and delete for the object itself) of an object or one of its subresources."""
+    what = f"{'Namespaced' if res.namespaced else ''}{res.kind}{suffix}"
+    ref, write = _ref(kind_schema), _params(["dryRun", "fieldManager", "fieldValidation"])
+    patch_body = {"content": {t: {"schema": _ref(PATCH_SCHEMA)} for t in PATCH_TYPES}, "required": True}
+    ops = {
+        "get": _operation("get", f"read{_camel(res)}{what}", gvk, [], None, ref),
+        "put": _operation("put", f"replace{_camel(res)}{what}", gvk, write, _json_body(ref), ref),
+        "patch": _operation("patch", f"patch{_camel(res)}{what}", gvk, write, patch_body, ref),
+    }
+    if not suffix:
+        ops["delete"] = _operation("delete", f"delete{_camel(res)}{what}", gvk, _params(_DELETE_QUERY),
+                                   None, ref)
+    return ops
+
+
+def _path_param(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "uniqueItems": True}
+
+
+def _resource_paths(res: Resource) -> dict[str, dict]:
+    gvk, root = _gvk(res.group, res.version, res.kind), group_path(res)
+    ref = _ref(schema_name(res))
+    list_ref = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    scope = [_path_param("namespace")] if res.namespaced else []
+    collection = f"{root}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{root}/{res.plural}"
+    what = f"{'Namespaced' if res.namespaced else ''}{res.kind}"
+    paths = {
+        collection: {
+            "parameters": scope,
+            "get": _operation("list", f"list{_camel(res)}{what}", gvk, _params(_LIST_QUERY), None, list_ref),
+            "post": _operation("post", f"create{_camel(res)}{what}", gvk,
+                               _params(["dryRun", "fieldManager", "fieldValidation"]), _json_body(ref), ref),
+        },
+        f"{collection}/{{name}}": {"parameters": [*scope, _path_param("name")],
+                                   **_item_operations(res, "", schema_name(res), gvk)},
+    }
+    if res.namespaced:
+        paths[f"{root}/{res.plural}"] = {"get": _operation(
+            "list", f"list{_camel(res)}{res.kind}ForAllNamespaces", gvk, _params(_LIST_QUERY), None, list_ref)}
+    if res.has_status:
+        paths[f"{collection}/{{name}}/status"] = {"parameters": [*scope, _path_param("name")],
+                                                  **_item_operations(res, "Status", schema_name(res), gvk)}
+    if lifecycle.scale_subresource_of(res):
+        scale_gvk = _gvk("autoscaling", "v1", "Scale")
+        paths[f"{collection}/{{name}}/scale"] = {"parameters": [*scope, _path_param("name")],
+                                                 **_item_operations(res, "Scale", schema_name("Scale"), scale_gvk)}
+    return paths
+
+
+def group_versions() -> dict[str, list[Resource]]:
+    """The served group-versions by their OpenAPI path: ``api/v1``, ``apis/apps/v1``, ..."""
+    out: dict[str, list[Resource]] = {}
+    for res in RESOURCES:
+        out.setdefault(group_path(res).lstrip("/"), []).append(res)
+    return out
+
+
+@cache
+def document(gv_path: str) -> bytes:
+    """The OpenAPI v3 document of one group-version, as JSON bytes."""
+    resources = group_versions()[gv_path]
+    paths: dict[str, dict] = {}
+    schemas: dict[str, dict] = {PATCH_SCHEMA: {
+        "type": "object",
+        "description": "The body of a PATCH: a JSON patch, a merge patch or a strategic merge patch."}}
+    for res in resources:
+        paths.update(_resource_paths(res))
+        schemas[schema_name(res)] = {**schema_of(KINDS[res.kind]), "description": f"{res.kind} ({api_version(res)})"}
+        if lifecycle.scale_subresource_of(res):
+            schemas[schema_name("Scale")] = {**schema_of(KINDS["Scale"]), "description": "Scale (autoscaling/v1)"}
+    doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},
+           "paths": paths, "components": {"schemas": schemas}}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def digest(gv_path: str) -> str:
+    return hashlib.sha512(document(gv_path)).hexdigest().upper()
+
+
+@cache
+def index() -> bytes:
+    """``/openapi/v3``: where each group-version's document is, with its hash for client caches."""
+    paths = {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest(gv)}"} for gv in group_versions()}
+    return json.dumps({"paths": paths}, separators=(",", ":")).encode()

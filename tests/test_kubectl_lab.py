@@ -1,0 +1,193 @@
+"""A real Kubernetes client drives a lab: kubectl and the Python `kubernetes` client against the
+lab's API server, with Deployments, Services and the data plane following.
+
+Conventions: one lab per module (2 nodes, nodeLeaseSeconds 4 so that a silent node goes NotReady in
+seconds), named t<hex>, brought down by the fixture even when a test fails; the demo app is not
+loaded; every test makes and removes its own objects.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import unique_lab
+from labtools import cli, eventually
+from netplane.lab import lifecycle, model
+from netplane.lab.state import LabState
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 3
+  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: echo
+        image: netplane/echo
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: probe}
+spec:
+  nodeName: node-1
+  containers: [{name: shell, image: netplane/echo, command: [sleep, infinity]}]
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    name = unique_lab()
+    try:
+        lifecycle.up(model.parse({"name": name, "nodeLeaseSeconds": 4}), lambda line: None)
+        yield name
+    finally:
+        if lifecycle.is_up(name):
+            lifecycle.down(name)
+
+
+def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), *args], input=stdin,
+                            capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result
+
+
+def web_pods(lab: str) -> list[dict]:
+    return json.loads(kubectl(lab, "get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
+
+
+def endpoints(lab: str) -> set[str]:
+    slices = json.loads(kubectl(lab, "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+                                "-o", "json").stdout)["items"]
+    return {a for s in slices for e in s["endpoints"] or [] if e["conditions"].get("ready") for a in e["addresses"]}
+
+
+def answers(lab: str, ip: str, tries: int = 24) -> set[str]:
+    return {cli(lab, "exec", "probe", "--", "curl", "-sS", "-m", "2", f"http://{ip}/hostname").stdout
+            for _ in range(tries)}
+
+
+def running_ready(pods: list[dict]) -> bool:
+    return all(p["status"].get("phase") == "Running" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) for p in pods)
+
+
+def test_a_deployment_spreads_scales_and_rolls_with_its_endpoints(lab):
+    created = kubectl(lab, "apply", "-f", "-", stdin=DEPLOYMENT).stdout
+    assert "deployment.apps/web created" in created and "service/web created" in created
+    assert "unchanged" in kubectl(lab, "apply", "-f", "-", stdin=DEPLOYMENT).stdout
+    pods = eventually(lambda: (ps := web_pods(lab)) and len(ps) == 3 and running_ready(ps) and ps, timeout=30)
+    assert {p["spec"]["nodeName"] for p in pods} == {"node-1", "node-2"}
+    ip = json.loads(kubectl(lab, "get", "svc", "web", "-o", "json").stdout)["spec"]["clusterIP"]
+    names = {p["metadata"]["name"] for p in pods}
+    eventually(lambda: endpoints(lab) == {p["status"]["podIP"] for p in pods})
+    assert eventually(lambda: answers(lab, ip) == names, timeout=30)
+
+    kubectl(lab, "scale", "deployment/web", "--replicas=1")
+    one = eventually(lambda: (ps := web_pods(lab)) and len(ps) == 1 and ps, timeout=30)
+    eventually(lambda: endpoints(lab) == {one[0]["status"]["podIP"]})
+    assert answers(lab, ip, 6) == {one[0]["metadata"]["name"]}
+
+    kubectl(lab, "scale", "deployment/web", "--replicas=3")
+    eventually(lambda: len(web_pods(lab)) == 3 and running_ready(web_pods(lab)), timeout=30)
+    before = {p["metadata"]["name"] for p in web_pods(lab)}
+    changed = DEPLOYMENT.replace("readinessProbe:", "env: [{name: VERSION, value: '2'}]\n        readinessProbe:")
+    assert "deployment.apps/web configured" in kubectl(lab, "apply", "-f", "-", stdin=changed).stdout
+    status = kubectl(lab, "rollout", "status", "deployment/web", "--timeout=60s")
+    assert "successfully rolled out" in status.stdout
+    after = eventually(lambda: (ps := web_pods(lab)) and len(ps) == 3 and running_ready(ps) and ps, timeout=30)
+    assert not before & {p["metadata"]["name"] for p in after}
+    assert all(p["spec"]["containers"][0]["env"] == [{"name": "VERSION", "value": "2"}] for p in after)
+    eventually(lambda: endpoints(lab) == {p["status"]["podIP"] for p in after}, timeout=30)
+    assert eventually(lambda: answers(lab, ip) == {p["metadata"]["name"] for p in after}, timeout=30)
+    rs = json.loads(kubectl(lab, "get", "replicasets", "-l", "app=web", "-o", "json").stdout)["items"]
+    assert sorted(r["spec"]["replicas"] for r in rs) == [0, 3]
+    kubectl(lab, "delete", "-f", "-", stdin=DEPLOYMENT)
+    eventually(lambda: not web_pods(lab), timeout=30)
+    assert not json.loads(kubectl(lab, "get", "replicasets", "-o", "json").stdout)["items"]
+
+
+def test_get_watch_sees_a_pod_go_from_pending_to_running(lab):
+    watcher = subprocess.Popen(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), "get", "pods", "-w",
+                                "--field-selector", "metadata.name=watched", "--no-headers"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        kubectl(lab, "run", "watched", "--image=netplane/echo", "--restart=Never")
+        eventually(lambda: running_ready([json.loads(kubectl(lab, "get", "pod", "watched", "-o", "json").stdout)]))
+    finally:
+        watcher.terminate()
+    seen = [line.split()[2] for line in watcher.communicate(timeout=10)[0].splitlines() if line.strip()]
+    assert seen[0] == "Pending" and "Running" in seen, seen
+    kubectl(lab, "delete", "pod", "watched", "--wait=true")
+    assert kubectl(lab, "get", "pod", "watched", check=False).returncode == 1
+
+
+def test_describe_and_wide_output_look_like_a_cluster(lab):
+    wide = kubectl(lab, "get", "nodes", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:6] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]
+    assert any(line.startswith("node-1") and "Ready" in line and "172.30.0.11" in line for line in wide)
+    described = kubectl(lab, "describe", "node", "node-2").stdout
+    assert "Name:" in described and "node-2" in described and "172.30.0.12" in described
+
+
+def test_a_node_that_stops_heartbeating_goes_not_ready_and_its_pods_leave_the_endpoints(lab):
+    # a Node whose agent is gone: registered, given a Lease once, then silent
+    ghost = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "ghost"}, "spec": {},
+             "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                        "addresses": [{"type": "InternalIP", "address": "172.30.0.99"}]}}
+    kubectl(lab, "create", "-f", "-", stdin=json.dumps(ghost))
+    kubectl(lab, "patch", "node", "ghost", "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "ghost", "namespace": "kube-node-lease"},
+             "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 4,
+                      "renewTime": "2020-01-01T00:00:00.000000Z"}}
+    stranded = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded", "labels": {"app": "stranded"}},
+                "spec": {"nodeName": "ghost", "containers": [{"name": "c", "image": "netplane/echo"}]}}
+    kubectl(lab, "create", "-f", "-", stdin=json.dumps(stranded))
+    kubectl(lab, "patch", "pod", "stranded", "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"phase": "Running", "podIP": "10.244.200.5", "conditions": [{"type": "Ready", "status": "True"}]}}))
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "stranded"},
+               "spec": {"selector": {"app": "stranded"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    kubectl(lab, "apply", "-f", "-", stdin=json.dumps(service))
+
+    def stranded_endpoint() -> dict:
+        slices = json.loads(kubectl(lab, "get", "endpointslices", "-l", "kubernetes.io/service-name=stranded",
+                                    "-o", "json").stdout)["items"]
+        return next((e for s in slices for e in s["endpoints"] or []), {})
+
+    assert eventually(lambda: stranded_endpoint().get("conditions", {}).get("ready") is True)
+    kubectl(lab, "create", "-f", "-", stdin=json.dumps(lease))
+    node = eventually(lambda: (n := json.loads(kubectl(lab, "get", "node", "ghost", "-o", "json").stdout))
+                      and any(c["type"] == "Ready" and c["status"] == "Unknown" for c in n["status"]["conditions"]) and n,
+                      timeout=20)
+    assert "NotReady" in kubectl(lab, "get", "node", "ghost").stdout
+    # the live nodes keep renewing theirs and stay Ready
+    assert all(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+               for n in json.loads(kubectl(lab, "get", "nodes", "-o", "json").stdout)["items"]
+               if n["metadata"]["name"] != "ghost")
+    # its pod is marked not ready, so the Service stops sending there
+    assert eventually(lambda: stranded_endpoint().get("conditions", {}).get("ready") is False)
+    kubectl(lab, "delete", "service", "stranded")
+    kubectl(lab, "delete", "pod", "stranded", "--grace-period=0", "--force")
+    kubectl(lab, "delete", "node", "ghost")
+    kubectl(lab, "delete", "lease", "ghost", "-n", "kube-node-lease")
+    assert node["metadata"]["name"] == "ghost"
