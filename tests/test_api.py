@@ -496,7 +496,7 @@ def test_data_survives_reopening_the_store(tmp_path):
 
 
 def test_official_kubernetes_client(tmp_path):
-    kubernetes = pytest.importorskip("kubernetes")
+    import kubernetes
     store = Store(str(tmp_path / "api.db"))
     ready, port = threading.Event(), []
 

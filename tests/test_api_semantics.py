@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -972,7 +971,6 @@ class Cluster:
         return done
 
 
-kubectl_missing = pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs the kubectl binary")
 
 MANIFEST = """
 apiVersion: apps/v1
@@ -1013,7 +1011,6 @@ def _lines(text: str) -> list[list[str]]:
     return [line.split() for line in text.strip().splitlines()]
 
 
-@kubectl_missing
 def test_kubectl_apply_create_patch_label_scale_get_describe_delete(tmp_path):
     with Cluster(tmp_path) as c:
         assert c.kubectl("apply", "-f", "-", stdin=MANIFEST).stdout.strip() == "deployment.apps/web created"
@@ -1078,7 +1075,6 @@ def test_kubectl_apply_create_patch_label_scale_get_describe_delete(tmp_path):
         assert "NotFound" in c.kubectl("get", "pod", "web-1", ok=False).stderr
 
 
-@kubectl_missing
 def test_kubectl_get_watch_and_delete_waiting_for_a_terminating_pod(tmp_path):
     with Cluster(tmp_path) as c:
         c.kubectl("create", "-f", "-", stdin=WORKLOAD)
@@ -1109,7 +1105,7 @@ def test_kubectl_get_watch_and_delete_waiting_for_a_terminating_pod(tmp_path):
 
 
 def test_official_python_client(tmp_path):
-    kubernetes = pytest.importorskip("kubernetes")
+    import kubernetes
     with Cluster(tmp_path) as c, kubernetes.client.ApiClient(kubernetes.client.Configuration(host=c.url)) as client:
         core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
         for i in range(3):

@@ -312,8 +312,6 @@ def test_runtime_chains_a_plugin_list_in_the_exec_namespace(node, tmp_path):
         asyncio.run(runtime.add(conf | {"plugins": [{"type": "no-such-plugin"}]}, att))
 
 
-@pytest.mark.skipif(not os.path.exists(f"{REFERENCE_PLUGINS}/bridge"),
-                    reason="containernetworking-plugins is not installed")
 @pytest.mark.parametrize("plugin, ipam_type", [(bridge.TYPE, "host-local"), ("bridge", ipam.TYPE)])
 def test_interoperates_with_the_reference_plugins(node, pod, tmp_path, plugin, ipam_type):
     runtime = Runtime([plugin_dir(), REFERENCE_PLUGINS], str(tmp_path / "cache"), exec_netns=node)

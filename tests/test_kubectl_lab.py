@@ -11,7 +11,6 @@ import json
 import subprocess
 
 import pytest
-import yaml
 
 from conftest import unique_lab
 from labtools import cli, eventually

@@ -70,7 +70,7 @@ def allocate_node_port(used: set[int], requested: int | None = None) -> int:
         if not low <= requested <= high:
             raise ValueError(f"provided port is not in the valid range. The range of valid ports is {low}-{high}")
         if requested in used:
-            raise ValueError(f"provided port is already allocated")
+            raise ValueError("provided port is already allocated")
         return requested
     free = sorted(set(range(low, high + 1)) - used)
     if not free:
