@@ -7,6 +7,7 @@ loaded; every test makes and removes its own objects.
 """
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 
@@ -190,3 +191,25 @@ def test_a_node_that_stops_heartbeating_goes_not_ready_and_its_pods_leave_the_en
     kubectl(lab, "delete", "node", "ghost")
     kubectl(lab, "delete", "lease", "ghost", "-n", "kube-node-lease")
     assert node["metadata"]["name"] == "ghost"
+
+
+def test_a_lab_keeps_its_objects_in_etcd_when_asked(tmp_path):
+    from netplane.api.etcd import Gateway, local_etcd
+    name = unique_lab()
+    with local_etcd() as url:
+        result = cli(name, "up", "--name", name, "--storage", f"{url}/{name}/registry")
+        try:
+            assert result.returncode == 0, result.stderr
+            assert "lab" in result.stdout and name in result.stdout
+            # the pods are in etcd, under the apiserver's own key layout
+            prefix = f"/{name}/registry/pods/default/".encode()
+            reply = Gateway([url.removeprefix("etcd://")]).call("/v3/kv/range", {
+                "key": base64.b64encode(prefix).decode(), "range_end": base64.b64encode(prefix[:-1] + b"0").decode(),
+                "keys_only": True})
+            keys = {base64.b64decode(kv["key"]).decode().rsplit("/", 1)[-1] for kv in reply.get("kvs", [])}
+            assert keys == {"web-1", "web-2", "client", "duo"}
+            ip = json.loads(kubectl(name, "get", "svc", "web", "-o", "json").stdout)["spec"]["clusterIP"]
+            assert cli(name, "exec", "client", "--", "curl", "-sS", "-m", "3", f"http://{ip}/hostname").stdout \
+                in ("web-1", "web-2")
+        finally:
+            cli(name, "down")

@@ -66,14 +66,15 @@ def cli(ctx: click.Context, lab: str) -> None:
 @cli.command()
 @click.argument("labfile", required=False, type=click.Path(dir_okay=False))
 @click.option("--name", help="Lab name (overrides the file's name and --lab).")
+@click.option("--storage", help="sqlite (default) or etcd://HOST:PORT: where the API server keeps objects.")
 @click.pass_context
 @friendly
-def up(ctx: click.Context, labfile: str | None, name: str | None) -> None:
+def up(ctx: click.Context, labfile: str | None, name: str | None, storage: str | None) -> None:
     """Bring up a lab (the default two-node lab with its demo app when no LABFILE)."""
     if os.geteuid() != 0:
         raise click.ClickException("netplane up needs root (it creates network namespaces)")
     explicit = name or (ctx.obj["lab"] if ctx.get_parameter_source("lab") != click.core.ParameterSource.DEFAULT else None)
-    lab = model.load(labfile, explicit)
+    lab = model.load(labfile, explicit, storage)
     summary = lifecycle.up(lab, lambda line: click.echo(f"[{lab.name}] {line}", err=True))
     click.echo(f"lab {lab.name!r} is up in {summary.seconds:.1f} s: {summary.nodes} nodes, {summary.pods} pods")
     click.echo(f"kubeconfig: {summary.kubeconfig}")

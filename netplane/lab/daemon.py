@@ -87,7 +87,7 @@ async def run(state: LabState) -> None:
     lab = state.load_lab()
     token = state.token()
     certs = tls.ensure(state.pki, lab.name, ["127.0.0.1", "localhost"])
-    store = Store(str(state.store), admit=admitter(lab.network.serviceCIDR))
+    store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage, admit=admitter(lab.network.serviceCIDR))
     runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context())
     server = f"https://127.0.0.1:{port}"
     connect = (server, token, str(certs.ca))

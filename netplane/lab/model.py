@@ -11,6 +11,7 @@ network:
   proxyMode: nftables           # nftables | iptables
 manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
 nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
+storage: sqlite                 # sqlite (a file in the lab's state directory) or etcd://host:port[,host:port]
 ```
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from netplane import names
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+ETCD_URL = re.compile(r"^etcd://[A-Za-z0-9.\-]+:\d+(,[A-Za-z0-9.\-]+:\d+)*(/[\w/\-]*)?$")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 PROXY_MODES = ("nftables", "iptables")
 IMPLEMENTED_PROXY_MODES = ("nftables",)
@@ -58,6 +60,7 @@ class Lab:
     network: Network = field(default_factory=Network)
     manifests: tuple[str, ...] = ()
     nodeLeaseSeconds: int = 40
+    storage: str = "sqlite"
     nodeLabels: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].labels
 
     def node_ip(self, node: str) -> str:
@@ -176,10 +179,12 @@ def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:
     return tuple(found)
 
 
-def parse(data: Any, base: Path | None = None, name: str | None = None) -> Lab:
-    """A validated Lab from a lab file's parsed YAML; `name` overrides the file's name."""
+def parse(data: Any, base: Path | None = None, name: str | None = None, storage: str | None = None) -> Lab:
+    """A validated Lab from a lab file's parsed YAML; `name` and `storage` override the file's."""
     if data is None:
         data = {}
+    if storage is not None and isinstance(data, dict):
+        data = {**data, "storage": storage}
     if not isinstance(data, dict):
         raise LabError("(top)", "a lab file is a YAML mapping with name, nodes, network, manifests")
     _require_keys(data, set(Lab.__dataclass_fields__) - {"nodeLabels"}, "")
@@ -190,33 +195,38 @@ def parse(data: Any, base: Path | None = None, name: str | None = None) -> Lab:
     lease = data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds)
     if not isinstance(lease, int) or isinstance(lease, bool) or not 2 <= lease <= 3600:
         raise LabError("nodeLeaseSeconds", f"{lease!r}: give a whole number of seconds from 2 to 3600")
+    storage = data.get("storage", Lab.storage)
+    if not isinstance(storage, str) or not (storage == "sqlite" or ETCD_URL.match(storage)):
+        raise LabError("storage", f"{storage!r}: use sqlite, or etcd://127.0.0.1:2379 (several endpoints: "
+                                  "etcd://h1:2379,h2:2379)")
     return Lab(
         name=lab_name,
         nodes=nodes,
         network=_network(data.get("network"), len(nodes)),
         manifests=_manifests(data.get("manifests"), base),
         nodeLeaseSeconds=lease,
+        storage=storage,
         nodeLabels=labels,
     )
 
 
-def load(path: str | None, name: str | None = None) -> Lab:
+def load(path: str | None, name: str | None = None, storage: str | None = None) -> Lab:
     """Load a lab file, or the built-in default lab (two nodes and the demo app) when path is None."""
     if path is None:
         default = resources.files("netplane.lab").joinpath("default.yaml")
         with resources.as_file(default) as file:
-            return _load_file(Path(file), name)
-    return _load_file(Path(path), name)
+            return _load_file(Path(file), name, storage)
+    return _load_file(Path(path), name, storage)
 
 
-def _load_file(path: Path, name: str | None) -> Lab:
+def _load_file(path: Path, name: str | None, storage: str | None) -> Lab:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise LabError("(file)", f"{path} does not exist") from None
     except yaml.YAMLError as err:
         raise LabError("(file)", f"{path} is not valid YAML: {err}") from None
-    return parse(data, path.parent, name)
+    return parse(data, path.parent, name, storage)
 
 
 def from_dict(data: dict[str, Any]) -> Lab:
@@ -228,4 +238,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         manifests=tuple(data["manifests"]),
         nodeLeaseSeconds=data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds),
         nodeLabels=data.get("nodeLabels", {}),
+        storage=data.get("storage", Lab.storage),
     )
