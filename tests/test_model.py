@@ -34,6 +34,8 @@ def test_name_override_and_node_count():
     ({"network": {"proxyMode": "ipvs"}}, "network.proxyMode"),
     ({"manifests": ["missing.yaml"]}, "manifests[0]"),
     ({"network": {"clusterCIDR": "10.244.0.0/25"}}, "network.clusterCIDR"),
+    ({"storage": "mysql://db:3306"}, "storage"),
+    ({"nodeLeaseSeconds": 1}, "nodeLeaseSeconds"),
 ])
 def test_bad_lab_files_name_the_field(data, field, tmp_path):
     with pytest.raises(model.LabError) as err:
@@ -74,3 +76,9 @@ def test_nodes_may_carry_labels_for_zones():
     with pytest.raises(model.LabError) as err:
         model.parse({"nodeLabels": {}})
     assert err.value.field == "nodeLabels"
+
+
+def test_storage_is_sqlite_or_etcd_urls():
+    assert model.parse({}).storage == "sqlite"
+    assert model.parse({"storage": "etcd://127.0.0.1:2379"}).storage == "etcd://127.0.0.1:2379"
+    assert model.parse({}, storage="etcd://a:1,b:2/lab/registry").storage == "etcd://a:1,b:2/lab/registry"
