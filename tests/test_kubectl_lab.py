@@ -213,3 +213,63 @@ def test_a_lab_keeps_its_objects_in_etcd_when_asked(tmp_path):
                 in ("web-1", "web-2")
         finally:
             cli(name, "down")
+
+
+PROBED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: PODNAME, labels: {app: probed}}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: echo
+    image: netplane/echo
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {PROBE, periodSeconds: 1, failureThreshold: 1}
+"""
+
+
+def slice_conditions(lab: str, service: str) -> dict[str, dict]:
+    slices = json.loads(kubectl(lab, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}",
+                                "-o", "json").stdout)["items"]
+    return {e["targetRef"]["name"]: e["conditions"] for s in slices for e in s["endpoints"] or []}
+
+
+def test_readiness_probes_decide_the_endpoints(lab):
+    good = PROBED.replace("PODNAME", "probed-good").replace("PROBE", "httpGet: {path: /healthz, port: http}")
+    tcp = PROBED.replace("PODNAME", "probed-tcp").replace("PROBE", "tcpSocket: {port: 8080}")
+    execd = PROBED.replace("PODNAME", "probed-exec").replace("PROBE", "exec: {command: [sh, -c, 'exit 0']}")
+    bad = PROBED.replace("PODNAME", "probed-bad").replace("PROBE", "httpGet: {path: /healthz, port: 9999}")
+    service = ("apiVersion: v1\nkind: Service\nmetadata: {name: probed}\n"
+               "spec: {selector: {app: probed}, ports: [{port: 80, targetPort: 8080}]}\n")
+    kubectl(lab, "apply", "-f", "-", stdin="---\n".join([good, tcp, execd, bad, service]))
+    conditions = eventually(lambda: (c := slice_conditions(lab, "probed")) and len(c) == 4
+                            and c["probed-good"]["ready"] and c["probed-tcp"]["ready"] and c["probed-exec"]["ready"]
+                            and c, timeout=30)
+    assert conditions["probed-bad"]["ready"] is False
+    pod = json.loads(kubectl(lab, "get", "pod", "probed-bad", "-o", "json").stdout)
+    assert pod["status"]["phase"] == "Running" and pod["status"]["containerStatuses"][0]["ready"] is False
+    assert "0/1" in kubectl(lab, "get", "pod", "probed-bad").stdout
+    # graceful termination: the endpoint is terminating until the pod has stopped, then it is gone
+    kubectl(lab, "delete", "pod", "probed-good", "--wait=false")
+    going = eventually(lambda: (c := slice_conditions(lab, "probed").get("probed-good")) and c["terminating"] and c)
+    assert going["ready"] is False
+    eventually(lambda: "probed-good" not in slice_conditions(lab, "probed"), timeout=20)
+    assert kubectl(lab, "get", "pod", "probed-good", check=False).returncode == 1
+    kubectl(lab, "delete", "-f", "-", stdin="---\n".join([tcp, execd, bad, service]))
+
+
+def test_a_container_that_exits_is_restarted(lab):
+    crasher = ("apiVersion: v1\nkind: Pod\nmetadata: {name: crasher}\n"
+               "spec: {containers: [{name: c, image: netplane/echo, command: [sh, -c, 'sleep 0.5; exit 3']}]}\n")
+    kubectl(lab, "apply", "-f", "-", stdin=crasher)
+    status = eventually(lambda: (s := json.loads(kubectl(lab, "get", "pod", "crasher", "-o", "json").stdout)["status"])
+                        .get("containerStatuses", [{}])[0].get("lastState", {}).get("terminated") and s, timeout=20)
+    container = status["containerStatuses"][0]
+    assert container["lastState"]["terminated"]["exitCode"] == 3
+    assert container["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert "CrashLoopBackOff" in kubectl(lab, "get", "pod", "crasher").stdout
+    restarted = eventually(lambda: json.loads(kubectl(lab, "get", "pod", "crasher", "-o", "json").stdout)
+                           ["status"]["containerStatuses"][0]["restartCount"] >= 1, timeout=20)
+    assert restarted
+    kubectl(lab, "delete", "pod", "crasher", "--grace-period=0", "--force")
