@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import yaml
 
 from conftest import root_snapshot, unique_lab
-from labtools import cli, eventually, get
+from labtools import NETPLANE, cli, eventually, get
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import lifecycle
@@ -45,8 +46,11 @@ def leftovers(name: str) -> list:
 
 def test_down_leaves_the_root_namespace_as_it_was(tmp_path):
     before, name = root_state(), unique_lab()
-    up = cli(name, "up", lab_file(tmp_path, name, ECHO_POD))
+    # no --lab: the lab file names the lab
+    up = subprocess.run([NETPLANE, "up", lab_file(tmp_path, name, ECHO_POD)], capture_output=True, text=True,
+                        timeout=120, stdin=subprocess.DEVNULL)
     assert up.returncode == 0, up.stderr
+    assert f"lab '{name}' is up" in up.stdout
     assert "nodes Ready 2/2, pods Running 1/1" in up.stderr  # it says what it is doing
     down = cli(name, "down")
     assert down.returncode == 0 and f"lab '{name}' is down" in down.stdout

@@ -73,7 +73,8 @@ def up(ctx: click.Context, labfile: str | None, name: str | None, storage: str |
     """Bring up a lab (the default two-node lab with its demo app when no LABFILE)."""
     if os.geteuid() != 0:
         raise click.ClickException("netplane up needs root (it creates network namespaces)")
-    explicit = name or (ctx.obj["lab"] if ctx.get_parameter_source("lab") != click.core.ParameterSource.DEFAULT else None)
+    chosen = ctx.parent.get_parameter_source("lab") != click.core.ParameterSource.DEFAULT  # --lab or NETPLANE_LAB
+    explicit = name or (ctx.obj["lab"] if chosen else None)
     lab = model.load(labfile, explicit, storage)
     summary = lifecycle.up(lab, lambda line: click.echo(f"[{lab.name}] {line}", err=True))
     click.echo(f"lab {lab.name!r} is up in {summary.seconds:.1f} s: {summary.nodes} nodes, {summary.pods} pods")

@@ -123,6 +123,7 @@ def main() -> None:
     state = LabState(sys.argv[1])
     logging.basicConfig(level=os.environ.get("NETPLANE_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
     state.pid_file.write_text(str(os.getpid()))
     asyncio.run(run(state))
 
