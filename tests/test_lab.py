@@ -217,3 +217,56 @@ def test_the_scheduler_spreads_pods_without_a_node(lab, tmp_path):
         after[pod["spec"]["nodeName"]] += 1
     assert abs(after["node-1"] - after["node-2"]) <= 1, after
     cli(lab, "delete", "-f", str(manifest), check=True)
+
+
+def service_manifest(tmp_path, name: str, **spec) -> str:
+    body = {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}], **spec}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": body}))
+    return str(path)
+
+
+def from_node(lab: str, node: str, url: str) -> str:
+    return cli(lab, "exec", f"node/{node}", "--", "curl", "-sS", "-m", "3", url).stdout
+
+
+def test_a_nodeport_answers_on_every_node_and_masquerades(lab, tmp_path):
+    path = service_manifest(tmp_path, "np-cluster", type="NodePort")
+    cli(lab, "apply", "-f", path, check=True)
+    port = get(lab, "services", "np-cluster")["spec"]["ports"][0]["nodePort"]
+    assert 30000 <= port <= 32767
+    for target in ("172.30.0.11", "172.30.0.12"):
+        seen = eventually(lambda: {from_node(lab, "node-2", f"http://{target}:{port}/hostname") for _ in range(12)}
+                          == {"web-1", "web-2"})
+        assert seen
+    # externalTrafficPolicy Cluster: the endpoint sees a node's address, not the client's
+    client = from_node(lab, "node-2", f"http://172.30.0.11:{port}/clientip").split(":")[0]
+    assert client != "172.30.0.12"
+    cli(lab, "delete", "-f", path, check=True)
+
+
+def test_external_traffic_policy_local_keeps_the_client_address(lab, tmp_path):
+    path = service_manifest(tmp_path, "np-local", type="NodePort", externalTrafficPolicy="Local")
+    cli(lab, "apply", "-f", path, check=True)
+    port = get(lab, "services", "np-local")["spec"]["ports"][0]["nodePort"]
+    # node-1's only local endpoint is web-1, and it sees node-2's own address as the client
+    answers = eventually(lambda: {from_node(lab, "node-2", f"http://172.30.0.11:{port}/hostname") for _ in range(8)}
+                         == {"web-1"})
+    assert answers
+    assert from_node(lab, "node-2", f"http://172.30.0.11:{port}/clientip").split(":")[0] == "172.30.0.12"
+    cli(lab, "delete", "-f", path, check=True)
+
+
+def test_session_affinity_sends_a_client_to_one_endpoint(lab, tmp_path):
+    path = service_manifest(tmp_path, "sticky", sessionAffinity="ClientIP")
+    cli(lab, "apply", "-f", path, check=True)
+    ip = get(lab, "services", "sticky")["spec"]["clusterIP"]
+    eventually(lambda: http(lab, "client", f"http://{ip}/hostname").stdout in ("web-1", "web-2"))
+    assert len({http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(12)}) == 1
+    cli(lab, "delete", "-f", path, check=True)
+
+
+def test_hairpin_a_pod_reaches_itself_through_its_service(lab):
+    ip = get(lab, "services", "web")["spec"]["clusterIP"]
+    seen = {cli(lab, "exec", "web-1", "--", "curl", "-sS", "-m", "3", f"http://{ip}/hostname").stdout for _ in range(16)}
+    assert "web-1" in seen  # it was sent to itself at least once, and the reply came back

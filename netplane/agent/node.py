@@ -95,7 +95,7 @@ class NodeAgent:
         runtime = Runtime([plugin_dir()], str(config.state_dir / "cni-cache"), exec_netns=config.netns)
         self.kubelet = Kubelet(client, config.node_name, config.netns, config.pod_netns_prefix,
                                config.state_dir, runtime)
-        self.proxy = Proxier(client, config.netns, config.cluster_cidr)
+        self.proxy = Proxier(client, config.node_name, config.netns, config.cluster_cidr)
         self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
         self.nodes.add_handler(self.overlay_loop.trigger)
         self.vtep_mac: str | None = None

@@ -1,7 +1,7 @@
 """The proxy loop: Services and EndpointSlices from the API -> the node's netfilter, one transaction a sync."""
 from __future__ import annotations
 
-from netplane.agent.proxy import nftables
+from netplane.agent.proxy import model, nftables
 from netplane.api.informer import Informer
 from netplane.api.loop import Reconciler
 from netplane.kernel import nft
@@ -10,8 +10,8 @@ RESYNC_SECONDS = 30.0
 
 
 class Proxier:
-    def __init__(self, client, netns: str | None, cluster_cidr: str) -> None:
-        self.netns, self.cluster_cidr = netns, cluster_cidr
+    def __init__(self, client, node_name: str, netns: str | None, cluster_cidr: str) -> None:
+        self.node_name, self.netns, self.cluster_cidr = node_name, netns, cluster_cidr
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices")
         self.loop = Reconciler("proxy", self.sync, resync=RESYNC_SECONDS)
@@ -25,7 +25,8 @@ class Proxier:
     async def sync(self) -> None:
         if not (self.services.synced.is_set() and self.slices.synced.is_set()):
             return  # a partial view would drop rules of Services not listed yet
-        script = nftables.render(list(self.services.cache.values()), list(self.slices.cache.values()), self.cluster_cidr)
+        ports = model.service_ports(list(self.services.cache.values()), list(self.slices.cache.values()))
+        script = nftables.render(ports, self.node_name, self.cluster_cidr)
         if script == self.applied:
             return
         await nft.apply(self.netns, script)
