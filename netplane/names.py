@@ -44,6 +44,11 @@ def underlay_netns(lab: str) -> str:
     return f"{lab_prefix(lab)}underlay"
 
 
+def client_netns(lab: str) -> str:
+    """The client on the underlay: a host outside the cluster, as users reach NodePorts and load balancers."""
+    return f"{lab_prefix(lab)}client"
+
+
 def node_netns(lab: str, node: str) -> str:
     return f"{lab_prefix(lab)}{node}"
 

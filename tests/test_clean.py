@@ -73,7 +73,7 @@ def test_clean_after_kill_9_removes_every_trace(tmp_path):
     # `clean` without names removes every lab on the machine; the suite names its own so that a
     # lab the user has up survives the tests
     result = cli(name, "clean", name)
-    assert result.returncode == 0 and result.stdout.strip() == f"removed lab '{name}': 4 namespaces"
+    assert result.returncode == 0 and result.stdout.strip() == f"removed lab '{name}': 5 namespaces"  # underlay, client, 2 nodes, 1 pod
     assert leftovers(name) == []
     assert root_state() == before
 

@@ -270,3 +270,20 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(lab):
     ip = get(lab, "services", "web")["spec"]["clusterIP"]
     seen = {cli(lab, "exec", "web-1", "--", "curl", "-sS", "-m", "3", f"http://{ip}/hostname").stdout for _ in range(16)}
     assert "web-1" in seen  # it was sent to itself at least once, and the reply came back
+
+
+def test_a_load_balancer_gets_an_address_the_underlay_client_reaches(lab, tmp_path):
+    path = service_manifest(tmp_path, "lb", type="LoadBalancer")
+    cli(lab, "apply", "-f", path, check=True)
+    svc = eventually(lambda: (s := get(lab, "services", "lb")).get("status", {}).get("loadBalancer", {}).get("ingress") and s)
+    ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("172.30.1.0/24")
+    client = lambda url: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "3", url).stdout  # noqa: E731
+    assert eventually(lambda: {client(f"http://{ip}/hostname") for _ in range(16)} == {"web-1", "web-2"})
+    # its NodePort too, on either node, from outside the cluster
+    port = svc["spec"]["ports"][0]["nodePort"]
+    assert client(f"http://172.30.0.12:{port}/hostname") in ("web-1", "web-2")
+    routes = cli(lab, "exec", "underlay/client", "--", "ip", "route", check=True).stdout
+    assert f"{ip} " in routes and "nexthop via 172.30.0.11" in routes and "nexthop via 172.30.0.12" in routes
+    cli(lab, "delete", "-f", path, check=True)
+    assert eventually(lambda: ip not in cli(lab, "exec", "underlay/client", "--", "ip", "route", check=True).stdout)

@@ -10,7 +10,7 @@ def test_default_lab_has_two_nodes_and_the_demo_app():
     lab = model.load(None)
     assert lab.name == "netplane"
     assert lab.nodes == ("node-1", "node-2")
-    assert lab.network == model.Network("172.30.0.0/24", "10.244.0.0/16", "10.96.0.0/16", "nftables")
+    assert lab.network == model.Network("172.30.0.0/24", "10.244.0.0/16", "10.96.0.0/16", "nftables", "172.30.1.0/24")
     assert [m.rsplit("/", 1)[-1] for m in lab.manifests] == ["demo.yaml"]
     assert lab.node_ip("node-1") == "172.30.0.11" and lab.node_ip("node-2") == "172.30.0.12"
 
@@ -63,6 +63,12 @@ def test_plan_reads_as_ip_commands():
         "ip -n np.demo.a addr add 172.30.0.11/24 dev eth0",
         "ip -n np.demo.a link set eth0 up",
         "ip -n np.demo.a route add default via 172.30.0.1 dev eth0",
+        "ip netns add np.demo.client",
+        "ip -n np.demo.underlay link add to-client type veth peer name eth0 netns np.demo.client",
+        "ip -n np.demo.underlay link set to-client master br0",
+        "ip -n np.demo.underlay link set to-client up",
+        "ip -n np.demo.client addr add 172.30.0.2/24 dev eth0",
+        "ip -n np.demo.client link set eth0 up",
     ]
 
 

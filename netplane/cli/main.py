@@ -210,16 +210,19 @@ def delete(ctx: click.Context, kind: str | None, name: str | None, files: tuple[
 @click.pass_context
 @friendly
 def exec_(ctx: click.Context, target: str, command: tuple[str, ...], namespace: str) -> None:
-    """Run COMMAND in a pod's or a node's (node/NAME) network namespace; its exit code is passed on."""
+    """Run COMMAND in a pod's, a node's (node/NAME) or the underlay client's (underlay/client) network
+    namespace; its exit code is passed on."""
     space = resolve_netns(ctx, target, namespace)
     argv = netns.command(space, list(command))
     os.execvp(argv[0], argv)
 
 
 def resolve_netns(ctx: click.Context, target: str, namespace: str) -> str:
-    """The network namespace of `POD`, `pod/POD` or `node/NAME` in the lab."""
+    """The network namespace of `POD`, `pod/POD`, `node/NAME` or `underlay/client` in the lab."""
     state = lab_state(ctx)
     lab = state.load_lab()
+    if target == "underlay/client":
+        return names.client_netns(lab.name)
     if target.startswith("node/"):
         node = target.split("/", 1)[1]
         if node not in lab.nodes:

@@ -30,6 +30,7 @@ from netplane.controllers.nodelifecycle import NodeLifecycleController
 from netplane.controllers.replicaset import ReplicaSetController
 from netplane.controllers.scheduler import Scheduler
 from netplane.controllers.serviceip import admitter
+from netplane.lab.cloud import CloudController
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState
 
@@ -52,6 +53,8 @@ def controllers(client: Client, lab: Lab) -> dict[str, Callable[[], Awaitable]]:
         NodeLifecycleController(client, inf["nodes"], inf["leases"], inf["pods"], lab.nodeLeaseSeconds).loop,
         GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
                                   "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
+        CloudController(client, lab.name, lab.network.loadBalancerPool, inf["nodes"], inf["services"],
+                        inf["endpointslices"]).loop,
     ]
     parts: dict[str, Callable[[], Awaitable]] = {f"informer/{i.plural}": i.run for i in inf.values()}
     parts.update({loop.name: loop.run for loop in loops})

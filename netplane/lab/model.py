@@ -51,6 +51,7 @@ class Network:
     clusterCIDR: str = "10.244.0.0/16"
     serviceCIDR: str = "10.96.0.0/16"
     proxyMode: str = "nftables"
+    loadBalancerPool: str = "172.30.1.0/24"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ class Lab:
     def underlay_gateway(self) -> str:
         """The nodes' default gateway: .1 of the underlay, an address no lab host holds."""
         return str(ipaddress.ip_network(self.network.underlay).network_address + 1)
+
+    @property
+    def client_ip(self) -> str:
+        """The underlay client's address: .2 of the underlay."""
+        return str(ipaddress.ip_network(self.network.underlay).network_address + 2)
 
     @property
     def underlay_prefixlen(self) -> int:
@@ -144,6 +150,7 @@ def _network(data: Any, node_count: int) -> Network:
         "network.underlay": _cidr(network.underlay, "network.underlay"),
         "network.clusterCIDR": _cidr(network.clusterCIDR, "network.clusterCIDR"),
         "network.serviceCIDR": _cidr(network.serviceCIDR, "network.serviceCIDR"),
+        "network.loadBalancerPool": _cidr(network.loadBalancerPool, "network.loadBalancerPool"),
     }
     items = list(nets.items())
     for i, (name_a, a) in enumerate(items):

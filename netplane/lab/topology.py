@@ -2,7 +2,10 @@
 applied through netlink. Every step acts inside a namespace named after the lab; the root namespace
 is never touched, so tearing a lab down is removing its namespaces.
 
-    np.<lab>.underlay   br0 (the underlay switch), one port `to-<node>` per node
+    np.<lab>.underlay   br0 (the underlay switch), one port `to-<node>` per node and `to-client`
+    np.<lab>.client     a host outside the cluster on the underlay (172.30.0.2), as a user reaches
+                        NodePorts and load balancers; the emulated cloud routes LoadBalancer IPs
+                        from it to the nodes
     np.<lab>.<node>     eth0 (172.30.0.11/24, ...), lo, forwarding on, bridged IPv4 through netfilter,
                         a default route via 172.30.0.1 as a real node has one (so ClusterIPs and
                         no-endpoint rejects behave as on a cluster); no host holds .1, and the
@@ -70,7 +73,16 @@ def plan(lab: Lab) -> list[Step]:
             Step(node_ns, "up", names.UNDERLAY_IF),
             Step(node_ns, "route", names.UNDERLAY_IF, {"gateway": lab.underlay_gateway}),
         ]
-    return steps
+    client = names.client_netns(lab.name)
+    port = names.switch_port("client")
+    return steps + [
+        Step(client, "netns"),
+        Step(switch, "veth", port, {"peer": names.UNDERLAY_IF, "peer_ns": client}),
+        Step(switch, "master", port, {"master": names.UNDERLAY_SWITCH_IF}),
+        Step(switch, "up", port),
+        Step(client, "addr", names.UNDERLAY_IF, {"cidr": f"{lab.client_ip}/{lab.underlay_prefixlen}"}),
+        Step(client, "up", names.UNDERLAY_IF),
+    ]
 
 
 def apply(steps: list[Step]) -> None:
