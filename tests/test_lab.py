@@ -287,3 +287,49 @@ def test_a_load_balancer_gets_an_address_the_underlay_client_reaches(lab, tmp_pa
     assert f"{ip} " in routes and "nexthop via 172.30.0.11" in routes and "nexthop via 172.30.0.12" in routes
     cli(lab, "delete", "-f", path, check=True)
     assert eventually(lambda: ip not in cli(lab, "exec", "underlay/client", "--", "ip", "route", check=True).stdout)
+
+
+def test_when_a_udp_endpoint_goes_its_flows_move_to_another(lab, tmp_path):
+    manifest = tmp_path / "udp.yaml"
+    docs = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"dns-{i}", "labels": {"app": "dns"}},
+             "spec": {"nodeName": f"node-{i}", "containers": [{"name": "echo", "image": "netplane/echo",
+                                                               "ports": [{"containerPort": 5353, "protocol": "UDP"}]}]}}
+            for i in (1, 2)]
+    docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+                 "spec": {"selector": {"app": "dns"}, "ports": [{"port": 53, "targetPort": 5353, "protocol": "UDP"}]}})
+    manifest.write_text(yaml.safe_dump_all(docs))
+    cli(lab, "apply", "-f", str(manifest), check=True)
+    ip = get(lab, "services", "dns")["spec"]["clusterIP"]
+    eventually(lambda: len({a for s in get(lab, "endpointslices")["items"]
+                            if s["metadata"]["labels"]["kubernetes.io/service-name"] == "dns"
+                            for e in s["endpoints"] for a in e["addresses"]}) == 2)
+    # one client socket, one source port: one conntrack flow, pinned to one endpoint
+    script = (
+        "import socket,sys,time\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('',40053)); s.settimeout(0.5)\n"
+        "first=None; deadline=time.time()+20\n"
+        "while time.time()<deadline:\n"
+        f"  s.sendto(b'hostname',('{ip}',53))\n"
+        "  try: got=s.recvfrom(100)[0].decode()\n"
+        "  except socket.timeout: continue\n"
+        "  if first is None: first=got; print(first, flush=True); sys.stdin.readline()\n"
+        "  elif got!=first: print(got, flush=True); break\n"
+        "  time.sleep(0.2)\n")
+    proc = subprocess.Popen([*labtools_exec(lab, "client"), "python3", "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline().strip()
+        assert first in ("dns-1", "dns-2")
+        cli(lab, "delete", "pod", first, check=True)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        second = proc.stdout.readline().strip()
+        assert second == ({"dns-1", "dns-2"} - {first}).pop()  # the same flow now reaches the other
+    finally:
+        proc.kill()
+    cli(lab, "delete", "-f", str(manifest))
+
+
+def labtools_exec(lab: str, pod: str) -> list[str]:
+    from labtools import NETPLANE
+    return [NETPLANE, "--lab", lab, "exec", pod, "--"]

@@ -152,3 +152,16 @@ def test_nft_accepts_and_loads_every_feature_twice(make_netns):
     listed = asyncio.run(nft.list_ruleset(space))
     assert listed.count("table ip kube-proxy") == 1
     assert "10.96.0.10 . tcp . 80 : goto service-" in listed and "tcp . 30080 : goto external-" in listed
+
+
+def test_udp_destinations_are_what_conntrack_must_forget_when_they_go():
+    from netplane.kernel import conntrack
+    svc = with_spec(WEB, type="NodePort", externalIPs=["172.30.0.100"],
+                    ports=[{"name": "udp", "port": 81, "protocol": "UDP", "nodePort": 30081}])
+    found = model.udp_destinations(ports(svc), "node-1")
+    assert found == {("10.96.0.10", 81, "10.244.1.2"), ("10.96.0.10", 81, "10.244.2.2"),
+                     ("172.30.0.100", 81, "10.244.1.2"), ("172.30.0.100", 81, "10.244.2.2"),
+                     ("", 30081, "10.244.1.2"), ("", 30081, "10.244.2.2")}
+    assert conntrack.delete_argv("10.96.0.10", 81, "10.244.1.2") == [
+        "conntrack", "-D", "-p", "udp", "--orig-dst", "10.96.0.10", "--orig-port-dst", "81", "--dst-nat", "10.244.1.2"]
+    assert conntrack.delete_argv("", 30081, "10.244.1.2")[4:6] == ["--orig-port-dst", "30081"]

@@ -120,3 +120,18 @@ def service_ports(services: list[dict], slices: list[dict]) -> list[ServicePort]
                 endpoints=_endpoints(slices, meta["namespace"], meta["name"], name, protocol),
             ))
     return sorted(found, key=lambda sp: (sp.namespace, sp.service, sp.protocol, sp.port))
+
+
+def udp_destinations(ports: list[ServicePort], node: str) -> set[tuple[str, int, str]]:
+    """(service address, port, endpoint IP) of every UDP destination this node's rules translate to."""
+    found = set()
+    for sp in ports:
+        if sp.protocol != "udp":
+            continue
+        found |= {(sp.cluster_ip, sp.port, e.ip) for e in sp.cluster_endpoints(node)}
+        external = sp.external_endpoints(node)
+        for address in (*sp.external_ips, *sp.load_balancer_ips):
+            found |= {(address, sp.port, e.ip) for e in external}
+        if sp.node_port:
+            found |= {("", sp.node_port, e.ip) for e in external}
+    return found

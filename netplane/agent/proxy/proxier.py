@@ -4,7 +4,7 @@ from __future__ import annotations
 from netplane.agent.proxy import model, nftables
 from netplane.api.informer import Informer
 from netplane.api.loop import Reconciler
-from netplane.kernel import nft
+from netplane.kernel import conntrack, nft
 
 RESYNC_SECONDS = 30.0
 
@@ -18,6 +18,7 @@ class Proxier:
         self.services.add_handler(self.loop.trigger)
         self.slices.add_handler(self.loop.trigger)
         self.applied: str | None = None
+        self.udp: set[tuple[str, int, str]] = set()
 
     def informers(self) -> list[Informer]:
         return [self.services, self.slices]
@@ -31,3 +32,6 @@ class Proxier:
             return
         await nft.apply(self.netns, script)
         self.applied = script
+        udp = model.udp_destinations(ports, self.node_name)
+        await conntrack.delete_udp(self.netns, self.udp - udp)  # after the rules: no new flow goes there
+        self.udp = udp
