@@ -29,11 +29,11 @@ def expected_addresses(services: list[dict], slices: list[dict]) -> set[str]:
     return found
 
 
-async def lagging_nodes(lab_name: str, nodes: list[dict], services: list[dict], slices: list[dict]) -> list[str]:
-    """The nodes whose kernel does not yet hold what the API says."""
+async def lagging_nodes(lab_name: str, nodes: list[dict], services: list[dict], slices: list[dict]) -> dict[str, str]:
+    """The nodes whose kernel does not yet hold what the API says, with what each one misses."""
     cidrs = {n["metadata"]["name"]: n.get("spec", {}).get("podCIDR") for n in nodes}
     addresses = expected_addresses(services, slices)
-    lagging = []
+    lagging = {}
     for name in cidrs:
         space = names.node_netns(lab_name, name)
         peers = {c for other, c in cidrs.items() if other != name and c}
@@ -42,6 +42,8 @@ async def lagging_nodes(lab_name: str, nodes: list[dict], services: list[dict], 
             rules = await nft.list_table(space, f"ip {names.NFT_TABLE}")
         except nft.NftError:
             rules = ""
-        if not peers <= routes or any(a not in rules for a in addresses):
-            lagging.append(name)
+        missing = [f"no route to {c}" for c in sorted(peers - routes)]
+        missing += [f"no rule for {a}" for a in sorted(addresses) if a not in rules]
+        if missing:
+            lagging[name] = ", ".join(missing)
     return lagging

@@ -117,7 +117,8 @@ async def _converge(lab: Lab, state: LabState, objects: list[dict], say: Say, de
                 services = (await client.list("services"))["items"]
                 slices = (await client.list("endpointslices"))["items"]
                 lagging = await converge.lagging_nodes(lab.name, nodes, services, slices)
-                line = (f"data plane: routes and rules in place on {len(nodes) - len(lagging)}/{len(nodes)} nodes"
+                line = (f"data plane: routes and rules in place on {len(nodes) - len(lagging)}/{len(nodes)} nodes "
+                        f"(waiting for {'; '.join(f'{n}: {m}' for n, m in lagging.items())})"
                         if lagging else "data plane: routes and rules in place on every node")
                 if line != last:
                     say(line)
