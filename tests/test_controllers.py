@@ -172,3 +172,35 @@ def test_endpoints_carry_their_nodes_zone_and_v1_endpoints_follow_the_slices():
                                              "targetRef": slices[0]["endpoints"][0]["targetRef"]}],
                               "notReadyAddresses": [{"ip": "10.244.2.2", "nodeName": "node-2",
                                                      "targetRef": slices[0]["endpoints"][1]["targetRef"]}]}]
+
+
+class LaggingCache:
+    """An informer whose cache has not seen the controller's own writes yet (as with etcd, where they
+    come back through a watch)."""
+
+    def __init__(self, objects):
+        self.cache = {("", o["metadata"]["name"]): o for o in objects}
+
+    def add_handler(self, fn):
+        pass
+
+
+class RecordingClient:
+    def __init__(self):
+        self.updates = []
+
+    async def update(self, plural, obj):
+        self.updates.append(obj)
+        return obj
+
+
+def test_node_ipam_never_gives_two_nodes_one_podcidr_when_its_cache_lags():
+    import asyncio
+    nodes = LaggingCache([{"metadata": {"name": "node-1"}, "spec": {}}])
+    client = RecordingClient()
+    ipam = nodeipam.NodeIPAM(client, nodes, "10.244.0.0/16")
+    asyncio.run(ipam.reconcile())
+    nodes.cache[("", "node-2")] = {"metadata": {"name": "node-2"}, "spec": {}}  # node-1's update not seen yet
+    asyncio.run(ipam.reconcile())
+    assert [(u["metadata"]["name"], u["spec"]["podCIDR"]) for u in client.updates] == [
+        ("node-1", "10.244.0.0/24"), ("node-2", "10.244.1.0/24")]

@@ -63,22 +63,29 @@ class CloudController:
         self.client, self.pool = client, pool
         self.client_netns = names.client_netns(lab_name)
         self.nodes, self.services, self.slices = nodes, services, slices
+        self.assigned: dict[tuple[str, str], str] = {}  # what it handed out, whatever the cache shows yet
         self.loop = Reconciler("cloud-controller", self.reconcile)
         for informer in (nodes, services, slices):
             informer.add_handler(self.loop.trigger)
 
     async def reconcile(self) -> None:
         balanced = [s for s in self.services.cache.values() if s.get("spec", {}).get("type") == "LoadBalancer"]
+        keys = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in balanced}
+        self.assigned = {k: ip for k, ip in self.assigned.items() if k in keys}
         used = {i.get("ip") for s in balanced for i in (s.get("status", {}).get("loadBalancer") or {}).get("ingress") or []}
+        used |= set(self.assigned.values())
         routes: dict[str, list[str]] = {}
         for svc in balanced:
+            key = (svc["metadata"]["namespace"], svc["metadata"]["name"])
             ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
-            ip = ingress[0].get("ip") if ingress else allocate(self.pool, used, svc["spec"].get("loadBalancerIP"))
+            ip = ingress[0].get("ip") if ingress else self.assigned.get(key) or \
+                allocate(self.pool, used, svc["spec"].get("loadBalancerIP"))
             if ip is None:
                 continue  # the pool is full: the Service stays <pending>, as on a cloud out of addresses
             used.add(ip)
-            if not ingress:
+            if not ingress and key not in self.assigned:
                 await write_status(self.client, "services", svc,
                                    {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}})
+                self.assigned[key] = ip
             routes[ip] = backends(svc, list(self.nodes.cache.values()), list(self.slices.cache.values()))
         await asyncio.to_thread(_routes, self.client_netns, self.pool, routes)
