@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
+import json
 import subprocess
 
+import pytest
+
 from netplane.agent.proxy import model, nftables
+from netplane.agent.proxy.modes import NftablesMode
+from netplane.agent.proxy.ruleset import FragmentCache, diff
 from netplane.kernel import nft
 
 CIDR = "10.244.0.0/16"
@@ -52,11 +58,18 @@ def with_spec(service: dict, **spec) -> dict:
     return changed
 
 
+def another(service: dict, name: str, cluster_ip: str) -> dict:
+    """The same Service under another name and address."""
+    copied = with_spec(service, clusterIP=cluster_ip)
+    copied["metadata"]["name"] = name
+    return copied
+
+
 def test_service_ports_carry_upstream_names_and_ready_endpoints():
     http = ports(WEB)[0]
     assert http.id == "default/web/tcp/http"
     assert nftables.service_chain(http).endswith("-default/web/tcp/http")
-    assert nftables.endpoint_chain(http, http.endpoints[0]).endswith("-default/web/tcp/http__10.244.1.2/8080")
+    assert nftables.affinity_set(http, http.endpoints[0]).endswith("-default/web/tcp/http__10.244.1.2/8080")
     assert [(e.ip, e.port) for e in http.cluster_endpoints("node-1")] == [("10.244.1.2", 8080), ("10.244.2.2", 8080)]
     assert [p.id for p in ports(WEB, EMPTY, HEADLESS)] == ["default/empty/tcp/80", "default/web/tcp/http",
                                                           "default/web/udp/udp"]
@@ -83,15 +96,38 @@ def test_clusterip_rules():
     text = render(WEB, EMPTY, HEADLESS)
     http = ports(WEB)[0]
     got = lines(text)
-    assert f"elements = {{ 10.96.0.10 . tcp . 80 : goto {nftables.service_chain(http)}," in got
-    assert "elements = { 10.96.0.11 . tcp . 80 : goto reject-chain }" in got
+    assert f"elements = {{ 10.96.0.10 . tcp . 80 : goto {nftables.service_chain(http)}," in text
+    assert "elements = { 10.96.0.11 . tcp . 80 : goto reject-chain }" in text
     assert "headless" not in text
     assert f"ip daddr 10.96.0.10 tcp dport 80 ip saddr != {CIDR} jump mark-for-masquerade" in got
-    first, second = (nftables.endpoint_chain(http, e) for e in http.endpoints[:2])
-    assert f"numgen random mod 2 vmap {{ 0 : goto {first}, 1 : goto {second} }}" in got
-    assert "meta l4proto tcp dnat to 10.244.1.2:8080" in got and "meta l4proto udp dnat to 10.244.2.2:8081" in got
+    chain = got[got.index(f"chain {nftables.service_chain(http)} {{"):]
+    assert chain[2:4] == ["numgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.1.2:8080",
+                          "meta l4proto tcp dnat to 10.244.2.2:8080"]
+    assert "meta l4proto udp dnat to 10.244.2.2:8081" in got
     assert "10.244.2.9" not in text
-    assert text.startswith("add table ip kube-proxy\ndelete table ip kube-proxy\ntable ip kube-proxy {")
+    assert text.startswith("table ip kube-proxy {")
+
+
+def test_the_random_cascade_gives_each_endpoint_an_equal_share():
+    """numgen mod 3 == 0, then mod 2 == 0, then the rest: 1/3 each, like iptables' statistic cascade."""
+    three = {**SLICE, "endpoints": [endpoint(f"10.244.1.{i}", "node-1") for i in (2, 3, 4)]}
+    sp = ports(WEB, slices=[three])[0]
+    chain = list(nftables.fragment(sp, "node-1", CIDR).chains[nftables.service_chain(sp)])
+    assert chain[1:] == ["numgen random mod 3 == 0 meta l4proto tcp dnat to 10.244.1.2:8080",
+                         "numgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.1.3:8080",
+                         "meta l4proto tcp dnat to 10.244.1.4:8080"]
+
+
+def test_hairpin_pairs_are_this_nodes_endpoints_and_stay_while_a_service_uses_them():
+    other = another(WEB, "other", "10.96.0.20")
+    other_slice = {**SLICE, "metadata": {**SLICE["metadata"], "name": "other-1",
+                                         "labels": {"kubernetes.io/service-name": "other"}}}
+    cache = FragmentCache(lambda sp: nftables.fragment(sp, "node-1", CIDR))
+    both = cache.fragments(ports(WEB, other, slices=(SLICE, other_slice)))
+    assert set(both["default/web/tcp/http"].entries["hairpin-endpoints"]) == {"10.244.1.2 . 10.244.1.2"}
+    only_other = cache.fragments(ports(other, slices=(other_slice,)))
+    assert "hairpin-endpoints" not in diff(both, only_other).delete_entries  # other still sends there
+    assert "10.244.1.2 . 10.244.1.2" in diff(only_other, {}).delete_entries["hairpin-endpoints"]
 
 
 def test_nodeports_external_and_load_balancer_ips_go_through_the_external_chain():
@@ -100,14 +136,15 @@ def test_nodeports_external_and_load_balancer_ips_go_through_the_external_chain(
                     loadBalancerSourceRanges=["172.30.0.0/28"])
     svc["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
     sp = ports(svc)[0]
-    got = lines(render(svc))
+    text = render(svc)
+    got = lines(text)
     ext = nftables.external_chain(sp)
-    assert f"elements = {{ tcp . 30080 : goto {ext} }}" in got
-    assert f"172.30.0.100 . tcp . 80 : goto {ext}," in got or f"172.30.0.100 . tcp . 80 : goto {ext} }}" in got
-    assert any(f"172.30.0.200 . tcp . 80 : goto {ext}" in line for line in got)
+    assert f"elements = {{ tcp . 30080 : goto {ext} }}" in text
+    assert f"172.30.0.100 . tcp . 80 : goto {ext}," in text
+    assert f"172.30.0.200 . tcp . 80 : goto {ext}" in text
     chain = got[got.index(f"chain {ext} {{"):]
     assert chain[1] == "jump mark-for-masquerade"  # externalTrafficPolicy Cluster: the source is lost
-    assert f"elements = {{ 172.30.0.200 . tcp . 80 : goto {nftables.firewall_chain(sp)} }}" in got
+    assert f"elements = {{ 172.30.0.200 . tcp . 80 : goto {nftables.firewall_chain(sp)} }}" in text
     assert "ip saddr != { 172.30.0.0/28 } drop" in got
 
 
@@ -121,9 +158,8 @@ def test_external_traffic_policy_local_keeps_the_source_and_drops_without_a_loca
     assert chain[1:4] == [f"ip saddr {CIDR} goto {nftables.service_chain(sp)}",
                           "fib saddr type local jump mark-for-masquerade",
                           f"fib saddr type local goto {nftables.service_chain(sp)}"]
-    assert chain[4] == f"numgen random mod 1 vmap {{ 0 : goto {nftables.endpoint_chain(sp, sp.endpoints[0])} }}"
-    elsewhere = lines(render(svc, node="node-3"))
-    assert "elements = { tcp . 30080 : drop }" in elsewhere
+    assert chain[4] == "meta l4proto tcp dnat to 10.244.1.2:8080"
+    assert "elements = { tcp . 30080 : drop }" in render(svc, node="node-3")
 
 
 def test_session_affinity_remembers_the_client_per_endpoint():
@@ -132,26 +168,132 @@ def test_session_affinity_remembers_the_client_per_endpoint():
     got = lines(render(svc))
     first = sp.endpoints[0]
     assert f"set {nftables.affinity_set(sp, first)} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}" in got
-    assert f"ip saddr @{nftables.affinity_set(sp, first)} goto {nftables.endpoint_chain(sp, first)}" in got
-    assert f"update @{nftables.affinity_set(sp, first)} {{ ip saddr }}" in got
+    remember = f"update @{nftables.affinity_set(sp, first)} {{ ip saddr }} meta l4proto tcp dnat to 10.244.1.2:8080"
+    assert f"ip saddr @{nftables.affinity_set(sp, first)} {remember}" in got
+    assert f"numgen random mod 2 == 0 {remember}" in got
 
 
-def test_nft_accepts_and_loads_every_feature_twice(make_netns):
+FEATURES = with_spec(WEB, type="LoadBalancer", externalIPs=["172.30.0.100"], sessionAffinity="ClientIP",
+                     externalTrafficPolicy="Local", loadBalancerSourceRanges=["172.30.0.0/28"],
+                     ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                            {"name": "udp", "port": 81, "protocol": "UDP", "nodePort": 30081}])
+FEATURES["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+
+
+def kernel_table(space: str) -> dict:
+    """The table as the kernel holds it: each chain's rules and each set's elements, without handles
+    or order of chains, so an incrementally updated table can be compared with a freshly loaded one."""
+    out = subprocess.run(["nsenter", f"--net=/run/netns/{space}", "nft", "-j", "list", "table", "ip", "kube-proxy"],
+                         capture_output=True, text=True, check=True).stdout
+    found: dict = {"chains": {}, "sets": {}}
+    for item in json.loads(out)["nftables"]:
+        if "rule" in item:
+            found["chains"][item["rule"]["chain"]].append(json.dumps(item["rule"]["expr"], sort_keys=True))
+        elif "chain" in item:
+            found["chains"].setdefault(item["chain"]["name"], [])
+        elif "set" in item or "map" in item:
+            obj = item.get("set") or item["map"]
+            found["sets"][obj["name"]] = (obj.get("timeout"), sorted(json.dumps(e, sort_keys=True)
+                                                                      for e in obj.get("elem", [])))
+    return found
+
+
+def sync(mode: NftablesMode, full: bool, *services, slices=(SLICE,)) -> bool:
+    return asyncio.run(mode.sync(ports(*services, slices=slices), full))
+
+
+FRESH = itertools.count()
+
+
+def fresh(make_netns, *services, slices=(SLICE,)) -> dict:
+    """The table a node that never had one gets for these Services."""
+    space = make_netns(f"fresh{next(FRESH)}")
+    sync(NftablesMode(space, "node-1", CIDR), False, *services, slices=slices)
+    return kernel_table(space)
+
+
+def test_nft_loads_every_feature_and_a_full_resync_changes_nothing(make_netns):
     space = make_netns("proxy")
-    svc = with_spec(WEB, type="LoadBalancer", externalIPs=["172.30.0.100"], sessionAffinity="ClientIP",
-                    externalTrafficPolicy="Local", loadBalancerSourceRanges=["172.30.0.0/28"],
-                    ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
-                           {"name": "udp", "port": 81, "protocol": "UDP", "nodePort": 30081}])
-    svc["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
-    script = render(svc, EMPTY, HEADLESS)
+    mode = NftablesMode(space, "node-1", CIDR)
+    script = render(FEATURES, EMPTY, HEADLESS)
     check = subprocess.run(["nsenter", f"--net=/run/netns/{space}", "nft", "--check", "-f", "-"],
                            input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    asyncio.run(nft.apply(space, script))
-    asyncio.run(nft.apply(space, script))  # a second sync replaces the table atomically
-    listed = asyncio.run(nft.list_ruleset(space))
-    assert listed.count("table ip kube-proxy") == 1
-    assert "10.96.0.10 . tcp . 80 : goto service-" in listed and "tcp . 30080 : goto external-" in listed
+    assert sync(mode, True, FEATURES, EMPTY, HEADLESS)
+    loaded = kernel_table(space)
+    assert "10.96.0.10 . tcp . 80 : goto service-" in asyncio.run(nft.list_ruleset(space))
+    assert sync(mode, True, FEATURES, EMPTY, HEADLESS)  # a periodic full resync of an existing table
+    assert kernel_table(space) == loaded
+    assert not sync(mode, False, FEATURES, EMPTY, HEADLESS)  # nothing changed: nothing sent
+
+
+def test_incremental_syncs_end_where_a_fresh_load_starts(make_netns):
+    """Each step sends only the changes; after each, the kernel's table equals a fresh full load."""
+    space = make_netns("incr")
+    mode = NftablesMode(space, "node-1", CIDR)
+    sync(mode, True, WEB, EMPTY)
+    more = {**SLICE, "endpoints": SLICE["endpoints"] + [endpoint("10.244.1.7", "node-1")]}
+    sticky = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+    stickier = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 90}})
+    filled = {**SLICE, "metadata": {**SLICE["metadata"], "name": "empty-1",
+                                    "labels": {"kubernetes.io/service-name": "empty"}},
+              "ports": [{"protocol": "TCP", "port": 8080}]}
+    steps = [((WEB, EMPTY), (more,)), ((WEB, EMPTY), (SLICE,)), ((sticky, EMPTY), (SLICE,)),
+             ((stickier, EMPTY), (SLICE,)), ((WEB, EMPTY), (SLICE,)), ((FEATURES, EMPTY), (SLICE,)),
+             ((WEB, EMPTY), (SLICE, filled)), ((WEB,), (SLICE,)), ((EMPTY,), ())]
+    for services, slices in steps:
+        assert sync(mode, False, *services, slices=slices)
+        assert kernel_table(space) == fresh(make_netns, *services, slices=slices), (services, slices)
+
+
+def test_one_changed_service_sends_only_its_own_objects():
+    other = another(WEB, "other", "10.96.0.20")
+    cache = FragmentCache(lambda sp: nftables.fragment(sp, "node-1", CIDR))
+    before = cache.fragments(ports(WEB, other))
+    fewer = {**SLICE, "endpoints": SLICE["endpoints"][1:]}
+    other_slice = {**SLICE, "metadata": {**SLICE["metadata"], "name": "other-1",
+                                         "labels": {"kubernetes.io/service-name": "other"}}}
+    after = cache.fragments(ports(WEB, other, slices=(fewer, other_slice)))
+    assert after["default/other/tcp/http"] is not before["default/other/tcp/http"]  # its endpoints came
+    script = nftables.update(diff(before, after))
+    assert "default/web/" in script and "10.96.0.20" in script
+    unchanged = cache.fragments(ports(WEB, other, slices=(fewer, other_slice)))
+    assert not diff(after, unchanged)
+
+
+def test_a_full_sync_adopts_a_table_left_by_a_previous_run(make_netns):
+    """Stale chains, sets and elements go; affinity sets keep the clients they remember."""
+    space = make_netns("adopt")
+    sticky = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+    old_slice = {**SLICE, "metadata": {"name": "old-1", "namespace": "default",
+                                       "labels": {"kubernetes.io/service-name": "old"}}}
+    sync(NftablesMode(space, "node-1", CIDR), True, sticky, EMPTY, another(WEB, "old", "10.96.0.30"),
+         slices=(SLICE, old_slice))
+    assert any("default/old/" in chain for chain in kernel_table(space)["chains"])
+    sp = ports(sticky)[0]
+    remembered = nftables.affinity_set(sp, sp.endpoints[0])
+    asyncio.run(nft.apply(space, f"add element ip kube-proxy {remembered} {{ 10.244.9.9 }}\n"))
+    restarted = NftablesMode(space, "node-1", CIDR)  # a new process: knows nothing of the table
+    assert sync(restarted, False, sticky, EMPTY)
+    table = kernel_table(space)
+    want = fresh(make_netns, sticky, EMPTY)
+    assert table["chains"] == want["chains"] and table["sets"].keys() == want["sets"].keys()
+    assert "10.244.9.9" in json.dumps(table["sets"][remembered])
+    stickier = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 90}})
+    assert sync(NftablesMode(space, "node-1", CIDR), False, stickier, EMPTY)  # restarted with a new timeout
+    assert kernel_table(space) == fresh(make_netns, stickier, EMPTY)
+
+
+def test_after_a_failed_sync_the_next_one_is_full(make_netns):
+    space = make_netns("fail")
+    mode = NftablesMode(space, "node-1", CIDR)
+    sync(mode, True, WEB, EMPTY)
+    asyncio.run(nft.apply(space, "delete table ip kube-proxy\n"))  # someone removed it behind our back
+    more = {**SLICE, "endpoints": SLICE["endpoints"] + [endpoint("10.244.1.7", "node-1")]}
+    with pytest.raises(nft.NftError):
+        sync(mode, False, WEB, EMPTY, slices=(more,))
+    assert sync(mode, False, WEB, EMPTY, slices=(more,))
+    assert kernel_table(space) == fresh(make_netns, WEB, EMPTY, slices=(more,))
 
 
 def test_udp_destinations_are_what_conntrack_must_forget_when_they_go():
@@ -165,3 +307,23 @@ def test_udp_destinations_are_what_conntrack_must_forget_when_they_go():
     assert conntrack.delete_argv("10.96.0.10", 81, "10.244.1.2") == [
         "conntrack", "-D", "-p", "udp", "--orig-dst", "10.96.0.10", "--orig-port-dst", "81", "--dst-nat", "10.244.1.2"]
     assert conntrack.delete_argv("", 30081, "10.244.1.2")[4:6] == ["--orig-port-dst", "30081"]
+
+
+def test_the_tracker_recomputes_only_the_services_an_event_touched():
+    tracker = model.ServiceTracker()
+    other = another(WEB, "other", "10.96.0.20")
+    for svc in (WEB, other, HEADLESS):
+        asyncio.run(tracker.on_service("ADDED", svc, None))
+    asyncio.run(tracker.on_slice("ADDED", SLICE, None))
+    first = tracker.ports()
+    assert sorted(sp.id for sp in first) == [sp.id for sp in ports(WEB, other)]
+    assert {sp.id: sp for sp in first}["default/web/tcp/http"] == ports(WEB)[0]
+    moved = {**SLICE, "metadata": {**SLICE["metadata"], "labels": {"kubernetes.io/service-name": "other"}}}
+    asyncio.run(tracker.on_slice("MODIFIED", moved, SLICE))  # the slice changed owner
+    second = {sp.id: sp for sp in tracker.ports()}
+    assert second["default/web/tcp/http"].endpoints == ()
+    assert [e.ip for e in second["default/other/tcp/http"].endpoints][:2] == ["10.244.1.2", "10.244.2.2"]
+    asyncio.run(tracker.on_service("DELETED", other, other))
+    third = tracker.ports()
+    assert [sp.id for sp in third] == ["default/web/tcp/http", "default/web/udp/udp"]
+    assert third[0] is second["default/web/tcp/http"]  # untouched: the same object, so its rules are cached

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from netplane.kernel import netns
 
@@ -42,3 +43,22 @@ async def _list(namespace: str | None, what: list[str]) -> str:
     if proc.returncode != 0:
         raise NftError(f"nft list {' '.join(what)} failed: {err.decode().strip()}")
     return out.decode()
+
+
+async def table_objects(namespace: str | None, table: str) -> tuple[set[str], dict[str, int | None]] | None:
+    """A table's chain names and its sets (not maps) with their timeouts, without listing rules or
+    elements; None when the table has no chain (or does not exist)."""
+    family, name = table.split()
+    chains, sets = await asyncio.gather(_list_json(namespace, ["chains", family], "chain", name),
+                                        _list_json(namespace, ["sets", family], "set", name))
+    return ({c["name"] for c in chains}, {s["name"]: s.get("timeout") for s in sets}) if chains else None
+
+
+async def _list_json(namespace: str | None, what: list[str], kind: str, table: str) -> list[dict]:
+    proc = await asyncio.create_subprocess_exec(
+        *netns.command(namespace, ["nft", "-j", "-t", "list", *what]),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise NftError(f"nft list {' '.join(what)} failed: {err.decode().strip()}")
+    return [i[kind] for i in json.loads(out)["nftables"] if kind in i and i[kind]["table"] == table]

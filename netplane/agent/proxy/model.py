@@ -71,12 +71,13 @@ def usable(endpoints: list[Endpoint]) -> list[Endpoint]:
     return ready or [e for e in endpoints if e.serving and e.terminating]
 
 
-def _endpoints(slices: list[dict], namespace: str, service: str, port_name: str, protocol: str) -> tuple[Endpoint, ...]:
+ServiceKey = tuple[str, str]  # (namespace, name)
+
+
+def _endpoints(slices: list[dict], port_name: str, protocol: str) -> tuple[Endpoint, ...]:
+    """The endpoints of one Service port from the Service's own slices."""
     found: dict[tuple[str, int], Endpoint] = {}
     for s in slices:
-        meta = s["metadata"]
-        if meta.get("namespace") != namespace or meta.get("labels", {}).get(SERVICE_NAME_LABEL) != service:
-            continue
         ports = [p for p in s.get("ports") or [] if (p.get("name") or "") == port_name
                  and p.get("protocol", "TCP").lower() == protocol and p.get("port") is not None]
         if not ports:
@@ -91,35 +92,91 @@ def _endpoints(slices: list[dict], namespace: str, service: str, port_name: str,
     return tuple(sorted(found.values(), key=lambda e: (tuple(int(x) for x in e.ip.split(".")), e.port)))
 
 
-def service_ports(services: list[dict], slices: list[dict]) -> list[ServicePort]:
-    """Every port of every Service that kube-proxy programs (not headless, not ExternalName)."""
+def ports_of(svc: dict, slices: list[dict]) -> list[ServicePort]:
+    """Every port kube-proxy programs for one Service (none when headless or ExternalName)."""
+    spec, meta = svc.get("spec", {}), svc["metadata"]
+    ip = spec.get("clusterIP")
+    if not ip or ip == "None" or spec.get("type") == "ExternalName":
+        return []
+    affinity = 0
+    if spec.get("sessionAffinity") == "ClientIP":
+        config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
+        affinity = int(config.get("timeoutSeconds", DEFAULT_AFFINITY_SECONDS))
+    ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
+    lb_ips = tuple(i["ip"] for i in ingress if i.get("ip")) if spec.get("type") == "LoadBalancer" else ()
     found = []
-    for svc in services:
-        spec, meta = svc.get("spec", {}), svc["metadata"]
-        ip = spec.get("clusterIP")
-        if not ip or ip == "None" or spec.get("type") == "ExternalName":
-            continue
-        affinity = 0
-        if spec.get("sessionAffinity") == "ClientIP":
-            config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
-            affinity = int(config.get("timeoutSeconds", DEFAULT_AFFINITY_SECONDS))
-        ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
-        lb_ips = tuple(i["ip"] for i in ingress if i.get("ip")) if spec.get("type") == "LoadBalancer" else ()
-        for port in spec.get("ports", []):
-            protocol = port.get("protocol", "TCP").lower()
-            name = port.get("name") or ""
-            found.append(ServicePort(
-                meta["namespace"], meta["name"], name, protocol, ip, int(port["port"]),
-                node_port=int(port.get("nodePort") or 0) if spec.get("type") in ("NodePort", "LoadBalancer") else 0,
-                external_ips=tuple(spec.get("externalIPs") or ()),
-                load_balancer_ips=lb_ips,
-                source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()),
-                affinity_seconds=affinity,
-                external_local=spec.get("externalTrafficPolicy") == "Local",
-                internal_local=spec.get("internalTrafficPolicy") == "Local",
-                endpoints=_endpoints(slices, meta["namespace"], meta["name"], name, protocol),
-            ))
+    for port in spec.get("ports", []):
+        protocol = port.get("protocol", "TCP").lower()
+        name = port.get("name") or ""
+        found.append(ServicePort(
+            meta["namespace"], meta["name"], name, protocol, ip, int(port["port"]),
+            node_port=int(port.get("nodePort") or 0) if spec.get("type") in ("NodePort", "LoadBalancer") else 0,
+            external_ips=tuple(spec.get("externalIPs") or ()),
+            load_balancer_ips=lb_ips,
+            source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()),
+            affinity_seconds=affinity,
+            external_local=spec.get("externalTrafficPolicy") == "Local",
+            internal_local=spec.get("internalTrafficPolicy") == "Local",
+            endpoints=_endpoints(slices, name, protocol),
+        ))
+    return found
+
+
+def slice_owner(eps: dict) -> ServiceKey | None:
+    meta = eps["metadata"]
+    service = meta.get("labels", {}).get(SERVICE_NAME_LABEL)
+    return (meta.get("namespace", ""), service) if service else None
+
+
+def service_ports(services: list[dict], slices: list[dict]) -> list[ServicePort]:
+    """Every port of every Service that kube-proxy programs, in a stable order."""
+    by_service: dict[ServiceKey, list[dict]] = {}
+    for s in slices:
+        owner = slice_owner(s)
+        if owner:
+            by_service.setdefault(owner, []).append(s)
+    found = [sp for svc in services
+             for sp in ports_of(svc, by_service.get((svc["metadata"]["namespace"], svc["metadata"]["name"]), []))]
     return sorted(found, key=lambda sp: (sp.namespace, sp.service, sp.protocol, sp.port))
+
+
+class ServiceTracker:
+    """The ServicePorts of all Services, kept current from Service and EndpointSlice events: a sync
+    recomputes only the Services an event touched (upstream's service and endpoints change trackers)."""
+
+    def __init__(self) -> None:
+        self.services: dict[ServiceKey, dict] = {}
+        self.slices: dict[ServiceKey, dict[str, dict]] = {}
+        self._ports: dict[ServiceKey, list[ServicePort]] = {}
+        self._dirty: set[ServiceKey] = set()
+
+    async def on_service(self, kind: str, obj: dict, old: dict | None) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if kind == "DELETED":
+            self.services.pop(key, None)
+        else:
+            self.services[key] = obj
+        self._dirty.add(key)
+
+    async def on_slice(self, kind: str, obj: dict, old: dict | None) -> None:
+        name = obj["metadata"]["name"]
+        for owner in {slice_owner(old) if old else None, slice_owner(obj)} - {None}:
+            self.slices.get(owner, {}).pop(name, None)
+            self._dirty.add(owner)
+        owner = slice_owner(obj)
+        if owner and kind != "DELETED":
+            self.slices.setdefault(owner, {})[name] = obj
+
+    def ports(self) -> list[ServicePort]:
+        for key in self._dirty:
+            svc = self.services.get(key)
+            self._ports.pop(key, None)
+            if svc is not None:
+                self._ports[key] = ports_of(svc, list(self.slices.get(key, {}).values()))
+            if not self.slices.get(key, True):
+                del self.slices[key]
+        self._dirty.clear()
+        return [sp for found in self._ports.values() for sp in found]
 
 
 def udp_destinations(ports: list[ServicePort], node: str) -> set[tuple[str, int, str]]:

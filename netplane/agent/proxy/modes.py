@@ -1,0 +1,94 @@
+"""The proxy modes as the proxier drives them: each turns the ServicePorts into its rules, sending a
+whole ruleset on a full sync and only the changes otherwise, and can remove all it made."""
+from __future__ import annotations
+
+from typing import Protocol
+
+from netplane.agent.proxy import iptables as proxy_iptables
+from netplane.agent.proxy import nftables
+from netplane.agent.proxy.model import ServicePort
+from netplane.agent.proxy.ruleset import Fragment, FragmentCache, diff, merge
+from netplane.kernel import iptables, nft
+
+
+class Mode(Protocol):
+    name: str
+
+    async def sync(self, ports: list[ServicePort], full: bool) -> bool:
+        """Program the ports; True when anything was sent to the kernel."""
+
+    async def remove(self) -> None:
+        """Delete every rule of this mode (when a node switches to another mode)."""
+
+
+class NftablesMode:
+    name = "nftables"
+
+    def __init__(self, netns: str | None, node: str, cluster_cidr: str) -> None:
+        self.netns = netns
+        self.cache = FragmentCache(lambda sp: nftables.fragment(sp, node, cluster_cidr))
+        self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
+
+    async def sync(self, ports: list[ServicePort], full: bool) -> bool:
+        fragments = {"": nftables.base(), **self.cache.fragments(ports)}
+        if full or self.applied is None:
+            existing = await nft.table_objects(self.netns, nftables.TABLE)
+            everything = merge(fragments.values())
+            script = nftables.declare(everything) if existing is None else nftables.replace(everything, *existing)
+        else:
+            changes = diff(self.applied, fragments)
+            if not changes:
+                return False
+            script = nftables.update(changes)
+        self.applied = None  # until the kernel took it: a failed sync leads to a full one
+        await nft.apply(self.netns, script)
+        self.applied = fragments
+        return True
+
+    async def remove(self) -> None:
+        self.applied = None
+        await nft.apply(self.netns, f"add table {nftables.TABLE}\ndelete table {nftables.TABLE}\n")
+
+
+class IptablesMode:
+    """Upstream's iptables mode with either backend: a full sync reads iptables-save once, writes
+    every chain, deletes stale per-Service chains and adds the built-in chains' jumps that are
+    missing; a partial sync rewrites the top-level chains and only the per-Service chains that changed."""
+
+    name = "iptables"
+
+    def __init__(self, netns: str | None, node: str, cluster_cidr: str, backend: str = "nft") -> None:
+        if backend not in iptables.BACKENDS:
+            raise ValueError(f"iptables backend {backend!r}: choose one of {', '.join(iptables.BACKENDS)}")
+        self.netns, self.backend = netns, backend
+        self.cache = FragmentCache(lambda sp: proxy_iptables.fragment(sp, node, cluster_cidr))
+        self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
+
+    async def sync(self, ports: list[ServicePort], full: bool) -> bool:
+        fragments = self.cache.fragments(ports)
+        if full or self.applied is None:
+            if self.applied is None:  # a node that used the other backend before must not keep its rules
+                await self._clear(*(b for b in iptables.BACKENDS if b != self.backend))
+            saved = await iptables.save(self.netns, self.backend)
+            script = proxy_iptables.full(fragments, saved.chains, saved.jumps)
+        else:
+            changes = diff(self.applied, fragments)
+            if not changes:
+                return False
+            script = proxy_iptables.update(fragments, changes)
+        self.applied = None  # until the kernel took it: a failed sync leads to a full one
+        await iptables.restore(self.netns, self.backend, script)
+        self.applied = fragments
+        return True
+
+    async def remove(self) -> None:
+        """Delete every KUBE-* chain and the jumps to them, in both backends."""
+        self.applied = None
+        await self._clear(*iptables.BACKENDS)
+
+    async def _clear(self, *backends: str) -> None:
+        for backend in backends:
+            saved = await iptables.save(self.netns, backend)
+            script = proxy_iptables.removal(saved.chains, saved.jumps)
+            if script:
+                await iptables.restore(self.netns, backend, script)
