@@ -33,7 +33,7 @@ NFT_TABLE = "kube-proxy"
 def short_hash(text: str, length: int = 8) -> str:
     """A stable base32 hash, as kube-proxy uses in chain names."""
     digest = hashlib.sha256(text.encode()).digest()
-    return base64.b32encode(digest).decode()[:length]
+    return base64.b32encode(digest[:(length * 5 + 7) // 8]).decode()[:length]  # 5 bits a letter
 
 
 def lab_prefix(lab: str) -> str:

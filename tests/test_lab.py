@@ -1,6 +1,7 @@
-"""The whole path, end to end, on the default lab: the four paths of DESIGN.md and a Service.
+"""The whole path, end to end, on the default lab: the four paths of DESIGN.md and the Service
+semantics of kube-proxy, in each proxy mode.
 
-Conventions: one default lab for the module (2 nodes, demo app: web-1 on node-1, web-2 on node-2,
+Conventions: one default lab for the module and proxy mode (2 nodes, demo app: web-1 on node-1, web-2 on node-2,
 client on node-1, duo with two containers, Service web 80 -> http 8080 and 81/UDP -> 8081),
 named t<hex>, brought down by the fixture even when a test fails. Tests that change objects
 create their own and leave the demo app as it was.
@@ -9,7 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
+from importlib import resources
 
 import pytest
 import yaml
@@ -22,12 +28,19 @@ from netplane.lab import lifecycle, model
 from netplane.lab.state import LabState
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=model.IMPLEMENTED_PROXY_MODES)
+def lab(request, tmp_path_factory):
+    """The default lab in each proxy mode."""
     name = unique_lab()
+    default = resources.files("netplane.lab")
+    data = yaml.safe_load(default.joinpath("default.yaml").read_text())
+    data["network"]["proxyMode"] = request.param
+    data["manifests"] = [str(default.joinpath(m)) for m in data["manifests"]]
+    path = tmp_path_factory.mktemp(request.param) / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
     lines: list[str] = []
     try:
-        summary = lifecycle.up(model.load(None, name), lines.append)
+        summary = lifecycle.up(model.load(str(path), name), lines.append)
         assert summary.pods == 4 and summary.nodes == 2
         yield name
     finally:
@@ -115,7 +128,7 @@ def test_deleting_an_endpoint_pod_removes_it_from_slice_and_rules(lab, tmp_path)
     eventually(lambda: endpoints() == {pod_ip(lab, "api-1")})
     pod_space = names.pod_netns(names.lab_prefix(lab), "default", "api-2")
     eventually(lambda: not netns.exists(pod_space))  # CNI DEL ran and the namespace is gone
-    rules = lambda: cli(lab, "exec", "node/node-1", "--", "nft", "list", "table", "ip", "kube-proxy").stdout
+    rules = lambda: "\n".join(proxy_rules(lab))  # noqa: E731
     eventually(lambda: gone not in rules() and pod_ip(lab, "api-1") in rules())
     assert {http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(10)} == {"api-1"}
     cli(lab, "delete", "-f", str(manifest))
@@ -333,3 +346,180 @@ def test_when_a_udp_endpoint_goes_its_flows_move_to_another(lab, tmp_path):
 def labtools_exec(lab: str, pod: str) -> list[str]:
     from labtools import NETPLANE
     return [NETPLANE, "--lab", lab, "exec", pod, "--"]
+
+
+def apply_docs(lab: str, path, docs: list[dict]) -> None:
+    path.write_text(yaml.safe_dump_all(docs))
+    cli(lab, "apply", "-f", str(path), check=True)
+
+
+def echo_pod(name: str, node: str, labels: dict, ports: list[dict] | None = None, **spec) -> dict:
+    container = {"name": "echo", "image": "netplane/echo", **({"ports": ports} if ports else {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": node, "containers": [container], **spec}}
+
+
+def service(name: str, **spec) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+
+
+def slice_endpoints(lab: str, svc: str) -> list[dict]:
+    return [e for s in get(lab, "endpointslices")["items"]
+            if s["metadata"]["labels"].get("kubernetes.io/service-name") == svc for e in s.get("endpoints") or []]
+
+
+def udp_via(lab: str, ip: str, port: int) -> str:
+    """A UDP request to ip:port from web-1's echo server (the e2e tests' /dial)."""
+    out = http(lab, "client", f"http://{pod_ip(lab, 'web-1')}:8080/dial?host={ip}&port={port}"
+                              f"&protocol=udp&request=hostname&tries=1").stdout
+    return (json.loads(out)["responses"] or [""])[0]
+
+
+def test_multiport_with_named_target_ports_and_one_port_on_tcp_and_udp(lab, tmp_path):
+    """Port 80 on TCP and on UDP; targetPorts named, resolved per endpoint to different numbers."""
+    docs = [echo_pod("mp-a", "node-1", {"app": "mp"}, [{"name": "web", "containerPort": 8080},
+                                                      {"name": "dns", "containerPort": 8081, "protocol": "UDP"}]),
+            echo_pod("mp-b", "node-2", {"app": "mp"}, [{"name": "web", "containerPort": 9090},
+                                                      {"name": "dns", "containerPort": 9091, "protocol": "UDP"}]),
+            service("mp", selector={"app": "mp"}, ports=[{"name": "tcp", "port": 80, "targetPort": "web"},
+                                                         {"name": "udp", "port": 80, "protocol": "UDP", "targetPort": "dns"}])]
+    apply_docs(lab, tmp_path / "mp.yaml", docs)
+    ip = get(lab, "services", "mp")["spec"]["clusterIP"]
+    assert eventually(lambda: {http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(12)} == {"mp-a", "mp-b"},
+                      timeout=30)
+    assert eventually(lambda: {udp_via(lab, ip, 80) for _ in range(12)} == {"mp-a", "mp-b"})
+    cli(lab, "delete", "-f", str(tmp_path / "mp.yaml"), check=True)
+
+
+def test_session_affinity_times_out_and_switches_off_and_on(lab, tmp_path):
+    path = tmp_path / "sticky.yaml"
+    sticky = service("sticky2", selector={"app": "web"}, ports=[{"port": 80, "targetPort": 8080}],
+                     sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 1}})
+    apply_docs(lab, path, [sticky])
+    ip = get(lab, "services", "sticky2")["spec"]["clusterIP"]
+    ask = lambda: http(lab, "client", f"http://{ip}/hostname").stdout  # noqa: E731
+    eventually(lambda: ask() in ("web-1", "web-2"))
+    assert len({ask() for _ in range(10)}) == 1  # within the timeout: one endpoint
+    after_timeout = set()
+    for _ in range(10):  # each request after the timeout chooses again: both appear (p of not: 0.2%)
+        time.sleep(1.4)
+        after_timeout.add(ask())
+    assert after_timeout == {"web-1", "web-2"}
+    apply_docs(lab, path, [{**sticky, "spec": {**sticky["spec"], "sessionAffinity": "None",
+                                               "sessionAffinityConfig": None}}])
+    assert eventually(lambda: {ask() for _ in range(12)} == {"web-1", "web-2"})
+    apply_docs(lab, path, [{**sticky, "spec": {**sticky["spec"], "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}}])
+    assert eventually(lambda: len({ask() for _ in range(10)}) == 1)
+    cli(lab, "delete", "-f", str(path), check=True)
+
+
+def test_internal_traffic_policy_local_uses_only_this_nodes_endpoints(lab, tmp_path):
+    path = service_manifest(tmp_path, "web-itp", internalTrafficPolicy="Local")
+    cli(lab, "apply", "-f", path, check=True)
+    ip = get(lab, "services", "web-itp")["spec"]["clusterIP"]
+    eventually(lambda: http(lab, "client", f"http://{ip}/hostname").stdout == "web-1")
+    assert {http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(12)} == {"web-1"}  # client is on node-1
+    cli(lab, "delete", "-f", path, check=True)
+
+
+def test_a_terminating_endpoint_serves_only_while_no_endpoint_is_ready(lab, tmp_path):
+    """A pod that ignores SIGTERM stays serving while it terminates; with no ready endpoint left,
+    kube-proxy falls back to it instead of refusing."""
+    stubborn = echo_pod("term-1", "node-2", {"app": "term"}, terminationGracePeriodSeconds=20)
+    stubborn["spec"]["containers"][0]["command"] = [
+        "sh", "-c", f"trap '' TERM; exec {sys.executable} -I -m netplane.agent.echo --name term-1 --tcp 8080"]
+    path = tmp_path / "term.yaml"
+    apply_docs(lab, path, [stubborn, service("term", selector={"app": "term"}, ports=[{"port": 80, "targetPort": 8080}])])
+    ip = get(lab, "services", "term")["spec"]["clusterIP"]
+    assert eventually(lambda: http(lab, "client", f"http://{ip}/hostname").stdout == "term-1", timeout=30)
+    cli(lab, "delete", "pod", "term-1", check=True)  # graceful: SIGTERM now, SIGKILL after 20 s
+    conditions = eventually(lambda: [e["conditions"] for e in slice_endpoints(lab, "term")
+                                     if e["conditions"].get("terminating")])
+    assert conditions[0]["serving"] is True and conditions[0]["ready"] is False
+    assert {http(lab, "client", f"http://{ip}/hostname").stdout for _ in range(5)} == {"term-1"}
+    cli(lab, "delete", "service", "term", check=True)
+
+
+def test_load_balancer_source_ranges_admit_only_the_listed_clients(lab, tmp_path):
+    path = tmp_path / "fw.yaml"
+    lb = service("fw", selector={"app": "web"}, type="LoadBalancer", ports=[{"port": 80, "targetPort": 8080}],
+                 loadBalancerSourceRanges=["172.30.0.2/32"])  # the underlay client
+    apply_docs(lab, path, [lb])
+    svc = eventually(lambda: (s := get(lab, "services", "fw")).get("status", {}).get("loadBalancer", {}).get("ingress") and s)
+    url = f"http://{svc['status']['loadBalancer']['ingress'][0]['ip']}/hostname"
+    client = lambda: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2", url)  # noqa: E731
+    assert eventually(lambda: client().stdout in ("web-1", "web-2"))
+    apply_docs(lab, path, [{**lb, "spec": {**lb["spec"], "loadBalancerSourceRanges": ["10.9.9.0/24"]}}])
+    assert eventually(lambda: client().returncode == 28)  # dropped: curl's timeout, not a refusal
+    cli(lab, "delete", "-f", str(path), check=True)
+
+
+def test_external_traffic_policy_local_drops_on_a_node_without_a_local_endpoint(lab, tmp_path):
+    path = tmp_path / "solo.yaml"
+    apply_docs(lab, path, [echo_pod("solo", "node-1", {"app": "solo"}),
+                           service("solo", selector={"app": "solo"}, type="NodePort", externalTrafficPolicy="Local",
+                                   ports=[{"port": 80, "targetPort": 8080}])])
+    port = get(lab, "services", "solo")["spec"]["ports"][0]["nodePort"]
+    client = lambda node_ip: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2",  # noqa: E731
+                                 f"http://{node_ip}:{port}/clientip")
+    seen = eventually(lambda: client("172.30.0.11").stdout, timeout=30)
+    assert seen.split(":")[0] == "172.30.0.2"  # the client's own address: not masqueraded
+    assert client("172.30.0.12").returncode == 28  # node-2 has no local endpoint: dropped
+    cli(lab, "delete", "-f", str(path), check=True)
+
+
+def test_pod_to_clusterip_keeps_the_pods_address(lab):
+    ip = get(lab, "services", "web")["spec"]["clusterIP"]
+    seen = {http(lab, "client", f"http://{ip}/clientip").stdout.split(":")[0] for _ in range(8)}
+    assert seen == {pod_ip(lab, "client")}  # from both endpoints, local and remote
+
+
+LINE_SERVER = ("import socket,threading\n"
+               "def serve(c):\n"
+               "  f=c.makefile('rwb',0)\n"
+               "  for line in f: f.write(b'echo '+line)\n"
+               "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('',7000)); s.listen()\n"
+               "while True: threading.Thread(target=serve,args=(s.accept()[0],),daemon=True).start()\n")
+
+
+def test_an_open_connection_survives_a_restart_of_the_proxy(lab, tmp_path):
+    """The control plane and its node agents die (kill -9) and come back: the proxy adopts its rules
+    with a full sync, and a TCP connection opened through the Service before goes on."""
+    server = echo_pod("conn", "node-2", {"app": "conn"})
+    server["spec"]["containers"][0]["command"] = [sys.executable, "-c", LINE_SERVER]
+    path = tmp_path / "conn.yaml"
+    apply_docs(lab, path, [server, service("conn", selector={"app": "conn"}, ports=[{"port": 7000}])])
+    ip = get(lab, "services", "conn")["spec"]["clusterIP"]
+    talk = ("import socket,sys\n"
+            f"s=socket.create_connection(('{ip}',7000),timeout=5); f=s.makefile('rwb',0)\n"
+            "for line in sys.stdin: f.write(line.encode()); print(f.readline().decode().strip(), flush=True)\n")
+    eventually(lambda: "conn" in cli(lab, "exec", "client", "--", "python3", "-c",
+                                     f"import socket; socket.create_connection(('{ip}',7000),timeout=1); print('conn')").stdout,
+               timeout=30)
+    proc = subprocess.Popen([*labtools_exec(lab, "client"), "python3", "-c", talk], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write("before\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "echo before"
+        rules_before = proxy_rules(lab)
+        os.kill(LabState(lab).pid(), signal.SIGKILL)
+        assert cli(lab, "up").returncode == 0
+        eventually(lambda: http(lab, "client", f"http://{get(lab, 'services', 'web')['spec']['clusterIP']}/hostname").stdout)
+        proc.stdin.write("after\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "echo after"
+        assert proxy_rules(lab) == rules_before  # adopted, not doubled
+    finally:
+        proc.kill()
+    cli(lab, "delete", "-f", str(path), check=True)
+
+
+def proxy_rules(lab: str) -> list[str]:
+    """node-1's kube-proxy rules in whichever mode the lab runs (the nftables table, or the KUBE
+    lines of iptables-save), without counters."""
+    table = cli(lab, "exec", "node/node-1", "--", "nft", "list", "table", "ip", "kube-proxy")
+    if table.returncode == 0:
+        return sorted(table.stdout.splitlines())
+    saved = cli(lab, "exec", "node/node-1", "--", "iptables-save", check=True).stdout
+    return sorted(line.split(" [")[0] for line in saved.splitlines() if "KUBE" in line)

@@ -327,3 +327,10 @@ def test_the_tracker_recomputes_only_the_services_an_event_touched():
     third = tracker.ports()
     assert [sp.id for sp in third] == ["default/web/tcp/http", "default/web/udp/udp"]
     assert third[0] is second["default/web/tcp/http"]  # untouched: the same object, so its rules are cached
+
+
+def test_internal_traffic_policy_local_without_a_local_endpoint_drops():
+    """Upstream drops (it does not refuse) when endpoints exist but none on this node."""
+    local = with_spec(WEB, internalTrafficPolicy="Local")
+    assert "10.96.0.10 . tcp . 80 : drop" in render(local, node="node-3")
+    assert "10.96.0.11 . tcp . 80 : goto reject-chain" in render(local, EMPTY, node="node-3")

@@ -35,6 +35,8 @@ class AgentConfig:
     lease_seconds: int = 40
     labels: dict[str, str] = field(default_factory=dict)  # kubelet's --node-labels
     iface: str = names.UNDERLAY_IF
+    proxy_mode: str = "nftables"  # kube-proxy's --proxy-mode
+    iptables_backend: str = "nft"  # with proxy_mode iptables: nft or legacy
 
 
 def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
@@ -95,7 +97,8 @@ class NodeAgent:
         runtime = Runtime([plugin_dir()], str(config.state_dir / "cni-cache"), exec_netns=config.netns)
         self.kubelet = Kubelet(client, config.node_name, config.netns, config.pod_netns_prefix,
                                config.state_dir, runtime)
-        self.proxy = Proxier(client, config.node_name, config.netns, config.cluster_cidr)
+        self.proxy = Proxier(client, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
+                             iptables_backend=config.iptables_backend)
         self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
         self.nodes.add_handler(self.overlay_loop.trigger)
         self.vtep_mac: str | None = None

@@ -322,6 +322,40 @@ def bench_api(pods: int, concurrency: int, watchers: int, writes: int, backends:
         click.echo(line)
 
 
+@bench.command(name="proxy")
+@click.option("--services", default="1000,10000", show_default=True,
+              help="Service counts, comma-separated (3 endpoints each); the latency baseline is added.")
+@click.option("--baseline", default=100, show_default=True, help="Services the first-packet latency is compared with.")
+@click.option("--connects", default=300, show_default=True, help="Timed new TCP connections per mode and size.")
+@click.option("--changes", default=10, show_default=True, help="Incremental syncs of one changed Service per size.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["nftables", "iptables-legacy", "iptables-nft"]),
+              help="Only these proxy modes (default: all the proxier offers).")
+@click.option("--slow", is_flag=True, help="Also run iptables-nft above 1,000 Services (minutes at 10,000).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@friendly
+def bench_proxy(services: str, baseline: int, connects: int, changes: int, modes: tuple[str, ...], slow: bool,
+                output: str) -> None:
+    """Full sync, one-Service sync and first-packet latency of the proxy modes as Services grow."""
+    from netplane.bench import proxy as bench
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane bench proxy needs root (it creates network namespaces)")
+    try:
+        sizes = tuple(int(s.replace("_", "")) for s in services.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter("give Service counts like 1000,10000", param_hint="'--services'") from None
+    if not sizes or min(sizes) < 2 or baseline < 2:
+        raise click.BadParameter("every Service count must be at least 2", param_hint="'--services'")
+    opts = bench.Options(services=sizes, baseline=baseline, connects=connects, changes=changes,
+                         modes=modes or bench.MODES, slow=slow)
+    result = bench.run(opts, lambda line: click.echo(line, err=True))
+    if output == "json":
+        click.echo(printers.dump(result.to_json(), "json"))
+        return
+    for line in bench.table(result):
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="netplane")
 

@@ -8,8 +8,9 @@ import asyncio
 import socket
 
 from netplane import names
-from netplane.kernel import nft
+from netplane.kernel import iptables, nft
 from netplane.kernel.links import index, netlink
+from netplane.lab.model import Network
 
 
 def _routes(node_netns: str) -> set[str]:
@@ -29,7 +30,18 @@ def expected_addresses(services: list[dict], slices: list[dict]) -> set[str]:
     return found
 
 
-async def lagging_nodes(lab_name: str, nodes: list[dict], services: list[dict], slices: list[dict]) -> dict[str, str]:
+async def proxy_rules(space: str, network: Network) -> str:
+    """A node's kube-proxy rules as text, in the lab's proxy mode; empty while there are none."""
+    try:
+        if network.proxyMode == "nftables":
+            return await nft.list_table(space, f"ip {names.NFT_TABLE}")
+        return await iptables.save_text(space, network.iptablesBackend)
+    except (nft.NftError, iptables.IptablesError):
+        return ""
+
+
+async def lagging_nodes(lab_name: str, network: Network, nodes: list[dict], services: list[dict],
+                        slices: list[dict]) -> dict[str, str]:
     """The nodes whose kernel does not yet hold what the API says, with what each one misses."""
     cidrs = {n["metadata"]["name"]: n.get("spec", {}).get("podCIDR") for n in nodes}
     addresses = expected_addresses(services, slices)
@@ -38,10 +50,7 @@ async def lagging_nodes(lab_name: str, nodes: list[dict], services: list[dict], 
         space = names.node_netns(lab_name, name)
         peers = {c for other, c in cidrs.items() if other != name and c}
         routes = await asyncio.to_thread(_routes, space)
-        try:
-            rules = await nft.list_table(space, f"ip {names.NFT_TABLE}")
-        except nft.NftError:
-            rules = ""
+        rules = await proxy_rules(space, network)
         missing = [f"no route to {c}" for c in sorted(peers - routes)]
         missing += [f"no rule for {a}" for a in sorted(addresses) if a not in rules]
         if missing:

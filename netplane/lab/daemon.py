@@ -98,7 +98,8 @@ async def run(state: LabState) -> None:
         NodeAgent(Client(*connect), AgentConfig(
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
-            lease_seconds=lab.nodeLeaseSeconds, labels=lab.nodeLabels.get(node, {})))
+            lease_seconds=lab.nodeLeaseSeconds, labels=lab.nodeLabels.get(node, {}),
+            proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend))
         for node in lab.nodes
     ]
     client = Client(*connect)

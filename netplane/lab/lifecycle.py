@@ -116,7 +116,7 @@ async def _converge(lab: Lab, state: LabState, objects: list[dict], say: Say, de
             if ready == len(lab.nodes) and running == len(pods):
                 services = (await client.list("services"))["items"]
                 slices = (await client.list("endpointslices"))["items"]
-                lagging = await converge.lagging_nodes(lab.name, nodes, services, slices)
+                lagging = await converge.lagging_nodes(lab.name, lab.network, nodes, services, slices)
                 line = (f"data plane: routes and rules in place on {len(nodes) - len(lagging)}/{len(nodes)} nodes "
                         f"(waiting for {'; '.join(f'{n}: {m}' for n, m in lagging.items())})"
                         if lagging else "data plane: routes and rules in place on every node")

@@ -10,6 +10,7 @@ only this node's for external traffic (NodePort, external and load-balancer IPs)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from netplane import names
 
@@ -44,12 +45,12 @@ class ServicePort:
     internal_local: bool = False
     endpoints: tuple[Endpoint, ...] = ()
 
-    @property
+    @cached_property
     def id(self) -> str:
         """`ns/name/proto/port-name`, kube-proxy's ServicePortName shape (port number when unnamed)."""
         return f"{self.namespace}/{self.service}/{self.protocol}/{self.port_name or self.port}"
 
-    @property
+    @cached_property
     def hash(self) -> str:
         return names.short_hash(self.id)
 

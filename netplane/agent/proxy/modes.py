@@ -27,16 +27,17 @@ class NftablesMode:
     def __init__(self, netns: str | None, node: str, cluster_cidr: str) -> None:
         self.netns = netns
         self.cache = FragmentCache(lambda sp: nftables.fragment(sp, node, cluster_cidr))
+        self.base = nftables.base()
         self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
 
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
-        fragments = {"": nftables.base(), **self.cache.fragments(ports)}
+        fragments = {"": self.base, **self.cache.fragments(ports)}
         if full or self.applied is None:
             existing = await nft.table_objects(self.netns, nftables.TABLE)
             everything = merge(fragments.values())
             script = nftables.declare(everything) if existing is None else nftables.replace(everything, *existing)
         else:
-            changes = diff(self.applied, fragments)
+            changes = diff(self.applied, fragments, self.cache)
             if not changes:
                 return False
             script = nftables.update(changes)

@@ -144,12 +144,12 @@ def fragment(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
         entries["service-ips"][f"{sp.cluster_ip} . {key}"] = f"goto {service_chain(sp)}"
         masquerade = f"ip daddr {sp.cluster_ip} {sp.protocol} dport {sp.port} ip saddr != {cluster_cidr} jump mark-for-masquerade"
         chains[service_chain(sp)] = (masquerade, *_choose(sp, cluster))
-    else:
-        entries["no-endpoint-services"][f"{sp.cluster_ip} . {key}"] = "goto reject-chain"
+    # nowhere to go at all: reject; nowhere on this node with a Local policy: drop, as upstream
+    missing = "drop" if usable(list(sp.endpoints)) else "goto reject-chain"
+    if not cluster:
+        entries["no-endpoint-services"][f"{sp.cluster_ip} . {key}"] = missing
     if sp.has_external:
         chains[external_chain(sp)] = tuple(_external_rules(sp, external, bool(cluster), cluster_cidr))
-        # nowhere to go at all: reject; nowhere on this node with a Local policy: drop, as upstream
-        missing = "drop" if usable(list(sp.endpoints)) else "goto reject-chain"
         verdict = f"goto {external_chain(sp)}" if external else missing
         for ip in (*sp.external_ips, *sp.load_balancer_ips):
             entries["service-ips" if external else "no-endpoint-services"][f"{ip} . {key}"] = verdict

@@ -25,7 +25,8 @@ def make_mode(name: str, netns: str | None, node: str, cluster_cidr: str, iptabl
     raise ValueError(f"proxy mode {name!r}: choose one of {', '.join(MODES)}")
 
 
-def other_modes(name: str, netns: str | None, node: str, cluster_cidr: str, iptables_backend: str = "nft") -> list[Mode]:
+def other_modes(name: str, netns: str | None, node: str, cluster_cidr: str,
+                iptables_backend: str = "nft") -> list[Mode]:
     """The modes whose rules a node in mode `name` must not keep (iptables mode removes its rules
     from both backends; its own first sync clears the backend it does not use)."""
     return [make_mode(m, netns, node, cluster_cidr, iptables_backend) for m in MODES if m != name]

@@ -8,6 +8,7 @@ port costs one identity check per sync.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -52,14 +53,15 @@ def merge(fragments: Iterable[Fragment]) -> Fragment:
     return Fragment(chains, entries, sets)
 
 
-def diff(old: dict[str, Fragment], new: dict[str, Fragment]) -> Diff:
+def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: FragmentCache | None = None) -> Diff:
     """What turns the rules of `old` into those of `new` (both keyed by ServicePort id).
 
     Chain and set names derive from the port's id, so they never move between ports; a shared
     entry may (a Service deleted and another created on its address), hence deletes go first, and
-    some are held by several ports at once."""
+    some are held by several ports at once. With the cache that rendered `new` from `old`, only the
+    ports it rendered anew are compared."""
     d = Diff()
-    for key in old.keys() | new.keys():
+    for key in old.keys() | new.keys() if cache is None else cache.changed:
         before, after = old.get(key, EMPTY), new.get(key, EMPTY)
         if before is after:
             continue
@@ -83,14 +85,15 @@ def diff(old: dict[str, Fragment], new: dict[str, Fragment]) -> Diff:
                     d.write_chains.update(after.chains)
         d.delete_sets |= before.sets.keys() - after.sets.keys()
     if d.delete_entries:  # an entry several ports share (a hairpin pair) stays while one holds it
-        for f in new.values():
-            for name, going in d.delete_entries.items():
-                held = f.entries.get(name)
-                if held:
-                    for k in [k for k in going if held.get(k) == going[k]]:
-                        del going[k]
-        d.delete_entries = {name: going for name, going in d.delete_entries.items() if going}
+        holders = cache.holders if cache is not None else _holders(new.values())
+        d.delete_entries = {name: kept for name, going in d.delete_entries.items()
+                            if (kept := {k: v for k, v in going.items() if not holders[(name, k, v)]})}
     return d
+
+
+def _holders(fragments: Iterable[Fragment]) -> Counter[tuple[str, str, str]]:
+    """How many fragments hold each (shared object, key, value)."""
+    return Counter((name, k, v) for f in fragments for name, items in f.entries.items() for k, v in items.items())
 
 
 EMPTY = Fragment()
@@ -102,13 +105,24 @@ class FragmentCache:
     def __init__(self, render: Callable[[ServicePort], Fragment]) -> None:
         self._render = render
         self._by_id: dict[str, tuple[ServicePort, Fragment]] = {}
+        self.changed: set[str] = set()  # the ports rendered anew or gone at the last call
+        self.holders: Counter[tuple[str, str, str]] = Counter()  # of the fragments of the last call
 
     def fragments(self, ports: Iterable[ServicePort]) -> dict[str, Fragment]:
         found: dict[str, tuple[ServicePort, Fragment]] = {}
+        fragments: dict[str, Fragment] = {}
+        changed = set()
+        known = self._by_id
         for sp in ports:
-            cached = self._by_id.get(sp.id)
+            key = sp.id
+            cached = known.get(key)
             if cached is None or (cached[0] is not sp and cached[0] != sp):
                 cached = (sp, self._render(sp))
-            found[sp.id] = cached
+                changed.add(key)
+            found[key] = cached
+            fragments[key] = cached[1]
+        self.changed = changed | (known.keys() - found.keys())
+        self.holders -= _holders(known[key][1] for key in self.changed if key in known)
+        self.holders += _holders(fragments[key] for key in self.changed if key in fragments)
         self._by_id = found
-        return {key: fragment for key, (_, fragment) in found.items()}
+        return fragments
