@@ -334,3 +334,51 @@ def test_internal_traffic_policy_local_without_a_local_endpoint_drops():
     local = with_spec(WEB, internalTrafficPolicy="Local")
     assert "10.96.0.10 . tcp . 80 : drop" in render(local, node="node-3")
     assert "10.96.0.11 . tcp . 80 : goto reject-chain" in render(local, EMPTY, node="node-3")
+
+
+def test_the_proxier_clears_the_other_mode_and_its_periodic_full_sync_repairs_drift(make_netns, tmp_path):
+    """A node that ran iptables mode switches to nftables: its KUBE chains go. Then someone deletes
+    a map element behind the proxy's back; the first sync after the full-sync period (0.5 s here,
+    an hour by default) puts it back, where an incremental sync would have sent nothing."""
+    from test_api import serving
+
+    from netplane.agent.proxy.modes import IptablesMode
+    from netplane.agent.proxy.proxier import Proxier
+    from netplane.kernel import iptables
+
+    space = make_netns("switch")
+    asyncio.run(IptablesMode(space, "node-1", CIDR).sync(ports(WEB), True))
+    assert any("KUBE-SVC" in c for c in asyncio.run(iptables.save(space, "nft")).chains)
+    element = "10.96.0.10 . tcp . 80 : goto service-"
+
+    async def until(condition) -> None:
+        for _ in range(100):
+            if await condition():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("not reached in 5 s")
+
+    async def has_element() -> bool:
+        return element in await nft.list_ruleset(space)
+
+    async def scenario() -> None:
+        async with serving(tmp_path) as (_, client, _port):
+            svc = await client.create("services", {"apiVersion": "v1", "kind": "Service", **copy.deepcopy(WEB)})
+            await client.create("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                                                   "addressType": "IPv4", **SLICE})
+            proxier = Proxier(client, "node-1", space, CIDR, mode="nftables", full_sync_seconds=0.5)
+            tasks = [asyncio.create_task(t.run()) for t in (*proxier.informers(), proxier.loop)]
+            try:
+                await until(has_element)
+                assert not any("KUBE" in c for c in (await iptables.save(space, "nft")).chains)
+                await nft.apply(space, "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n")
+                await asyncio.sleep(0.6)
+                svc["metadata"]["labels"] = {"touched": "yes"}  # wakes the loop; the rules stay the same
+                await client.update("services", svc)
+                await until(has_element)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(scenario())

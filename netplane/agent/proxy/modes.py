@@ -73,7 +73,7 @@ class IptablesMode:
             saved = await iptables.save(self.netns, self.backend)
             script = proxy_iptables.full(fragments, saved.chains, saved.jumps)
         else:
-            changes = diff(self.applied, fragments)
+            changes = diff(self.applied, fragments, self.cache)
             if not changes:
                 return False
             script = proxy_iptables.update(fragments, changes)
