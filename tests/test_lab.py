@@ -523,3 +523,13 @@ def proxy_rules(lab: str) -> list[str]:
         return sorted(table.stdout.splitlines())
     saved = cli(lab, "exec", "node/node-1", "--", "iptables-save", check=True).stdout
     return sorted(line.split(" [")[0] for line in saved.splitlines() if "KUBE" in line)
+
+
+def test_an_external_ip_on_a_node_reaches_the_endpoints_from_the_underlay(lab, tmp_path):
+    path = tmp_path / "ext.yaml"
+    apply_docs(lab, path, [service("ext", selector={"app": "web"}, externalIPs=["172.30.0.11"],
+                                   ports=[{"port": 8088, "targetPort": 8080}])])
+    url = "http://172.30.0.11:8088/hostname"
+    client = lambda: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2", url).stdout  # noqa: E731
+    assert eventually(lambda: {client() for _ in range(12)} == {"web-1", "web-2"})
+    cli(lab, "delete", "-f", str(path), check=True)

@@ -382,3 +382,14 @@ def test_the_proxier_clears_the_other_mode_and_its_periodic_full_sync_repairs_dr
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_sctp_services_load_though_this_kernel_cannot_carry_sctp(make_netns):
+    """The rules are protocol-generic; the VM's kernel has no SCTP sockets to send real packets."""
+    space = make_netns("sctp")
+    sctp = with_spec(WEB, type="NodePort", ports=[{"name": "s", "port": 80, "protocol": "SCTP", "nodePort": 30090}])
+    sctp_slice = {**SLICE, "ports": [{"name": "s", "protocol": "SCTP", "port": 9000}]}
+    assert sync(NftablesMode(space, "node-1", CIDR), True, sctp, slices=(sctp_slice,))
+    listed = asyncio.run(nft.list_ruleset(space))
+    assert "10.96.0.10 . sctp . 80 : goto service-" in listed and "sctp . 30090 : goto external-" in listed
+    assert "meta l4proto sctp dnat to 10.244.1.2:9000" in listed

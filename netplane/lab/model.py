@@ -11,7 +11,7 @@ network:
   proxyMode: nftables           # nftables | iptables (kube-proxy's two Linux modes)
   iptablesBackend: nft          # iptables mode's tools: nft (iptables-nft, as on Debian 12 and
                                 #   current distros; nft tracing sees its rules) or legacy
-                                #   (x_tables: a first sync of 10,000 Services takes 2 s, 69 s with nft)
+                                #   (x_tables: a first sync of 10,000 Services takes 2.8 s, 140 s with nft)
 manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
 nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
 storage: sqlite                 # sqlite (a file in the lab's state directory) or etcd://host:port[,host:port]
