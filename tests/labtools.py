@@ -6,7 +6,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 NETPLANE = str(Path(sys.executable).parent / "netplane")
 
@@ -44,3 +47,14 @@ def eventually(check: Callable[[], object], timeout: float = 15, interval: float
             last = err
         time.sleep(interval)
     raise AssertionError(f"condition not met in {timeout} s; last: {last!r}")
+
+
+def default_lab_file(directory: Path, proxy_mode: str) -> str:
+    """The default lab, written as a lab file in the given proxy mode."""
+    default = resources.files("netplane.lab")
+    data = yaml.safe_load(default.joinpath("default.yaml").read_text())
+    data["network"]["proxyMode"] = proxy_mode
+    data["manifests"] = [str(default.joinpath(m)) for m in data["manifests"]]
+    path = directory / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)

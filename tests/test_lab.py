@@ -15,13 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import resources
 
 import pytest
 import yaml
 
 from conftest import unique_lab
-from labtools import cli, eventually, get, http, pod_ip
+from labtools import cli, default_lab_file, eventually, get, http, pod_ip
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import lifecycle, model
@@ -32,15 +31,10 @@ from netplane.lab.state import LabState
 def lab(request, tmp_path_factory):
     """The default lab in each proxy mode."""
     name = unique_lab()
-    default = resources.files("netplane.lab")
-    data = yaml.safe_load(default.joinpath("default.yaml").read_text())
-    data["network"]["proxyMode"] = request.param
-    data["manifests"] = [str(default.joinpath(m)) for m in data["manifests"]]
-    path = tmp_path_factory.mktemp(request.param) / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = default_lab_file(tmp_path_factory.mktemp(request.param), request.param)
     lines: list[str] = []
     try:
-        summary = lifecycle.up(model.load(str(path), name), lines.append)
+        summary = lifecycle.up(model.load(path, name), lines.append)
         assert summary.pods == 4 and summary.nodes == 2
         yield name
     finally:

@@ -22,12 +22,13 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
 from conftest import unique_lab
-from labtools import pod_ip
+from labtools import default_lab_file, pod_ip
 from netplane import names
 from netplane.trace import nat, probe as probelib, render, resolve, tracer
 from netplane.trace.capture import Frame
 from netplane.trace.hops import Hop, ordered
 from netplane.trace.match import Encap, Matcher
+from netplane.lab.model import IMPLEMENTED_PROXY_MODES
 from netplane.trace.resolve import Place
 
 CLIENT, WEB1, WEB2, VIP = "10.244.0.3", "10.244.0.4", "10.244.1.2", "10.96.0.2"
@@ -252,8 +253,8 @@ def report() -> render.Report:
 
 def test_json_has_the_documented_shape():
     data = json.loads(json.dumps(render.to_json(report())))
-    assert set(data) == {"delivered", "replied", "hops", "nat"}
-    assert data["delivered"] is True and data["replied"] is True
+    assert set(data) == {"delivered", "replied", "hops", "nat", "rules", "reason", "notes"}
+    assert data["delivered"] is True and data["replied"] is True and data["reason"] is None
     assert set(data["hops"][0]) == {"node", "netns", "interface", "direction", "src", "dst", "sport", "dport", "encap"}
     assert data["hops"][0]["encap"] is None
     assert data["hops"][3]["encap"] == {"vni": 1, "outer_src": NODE1, "outer_dst": NODE2, "port": 8472}
@@ -302,6 +303,9 @@ def test_dest_forms():
     assert resolve.parse_dest("svc/web:81") == resolve.Dest("service", "web", "81")
     assert resolve.parse_dest("service/web:http") == resolve.Dest("service", "web", "http")
     assert resolve.parse_dest("10.96.0.2") == resolve.Dest("ip", "10.96.0.2")
+    assert resolve.parse_dest("172.30.0.11:30080") == resolve.Dest("ip", "172.30.0.11", "30080")
+    with pytest.raises(resolve.TraceError, match="must be a number"):
+        resolve.parse_dest("172.30.0.11:http")
     with pytest.raises(resolve.TraceError):
         resolve.parse_dest("svc/")
 
@@ -336,26 +340,28 @@ def test_endpoints_come_from_the_slices_with_their_pods():
 
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=IMPLEMENTED_PROXY_MODES)
+def lab(request, tmp_path_factory):
     from netplane.lab import lifecycle, model
     name = unique_lab("trh")
     try:
-        lifecycle.up(model.load(None, name=name), lambda line: None)
+        lifecycle.up(model.load(default_lab_file(tmp_path_factory.mktemp(request.param), request.param), name=name),
+                     lambda line: None)
         yield name
     finally:
         if lifecycle.is_up(name):
             lifecycle.down(name)
 
 
-def trace_in(lab_name: str, dest: str, proto: str | None = None) -> tuple[render.Report, resolve.Target]:
+def trace_in(lab_name: str, dest: str, proto: str | None = None, source: str = "client"
+             ) -> tuple[render.Report, resolve.Target]:
     from netplane.api.client import Client
     from netplane.lab.state import LabState
     state = LabState(lab_name)
 
     async def target():
         async with Client(*state.connection()) as client:
-            return await resolve.Resolver(client, state.load_lab()).target("client", dest, "default", proto, None)
+            return await resolve.Resolver(client, state.load_lab()).target(source, dest, "default", proto, None)
 
     t = asyncio.run(target())
     return tracer.run(t), t
@@ -445,3 +451,33 @@ def test_service_to_a_remote_endpoint_shows_dnat_then_vxlan(lab):
     wrapped = [h for h in report.hops if h.direction == "request" and h.encap]
     assert wrapped and all((h.encap.vni, h.encap.port) == (1, 8472) for h in wrapped)
     assert wrapped[0].dst == web2  # the inner packet already carries the endpoint: DNAT before the tunnel
+
+
+def test_from_a_node_to_a_pod_on_the_other_node(lab):
+    report, target = trace_in(lab, "web-2", source="node/node-1")
+    assert target.src_ip == "172.30.0.11" and target.title.startswith("node/node-1 (172.30.0.11) -> pod/web-2")
+    assert report.delivered and report.replied
+    assert any(h.encap and h.encap.vni == 1 for h in report.hops if h.direction == "request")
+
+
+def test_from_the_underlay_client_to_a_nodeport_and_a_load_balancer_ip(lab, tmp_path):
+    from labtools import cli, eventually, get
+    manifest = tmp_path / "lb.yaml"
+    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "tr-lb"},
+                                    "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                                             "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))
+    cli(lab, "apply", "-f", str(manifest), check=True)
+    try:
+        svc = eventually(lambda: (s := get(lab, "services", "tr-lb"))["status"].get("loadBalancer", {}).get("ingress")
+                         and s)
+        node_port = svc["spec"]["ports"][0]["nodePort"]
+        report, target = eventually(lambda: (r := trace_in(lab, f"172.30.0.12:{node_port}", source="underlay/client"))[0]
+                                    .delivered and r)
+        assert target.title.startswith(f"underlay/client (172.30.0.2) -> svc/tr-lb:http nodePort on node/node-2")
+        assert [n.type for n in report.nat if n.node == "node-2"][:1] == ["DNAT"]
+        lb_ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+        report, target = trace_in(lab, f"{lb_ip}:80", source="underlay/client")
+        assert report.delivered and target.dst_ip == lb_ip
+        assert any(n.type == "DNAT" and n.from_ == f"{lb_ip}:80" for n in report.nat)
+    finally:
+        cli(lab, "delete", "-f", str(manifest))

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import statistics
 import sys
 from collections.abc import Callable
 
@@ -237,32 +239,138 @@ def resolve_netns(ctx: click.Context, target: str, namespace: str) -> str:
 
 
 @cli.command()
-@click.argument("pod")
-@click.argument("dest")
+@click.argument("src", metavar="SRC")
+@click.argument("dest", metavar="DEST")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), help="The probe's protocol [default: tcp, "
               "or the protocol of the Service port DEST names].")
 @click.option("--port", type=int, help="The destination port for a pod or an IP DEST [default: 8080].")
 @click.option("-n", "--namespace", default="default", show_default=True)
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="With --count above 1, json prints a list of reports.")
+@click.option("--count", metavar="N", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Send N probes one after the other, each with its own report.")
+@click.option("--pcap", "pcap_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write the probe's copies as pcapng: NN-NODE-NETNS-IFACE.pcapng per interface it was seen on, "
+                   "all.pcapng with all of them (one subdirectory per probe with --count).")
+@click.option("--svg", "svg_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Draw the path over the lab as SVG (FILE-1.svg, FILE-2.svg... with --count).")
 @click.pass_context
 @friendly
-def trace(ctx: click.Context, pod: str, dest: str, proto: str | None, port: int | None, namespace: str,
-          output: str) -> None:
-    """Send one probe from POD to DEST (a pod, svc/NAME[:PORT] or an IP) and show every hop it makes.
+def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int | None, namespace: str,
+          output: str, count: int, pcap_dir: str | None, svg_file: str | None) -> None:
+    """Send one probe from SRC (a pod, node/NAME, or underlay/client: the host outside the cluster) to
+    DEST (a pod, svc/NAME[:PORT] or an IP[:PORT]) and show every hop it makes.
 
-    Exits 0 when the probe reached a destination pod, 1 when it did not."""
-    from netplane.trace import render, resolve, tracer  # imported here: scapy takes half a second to load
+    Exits 0 when the probe (every probe, with --count) reached its destination, 1 when one did not."""
+    from pathlib import Path
+
+    from netplane.trace import pcap, render, resolve, svg, tracer  # here: scapy takes half a second to load
 
     if os.geteuid() != 0:
         raise click.ClickException("netplane trace needs root (it captures in the lab's namespaces)")
     lab = lab_state(ctx).load_lab()
     try:
-        target = run_api(ctx, lambda client: resolve.Resolver(client, lab).target(pod, dest, namespace, proto, port))
+        target = run_api(ctx, lambda client: resolve.Resolver(client, lab).target(src, dest, namespace, proto, port))
     except resolve.TraceError as err:
         raise click.ClickException(str(err)) from None
-    report = tracer.run(target)
-    click.echo(printers.dump(render.to_json(report), "json") if output == "json" else render.table(report))
-    ctx.exit(0 if report.delivered else 1)
+    topology = None
+    if svg_file:
+        topology = svg.topology(lab, run_api(ctx, lambda client: client.list("pods"))["items"])
+    reports = []
+    for i in range(1, count + 1):
+        report = tracer.run(target)
+        reports.append(report)
+        if pcap_dir:
+            where = Path(pcap_dir) if count == 1 else Path(pcap_dir) / str(i)
+            files = pcap.write_trace(report, where)
+            click.echo(f"pcap: {len(files) - 1} interface files and {pcap.MERGED} "
+                       f"({len(pcap.hop_frames(report))} frames) in {where}", err=True)
+        if svg_file:
+            path = Path(svg_file)
+            if count > 1:
+                path = path.with_name(f"{path.stem}-{i}{path.suffix or '.svg'}")
+            svg.write(path, report, topology)
+            click.echo(f"svg: {path}", err=True)
+        if output == "table":
+            click.echo(("\n" if i > 1 else "") + render.table(report))
+    if output == "json":
+        data = [render.to_json(r) for r in reports]
+        click.echo(printers.dump(data[0] if count == 1 else data, "json"))
+    elif count > 1:
+        click.echo(f"\n{count} probes: {sum(r.delivered for r in reports)} delivered, "
+                   f"{sum(r.replied for r in reports)} replied")
+    ctx.exit(0 if all(r.delivered for r in reports) else 1)
+
+
+@cli.command()
+@click.argument("where", metavar="WHERE")
+@click.argument("interface", metavar="[IFACE]", required=False)
+@click.option("-w", "--write", "out", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the frames to a pcapng file (- for standard output) instead of printing them.")
+@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after COUNT frames.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds.")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.pass_context
+@friendly
+def capture(ctx: click.Context, where: str, interface: str | None, out: str | None, count: int | None,
+            seconds: float | None, namespace: str) -> None:
+    """Capture live in a lab namespace: WHERE is a pod, node/NAME, underlay/client or underlay (the switch);
+    IFACE one of its interfaces (all of them when left out).
+
+    One line per frame (time, interface, in/out, a summary with what a VXLAN packet carries), or a
+    pcapng file with -w. Stops on Ctrl-C, after COUNT frames or after S seconds."""
+    import signal
+
+    from netplane.trace import live, pcap, resolve
+    from netplane.trace.hops import UNDERLAY
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane capture needs root (it captures in the lab's namespaces)")
+    lab = lab_state(ctx).load_lab()
+    if where == UNDERLAY:
+        place = resolve.Place(names.underlay_netns(lab.name), UNDERLAY)
+    else:
+        try:
+            _, _, place = run_api(ctx, lambda client: resolve.Resolver(client, lab).source(where, namespace))
+        except resolve.TraceError as err:
+            raise click.ClickException(str(err)) from None
+    if not netns.exists(place.netns):
+        raise click.ClickException(f"network namespace {place.netns} does not exist")
+    if interface is not None:
+        present = live.interfaces(place)
+        if interface not in present:
+            raise click.ClickException(f"no interface {interface!r} in {place.netns} "
+                                       f"(interfaces: {', '.join(present)})")
+
+    def stop(signum, frame):  # SIGTERM ends the capture as Ctrl-C does: the file is complete
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`&`)
+    sink = None if out is None else (sys.stdout.buffer if out == "-" else open(out, "wb"))
+    writer = None if sink is None else pcap.Writer(sink)
+    seen = 0
+    where_text = f"{place.netns}" + (f" on {interface}" if interface else " on every interface")
+    frames = live.frames(place, interface, count, seconds,
+                         ready=lambda: click.echo(f"capturing in {where_text} (Ctrl-C to stop)", err=True))
+    try:
+        with contextlib.closing(frames):  # the socket is closed however the loop ends
+            for frame in frames:
+                seen += 1
+                if writer is not None:
+                    writer.frame(frame)
+                    writer.flush()
+                else:
+                    click.echo(live.line(frame))
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # the reader of stdout went away (`| head`, a closed wireshark)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        if sink is not None and sink is not sys.stdout.buffer:
+            sink.close()
+    written = f", written to {out}" if out and out != "-" else ""
+    click.echo(f"{seen} frame{'' if seen == 1 else 's'} captured{written}", err=True)
 
 
 @cli.group()
@@ -320,6 +428,22 @@ def bench_api(pods: int, concurrency: int, watchers: int, writes: int, backends:
         results.append(bench.run(backend, opts))
     for line in bench.table(results, opts):
         click.echo(line)
+
+
+@bench.command(name="trace")
+@click.option("--rounds", default=5, show_default=True, help="Traces (and peer requests) per path.")
+@friendly
+def bench_trace(rounds: int) -> None:
+    """How long `netplane trace` takes on each path of the default lab, next to curl on the same path."""
+    from netplane.bench import trace as bench
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane bench trace needs root (it brings up a lab and traces in it)")
+    click.echo(f"a default lab; {rounds} traces and {rounds} curl requests per path, interleaved ...")
+    for r in bench.run(rounds):
+        click.echo(f"{r.path:24} trace median {statistics.median(r.trace):5.2f} s (max {max(r.trace):5.2f} s, "
+                   f"{r.delivered}/{len(r.trace)} delivered); curl through netplane exec "
+                   f"{statistics.median(r.peer):5.2f} s; ratio {r.ratio:4.1f}")
 
 
 @bench.command(name="proxy")

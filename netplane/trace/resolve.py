@@ -1,17 +1,21 @@
 """What to trace and where to look: SRC and DEST resolved through the lab's API, the namespaces to
 watch taken from the lab (its nodes, its underlay, pod namespaces by name).
 
-DEST is a pod name, `svc/NAME[:PORT]` (PORT a number or a port name; by default the Service's first
-port of the probe's protocol) or an IP address (a pod's, a ClusterIP, a node's, or any other).
-For a Service every endpoint pod of its EndpointSlices is watched, since kube-proxy picks one at
-random.
+SRC is a pod (`[pod/]NAME`), a node (`node/NAME`) or the underlay client (`underlay/client`, a
+host outside the cluster). DEST is a pod name, `svc/NAME[:PORT]` (PORT a number
+or a port name; by default the Service's first port of the probe's protocol) or an address
+`IP[:PORT]`: a pod's, a ClusterIP, a node's (with a NodePort: that Service), a Service's external or
+load-balancer IP, or any other. For a Service every endpoint pod of its EndpointSlices is watched,
+since kube-proxy picks one at random.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 
 from netplane import names
+from netplane.agent.proxy.model import ServicePort, service_ports
 from netplane.kernel import netns
 from netplane.trace.hops import UNDERLAY
 from netplane.trace.probe import PROTOCOLS
@@ -20,6 +24,8 @@ DEFAULT_PORT = 8080  # the echo server's HTTP/UDP port in the demo app
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SERVICE_PREFIXES = ("svc/", "service/", "services/")
 POD_PREFIXES = ("pod/", "po/", "pods/")
+NODE_PREFIXES = ("node/", "nodes/", "no/")
+CLIENT_NAMES = ("underlay/client",)
 
 
 class TraceError(ValueError):
@@ -42,10 +48,14 @@ def parse_dest(text: str) -> Dest:
         return Dest("service", name, port or None)
     if text.startswith(POD_PREFIXES):
         return Dest("pod", text.split("/", 1)[1])
+    address, colon, port = text.partition(":")
     try:
-        return Dest("ip", str(ipaddress.IPv4Address(text)))
+        ip = str(ipaddress.IPv4Address(address))
     except ValueError:
         return Dest("pod", text)
+    if colon and not port.isdigit():
+        raise TraceError(f"{text!r}: the port after the address must be a number")
+    return Dest("ip", ip, port or None)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class Target:
     watch: tuple[Place, ...]
     node_netns: tuple[Place, ...]   # the nodes' namespaces (for their conntrack)
     switches: tuple[Place, ...] = ()  # the namespaces that hold bridges: the nodes and the underlay
+    services: tuple[ServicePort, ...] = ()  # the lab's Service ports, to name the rules the probe hits
 
 
 def service_port(svc: dict, spec: str | None, proto: str | None) -> dict:
@@ -109,6 +120,13 @@ def slice_endpoints(slices: list[dict], port: dict) -> list[dict]:
     return found
 
 
+def _service_addresses(svc: dict) -> set[str]:
+    """The addresses a Service answers on besides NodePorts: ClusterIP, external and load-balancer IPs."""
+    spec = svc.get("spec", {})
+    ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
+    return ({spec.get("clusterIP")} | set(spec.get("externalIPs") or ()) | {i["ip"] for i in ingress if i.get("ip")}) - {None}
+
+
 def _unique(places: list[Place]) -> tuple[Place, ...]:
     seen: dict[str, Place] = {}
     for p in places:
@@ -128,13 +146,22 @@ class Resolver:
         return Place(names.pod_netns(self.prefix, meta.get("namespace", "default"), meta["name"]),
                      pod.get("spec", {}).get("nodeName") or "")
 
-    async def source(self, name: str, namespace: str) -> tuple[dict, Place]:
+    async def source(self, name: str, namespace: str) -> tuple[str, str, Place]:
+        """(label, address, namespace) of SRC: a pod, node/NAME or the underlay client."""
+        if name in CLIENT_NAMES:
+            return "underlay/client", self.lab.client_ip, Place(names.client_netns(self.lab.name), UNDERLAY)
+        if name.startswith(NODE_PREFIXES):
+            node = name.split("/", 1)[1]
+            if node not in self.lab.nodes:
+                raise TraceError(f"no node {node!r} in lab {self.lab.name} (nodes: {', '.join(self.lab.nodes)})")
+            return f"node/{node}", self.lab.node_ip(node), Place(names.node_netns(self.lab.name, node), node)
         pod = await self.client.get("pods", name.split("/", 1)[1] if name.startswith(POD_PREFIXES) else name,
                                     namespace)
         place = self.pod_place(pod)
-        if not pod.get("status", {}).get("podIP") or not netns.exists(place.netns):
+        ip = pod.get("status", {}).get("podIP")
+        if not ip or not netns.exists(place.netns):
             raise TraceError(f"pod {namespace}/{pod['metadata']['name']} has no network yet (is it Running?)")
-        return pod, place
+        return f"{namespace}/{pod['metadata']['name']}", ip, place
 
     async def destination(self, dest: Dest, namespace: str, proto: str | None, port: int | None
                           ) -> tuple[str, str, str, int | None, list[Place]]:
@@ -144,6 +171,8 @@ class Resolver:
             return await self._service(svc, dest.port if dest.port is not None else
                                        (str(port) if port is not None and proto != "icmp" else None), proto)
         proto = proto or "tcp"
+        if dest.port is not None:
+            port = int(dest.port)
         dport = None if proto == "icmp" else (port or DEFAULT_PORT)
         if dest.kind == "pod":
             pod = await self.client.get("pods", dest.name, namespace)
@@ -153,8 +182,9 @@ class Resolver:
             return f"pod/{dest.name}", proto, ip, dport, [self.pod_place(pod)]
         return await self._address(dest.name, proto, dport)
 
-    async def _service(self, svc: dict, spec: str | None, proto: str | None):
-        ip = svc.get("spec", {}).get("clusterIP")
+    async def _service(self, svc: dict, spec: str | None, proto: str | None, address: str | None = None):
+        """A Service port's label, protocol, address (its ClusterIP unless another of its own) and endpoints."""
+        ip = address or svc.get("spec", {}).get("clusterIP")
         name = svc["metadata"]["name"]
         if not ip or ip == "None":
             raise TraceError(f"service {name!r} has no ClusterIP (headless); trace one of its pods instead")
@@ -176,11 +206,18 @@ class Resolver:
         pods = [p for p in (await self.client.list("pods"))["items"] if p.get("status", {}).get("podIP") == ip]
         if pods:
             return f"pod/{pods[0]['metadata']['name']}", proto, ip, dport, [self.pod_place(p) for p in pods]
-        services = [s for s in (await self.client.list("services"))["items"]
-                    if s.get("spec", {}).get("clusterIP") == ip]
+        all_services = (await self.client.list("services"))["items"]
+        services = [s for s in all_services if ip in _service_addresses(s)]
         if services:
-            return await self._service(services[0], str(dport) if dport is not None else None, proto)
+            return await self._service(services[0], str(dport) if dport is not None else None, proto, ip)
         nodes = [n for n in self.lab.nodes if self.lab.node_ip(n) == ip]
+        by_node_port = [(s, p) for s in all_services for p in s.get("spec", {}).get("ports") or []
+                        if nodes and dport is not None and p.get("nodePort") == dport
+                        and p.get("protocol", "TCP").lower() == proto]
+        if by_node_port:
+            svc, p = by_node_port[0]
+            label, proto, _, _, places = await self._service(svc, str(p["port"]), proto)
+            return f"{label} nodePort on node/{nodes[0]}", proto, ip, dport, places
         return (f"node/{nodes[0]}" if nodes else ip), proto, ip, dport, [
             Place(names.node_netns(self.lab.name, n), n) for n in nodes]
 
@@ -188,13 +225,14 @@ class Resolver:
                      port: int | None) -> Target:
         if proto is not None and proto not in PROTOCOLS:
             raise TraceError(f"protocol {proto!r}: choose one of {', '.join(PROTOCOLS)}")
-        pod, src = await self.source(source, namespace)
+        src_label, src_ip, src = await self.source(source, namespace)
         label, proto, dst_ip, dport, dests = await self.destination(parse_dest(dest_text), namespace, proto, port)
         dests = [d for d in dests if netns.exists(d.netns)]
         nodes = [Place(names.node_netns(self.lab.name, n), n) for n in self.lab.nodes]
         underlay = Place(names.underlay_netns(self.lab.name), UNDERLAY)
-        src_ip = pod["status"]["podIP"]
         where = f"{dst_ip}:{dport}" if dport is not None else dst_ip
-        title = f"{namespace}/{pod['metadata']['name']} ({src_ip}) -> {label} ({where}) {proto}"
+        title = f"{src_label} ({src_ip}) -> {label} ({where}) {proto}"
+        services, slices = await asyncio.gather(self.client.list("services"), self.client.list("endpointslices"))
         return Target(title, proto, src_ip, src, dst_ip, dport, tuple(d.netns for d in dests),
-                      _unique([src, *nodes, underlay, *dests]), tuple(nodes), (*nodes, underlay))
+                      _unique([src, *nodes, underlay, *dests]), tuple(nodes), (*nodes, underlay),
+                      tuple(service_ports(services["items"], slices["items"])))

@@ -4,12 +4,18 @@ The capture stops as soon as a reply is back in the source pod (everything befor
 queued on the sockets, which are drained once more), or after CAPTURE_SECONDS when nothing comes
 back. Frames are matched in time order at the end, so that a reply is judged knowing every address
 the request was seen going to.
+
+Rule hits (rules.py): around the capture, each node holds a temporary table that sets nftrace on
+the probe's packets only, and an `nft monitor` that reports the chains and rules they meet; both
+are gone when `run` returns, whatever happened. The hits are mapped to the lab's Service ports
+(given by the caller, or read through the lab's API), and a probe that was not delivered gets a
+reason: the rule that stopped it, else what the hops say.
 """
 from __future__ import annotations
 
 import time
 
-from netplane.trace import capture, hops as hoplib, nat as natlib, probe as probelib
+from netplane.trace import capture, hops as hoplib, nat as natlib, probe as probelib, rules as ruleslib
 from netplane.trace.hops import Hop
 from netplane.trace.match import Matcher
 from netplane.trace.render import Report
@@ -61,9 +67,23 @@ def translations(target: Target, probe: probelib.Probe, hops: list[Hop], check: 
     return natlib.confirm(inferred, tracked, set(tables))
 
 
-def run(target: Target, seconds: float = CAPTURE_SECONDS, check_conntrack: bool = True) -> Report:
+def run(target: Target, seconds: float = CAPTURE_SECONDS, check_conntrack: bool = True,
+        rule_hits: bool = True) -> Report:
+    """Trace one probe; rule hits are mapped to the target's Service ports (read by the resolver).
+    `rule_hits=False` leaves the nodes' netfilter alone altogether (no table, no monitor)."""
     probe = probelib.new(target.proto, target.src_ip, target.dst_ip, target.dport)
-    frames = collect(target, probe, seconds)
+    found: list[ruleslib.Hit] = []
+    notes: list[str] = []
+    catalog = ruleslib.Catalog([])
+    if rule_hits:
+        catalog = ruleslib.Catalog(list(target.services))
+        tracing = ruleslib.RuleTrace(target.node_netns, probe)
+        with tracing:
+            frames = collect(target, probe, seconds)
+        found = ruleslib.hits(tracing.events(), probe, catalog)
+        notes += tracing.notes
+    else:
+        frames = collect(target, probe, seconds)
     hops = hops_of(frames, probe, capture.bridge_ports(target.switches))
     destinations = set(target.destinations)
     if destinations:
@@ -71,5 +91,7 @@ def run(target: Target, seconds: float = CAPTURE_SECONDS, check_conntrack: bool 
     else:  # an address outside the lab's pods and nodes: only an answer shows it got there
         delivered = hoplib.answered(hops, target.source.netns)
     reached = next((h.netns for h in hops if h.direction == "request" and h.netns in destinations), "")
+    reason = None if delivered else ruleslib.reason(found, hops, catalog)
     return Report(target.title, delivered, hoplib.replied(hops, target.source.netns), hops,
-                  translations(target, probe, hops, check_conntrack), reached)
+                  translations(target, probe, hops, check_conntrack), reached, frames,
+                  rules=found, reason=reason, notes=notes)
