@@ -481,3 +481,51 @@ def test_from_the_underlay_client_to_a_nodeport_and_a_load_balancer_ip(lab, tmp_
         assert any(n.type == "DNAT" and n.from_ == f"{lb_ip}:80" for n in report.nat)
     finally:
         cli(lab, "delete", "-f", str(manifest))
+
+
+def test_path1_containers_of_one_pod_over_localhost(lab):
+    from netplane.api.client import Client
+    from netplane.lab.state import LabState
+    state = LabState(lab)
+
+    async def target():
+        async with Client(*state.connection()) as client:
+            return await resolve.Resolver(client, state.load_lab()).target("duo", "127.0.0.1", "default", "tcp", 8080)
+
+    report = tracer.run(asyncio.run(target()))
+    assert report.delivered and report.replied and report.nat == []
+    assert {(render.short_netns(h.netns), h.interface) for h in report.hops} == {("pod.default.duo", "lo")}
+
+
+def test_a_nodeport_with_local_policy_is_dropped_on_a_node_without_an_endpoint(lab, tmp_path):
+    from labtools import cli, eventually
+    manifest = tmp_path / "local.json"
+    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "tr-local"},
+                                    "spec": {"type": "NodePort", "externalTrafficPolicy": "Local",
+                                             "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))
+    cli(lab, "apply", "-f", str(manifest), check=True)
+    try:
+        port = json.loads(cli(lab, "get", "service", "tr-local", "-o", "json", check=True).stdout)["spec"]["ports"][0]["nodePort"]
+        cli(lab, "delete", "pod", "web-2", check=True)  # node-2 keeps no endpoint of app=web
+        report, _ = eventually(lambda: (r := trace_in(lab, f"172.30.0.12:{port}", source="underlay/client"))[0].reason
+                               and "externalTrafficPolicy Local" in r[0].reason and r)
+        assert not report.delivered and "no local endpoint on node-2" in report.reason
+        assert any(r.node == "node-2" and r.verdict == "drop" for r in report.rules)
+    finally:
+        cli(lab, "delete", "-f", str(manifest))
+        cli(lab, "apply", "-f", str(Path(resolve.__file__).parents[1] / "lab" / "demo.yaml"))
+        eventually(lambda: json.loads(cli(lab, "get", "pod", "web-2", "-o", "json").stdout or "{}")
+                   .get("status", {}).get("phase") == "Running", timeout=30)
+
+
+def test_a_trace_does_not_disturb_traffic_that_flows_meanwhile(lab):
+    from labtools import NETPLANE
+    ip = json.loads(subprocess.run([NETPLANE, "--lab", lab, "get", "service", "web", "-o", "json"], capture_output=True,
+                                   text=True, check=True).stdout)["spec"]["clusterIP"]
+    loop = "for i in $(seq 40); do curl -sS -m 2 -o /dev/null -w '%{http_code}\\n' http://" + ip + "/hostname; done"
+    traffic = subprocess.Popen([NETPLANE, "--lab", lab, "exec", "client", "--", "sh", "-c", loop],
+                               stdout=subprocess.PIPE, text=True)
+    for _ in range(3):
+        assert trace_in(lab, "svc/web")[0].delivered
+    codes = traffic.communicate(timeout=60)[0].split()
+    assert codes == ["200"] * 40
