@@ -89,7 +89,7 @@ def call(handlers: dict, env: dict, stdin: str) -> tuple[int, dict]:
     return status, json.loads(out.getvalue())
 
 
-@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0"])
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
 def test_add_plumbs_the_pod_and_returns_the_spec_result(node, runtime, pod, tmp_path, version):
     conf, att = network(tmp_path, version), pod(1)
     result = asyncio.run(runtime.add(conf, att))
@@ -98,7 +98,7 @@ def test_add_plumbs_the_pod_and_returns_the_spec_result(node, runtime, pod, tmp_
     assert [i["name"] for i in result["interfaces"]] == ["cni0", host_veth, "eth0"]
     assert result["interfaces"][2]["sandbox"] == att.netns_path
     ip = {"address": "10.244.1.2/24", "gateway": GATEWAY, "interface": 2}
-    assert result["ips"] == [ip | ({"version": "4"} if version != "1.0.0" else {})]
+    assert result["ips"] == [ip | ({"version": "4"} if version < "1.0.0" else {})]
     assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": GATEWAY}]
     assert result["cniVersion"] == version and result["dns"] == {}
 
@@ -254,15 +254,15 @@ def test_errors_carry_the_spec_codes(tmp_path, env, stdin, code):
     stdin = stdin if isinstance(stdin, str) else json.dumps(stdin)
     status, reply = call(bridge.HANDLERS, env, stdin)
     assert status != 0 and reply["code"] == code and reply["msg"], reply
-    assert reply["cniVersion"] in ("0.3.1", "1.0.0")
+    assert reply["cniVersion"] in ("0.3.1", "1.0.0", "1.1.0")
 
 
 @pytest.mark.parametrize("launcher", ["netplane-bridge", "netplane-host-local"])
 def test_version_lists_the_supported_versions(launcher):
     done = subprocess.run([os.path.join(plugin_dir(), launcher)], input=b'{"cniVersion": "1.0.0"}',
                           env=dict(os.environ, CNI_COMMAND="VERSION"), capture_output=True, check=True)
-    assert json.loads(done.stdout) == {"cniVersion": "1.0.0",
-                                       "supportedVersions": ["0.3.1", "0.4.0", "1.0.0"]}
+    assert json.loads(done.stdout) == {"cniVersion": "1.1.0",
+                                       "supportedVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
 
 
 SPY = """#!{python}
@@ -324,3 +324,36 @@ def test_interoperates_with_the_reference_plugins(node, pod, tmp_path, plugin, i
     asyncio.run(runtime.delete(conf, att))
     assert reservations(tmp_path) == {}
     assert node_link(node, result["interfaces"][1]["name"]) is None
+
+
+def test_gc_keeps_the_valid_attachments_and_drops_the_rest(node, runtime, pod, tmp_path):
+    """CNI 1.1 GC through the runtime: the stale attachment's veth, reservation and cache go; the
+    valid one keeps all three. A reservation nobody's cache knows of goes too (the plugins' GC)."""
+    conf = network(tmp_path, "1.1.0")
+    keep, stale, lost = pod(1), pod(2), pod(3)
+    for att in (keep, stale, lost):
+        asyncio.run(runtime.add(conf, att))
+    (tmp_path / "cache" / f"netplane-{lost.container_id}-eth0").unlink()  # only the plugins can find it now
+    orphan = tmp_path / "ipam" / "netplane" / "10.244.1.200"
+    orphan.write_bytes(b"gone-long-ago\r\neth0")
+    asyncio.run(runtime.gc(conf, [keep]))
+    assert node_link(node, names.host_veth(keep.container_id)) is not None
+    assert node_link(node, names.host_veth(stale.container_id)) is None
+    assert node_link(node, names.host_veth(lost.container_id)) is None
+    assert set(reservations(tmp_path).values()) == {f"{keep.container_id}\r\neth0".encode()}
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"netplane-{keep.container_id}-eth0"]
+    with pytest.raises(CNIError) as refused:
+        asyncio.run(runtime.gc(network(tmp_path, "1.0.0"), [keep]))
+    assert refused.value.code == 1  # GC came with 1.1.0
+
+
+def test_status_is_fine_until_the_range_is_full(node, runtime, tmp_path):
+    conf = network(tmp_path, "1.1.0")
+    asyncio.run(runtime.status(conf))
+    directory = tmp_path / "ipam" / "netplane"
+    directory.mkdir(parents=True, exist_ok=True)
+    for host in range(2, 255):  # every usable address of 10.244.1.0/24 but the gateway
+        (directory / f"10.244.1.{host}").write_bytes(b"someone\r\neth0")
+    with pytest.raises(CNIError) as unavailable:
+        asyncio.run(runtime.status(conf))
+    assert unavailable.value.code == 50 and unavailable.value.plugin == bridge.TYPE

@@ -1,6 +1,7 @@
-"""The CNI protocol, shared by netplane's plugins and its runtime (CNI SPEC 1.0.0).
+"""The CNI protocol, shared by netplane's plugins and its runtime (CNI SPEC 1.1.0).
 
-Plugins answer 0.3.1, 0.4.0 and 1.0.0 configurations; their handlers build 1.0.0 results and
+Plugins answer 0.3.1, 0.4.0, 1.0.0 and 1.1.0 configurations (GC and STATUS from 1.1.0 on); their
+handlers build 1.0.0-shaped results (1.1.0 results have the same shape) and
 ``main`` (the skel: env, stdin and stdout injectable, so tests call a plugin in-process) reshapes
 them for the configuration's version. Only the standard library is imported here: a plugin is a
 fresh interpreter per command, and VERSION or a refused configuration should not pay for netlink.
@@ -15,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO
 
-SUPPORTED_VERSIONS = ("0.3.1", "0.4.0", "1.0.0")
-SPEC_VERSION = "1.0.0"
+SUPPORTED_VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
+SPEC_VERSION = "1.1.0"
 
 # The SPEC's well-known error codes, plus the skel's 999 for failures the SPEC has no code for.
 UNKNOWN = 0
@@ -28,6 +29,8 @@ IO_FAILURE = 5
 DECODING_FAILURE = 6
 INVALID_CONFIG = 7
 TRY_AGAIN_LATER = 11
+NOT_AVAILABLE = 50  # STATUS: the plugin cannot serve ADD now
+LIMITED_CONNECTIVITY = 51  # STATUS: and existing attachments may have limited connectivity
 INTERNAL = 999
 
 # The runtime parameters each command needs (CNI_NETNS is optional for DEL: the pod may be gone).
@@ -35,8 +38,12 @@ REQUIRED_ENV = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
     "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
     "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
+    "STATUS": ("CNI_PATH",),
     "VERSION": (),
 }
+PER_ATTACHMENT = ("ADD", "CHECK", "DEL")  # the commands about one container's interface
+SINCE = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}  # the first version that has a command
 CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
 
@@ -90,9 +97,9 @@ def parse_args(env: Mapping[str, str]) -> Args:
     args = Args(command, env.get("CNI_CONTAINERID", ""), env.get("CNI_NETNS", ""),
                 env.get("CNI_IFNAME", ""), tuple(p for p in env.get("CNI_PATH", "").split(os.pathsep) if p),
                 env.get("CNI_ARGS", ""))
-    if command != "VERSION" and not CONTAINER_ID_RE.match(args.container_id):
+    if command in PER_ATTACHMENT and not CONTAINER_ID_RE.match(args.container_id):
         raise CNIError(INVALID_ENVIRONMENT, "invalid characters in CNI_CONTAINERID", args.container_id)
-    if command != "VERSION" and (not IFNAME_RE.match(args.ifname) or args.ifname in (".", "..")):
+    if command in PER_ATTACHMENT and (not IFNAME_RE.match(args.ifname) or args.ifname in (".", "..")):
         raise CNIError(INVALID_ENVIRONMENT, "invalid CNI_IFNAME", args.ifname)
     return args
 
@@ -112,9 +119,13 @@ def parse_config(text: str) -> dict:
     return conf
 
 
+def at_least(version: str, minimum: str) -> bool:
+    return tuple(map(int, version.split("."))) >= tuple(map(int, minimum.split(".")))
+
+
 def versioned(result: dict, version: str) -> dict:
     """A 1.0.0 result in the shape of version: before 1.0.0 every ip names its IP version."""
-    if version == SPEC_VERSION:
+    if at_least(version, "1.0.0"):
         return {"cniVersion": version} | result
     ips = [ip | {"version": "6" if ":" in ip["address"] else "4"} for ip in result.get("ips", [])]
     return {"cniVersion": version} | result | {"ips": ips}
@@ -133,8 +144,9 @@ def main(handlers: Mapping[str, Handler], env: Mapping[str, str] | None = None,
         else:
             conf = parse_config((sys.stdin if stdin is None else stdin).read())
             version = conf["cniVersion"]
-            if args.command == "CHECK" and version == "0.3.1":
-                raise CNIError(INCOMPATIBLE_VERSION, "config version does not allow CHECK", version)
+            if not at_least(version, SINCE.get(args.command, "0.0.0")):
+                raise CNIError(INCOMPATIBLE_VERSION, f"config version does not allow {args.command}",
+                               f"{args.command} needs cniVersion {SINCE[args.command]} or later, not {version}")
             result = handlers[args.command](args, conf)
             reply = None if result is None else versioned(result, version)
     except CNIError as err:

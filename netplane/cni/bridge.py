@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import secrets
 import sys
 from contextlib import suppress
@@ -228,7 +229,31 @@ def check(args: Args, conf: dict) -> None:
         raise CNIError(INTERNAL, f"interface {args.ifname} lacks {sorted(map(str, wanted - present))}")
 
 
-HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check}
+HOST_VETH_RE = re.compile(r"veth[0-9a-f]{8}")  # names.host_veth's shape: the ports this plugin made
+
+
+def gc(args: Args, conf: dict) -> None:
+    """Remove the bridge's veths and the IPAM reservations of attachments that are not valid."""
+    cfg = parse_config(conf)
+    keep = {names.host_veth(c, i) for c, i in ipam.valid_attachments(conf)}
+    ipam.run("GC", conf, args)
+    with links.netlink(None) as host:
+        bridge = links.get(host, cfg.bridge)
+        if bridge is None:
+            return
+        for link in host.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            if link.get_attr("IFLA_MASTER") == bridge["index"] and HOST_VETH_RE.fullmatch(name) and name not in keep:
+                with links.tolerate(errno.ENODEV):
+                    host.link("del", index=link["index"])
+
+
+def status(args: Args, conf: dict) -> None:
+    parse_config(conf)
+    ipam.run("STATUS", conf, args)
+
+
+HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
 
 if __name__ == "__main__":
     sys.exit(main(HANDLERS))

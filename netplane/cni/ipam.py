@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from netplane.cni import INTERNAL, INVALID_CONFIG, Args, CNIError, find_plugin, main, parse_output
+from netplane.cni import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, Args, CNIError, find_plugin, main, parse_output
 
 TYPE = "netplane-host-local"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -139,18 +139,21 @@ def _owner(args: Args) -> bytes:
     return f"{args.container_id}\r\n{args.ifname}".encode()
 
 
-def _reserved_by(directory: Path, args: Args) -> list[Address]:
-    """The addresses reserved for this container and interface."""
-    owner, found = _owner(args), []
+def _reservations(directory: Path) -> Iterator[tuple[Path, bytes]]:
+    """Each reservation file and the owner written in it (container id CR LF interface)."""
     for entry in directory.iterdir():
         if entry.name == LOCK or entry.name.startswith(LAST_RESERVED):
             continue
         try:
-            if entry.read_bytes().strip() == owner:
-                found.append(ipaddress.ip_address(entry.name))
-        except (FileNotFoundError, ValueError):
+            yield entry, entry.read_bytes().strip()
+        except FileNotFoundError:
             continue
-    return found
+
+
+def _reserved_by(directory: Path, args: Args) -> list[Address]:
+    """The addresses reserved for this container and interface."""
+    owner = _owner(args)
+    return [ipaddress.ip_address(entry.name) for entry, held in _reservations(directory) if held == owner]
 
 
 def _reserve(directory: Path, index: int, ranges: tuple[Range, ...], args: Args) -> dict:
@@ -208,7 +211,36 @@ def check(args: Args, conf: dict) -> None:
         raise CNIError(INTERNAL, f"no address is reserved for {args.container_id} {args.ifname}")
 
 
-HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check}
+def valid_attachments(conf: dict) -> set[tuple[str, str]]:
+    """(container id, interface) of every attachment GC must keep (`cni.dev/valid-attachments`)."""
+    found = conf.get("cni.dev/valid-attachments", [])
+    if not isinstance(found, list) or not all(isinstance(a, dict) for a in found):
+        raise CNIError(INVALID_CONFIG, "cni.dev/valid-attachments must be a list of {containerID, ifname}")
+    return {(str(a.get("containerID")), str(a.get("ifname"))) for a in found}
+
+
+def gc(args: Args, conf: dict) -> None:
+    """Release every reservation whose attachment is not among the valid ones."""
+    cfg, keep = parse_config(conf), valid_attachments(conf)
+    if not cfg.directory.is_dir():
+        return
+    keep_owners = {f"{c}\r\n{i}".encode() for c, i in keep}
+    with _locked(cfg.directory):
+        for entry, held in list(_reservations(cfg.directory)):
+            if held not in keep_owners:
+                entry.unlink(missing_ok=True)
+
+
+def status(args: Args, conf: dict) -> None:
+    """Ready unless a range set has no free address left (SPEC: code 50, ADD would fail)."""
+    cfg = parse_config(conf)
+    for index, ranges in enumerate(cfg.range_sets):
+        if not any(not (cfg.directory / str(ip)).exists() for _, ip in _candidates(ranges, None)):
+            spans = ", ".join(f"{r.start}-{r.end}" for r in ranges)
+            raise CNIError(NOT_AVAILABLE, f"range set {index} has no free address", spans)
+
+
+HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
 
 
 def run(command: str, conf: dict, args: Args) -> dict | None:

@@ -2,7 +2,9 @@
 
 ADD runs the plugins of a list in order, each getting the previous one's result as prevResult, and
 caches the last result; CHECK runs them in order against the cached result; DEL runs them in
-reverse (with the cached result as prevResult from 0.4.0 on) and drops the cache. Plugins run as
+reverse (with the cached result as prevResult from 0.4.0 on) and drops the cache. GC (1.1.0)
+deletes the cached attachments that are not among the valid ones, then asks every plugin to drop
+what belongs to no valid attachment; STATUS (1.1.0) asks every plugin whether it can serve ADD. Plugins run as
 subprocesses inside ``exec_netns``, the emulated node's namespace, so what they make lands there.
 As with libcni, a failed ADD is not undone here: the caller runs DEL, as CRI runtimes do.
 """
@@ -14,8 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from netplane.cni import (CONTAINER_ID_RE, IFNAME_RE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNKNOWN, Args,
-                          CNIError, find_plugin, parse_output)
+from netplane.cni import (CONTAINER_ID_RE, IFNAME_RE, INCOMPATIBLE_VERSION, INVALID_CONFIG, SINCE, UNKNOWN, Args,
+                          CNIError, at_least, find_plugin, parse_output)
 from netplane.kernel import netns
 
 __all__ = ["Attachment", "CNIError", "Runtime", "plugin_dir"]
@@ -51,8 +53,9 @@ def _network(conf: dict) -> tuple[str, str, list[dict]]:
     return name, version, plugins
 
 
-def _at_least(version: str, minimum: str) -> bool:
-    return tuple(map(int, version.split("."))) >= tuple(map(int, minimum.split(".")))
+def _require(command: str, version: str) -> None:
+    if not at_least(version, SINCE[command]):
+        raise CNIError(INCOMPATIBLE_VERSION, f"{command} needs cniVersion {SINCE[command]} or later, not {version}")
 
 
 class Runtime:
@@ -75,8 +78,7 @@ class Runtime:
     async def check(self, conf: dict, att: Attachment) -> None:
         """Ask every plugin whether the attachment is still as ADD made it."""
         name, version, plugins = _network(conf)
-        if not _at_least(version, "0.4.0"):
-            raise CNIError(INCOMPATIBLE_VERSION, f"CHECK needs cniVersion 0.4.0 or later, not {version}")
+        _require("CHECK", version)
         cached = self._cached(name, att)
         if cached is None:
             raise CNIError(UNKNOWN, f"no cached result for {att.container_id} {att.ifname} on {name}")
@@ -86,18 +88,40 @@ class Runtime:
     async def delete(self, conf: dict, att: Attachment) -> None:
         """Detach the pod; fine when already detached (the plugins make DEL idempotent)."""
         name, version, plugins = _network(conf)
-        cached = self._cached(name, att) if _at_least(version, "0.4.0") else None
+        cached = self._cached(name, att) if at_least(version, "0.4.0") else None
         for plugin in reversed(plugins):
             await self._run("DEL", plugin, name, version, att, cached)
         self._cache(name, att).unlink(missing_ok=True)
 
-    async def _run(self, command: str, plugin: dict, name: str, version: str, att: Attachment,
+    async def gc(self, conf: dict, valid: list[Attachment]) -> None:
+        """Detach every cached attachment of the network that is not valid, then let each plugin
+        drop what belongs to no valid attachment."""
+        name, version, plugins = _network(conf)
+        _require("GC", version)
+        keep = {(a.container_id, a.ifname) for a in valid}
+        for entry in self.cache_dir.glob(f"{name}-*[!p]"):  # not the .tmp of a write under way
+            cached = json.loads(entry.read_text())
+            if cached["networkName"] == name and (cached["containerId"], cached["ifName"]) not in keep:
+                await self.delete(conf, Attachment(cached["containerId"], "", cached["ifName"]))
+        extra = {"cni.dev/valid-attachments": [{"containerID": c, "ifname": i} for c, i in sorted(keep)]}
+        for plugin in plugins:
+            await self._run("GC", plugin | extra, name, version, None, None)
+
+    async def status(self, conf: dict) -> None:
+        """Fine when every plugin can serve ADD; else the first plugin's error (code 50 or 51)."""
+        name, version, plugins = _network(conf)
+        _require("STATUS", version)
+        for plugin in plugins:
+            await self._run("STATUS", plugin, name, version, None, None)
+
+    async def _run(self, command: str, plugin: dict, name: str, version: str, att: Attachment | None,
                    prev: dict | None) -> dict | None:
         """Execute one plugin inside exec_netns with the SPEC's environment and stdin."""
         kind = plugin["type"]
         exe = find_plugin(kind, self.plugin_dirs)
         stdin = plugin | {"name": name, "cniVersion": version} | ({"prevResult": prev} if prev else {})
-        args = Args(command, att.container_id, att.netns_path, att.ifname, tuple(self.plugin_dirs))
+        args = (Args(command, att.container_id, att.netns_path, att.ifname, tuple(self.plugin_dirs)) if att
+                else Args(command, path=tuple(self.plugin_dirs)))
         env = args.env(command)
         proc = await asyncio.create_subprocess_exec(
             *netns.command(self.exec_netns, [exe]), env=env,
