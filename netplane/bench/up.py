@@ -6,10 +6,8 @@ Measured, per round (a fresh default lab each):
 - pod start: PODS extra echo pods created at once (half per node), each timed from its create to
   Running as the API reports it (namespace, CNI ADD, process start, status write included);
 - down: `netplane down`.
-Peer: the CNI ADD alone, of the reference `bridge` + `host-local` plugins (Debian's
-containernetworking-plugins) and of netplane's own plugins, with the same config into identical
-throw-away namespaces, run through the same runtime; the ratio is netplane's median over the
-reference's.
+Peer: the CNI ADD alone, of the reference `bridge` + `host-local` plugins and of netplane's own
+(netplane.bench.cni); the ratio is netplane's median over the reference's.
 """
 from __future__ import annotations
 
@@ -18,17 +16,10 @@ import secrets
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from netplane import names
-from netplane.agent.node import cni_config
 from netplane.api.client import Client
-from netplane.cni.runtime import Attachment, Runtime, plugin_dir
-from netplane.kernel import netns
 from netplane.lab import lifecycle, model
 from netplane.lab.state import LabState
-
-REFERENCE_PLUGINS = "/usr/lib/cni"
 
 
 @dataclass(frozen=True)
@@ -73,49 +64,6 @@ def lab_round(pods: int) -> Round:
         start = time.monotonic()
         lifecycle.down(lab.name)
     return Round(up, starts, time.monotonic() - start)
-
-
-def _reference_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
-    conf = cni_config(pod_cidr, mtu, data_dir)
-    conf["plugins"][0]["type"] = "bridge"
-    conf["plugins"][0]["ipam"]["type"] = "host-local"
-    return conf
-
-
-async def _cni_adds(conf: dict, plugin_dirs: list[str], node: str, count: int, work: Path) -> list[float]:
-    runtime = Runtime(plugin_dirs, str(work / "cache"), exec_netns=node)
-    times, pods = [], []
-    try:
-        for i in range(count):
-            pod = f"{node}.pod.{i}"
-            await asyncio.to_thread(netns.create, pod)
-            pods.append(pod)
-            start = time.monotonic()
-            await runtime.add(conf, Attachment(f"bench{i:04d}", netns.path(pod)))
-            times.append(time.monotonic() - start)
-        for i, pod in enumerate(pods):
-            await runtime.delete(conf, Attachment(f"bench{i:04d}", netns.path(pod)))
-    finally:
-        for pod in pods:
-            netns.delete(pod)
-    return times
-
-
-def cni_peer(count: int, work: Path) -> dict[str, list[float]]:
-    """Median-ready ADD times of netplane's plugins and of the reference plugins, same config."""
-    lab = f"bench-{secrets.token_hex(2)}"
-    results = {}
-    for label, conf, dirs in (
-        ("reference bridge + host-local", _reference_config("10.250.0.0/24", 1450, work / "ref-ipam"), [REFERENCE_PLUGINS]),
-        ("netplane-bridge + netplane-host-local", cni_config("10.250.0.0/24", 1450, work / "np-ipam"), [plugin_dir()]),
-    ):
-        node = f"{names.lab_prefix(lab)}{label.split()[0]}"
-        netns.create(node)
-        try:
-            results[label] = asyncio.run(_cni_adds(conf, dirs, node, count, work / label.split()[0]))
-        finally:
-            netns.delete(node)
-    return results
 
 
 def summary(values: list[float]) -> str:

@@ -389,7 +389,7 @@ def bench_up(rounds: int, pods: int, adds: int) -> None:
     import tempfile
     from pathlib import Path
 
-    from netplane.bench import up as bench
+    from netplane.bench import cni as cni_bench, up as bench
 
     results = []
     for i in range(rounds):
@@ -402,11 +402,31 @@ def bench_up(rounds: int, pods: int, adds: int) -> None:
     click.echo(f"pod start, create to Running ({len(starts)} pods, {pods} at once): {bench.summary(starts)}")
     click.echo(f"down: median {statistics.median([r.down for r in results]):.2f} s")
     with tempfile.TemporaryDirectory() as work:
-        peer = bench.cni_peer(adds, Path(work))
-    for label, times in peer.items():
-        click.echo(f"CNI ADD, {label}: {bench.summary(times)} ({adds} runs)")
-    ref, own = (statistics.median(t) for t in peer.values())
+        peer = cni_bench.compare(adds, 0, Path(work))
+    for r in peer:
+        click.echo(f"CNI ADD, {r.label}: {bench.summary(r.adds)} ({adds} runs)")
+    ref, own = (statistics.median(r.adds) for r in peer)
     click.echo(f"ratio netplane / reference CNI ADD (median): {own / ref:.2f}")
+
+
+@bench.command(name="cni")
+@click.option("--runs", default=100, show_default=True, help="ADDs, then DELs, one at a time, per plugin set.")
+@click.option("--parallel", default=50, show_default=True, help="ADDs at once on one node, per plugin set.")
+@friendly
+def bench_cni(runs: int, parallel: int) -> None:
+    """ADD and DEL times of netplane's plugins next to the reference bridge + host-local, same config."""
+    import tempfile
+    from pathlib import Path
+
+    from netplane.bench import cni as bench
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane bench cni needs root (it makes namespaces)")
+    click.echo(f"{runs} ADDs and DELs one at a time, then {parallel} ADDs at once, per plugin set ...")
+    with tempfile.TemporaryDirectory() as work:
+        results = bench.compare(runs, parallel, Path(work))
+    for line in bench.lines(results):
+        click.echo(line)
 
 
 @bench.command(name="api")
@@ -478,6 +498,44 @@ def bench_proxy(services: str, baseline: int, connects: int, changes: int, modes
         return
     for line in bench.table(result):
         click.echo(line)
+
+
+@cli.group()
+def cni() -> None:
+    """CNI tools: check a plugin against the CNI SPEC."""
+
+
+@cni.command(name="test")
+@click.option("--conf", "conf_file", required=True, type=click.File("r"),
+              help="The network config to test: one plugin's config, or a conflist holding one plugin.")
+@click.option("--plugin-dir", "plugin_dirs", multiple=True, metavar="DIR",
+              help="Where the plugin and its IPAM are (CNI_PATH); repeatable. "
+                   "Default: netplane's cni/ directory, then /usr/lib/cni.")
+@click.option("--check", "only", multiple=True, metavar="ID", help="Only these checks (repeatable).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def cni_test(conf_file, plugin_dirs: tuple[str, ...], only: tuple[str, ...], output: str) -> None:
+    """Run the CNI conformance checks on a plugin, in throw-away namespaces; exit 1 on any failure."""
+    import signal
+
+    from netplane.cni import conformance
+    from netplane.cni.runtime import plugin_dir
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane cni test needs root (it creates network namespaces)")
+
+    def stop(signum, frame):  # SIGTERM stops the suite as Ctrl-C does: its namespaces are removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    dirs = [os.path.abspath(d) for d in plugin_dirs] or [plugin_dir(), "/usr/lib/cni"]
+    try:
+        conf, exe = conformance.load(conf_file.read(), dirs)
+        outcomes = conformance.run(conf, dirs, exe, list(only) or None)
+    except conformance.ConfError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(conformance.as_json(outcomes) if output == "json" else conformance.as_table(outcomes))
+    if any(o.result == conformance.FAIL for o in outcomes):
+        sys.exit(1)
 
 
 def main() -> None:
