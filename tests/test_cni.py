@@ -357,3 +357,30 @@ def test_status_is_fine_until_the_range_is_full(node, runtime, tmp_path):
     with pytest.raises(CNIError) as unavailable:
         asyncio.run(runtime.status(conf))
     assert unavailable.value.code == 50 and unavailable.value.plugin == bridge.TYPE
+
+
+def test_the_cli_attaches_checks_and_detaches_a_namespace_as_cnitool_does(node, pod, tmp_path):
+    from labtools import NETPLANE
+    conf = tmp_path / "net.conflist"
+    conf.write_text(json.dumps(network(tmp_path)))
+    att = pod(1)
+    space = os.path.basename(att.netns_path)
+
+    def cni(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([NETPLANE, "cni", command, space, "--conf", str(conf), "--host-netns", node],
+                              capture_output=True, text=True, timeout=30)
+
+    added = cni("add")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["ips"][0]["address"] == "10.244.1.2/24"
+    assert cni("check").returncode == 0
+    assert cni("del").returncode == 0 and reservations(tmp_path) == {}
+    assert not [link for link in links_of(node) if link.startswith("veth")]
+    refused = subprocess.run([NETPLANE, "cni", "add", "np.no-such-ns", "--conf", str(conf)], capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode != 0 and "no network namespace 'np.no-such-ns'" in refused.stderr
+
+
+def links_of(space: str) -> list[str]:
+    with links.netlink(space) as ipr:
+        return [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import statistics
 import sys
@@ -502,7 +503,62 @@ def bench_proxy(services: str, baseline: int, connects: int, changes: int, modes
 
 @cli.group()
 def cni() -> None:
-    """CNI tools: check a plugin against the CNI SPEC."""
+    """CNI tools: attach a namespace as cnitool does, check a plugin against the CNI SPEC."""
+
+
+CNI_CACHE = "/var/lib/netplane/cni-cache"  # netplane's /var/lib/cni/results
+CNI_COMMAND_HELP = {
+    "add": "Attach NETNS (a name in /run/netns or a path) to the network, as cnitool does; print the result.",
+    "check": "Ask the network's plugins whether NETNS is still attached as ADD left it.",
+    "del": "Detach NETNS from the network (fine when it is not attached, or when NETNS is gone).",
+}
+
+
+def cnitool_container_id(netns_path: str) -> str:
+    """The container id cnitool makes up for a namespace: stable, so DEL finds what ADD did."""
+    import hashlib
+    return "cnitool-" + hashlib.sha512(netns_path.encode()).hexdigest()[:20]
+
+
+def cni_attachment_command(command: str):
+    """`netplane cni add|check|del NETNS --conf FILE`: one network operation on one namespace."""
+
+    @cni.command(name=command, help=CNI_COMMAND_HELP[command])
+    @click.argument("netns_name", metavar="NETNS")
+    @click.option("--conf", "conf_file", required=True, type=click.File("r"),
+                  help="The network: a conflist, or one plugin's config.")
+    @click.option("--plugin-dir", "plugin_dirs", multiple=True, metavar="DIR",
+                  help="Where the plugins are (CNI_PATH); repeatable. Default: netplane's cni/, then /usr/lib/cni.")
+    @click.option("--ifname", default="eth0", show_default=True)
+    @click.option("--host-netns", help="Run the plugins in this namespace [default: the current one, as cnitool].")
+    @friendly
+    def run(netns_name: str, conf_file, plugin_dirs: tuple[str, ...], ifname: str, host_netns: str | None) -> None:
+        from netplane.cni.runtime import Attachment, CNIError, Runtime, plugin_dir
+        from netplane.kernel import netns
+
+        path = netns_name if "/" in netns_name else netns.path(netns_name)
+        if command != "del" and not os.path.exists(path):
+            raise click.ClickException(f"no network namespace {netns_name!r} ({path})")
+        try:
+            conf = json.loads(conf_file.read())
+        except ValueError as err:
+            raise click.ClickException(f"{conf_file.name} is not JSON: {err}") from None
+        dirs = [os.path.abspath(d) for d in plugin_dirs] or [plugin_dir(), "/usr/lib/cni"]
+        runtime = Runtime(dirs, CNI_CACHE, exec_netns=host_netns)
+        att = Attachment(cnitool_container_id(path), path, ifname)
+        operation = {"add": runtime.add, "check": runtime.check, "del": runtime.delete}[command]
+        try:
+            result = asyncio.run(operation(conf, att))
+        except CNIError as err:
+            raise click.ClickException(str(err)) from None
+        if result is not None:
+            click.echo(json.dumps(result, indent=2))
+
+    return run
+
+
+for _command in ("add", "check", "del"):
+    cni_attachment_command(_command)
 
 
 @cni.command(name="test")
