@@ -529,3 +529,12 @@ def test_a_trace_does_not_disturb_traffic_that_flows_meanwhile(lab):
         assert trace_in(lab, "svc/web")[0].delivered
     codes = traffic.communicate(timeout=60)[0].split()
     assert codes == ["200"] * 40
+
+
+def test_no_rules_traces_the_packet_without_touching_netfilter(lab):
+    netplane = str(Path(sys.executable).parent / "netplane")
+    run = subprocess.run([netplane, "--lab", lab, "trace", "client", "svc/web", "--no-rules", "-o", "json"],
+                         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["delivered"] and data["rules"] == [] and any(n["type"] == "DNAT" for n in data["nat"])

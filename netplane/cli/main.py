@@ -255,10 +255,12 @@ def resolve_netns(ctx: click.Context, target: str, namespace: str) -> str:
                    "all.pcapng with all of them (one subdirectory per probe with --count).")
 @click.option("--svg", "svg_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Draw the path over the lab as SVG (FILE-1.svg, FILE-2.svg... with --count).")
+@click.option("--no-rules", is_flag=True,
+              help="Do not trace the netfilter rules: the nodes' rulesets stay untouched, and no rule hits are shown.")
 @click.pass_context
 @friendly
 def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int | None, namespace: str,
-          output: str, count: int, pcap_dir: str | None, svg_file: str | None) -> None:
+          output: str, count: int, pcap_dir: str | None, svg_file: str | None, no_rules: bool) -> None:
     """Send one probe from SRC (a pod, node/NAME, or underlay/client: the host outside the cluster) to
     DEST (a pod, svc/NAME[:PORT] or an IP[:PORT]) and show every hop it makes.
 
@@ -279,7 +281,7 @@ def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int 
         topology = svg.topology(lab, run_api(ctx, lambda client: client.list("pods"))["items"])
     reports = []
     for i in range(1, count + 1):
-        report = tracer.run(target)
+        report = tracer.run(target, rule_hits=not no_rules)
         reports.append(report)
         if pcap_dir:
             where = Path(pcap_dir) if count == 1 else Path(pcap_dir) / str(i)
