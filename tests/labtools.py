@@ -49,12 +49,18 @@ def eventually(check: Callable[[], object], timeout: float = 15, interval: float
     raise AssertionError(f"condition not met in {timeout} s; last: {last!r}")
 
 
-def default_lab_file(directory: Path, proxy_mode: str) -> str:
-    """The default lab, written as a lab file in the given proxy mode."""
+def default_lab_file(directory: Path, proxy_mode: str, backend: str = "nft", extra: tuple[dict, ...] = ()) -> str:
+    """The default lab, written as a lab file in the given proxy mode (and iptables backend), with
+    the `extra` objects applied after the demo app."""
     default = resources.files("netplane.lab")
     data = yaml.safe_load(default.joinpath("default.yaml").read_text())
     data["network"]["proxyMode"] = proxy_mode
+    data["network"]["iptablesBackend"] = backend
     data["manifests"] = [str(default.joinpath(m)) for m in data["manifests"]]
+    if extra:
+        more = directory / "extra.yaml"
+        more.write_text(yaml.safe_dump_all(extra))
+        data["manifests"].append(str(more))
     path = directory / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)

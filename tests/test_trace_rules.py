@@ -20,14 +20,12 @@ import json
 import re
 import subprocess
 import time
-from importlib import resources
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import unique_lab
-from labtools import cli, eventually, get, pod_ip
+from labtools import cli, default_lab_file, eventually, get, pod_ip
 from netplane import names
 from netplane.agent.proxy import iptables as proxy_iptables, nftables as proxy_nftables
 from netplane.agent.proxy.model import service_ports
@@ -289,19 +287,6 @@ EMPTY_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "em
                  "spec": {"selector": {"app": "nothing"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
 
 
-def write_lab(tmp: Path, proxy_mode: str, backend: str = "nft") -> Path:
-    default = resources.files("netplane.lab")
-    data = yaml.safe_load(default.joinpath("default.yaml").read_text())
-    data["network"]["proxyMode"] = proxy_mode
-    data["network"]["iptablesBackend"] = backend
-    extra = tmp / "empty.yaml"
-    extra.write_text(yaml.safe_dump(EMPTY_SERVICE))
-    data["manifests"] = [str(default.joinpath(m)) for m in data["manifests"]] + [str(extra)]
-    path = tmp / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def web_endpoints_ready(lab_name: str) -> bool:
     slices = get(lab_name, "endpointslices")["items"]
     return sum(ep.get("conditions", {}).get("ready", True) for s in slices
@@ -309,10 +294,10 @@ def web_endpoints_ready(lab_name: str) -> bool:
                for ep in s.get("endpoints") or []) == 2
 
 
-def bring_up(path: Path, name: str):
+def bring_up(path: str, name: str):
     from netplane.lab import lifecycle, model
     try:
-        lifecycle.up(model.load(str(path), name), lambda line: None)
+        lifecycle.up(model.load(path, name), lambda line: None)
         # the trace resolves svc/web's endpoints from its slices: wait until they caught up with the pods
         eventually(lambda: web_endpoints_ready(name))
         yield name
@@ -323,7 +308,8 @@ def bring_up(path: Path, name: str):
 
 @pytest.fixture(scope="module", params=MODES)
 def lab(request, tmp_path_factory):
-    yield from bring_up(write_lab(tmp_path_factory.mktemp(request.param), request.param), unique_lab("trr"))
+    yield from bring_up(default_lab_file(tmp_path_factory.mktemp(request.param), request.param,
+                                         extra=(EMPTY_SERVICE,)), unique_lab("trr"))
 
 
 def trace_in(lab_name: str, dest: str, **kwargs) -> tuple[render.Report, float]:
@@ -435,7 +421,8 @@ def test_without_rule_hits_nothing_is_loaded(lab, monkeypatch):
 
 @pytest.fixture(scope="module")
 def legacy_lab(tmp_path_factory):
-    yield from bring_up(write_lab(tmp_path_factory.mktemp("legacy"), "iptables", "legacy"), unique_lab("trl"))
+    yield from bring_up(default_lab_file(tmp_path_factory.mktemp("legacy"), "iptables", "legacy",
+                                         extra=(EMPTY_SERVICE,)), unique_lab("trl"))
 
 
 def test_with_iptables_legacy_rule_hits_are_not_available_and_the_trace_says_so(legacy_lab):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from netplane.api.client import Client
 from netplane.api.etcd import local_etcd
+from netplane.bench import percentile
 
 NAMESPACE = "bench"
 BACKENDS = ("sqlite", "etcd")
@@ -54,8 +55,7 @@ class Result:
     early: int  # deliveries that beat the 2xx to the client
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.watch_ms)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+        return percentile(self.watch_ms, p)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from netplane import names
 from netplane.agent.node import cni_config
+from netplane.bench import percentile
 from netplane.cni.runtime import Attachment, Runtime, plugin_dir
 from netplane.kernel import netns
 
@@ -32,11 +33,6 @@ class Result:
     dels: list[float]
     parallel: float  # wall time of the parallel ADDs
     distinct: bool  # every parallel pod got its own address
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def reference_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from netplane import names
 from netplane.agent.proxy import proxier
 from netplane.agent.proxy.model import Endpoint, ServicePort
+from netplane.bench import percentile
 from netplane.kernel import netns, sysctl
 from netplane.lab.topology import Step, apply
 
@@ -104,8 +105,7 @@ class Round:
         return statistics.median(self.change_s) if self.change_s else float("nan")
 
     def connect_percentile(self, p: float) -> float:
-        ordered = sorted(self.connect_s)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+        return percentile(self.connect_s, p)
 
 
 @dataclass
