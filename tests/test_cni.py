@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from netplane import names
 from netplane.cni import bridge, ipam
 from netplane.cni.runtime import Attachment, CNIError, Runtime, plugin_dir
-from netplane.kernel import links, netns
+from netplane.kernel import links, netns, sysctl
 
 POD_CIDR = "10.244.1.0/24"
 GATEWAY = "10.244.1.1"
@@ -384,3 +385,70 @@ def test_the_cli_attaches_checks_and_detaches_a_namespace_as_cnitool_does(node, 
 def links_of(space: str) -> list[str]:
     with links.netlink(space) as ipr:
         return [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+
+
+def peer_seen_by(server_ns: str, client_ns: str, address: str) -> str | None:
+    """The source address a TCP server in server_ns sees when client_ns connects to address:80;
+    None when the connection cannot be made (no way back without masquerading)."""
+    listener = netns.socket_in(server_ns, socket.AF_INET, socket.SOCK_STREAM)
+    with listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, 80))
+        listener.listen(1)
+        listener.settimeout(3)
+        client = netns.socket_in(client_ns, socket.AF_INET, socket.SOCK_STREAM)
+        with client:
+            client.settimeout(2)
+            try:
+                client.connect((address, 80))
+            except OSError:
+                return None
+            conn, peer = listener.accept()
+            conn.close()
+            return peer[0]
+
+
+def test_ip_masq_masquerades_what_leaves_the_pod_subnet_until_del(node, runtime, pod, make_netns, tmp_path):
+    conf = network(tmp_path)
+    conf["plugins"][0] |= {"ipMasq": True, "promiscMode": True}
+    outside = make_netns("outside")  # a host beyond the node, on 10.99.0.0/24
+    with links.netlink(node) as ipr:
+        ipr.link("add", ifname="up0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": netns.path(outside)})
+        ipr.addr("add", index=links.index(ipr, "up0"), address="10.99.0.1", prefixlen=24)
+        ipr.link("set", index=links.index(ipr, "up0"), state="up")
+    with links.netlink(outside) as ipr:
+        ipr.addr("add", index=links.index(ipr, "eth0"), address="10.99.0.2", prefixlen=24)
+        ipr.link("set", index=links.index(ipr, "eth0"), state="up")
+    sysctl.write(node, {"net.ipv4.ip_forward": "1"})
+    first, second = pod(1), pod(2)
+    asyncio.run(runtime.add(conf, first))
+    r2 = asyncio.run(runtime.add(conf, second))
+
+    assert node_link(node, "cni0")["flags"] & links.IFF_PROMISC  # promiscMode
+    assert peer_seen_by(os.path.basename(outside), os.path.basename(first.netns_path), "10.99.0.2") == "10.99.0.1"
+    ip2 = r2["ips"][0]["address"].split("/")[0]
+    inside = peer_seen_by(os.path.basename(second.netns_path), os.path.basename(first.netns_path), ip2)
+    assert inside == "10.244.1.2"  # within the pod subnet the source stays the pod's
+
+    asyncio.run(runtime.delete(conf, first))
+    table = subprocess.run(["nsenter", f"--net={netns.path(node)}", "nft", "list", "table", "ip", "netplane-ipmasq"],
+                           capture_output=True, text=True, check=True).stdout
+    assert ip2 in table and "10.244.1.2" not in table and first.container_id not in table
+
+
+def test_add_passes_on_the_chain_s_prev_result(node, pod, tmp_path):
+    """SPEC "Success": a plugin given a prevResult outputs it, with its own changes."""
+    att = pod(1)
+    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "foo0", "mac": "02:00:00:00:00:01", "sandbox": att.netns_path}],
+            "ips": [{"address": "10.50.0.5/24", "interface": 0}], "routes": [{"dst": "10.50.0.0/16"}],
+            "dns": {"nameservers": ["10.50.0.53"]}}
+    conf = network(tmp_path)["plugins"][0] | {"cniVersion": "1.0.0", "name": "netplane", "prevResult": prev}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": att.container_id, "CNI_NETNS": att.netns_path,
+           "CNI_IFNAME": "eth0", "CNI_PATH": plugin_dir()}
+    status, result = netns.run_in(node, lambda: call(bridge.HANDLERS, env, json.dumps(conf)))
+    assert status == 0, result
+    assert [i["name"] for i in result["interfaces"]] == ["foo0", "cni0", names.host_veth(att.container_id), "eth0"]
+    assert result["ips"] == [{"address": "10.50.0.5/24", "interface": 0},
+                             {"address": "10.244.1.2/24", "gateway": GATEWAY, "interface": 3}]
+    assert result["routes"] == [{"dst": "10.50.0.0/16"}, {"dst": "0.0.0.0/0", "gw": GATEWAY}]
+    assert result["dns"] == prev["dns"]

@@ -17,6 +17,7 @@ from netplane.api import manifests, resources
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
 from netplane.cli import printers
+from netplane.cni import server as cni_server
 from netplane.kernel import netns
 from netplane.lab import lifecycle, model
 from netplane.lab.state import LabState
@@ -99,12 +100,15 @@ def down(ctx: click.Context) -> None:
 @click.argument("labs", nargs=-1)
 @friendly
 def clean(labs: tuple[str, ...]) -> None:
-    """Remove the named labs, or every netplane lab on this machine, even after a crash:
-    processes, namespaces, state."""
+    """Remove the named labs, or every netplane lab on this machine (and netplane's CNI servers),
+    even after a crash: processes, namespaces, state."""
     removed = lifecycle.clean(list(labs) or None)
     for lab, spaces in removed.items():
         click.echo(f"removed lab {lab!r}: {len(spaces)} namespaces")
-    if not removed:
+    stopped = [] if labs else cni_server.stop_all()
+    if stopped:
+        click.echo(f"stopped netplane's CNI server (pid {', '.join(map(str, stopped))})")
+    if not removed and not stopped:
         click.echo("nothing to clean")
 
 
@@ -563,6 +567,14 @@ for _command in ("add", "check", "del"):
     cni_attachment_command(_command)
 
 
+@cni.command(name="plugin-dir")
+def cni_plugin_dir() -> None:
+    """Print the directory of netplane's CNI plugins (put it in a runtime's CNI_PATH)."""
+    from netplane.cni.runtime import plugin_dir
+
+    click.echo(plugin_dir())
+
+
 @cni.command(name="test")
 @click.option("--conf", "conf_file", required=True, type=click.File("r"),
               help="The network config to test: one plugin's config, or a conflist holding one plugin.")
@@ -570,8 +582,14 @@ for _command in ("add", "check", "del"):
               help="Where the plugin and its IPAM are (CNI_PATH); repeatable. "
                    "Default: netplane's cni/ directory, then /usr/lib/cni.")
 @click.option("--check", "only", multiple=True, metavar="ID", help="Only these checks (repeatable).")
+@click.option("--master", metavar="IFNAME",
+              help="The host link a macvlan/ipvlan-style plugin attaches to; the suite makes it in its "
+                   "throw-away host namespace [default: the config's \"master\"].")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def cni_test(conf_file, plugin_dirs: tuple[str, ...], only: tuple[str, ...], output: str) -> None:
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Also write a JUnit XML report (one testcase per check) to FILE.")
+def cni_test(conf_file, plugin_dirs: tuple[str, ...], only: tuple[str, ...], master: str | None, output: str,
+             junit_file: str | None) -> None:
     """Run the CNI conformance checks on a plugin, in throw-away namespaces; exit 1 on any failure."""
     import signal
 
@@ -588,10 +606,13 @@ def cni_test(conf_file, plugin_dirs: tuple[str, ...], only: tuple[str, ...], out
     dirs = [os.path.abspath(d) for d in plugin_dirs] or [plugin_dir(), "/usr/lib/cni"]
     try:
         conf, exe = conformance.load(conf_file.read(), dirs)
-        outcomes = conformance.run(conf, dirs, exe, list(only) or None)
+        outcomes = conformance.run(conf, dirs, exe, list(only) or None, master=master)
     except conformance.ConfError as err:
         raise click.ClickException(str(err)) from None
     click.echo(conformance.as_json(outcomes) if output == "json" else conformance.as_table(outcomes))
+    if junit_file:
+        with open(junit_file, "w") as f:
+            f.write(conformance.as_junit(outcomes, conf["type"]))
     if any(o.result == conformance.FAIL for o in outcomes):
         sys.exit(1)
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from netplane import names
 from netplane.cni import IFNAME_RE, INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, Args, CNIError, main
-from netplane.cni import ipam
+from netplane.cni import ipam, masquerade
 from netplane.kernel import links
+from netplane.kernel.links import IFF_PROMISC, IFF_UP
 
 TYPE = "netplane-bridge"
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -29,10 +30,13 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True)
 class Config:
+    network: str
     bridge: str
     is_gateway: bool
     is_default_gateway: bool
     hairpin: bool
+    promisc: bool
+    ip_masq: bool
     mtu: int | None
     dns: dict
 
@@ -58,8 +62,8 @@ def parse_config(conf: dict) -> Config:
     if not isinstance(dns, dict):
         raise CNIError(INVALID_CONFIG, "dns must be an object")
     default_gateway = _flag(conf, "isDefaultGateway")  # a default gateway is a gateway, as upstream
-    return Config(bridge, _flag(conf, "isGateway") or default_gateway, default_gateway,
-                  _flag(conf, "hairpinMode"), mtu, dns)
+    return Config(conf["name"], bridge, _flag(conf, "isGateway") or default_gateway, default_gateway,
+                  _flag(conf, "hairpinMode"), _flag(conf, "promiscMode"), _flag(conf, "ipMasq"), mtu, dns)
 
 
 def _require_netns(path: str) -> None:
@@ -89,71 +93,68 @@ def _routes(cfg: Config, ipam_result: dict, ips: list[tuple[Interface, Address]]
     return routes
 
 
-def _bridge_mac() -> str:
-    """A random locally administered MAC for a new bridge.
+def _random_mac() -> str:
+    """A random locally administered unicast MAC, as the kernel gives a veth end by itself.
 
-    A MAC given when the bridge is made stays (addr_assign_type NET_ADDR_SET); without one the
-    kernel gives the bridge the lowest MAC among its ports, which changes as pods come and go and
-    leaves the gateway's old MAC in every pod's neighbour table."""
+    For a bridge it matters that the MAC is given: one given when the bridge is made stays
+    (addr_assign_type NET_ADDR_SET); without one the kernel gives the bridge the lowest MAC among
+    its ports, which changes as pods come and go and leaves the gateway's old MAC in every pod's
+    neighbour table. For a veth, choosing it here saves asking the kernel for it afterwards."""
     octets = bytearray(secrets.token_bytes(6))
     octets[0] = (octets[0] & 0xFC) | 0x02
     return ":".join(f"{b:02x}" for b in octets)
 
 
-def _ensure_bridge(host: links.IPRoute, cfg: Config, gateways: list[Interface]) -> int:
-    """The bridge's index, made if missing, up, holding the gateway addresses."""
+def _ensure_bridge(host: links.IPRoute, cfg: Config, gateways: list[Interface]) -> links.ifinfmsg:
+    """The bridge's link message, made if missing, up (and promiscuous with promiscMode), holding
+    the gateway addresses."""
     link = links.get(host, cfg.bridge)
     if link is None:
         with links.tolerate(errno.EEXIST):  # a parallel ADD may make it first
-            host.link("add", ifname=cfg.bridge, kind="bridge", address=_bridge_mac(),
+            host.link("add", ifname=cfg.bridge, kind="bridge", address=_random_mac(),
                       **({"mtu": cfg.mtu} if cfg.mtu else {}))
         link = links.get(host, cfg.bridge)
     if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
         raise CNIError(INTERNAL, f"{cfg.bridge} exists and is not a bridge")
-    host.link("set", index=link["index"], state="up")
+    wanted = IFF_UP | (IFF_PROMISC if cfg.promisc else 0)
+    if link["flags"] & wanted != wanted:
+        host.link("set", index=link["index"], flags=wanted, change=wanted)
     for gateway in gateways:
         host.addr("replace", index=link["index"], address=str(gateway.ip),
                   prefixlen=gateway.network.prefixlen)
-    return link["index"]
+    return link
 
 
-def _make_veth(pod: links.IPRoute, host: links.IPRoute, ifname: str, host_name: str,
-               mtu: int | None) -> tuple[links.ifinfmsg, links.ifinfmsg]:
-    """The pod and host ends of a new veth pair, made in the pod's namespace (where ifname cannot
-    clash with the node's own eth0) and the host end moved out, then looked up again there."""
+def _make_veth(pod: links.IPRoute, ifname: str, host_name: str, mtu: int | None) -> tuple[str, str]:
+    """The MACs of a new veth pair's pod and host ends, the pod end made up in the pod's namespace
+    (where ifname cannot clash with the node's own eth0), the peer made directly in this thread's.
+
+    Moving a link between namespaces afterwards costs the kernel an RCU grace period (about 20 ms
+    here); naming the peer's namespace at creation costs nothing extra."""
     size = {"mtu": mtu} if mtu else {}
+    pod_mac, host_mac = _random_mac(), _random_mac()
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # this thread's: a server thread enters the caller's
     try:
-        pod.link("add", ifname=ifname, kind="veth", peer={"ifname": host_name, **size}, **size)
+        pod.link("add", ifname=ifname, kind="veth", state="up", address=pod_mac,
+                 peer={"ifname": host_name, "net_ns_fd": own, "address": host_mac, **size}, **size)
     except Exception as err:
         if links.get(pod, ifname) is not None:
             raise CNIError(INTERNAL, f"container interface {ifname} already exists") from err
         raise
-    pod_end = links.get(pod, ifname)
-    try:
-        own = os.open("/proc/self/ns/net", os.O_RDONLY)
-        try:
-            pod.link("set", index=links.get(pod, host_name)["index"], net_ns_fd=own)
-        finally:
-            os.close(own)
-        return pod_end, links.get(host, host_name)
-    except BaseException:
-        pod.link("del", index=pod_end["index"])
-        raise
+    finally:
+        os.close(own)
+    return pod_mac, host_mac
 
 
-def _configure_pod(pod: links.IPRoute, index: int, ips: list[tuple[Interface, Address]],
+def _configure_pod(pod: links.IPRoute, ifname: str, ips: list[tuple[Interface, Address]],
                    routes: list[dict]) -> None:
-    pod.link("set", index=index, state="up")
+    index = links.index(pod, ifname)
     for address, _ in ips:
         pod.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
     gateways = {address.version: str(gateway) for address, gateway in ips}
     for route in routes:
         gateway = route.get("gw") or gateways.get(ipaddress.ip_network(route["dst"]).version)
         pod.route("add", dst=route["dst"], oif=index, **({"gateway": gateway} if gateway else {}))
-
-
-def _mac(link: links.ifinfmsg) -> str:
-    return link.get_attr("IFLA_ADDRESS")
 
 
 def _attach(cfg: Config, args: Args, ipam_result: dict) -> dict:
@@ -166,21 +167,23 @@ def _attach(cfg: Config, args: Args, ipam_result: dict) -> dict:
     gateways = [ipaddress.ip_interface((gw, a.network.prefixlen)) for a, gw in ips if cfg.is_gateway]
     with links.netlink(None) as host, links.netlink(args.netns) as pod:
         bridge = _ensure_bridge(host, cfg, gateways)
-        pod_end, host_end = _make_veth(pod, host, args.ifname, host_name, cfg.mtu)
+        pod_mac, host_mac = _make_veth(pod, args.ifname, host_name, cfg.mtu)
         try:
-            host.link("set", index=host_end["index"], master=bridge, state="up")
+            host.link("set", ifname=host_name, master=bridge["index"], state="up")
             if cfg.hairpin:
-                host.brport("set", index=host_end["index"], mode=1)
-            _configure_pod(pod, pod_end["index"], ips, routes)
+                host.brport("set", ifname=host_name, mode=1)
+            _configure_pod(pod, args.ifname, ips, routes)
+            if cfg.ip_masq:
+                masquerade.add(masquerade.Owner(cfg.network, args.container_id, args.ifname), [a for a, _ in ips])
         except BaseException:
-            host.link("del", index=host_end["index"])
+            with links.tolerate(errno.ENODEV):
+                host.link("del", ifname=host_name)
             raise
-        bridge_mac = _mac(host.link("get", index=bridge)[0])
     return {
         "interfaces": [
-            {"name": cfg.bridge, "mac": bridge_mac},
-            {"name": host_name, "mac": _mac(host_end)},
-            {"name": args.ifname, "mac": _mac(pod_end), "sandbox": args.netns},
+            {"name": cfg.bridge, "mac": bridge.get_attr("IFLA_ADDRESS")},
+            {"name": host_name, "mac": host_mac},
+            {"name": args.ifname, "mac": pod_mac, "sandbox": args.netns},
         ],
         "ips": [{"address": str(a), "gateway": str(gw), "interface": 2} for a, gw in ips],
         "routes": routes,
@@ -188,12 +191,23 @@ def _attach(cfg: Config, args: Args, ipam_result: dict) -> dict:
     }
 
 
+def _after(prev: object, own: dict) -> dict:
+    """own appended to a chain's prevResult, which the SPEC says a plugin passes on: the earlier
+    plugins' interfaces, addresses (whose interface indexes stay valid) and routes come first."""
+    if not isinstance(prev, dict):
+        return own
+    earlier = list(prev.get("interfaces", []))
+    ips = [ip | {"interface": ip["interface"] + len(earlier)} for ip in own["ips"]]
+    return own | {"interfaces": earlier + own["interfaces"], "ips": list(prev.get("ips", [])) + ips,
+                  "routes": list(prev.get("routes", [])) + own["routes"], "dns": own["dns"] or prev.get("dns", {})}
+
+
 def add(args: Args, conf: dict) -> dict:
     cfg = parse_config(conf)
     _require_netns(args.netns)
     ipam_result = ipam.run("ADD", conf, args) or {}
     try:
-        return _attach(cfg, args, ipam_result)
+        return _after(conf.get("prevResult"), _attach(cfg, args, ipam_result))
     except BaseException:
         with suppress(Exception):  # the error to report is the one that failed the ADD
             ipam.run("DEL", conf, args)
@@ -201,8 +215,10 @@ def add(args: Args, conf: dict) -> dict:
 
 
 def delete(args: Args, conf: dict) -> None:
-    parse_config(conf)
+    cfg = parse_config(conf)
     ipam.run("DEL", conf, args)
+    if cfg.ip_masq:
+        masquerade.delete(masquerade.Owner(cfg.network, args.container_id, args.ifname))
     # Removing the host end removes the pod end; when the pod's namespace is gone, so is the pair.
     with links.netlink(None) as host, links.tolerate(errno.ENODEV):
         host.link("del", ifname=names.host_veth(args.container_id, args.ifname))
@@ -235,8 +251,11 @@ HOST_VETH_RE = re.compile(r"veth[0-9a-f]{8}")  # names.host_veth's shape: the po
 def gc(args: Args, conf: dict) -> None:
     """Remove the bridge's veths and the IPAM reservations of attachments that are not valid."""
     cfg = parse_config(conf)
-    keep = {names.host_veth(c, i) for c, i in ipam.valid_attachments(conf)}
+    valid = ipam.valid_attachments(conf)
+    keep = {names.host_veth(c, i) for c, i in valid}
     ipam.run("GC", conf, args)
+    if cfg.ip_masq:
+        masquerade.gc(cfg.network, valid)
     with links.netlink(None) as host:
         bridge = links.get(host, cfg.bridge)
         if bridge is None:

@@ -12,6 +12,8 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from netplane.kernel import netns
 
+IFF_UP, IFF_PROMISC = 0x1, 0x100  # ifinfomsg flags
+
 
 @contextmanager
 def netlink(name: str | None) -> Iterator[IPRoute]:

@@ -52,13 +52,9 @@ def run_in(name: str | None, fn: Callable[[], T]) -> T:
     def work() -> None:
         try:
             if name is None:
-                _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+                enter_new()
             else:
-                fd = os.open(path(name), os.O_RDONLY)
-                try:
-                    _check(_libc.setns(fd, CLONE_NEWNET), f"setns into {name}")
-                finally:
-                    os.close(fd)
+                enter(path(name))
             box["value"] = fn()
         except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
             box["error"] = err
@@ -69,6 +65,21 @@ def run_in(name: str | None, fn: Callable[[], T]) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def enter(ns_path: str) -> None:
+    """Move the calling thread into the namespace at ns_path; only for a thread that exists to work
+    there (run_in's, or a server's per-request thread) or a process before it starts threads."""
+    fd = os.open(ns_path, os.O_RDONLY)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns into {ns_path}")
+    finally:
+        os.close(fd)
+
+
+def enter_new() -> None:
+    """Move the calling thread into a brand-new, empty namespace of its own."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
 
 
 def socket_in(name: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:

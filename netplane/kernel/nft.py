@@ -55,10 +55,17 @@ async def table_objects(namespace: str | None, table: str) -> tuple[set[str], di
 
 
 async def _list_json(namespace: str | None, what: list[str], kind: str, table: str) -> list[dict]:
+    return [i[kind] for i in await listed_json(namespace, ["-t", "list", *what])
+            if kind in i and i[kind]["table"] == table]
+
+
+async def listed_json(namespace: str | None, argv: list[str]) -> list[dict]:
+    """The objects `nft -j <argv>` prints, e.g. argv ["list", "map", ...] (NftError when nft
+    refuses, e.g. there is no such table)."""
     proc = await asyncio.create_subprocess_exec(
-        *netns.command(namespace, ["nft", "-j", "-t", "list", *what]),
+        *netns.command(namespace, ["nft", "-j", *argv]),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise NftError(f"nft list {' '.join(what)} failed: {err.decode().strip()}")
-    return [i[kind] for i in json.loads(out)["nftables"] if kind in i and i[kind]["table"] == table]
+        raise NftError(f"nft {' '.join(argv)} failed: {err.decode().strip()}")
+    return json.loads(out)["nftables"]
