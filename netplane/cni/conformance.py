@@ -6,8 +6,14 @@ SPEC says so). Plugins are executed directly, as a runtime does: the CNI_* varia
 environment and the configuration on stdin. The whole suite runs inside a throw-away "host"
 namespace ``np.cnit-<hex>.host`` (the plugin is started there through nsenter, so a bridge and host
 veth ends are made there, never in the machine's own namespace), pods are ``np.cnit-<hex>.p<n>``,
-and host-local-style IPAM keeps its state in a temporary ``dataDir``. Every namespace and the
-temporary directory are removed in ``finally``, also on Ctrl-C.
+and host-local-style IPAM keeps its state in a temporary ``dataDir``. When the configuration names
+a ``master`` (macvlan, ipvlan), the suite makes that link in its host namespace: one end of a veth
+pair, both ends up. Every namespace and the temporary directory are removed in ``finally``, also on
+Ctrl-C.
+
+Checks that need a SPEC version (CHECK from 0.4.0, GC and STATUS from 1.1.0) run when the plugin's
+VERSION claims it and are skipped, saying so, when it does not. Checks about distinct addresses
+are skipped for an IPAM that hands out fixed addresses (``static``).
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -35,6 +43,12 @@ PASS, FAIL, SKIP = "pass", "fail", "skip"
 IFNAME = "eth0"
 TIMEOUT = 30.0
 PARALLEL = 20
+VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")  # the result shapes the suite knows
+UNSUPPORTED_VERSION = "0.0.9"
+REFERENCE_DIR = "/usr/lib/cni"  # where Debian's containernetworking-plugins put `tuning`
+CHAINED = "tuning"  # the pass-through plugin run after the one under test in the chaining check
+MASTER_PEER = "cnitpeer0"
+STACKED_KINDS = ("macvlan", "ipvlan")  # plugin types that stack a kernel link of that kind on master
 
 
 class ConfError(ValueError):
@@ -47,6 +61,7 @@ class Outcome:
     section: str
     result: str
     reason: str = ""
+    seconds: float = 0.0
 
 
 class Failed(Exception):
@@ -77,6 +92,9 @@ class Reply:
         reply = self.json
         return reply if isinstance(reply, dict) and "code" in reply else None
 
+    def ok(self) -> bool:
+        return self.status == 0 and self.error() is None
+
     def describe(self) -> str:
         body = self.json
         out = json.dumps(body) if body is not None else self.stdout.strip() or "(no stdout)"
@@ -95,6 +113,7 @@ class Suite:
     made: list[str] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
     data_dir: str = ""
+    _supported: list[str] | None = None
 
     @property
     def host(self) -> str:
@@ -104,6 +123,27 @@ class Suite:
     def version(self) -> str:
         return self.conf["cniVersion"]
 
+    def at(self, version: str) -> dict:
+        """The configuration with another cniVersion."""
+        return self.conf | {"cniVersion": version}
+
+    def supported(self) -> list[str]:
+        """The versions the plugin's VERSION claims (a failed check when VERSION does not answer)."""
+        if self._supported is None:
+            reply = self.exec("VERSION", {"cniVersion": self.version})
+            body = reply.json
+            if reply.status != 0 or not isinstance(body, dict) or not isinstance(body.get("supportedVersions"), list):
+                raise Failed(f"VERSION should print a JSON object with a supportedVersions list; "
+                             f"plugin: {reply.describe()}")
+            self._supported = [v for v in body["supportedVersions"] if isinstance(v, str)]
+        return self._supported
+
+    def require(self, version: str, what: str) -> dict:
+        """The configuration at `version` when the plugin claims it; else the check is skipped."""
+        if version not in self.supported():
+            raise Skipped(f"{what} needs cniVersion {version}; the plugin's VERSION claims only {self.supported()}")
+        return self.at(version) if not _at_least(self.version, version) else self.conf
+
     def pod(self) -> tuple[str, str, str]:
         """A fresh pod namespace: its name, its path (CNI_NETNS) and a container id."""
         n = next(self.counter)
@@ -112,9 +152,14 @@ class Suite:
         self.made.append(name)
         return name, netns.path(name), f"{self.tag}-c{n}"
 
+    def drop_pod(self, name: str) -> None:
+        """Delete a pod namespace behind the plugin's back (its CNI_NETNS then names nothing)."""
+        netns.delete(name)
+        self.made.remove(name)
+
     def exec(self, command: str | None, conf: dict | str | None = None, container: str = "",
-             netns_path: str = "", ifname: str = IFNAME, drop: tuple[str, ...] = ()) -> Reply:
-        """Run the plugin once in the host namespace, as a runtime does."""
+             netns_path: str = "", ifname: str = IFNAME, drop: tuple[str, ...] = (), exe: str = "") -> Reply:
+        """Run the plugin (or another one, exe) once in the host namespace, as a runtime does."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
         env |= {"CNI_COMMAND": command or "", "CNI_CONTAINERID": container, "CNI_NETNS": netns_path,
                 "CNI_IFNAME": ifname, "CNI_PATH": os.pathsep.join(self.plugin_dirs)}
@@ -123,21 +168,27 @@ class Suite:
         conf = self.conf if conf is None else conf
         stdin = conf if isinstance(conf, str) else json.dumps(conf)
         try:
-            proc = subprocess.run(netns.command(self.host, [self.exe]), input=stdin.encode(), env=env,
+            proc = subprocess.run(netns.command(self.host, [exe or self.exe]), input=stdin.encode(), env=env,
                                   capture_output=True, timeout=TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             return Reply(-1, "", f"timed out after {TIMEOUT:.0f} s")
         return Reply(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
 
-    def add(self, container: str, path: str, ifname: str = IFNAME) -> dict:
+    def network_wide(self, command: str, conf: dict) -> Reply:
+        """GC or STATUS: no attachment, so no CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME."""
+        return self.exec(command, conf, drop=("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"))
+
+    def add(self, container: str, path: str, ifname: str = IFNAME, conf: dict | None = None) -> dict:
         """ADD that must succeed with a JSON result object; else the check fails."""
-        reply = self.exec("ADD", container=container, netns_path=path, ifname=ifname)
+        reply = self.exec("ADD", conf, container=container, netns_path=path, ifname=ifname)
         if reply.status != 0 or not isinstance(reply.json, dict) or "code" in reply.json:
             raise Failed(f"ADD should succeed with a result; plugin: {reply.describe()}")
         return reply.json
 
-    def delete(self, container: str, path: str, prev: dict | None = None, ifname: str = IFNAME) -> Reply:
-        conf = self.conf | ({"prevResult": prev} if prev and _at_least(self.version, "0.4.0") else {})
+    def delete(self, container: str, path: str, prev: dict | None = None, ifname: str = IFNAME,
+               conf: dict | None = None) -> Reply:
+        conf = self.conf if conf is None else conf
+        conf = conf | ({"prevResult": prev} if prev and _at_least(conf["cniVersion"], "0.4.0") else {})
         return self.exec("DEL", conf, container, path, ifname)
 
 
@@ -153,6 +204,24 @@ def _subnets(conf: dict) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     ipam = conf.get("ipam") or {}
     specs = [r for rs in ipam.get("ranges", []) for r in rs] + ([ipam] if "subnet" in ipam else [])
     return [ipaddress.ip_network(r["subnet"], strict=False) for r in specs if "subnet" in r]
+
+
+def _fixed(conf: dict) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The addresses of an IPAM that gives every attachment the same ones (`static`), else []."""
+    ipam = conf.get("ipam") or {}
+    if ipam.get("type") != "static" and ("ranges" in ipam or "subnet" in ipam):
+        return []
+    return [ipaddress.ip_interface(a["address"]) for a in ipam.get("addresses") or []
+            if isinstance(a, dict) and "address" in a]
+
+
+def _next_fixed(conf: dict) -> dict:
+    """A static IPAM config for a second attachment: each configured address plus one."""
+    ipam = copy.deepcopy(conf["ipam"])
+    for entry in ipam["addresses"]:
+        address = ipaddress.ip_interface(entry["address"])
+        entry["address"] = f"{address.ip + 1}/{address.network.prefixlen}"
+    return conf | {"ipam": ipam}
 
 
 def _sandbox_iface(result: dict, ifname: str = IFNAME) -> tuple[int, dict] | None:
@@ -184,6 +253,35 @@ def _ipam_files(data_dir: str) -> set[str]:
     return found
 
 
+@dataclass
+class Footprint:
+    """What one ADD left in the plugin's namespace: new links (bridges aside) and IPAM files."""
+
+    links: dict[str, str]
+    files: set[str]
+
+    def links_left(self, s: Suite) -> list[str]:
+        now = links_in(s.host)
+        return [f"{n} ({k})" if k else n for n, k in sorted(self.links.items()) if n in now]
+
+    def files_left(self, s: Suite) -> list[str]:
+        return sorted(self.files & _ipam_files(s.data_dir))
+
+    def left(self, s: Suite) -> list[str]:
+        """The parts of the footprint still there, described."""
+        return self.links_left(s) + [f"IPAM reservation {f}" for f in self.files_left(s)]
+
+
+@contextmanager
+def _footprint(s: Suite) -> Iterator[Footprint]:
+    """Record what the ADD run inside the block adds to the plugin's namespace and the dataDir."""
+    links_before, files_before = links_in(s.host), _ipam_files(s.data_dir)
+    footprint = Footprint({}, set())
+    yield footprint
+    footprint.links = {n: k for n, k in links_in(s.host).items() if n not in links_before and k != "bridge"}
+    footprint.files = _ipam_files(s.data_dir) - files_before
+
+
 # --- the checks -------------------------------------------------------------------------------
 
 def check_version(s: Suite) -> None:
@@ -196,15 +294,47 @@ def check_version(s: Suite) -> None:
     if s.version not in body["supportedVersions"]:
         raise Failed(f"supportedVersions {body['supportedVersions']} lacks the config's cniVersion {s.version}")
     name, path, container = s.pod()
-    bad = s.conf | {"cniVersion": "0.0.9"}
-    reply = s.exec("ADD", bad, container, path)
+    reply = s.exec("ADD", s.at(UNSUPPORTED_VERSION), container, path)
     if reply.status == 0:
         s.delete(container, path)
-        raise Failed(f"ADD with cniVersion 0.0.9 (unsupported) should fail with error code 1; plugin: {reply.describe()}")
+        raise Failed(f"ADD with cniVersion {UNSUPPORTED_VERSION} (unsupported) should fail with error code 1; "
+                     f"plugin: {reply.describe()}")
     error = reply.error()
     if error is None or error.get("code") != 1:
         raise Failed(f"an unsupported cniVersion should give an error JSON with code 1 (incompatible CNI "
                      f"version) on stdout; plugin: {reply.describe()}")
+
+
+def _shape_for(version: str, result: dict) -> None:
+    """The parts of a result's shape that differ between versions (ips' "version" until 0.4.0)."""
+    if result.get("cniVersion") != version:
+        raise Failed(f"ADD with cniVersion {version} should return a {version} result; "
+                     f"its cniVersion is {result.get('cniVersion')!r}")
+    for ip in result.get("ips") or []:
+        family = str(ipaddress.ip_interface(ip["address"]).version)
+        if not _at_least(version, "1.0.0") and ip.get("version") != family:
+            raise Failed(f"a {version} result's ips entries need \"version\": \"{family}\" (dropped only in "
+                         f"1.0.0); the plugin returned {ip}")
+        if _at_least(version, "1.0.0") and "version" in ip:
+            raise Failed(f"a {version} result's ips entries have no \"version\" (dropped in 1.0.0); "
+                         f"the plugin returned {ip}")
+    if not isinstance(result.get("interfaces"), list) or _sandbox_iface(result) is None:
+        raise Failed(f"a {version} result should list {IFNAME} with its sandbox in interfaces; "
+                     f"got {result.get('interfaces')!r}")
+
+
+def check_version_results(s: Suite) -> None:
+    versions = [v for v in VERSIONS if v in s.supported()]
+    if not versions:
+        raise Skipped(f"the plugin claims none of {list(VERSIONS)} (it claims {s.supported()})")
+    for version in versions:
+        conf = s.at(version)
+        name, path, container = s.pod()
+        result = s.add(container, path, conf=conf)
+        try:
+            _shape_for(version, result)
+        finally:
+            s.delete(container, path, result, conf=conf)
 
 
 def _result_shape(s: Suite, result: dict, path: str) -> dict:
@@ -223,7 +353,7 @@ def _result_shape(s: Suite, result: dict, path: str) -> dict:
     ips = result.get("ips")
     if not isinstance(ips, list) or not ips:
         raise Failed(f"result should have ips from the IPAM; got {ips!r}")
-    subnets = _subnets(s.conf)
+    subnets, fixed = _subnets(s.conf), _fixed(s.conf)
     for ip in ips:
         try:
             address = ipaddress.ip_interface(ip["address"])
@@ -231,6 +361,8 @@ def _result_shape(s: Suite, result: dict, path: str) -> dict:
             raise Failed(f"ips entry should have an address in CIDR form; got {ip!r}") from None
         if subnets and not any(address.ip in net for net in subnets):
             raise Failed(f"address {address} is outside the configured IPAM range {[str(n) for n in subnets]}")
+        if fixed and address not in fixed:
+            raise Failed(f"address {address} is not one of the static IPAM's {[str(a) for a in fixed]}")
         if "interface" in ip:
             i = ip["interface"]
             if not isinstance(i, int) or not 0 <= i < len(interfaces):
@@ -296,9 +428,12 @@ def check_add_applied(s: Suite) -> None:
 
 def check_connectivity(s: Suite) -> None:
     (a, a_path, a_id), (b, b_path, b_id) = s.pod(), s.pod()
+    # A static IPAM gives every attachment its configured addresses: the second pod gets a config
+    # with each address plus one, as a user would write a second pod's.
+    b_conf = _next_fixed(s.conf) if _fixed(s.conf) else s.conf
     ra = s.add(a_id, a_path)
     try:
-        rb = s.add(b_id, b_path)
+        rb = s.add(b_id, b_path, conf=b_conf)
         try:
             target = _pod_ips(rb)[0].ip
             family = socket.AF_INET if target.version == 4 else socket.AF_INET6
@@ -315,30 +450,25 @@ def check_connectivity(s: Suite) -> None:
                     raise Failed(f"a TCP connect from pod {_pod_ips(ra)[0].ip} to pod {target} should succeed "
                                  f"over the attachments; it failed: {err}") from None
         finally:
-            s.delete(b_id, b_path, rb)
+            s.delete(b_id, b_path, rb, conf=b_conf)
     finally:
         s.delete(a_id, a_path, ra)
 
 
 def check_del_cleanup(s: Suite) -> None:
     name, path, container = s.pod()
-    before = links_in(s.host)
-    files_before = _ipam_files(s.data_dir)
-    result = s.add(container, path)
-    added = {n: k for n, k in links_in(s.host).items() if n not in before}
-    files_added = _ipam_files(s.data_dir) - files_before
+    with _footprint(s) as made:
+        result = s.add(container, path)
     reply = s.delete(container, path, result)
     if reply.status != 0:
         raise Failed(f"DEL after ADD should succeed; plugin: {reply.describe()}")
-    leaked = {n: k for n, k in links_in(s.host).items() if n in added and k != "bridge"}
+    leaked = made.links_left(s)
     if leaked:
-        listed = ", ".join(f"{n} ({k})" if k else n for n, k in sorted(leaked.items()))
-        raise Failed(f"DEL should remove what ADD made; left in the plugin's namespace: {listed}")
+        raise Failed(f"DEL should remove what ADD made; left in the plugin's namespace: {', '.join(leaked)}")
     if IFNAME in links_in(name):
         raise Failed(f"DEL should remove {IFNAME} from the container namespace {path}; it is still there")
-    left = files_added & _ipam_files(s.data_dir)
-    if left:
-        raise Failed(f"DEL should release the IPAM reservation; still held in dataDir: {sorted(left)}")
+    if made.files_left(s):
+        raise Failed(f"DEL should release the IPAM reservation; still held in dataDir: {made.files_left(s)}")
 
 
 def check_del_idempotent(s: Suite) -> None:
@@ -349,15 +479,35 @@ def check_del_idempotent(s: Suite) -> None:
         raise Failed(f"DEL after ADD should succeed; plugin: {first.describe()}")
     second = s.delete(container, path, result)
     if second.status != 0:
-        raise Failed(f"a second DEL of the same attachment should succeed; plugin: {second.describe()}")
-    name2, path2, container2 = s.pod()
-    result2 = s.add(container2, path2)
-    netns.delete(name2)
-    s.made.remove(name2)
-    gone = s.delete(container2, path2, result2)
+        raise Failed(f"a second DEL of the same attachment (its interface already gone) should succeed; "
+                     f"plugin: {second.describe()}")
+
+
+def check_del_robust(s: Suite) -> None:
+    name, path, container = s.pod()
+    with _footprint(s) as made:
+        result = s.add(container, path)
+    bare = s.exec("DEL", s.conf, container, path)
+    if bare.status != 0:
+        s.delete(container, path, result)
+        raise Failed(f"DEL without prevResult (a runtime that lost its cache) should succeed; "
+                     f"plugin: {bare.describe()}")
+    left = made.left(s) + ([f"{IFNAME} in {path}"] if IFNAME in links_in(name) else [])
+    if left:
+        s.delete(container, path, result)
+        raise Failed(f"DEL without prevResult should still remove what ADD made; left: {', '.join(left)}")
+    name, path, container = s.pod()
+    with _footprint(s) as made:
+        result = s.add(container, path)
+    s.drop_pod(name)
+    gone = s.delete(container, path, result)
     if gone.status != 0:
         raise Failed(f"DEL whose CNI_NETNS no longer exists should succeed (release what is left); "
                      f"plugin: {gone.describe()}")
+    held = made.files_left(s)
+    if held:
+        raise Failed(f"DEL whose CNI_NETNS no longer exists should still release the IPAM reservation; "
+                     f"still held: {held}")
 
 
 def check_add_duplicate(s: Suite) -> None:
@@ -377,9 +527,8 @@ def check_add_duplicate(s: Suite) -> None:
         s.delete(container, path, result)
 
 
-def check_check(s: Suite) -> None:
-    if not _at_least(s.version, "0.4.0"):
-        raise Skipped(f"CHECK exists from cniVersion 0.4.0; the config is {s.version}")
+def _check_breaks(s: Suite, what: str, damage: Callable[[str, dict], None]) -> None:
+    """ADD, CHECK (must pass), damage the pod behind the plugin's back, CHECK (must fail)."""
     name, path, container = s.pod()
     result = s.add(container, path)
     conf = s.conf | {"prevResult": result}
@@ -388,19 +537,35 @@ def check_check(s: Suite) -> None:
         if ok.status != 0:
             raise Failed(f"CHECK right after ADD, with ADD's result as prevResult, should succeed; "
                          f"plugin: {ok.describe()}")
-        with links.netlink(name) as ipr:
-            index = links.index(ipr, IFNAME)
-            for address in _pod_ips(result):
-                with links.tolerate(errno.EADDRNOTAVAIL):
-                    ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+        damage(name, result)
         broken = s.exec("CHECK", conf, container, path)
         if broken.status == 0:
-            raise Failed(f"CHECK should fail once {IFNAME} lost its address {[str(a) for a in _pod_ips(result)]}; "
-                         f"plugin passed it: {broken.describe()}")
+            raise Failed(f"CHECK should fail once {what} behind the plugin's back; plugin passed it: "
+                         f"{broken.describe()}")
         if broken.error() is None:
             raise Failed(f"a failed CHECK should print the SPEC's error JSON; plugin: {broken.describe()}")
     finally:
         s.delete(container, path, result)
+
+
+def _remove_addresses(pod: str, result: dict) -> None:
+    with links.netlink(pod) as ipr:
+        index = links.index(ipr, IFNAME)
+        for address in _pod_ips(result):
+            with links.tolerate(errno.EADDRNOTAVAIL):
+                ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+
+
+def _remove_interface(pod: str, result: dict) -> None:
+    with links.netlink(pod) as ipr, links.tolerate(errno.ENODEV):
+        ipr.link("del", ifname=IFNAME)
+
+
+def check_check(s: Suite) -> None:
+    if not _at_least(s.version, "0.4.0"):
+        raise Skipped(f"CHECK exists from cniVersion 0.4.0; the config is {s.version}")
+    _check_breaks(s, f"{IFNAME} lost its address", _remove_addresses)
+    _check_breaks(s, f"{IFNAME} was deleted from the container", _remove_interface)
 
 
 def check_bad_input(s: Suite) -> None:
@@ -430,6 +595,9 @@ def check_bad_input(s: Suite) -> None:
 
 
 def check_parallel(s: Suite) -> None:
+    if _fixed(s.conf):
+        raise Skipped(f"the IPAM is static: every attachment gets {[str(a) for a in _fixed(s.conf)]}, so "
+                      f"distinct addresses for parallel ADDs do not apply")
     pods = [s.pod() for _ in range(PARALLEL)]
     with ThreadPoolExecutor(PARALLEL) as pool:
         replies = list(pool.map(lambda p: s.exec("ADD", None, p[2], p[1]), pods))
@@ -449,17 +617,116 @@ def check_parallel(s: Suite) -> None:
             list(pool.map(lambda p: s.delete(p[2], p[1]), pods))
 
 
+def check_gc(s: Suite) -> None:
+    conf = s.require("1.1.0", "GC")
+    (_, a_path, a_id), (_, b_path, b_id) = s.pod(), s.pod()
+    with _footprint(s) as kept:
+        ra = s.add(a_id, a_path, conf=conf)
+    try:
+        b_conf = _next_fixed(conf) if _fixed(conf) else conf
+        with _footprint(s) as stale:
+            rb = s.add(b_id, b_path, conf=b_conf)
+        try:
+            valid = {"cni.dev/valid-attachments": [{"containerID": a_id, "ifname": IFNAME}]}
+            reply = s.network_wide("GC", conf | valid)
+            if not reply.ok():
+                raise Failed(f"GC with valid-attachments naming one of two attachments should succeed; "
+                             f"plugin: {reply.describe()}")
+            left = stale.left(s)
+            if left:
+                raise Failed(f"GC should release what belongs to attachments not in cni.dev/valid-attachments "
+                             f"({b_id}/{IFNAME}); still there: {', '.join(left)}")
+            lost = sorted(set(kept.links) - set(links_in(s.host))) + sorted(kept.files - _ipam_files(s.data_dir))
+            if lost:
+                raise Failed(f"GC should keep the valid attachment's ({a_id}/{IFNAME}) resources; "
+                             f"it removed: {', '.join(lost)}")
+            check = s.exec("CHECK", conf | {"prevResult": ra}, a_id, a_path)
+            if check.status != 0:
+                raise Failed(f"after GC, CHECK of the valid attachment should still succeed; "
+                             f"plugin: {check.describe()}")
+        finally:
+            s.delete(b_id, b_path, rb, conf=b_conf)
+    finally:
+        s.delete(a_id, a_path, ra, conf=conf)
+
+
+def check_status(s: Suite) -> None:
+    conf = s.require("1.1.0", "STATUS")
+    reply = s.network_wide("STATUS", conf)
+    if not reply.ok():
+        raise Failed(f"STATUS on a healthy configuration (empty IPAM range) should exit 0 without an error; "
+                     f"plugin: {reply.describe()}")
+
+
+def _versions_of(s: Suite, exe: str) -> list[str]:
+    reply = s.exec("VERSION", {"cniVersion": "0.3.1"}, exe=exe)
+    body = reply.json
+    return [v for v in body.get("supportedVersions", [])] if isinstance(body, dict) else []
+
+
+def check_chaining(s: Suite) -> str:
+    try:
+        chained = find_plugin(CHAINED, [*s.plugin_dirs, REFERENCE_DIR])
+    except Exception:  # noqa: BLE001 - CNIError: not found
+        raise Skipped(f"no {CHAINED!r} plugin in {s.plugin_dirs + [REFERENCE_DIR]} to chain after the plugin "
+                      f"(Debian: containernetworking-plugins)") from None
+    both = [v for v in VERSIONS if v in s.supported() and v in _versions_of(s, chained)
+            and (v == s.version or not _at_least(v, s.version))]
+    version = s.version if s.version in both else (both[-1] if both else None)
+    if version is None:
+        raise Skipped(f"the plugin and {CHAINED} share no version among {list(VERSIONS)} up to {s.version}")
+    conf = s.at(version)
+    # tuning changes a sysctl of the container's interface: a later plugin that modifies the
+    # attachment without changing the result, which the plugin's CHECK must tolerate.
+    tuning = {"cniVersion": version, "name": s.conf["name"], "type": CHAINED,
+              "sysctl": {f"net.ipv4.conf.{IFNAME}.arp_notify": "1"}}
+    name, path, container = s.pod()
+    first = s.add(container, path, conf=conf)
+    final = first
+    try:
+        reply = s.exec("ADD", tuning | {"prevResult": first}, container, path, exe=chained)
+        if not reply.ok() or not isinstance(reply.json, dict):
+            raise Failed(f"{CHAINED}, chained after the plugin, could not use its {version} result as prevResult "
+                         f"(is the result valid for {version}?); {CHAINED}: {reply.describe()}")
+        final = reply.json
+        ips, final_ips = sorted(map(str, _pod_ips(first))), sorted(map(str, _pod_ips(final)))
+        if ips != final_ips or _sandbox_iface(final) is None:
+            raise Failed(f"the chain's final result should still hold the plugin's {IFNAME} and ips {ips}; "
+                         f"it has interfaces {final.get('interfaces')} and ips {final_ips}")
+        if _at_least(version, "0.4.0"):
+            for exe, plugin_conf, who in ((s.exe, conf, "the plugin"), (chained, tuning, CHAINED)):
+                check = s.exec("CHECK", plugin_conf | {"prevResult": final}, container, path, exe=exe)
+                if check.status != 0:
+                    raise Failed(f"CHECK of the chain (plugin, then {CHAINED}) with the chain's final result as "
+                                 f"prevResult should succeed; {who} failed: {check.describe()}")
+    finally:
+        undo = s.exec("DEL", tuning | ({"prevResult": final} if _at_least(version, "0.4.0") else {}),
+                      container, path, exe=chained)
+        own = s.delete(container, path, final, conf=conf)
+    if not undo.ok():
+        raise Failed(f"DEL of the chain should succeed; {CHAINED} failed: {undo.describe()}")
+    if own.status != 0:
+        raise Failed(f"DEL of the chain (in reverse order, with the chain's final result as prevResult) should "
+                     f"succeed; the plugin failed: {own.describe()}")
+    notes = [] if version == s.version else [f"chain run at cniVersion {version}, the highest {CHAINED} shares"]
+    if not _at_least(version, "0.4.0"):
+        notes.append(f"no CHECK at {version}")
+    return "; ".join(notes)
+
+
 @dataclass(frozen=True)
 class Check:
     id: str
     section: str
-    run: Callable[[Suite], None]
+    run: Callable[[Suite], str | None]  # raises Failed or Skipped; may return a note on a pass
     summary: str
 
 
 CHECKS = (
     Check("version", "Version; Error (code 1)", check_version,
           "VERSION lists the config's version; an unsupported cniVersion is refused with code 1"),
+    Check("version-results", "Version; Result (per version)", check_version_results,
+          f"ADD at each claimed version among {', '.join(VERSIONS)} returns that version's result shape"),
     Check("add-result", "Add; Result", check_add_result,
           "ADD's result: cniVersion, sandbox interface, ips inside the IPAM range, valid indexes, gateway"),
     Check("add-applied", "Add; Result", check_add_applied,
@@ -467,16 +734,23 @@ CHECKS = (
     Check("connectivity", "Add", check_connectivity, "two attachments reach each other over TCP"),
     Check("del-cleanup", "Delete", check_del_cleanup,
           "DEL removes the interfaces ADD made and releases the IPAM reservation"),
-    Check("del-idempotent", "Delete", check_del_idempotent,
-          "a second DEL succeeds; DEL with a vanished CNI_NETNS succeeds"),
+    Check("del-idempotent", "Delete", check_del_idempotent, "a second DEL of the same attachment succeeds"),
+    Check("del-robust", "Delete", check_del_robust,
+          "DEL without prevResult cleans up; DEL with a vanished CNI_NETNS succeeds and releases the IP"),
     Check("add-duplicate", "Add; Error", check_add_duplicate,
           "ADD of an interface name that exists in the netns fails with an error JSON"),
     Check("check", "Check", check_check,
-          "CHECK passes after ADD and fails once the address is removed"),
+          "CHECK passes after ADD and fails once the address, or the interface, is removed"),
     Check("bad-input", "Protocol parameters; Error (codes 4, 6)", check_bad_input,
           "unknown CNI_COMMAND and missing CNI_NETNS give code 4, a config that is not JSON code 6"),
     Check("parallel-add", "Add; Execution of Network Configurations", check_parallel,
           f"{PARALLEL} parallel ADDs get distinct addresses"),
+    Check("chaining", "Execution of Network Configurations; Check", check_chaining,
+          f"in a chain before {CHAINED}: its result is a valid prevResult, kept in the final result; "
+          f"CHECK and reverse DEL with the final result succeed"),
+    Check("gc", "GC (1.1.0)", check_gc,
+          "GC releases an attachment missing from cni.dev/valid-attachments and keeps the valid one working"),
+    Check("status", "STATUS (1.1.0)", check_status, "STATUS succeeds on a healthy configuration"),
 )
 
 
@@ -502,6 +776,31 @@ def load(conf_text: str, plugin_dirs: list[str]) -> tuple[dict, str]:
     return conf, exe
 
 
+def _make_master(suite: Suite, master: str) -> None:
+    """The master link the configuration names, in the suite's host namespace: a veth end, up.
+
+    When the plugin stacks a kernel link on it (macvlan, ipvlan), try one first: a kernel without
+    that link type cannot run the plugin, and saying so beats a failure in every check."""
+    with links.netlink(suite.host) as ipr:
+        if links.index(ipr, master) is None:
+            ipr.link("add", ifname=master, kind="veth", peer=MASTER_PEER)
+        for name in (master, MASTER_PEER):
+            with links.tolerate(errno.ENODEV):
+                ipr.link("set", index=links.index(ipr, name), state="up")
+        kind = suite.conf["type"]
+        if kind not in STACKED_KINDS:
+            return
+        mode = {"macvlan_mode": "bridge"} if kind == "macvlan" else {"ipvlan_mode": 0}
+        try:
+            ipr.link("add", ifname="cnitprobe", kind=kind, link=links.index(ipr, master), **mode)
+        except Exception as err:  # noqa: BLE001 - NetlinkError or pyroute2's own refusal
+            why = os.strerror(err.code) if isinstance(getattr(err, "code", None), int) else str(err)
+            raise ConfError(f"this kernel cannot make {kind} links ({why}), so the {kind} plugin cannot work "
+                            f"on this machine (is the {kind} module available?)") from None
+        with links.tolerate(errno.ENODEV):
+            ipr.link("del", ifname="cnitprobe")
+
+
 @contextmanager
 def _suite(conf: dict, plugin_dirs: list[str], exe: str) -> Iterator[Suite]:
     suite = Suite(copy.deepcopy(conf), list(plugin_dirs), exe)
@@ -511,6 +810,8 @@ def _suite(conf: dict, plugin_dirs: list[str], exe: str) -> Iterator[Suite]:
     try:
         netns.create(suite.host)
         suite.made.append(suite.host)
+        if isinstance(suite.conf.get("master"), str):
+            _make_master(suite, suite.conf["master"])
         yield suite
     finally:
         netns.kill_all_in(suite.made)
@@ -520,28 +821,34 @@ def _suite(conf: dict, plugin_dirs: list[str], exe: str) -> Iterator[Suite]:
 
 
 def run(conf: dict, plugin_dirs: list[str], exe: str, only: list[str] | None = None,
-        progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Run the catalogue's checks (those in only, when given) in order; one Outcome per check."""
+        progress: Callable[[Outcome], None] | None = None, master: str | None = None) -> list[Outcome]:
+    """Run the catalogue's checks (those in only, when given) in order; one Outcome per check.
+
+    master: the host link a macvlan/ipvlan-style config attaches to (replaces the config's)."""
     known = {c.id for c in CHECKS}
     unknown = set(only or ()) - known
     if unknown:
         raise ConfError(f"unknown checks {sorted(unknown)}; known: {[c.id for c in CHECKS]}")
+    if master:
+        conf = conf | {"master": master}
     outcomes = []
     with _suite(conf, plugin_dirs, exe) as suite:
         for check in CHECKS:
             if only and check.id not in only:
                 continue
+            started = time.monotonic()
             try:
-                check.run(suite)
+                note = check.run(suite)
             except Failed as err:
-                outcome = Outcome(check.id, check.section, FAIL, f"{err} [SPEC: {check.section}]")
+                result, reason = FAIL, f"{err} [SPEC: {check.section}]"
             except Skipped as err:
-                outcome = Outcome(check.id, check.section, SKIP, str(err))
+                result, reason = SKIP, str(err)
             except (OSError, ValueError, KeyError, TypeError) as err:
-                outcome = Outcome(check.id, check.section, FAIL,
-                                  f"the check could not complete: {type(err).__name__}: {err} [SPEC: {check.section}]")
+                result, reason = FAIL, (f"the check could not complete: {type(err).__name__}: {err} "
+                                        f"[SPEC: {check.section}]")
             else:
-                outcome = Outcome(check.id, check.section, PASS, check.summary)
+                result, reason = PASS, f"{check.summary} ({note})" if note else check.summary
+            outcome = Outcome(check.id, check.section, result, reason, round(time.monotonic() - started, 3))
             outcomes.append(outcome)
             if progress:
                 progress(outcome)
@@ -557,3 +864,21 @@ def as_table(outcomes: list[Outcome]) -> str:
     rows = [("ID", "SECTION", "RESULT", "REASON")] + [(o.id, o.section, o.result.upper(), o.reason) for o in outcomes]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("   ".join([*(r[i].ljust(widths[i]) for i in range(3)), r[3]]) for r in rows)
+
+
+def as_junit(outcomes: list[Outcome], plugin: str) -> str:
+    """A JUnit XML report: one testsuite, one testcase per check, failure/skipped with the reason."""
+    suite = ET.Element("testsuite", name=f"cni-conformance.{plugin}", tests=str(len(outcomes)),
+                       failures=str(sum(o.result == FAIL for o in outcomes)), errors="0",
+                       skipped=str(sum(o.result == SKIP for o in outcomes)),
+                       time=f"{sum(o.seconds for o in outcomes):.3f}")
+    for o in outcomes:
+        case = ET.SubElement(suite, "testcase", classname=f"cni.{plugin}", name=o.id, time=f"{o.seconds:.3f}")
+        if o.result == FAIL:
+            ET.SubElement(case, "failure", message=o.reason, type=o.section).text = o.reason
+        elif o.result == SKIP:
+            ET.SubElement(case, "skipped", message=o.reason)
+        else:
+            ET.SubElement(case, "system-out").text = o.reason
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
