@@ -1,4 +1,4 @@
-"""netplane's plugins through their resident server and without it (netplane/cni/shim.py, server.py).
+"""netplane's plugins through their resident server and without it (cni/netplane-plugin, netplane/cni/server.py).
 
 The plugins are run as a runtime runs them (the launchers in cni/, through the Runtime), in a
 throw-away node namespace; the server is the one the launchers start for this checkout.
@@ -7,46 +7,38 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from netplane import names
-from netplane.cni import server, shim
+from netplane.cni import server
 from netplane.cni.runtime import Runtime, plugin_dir
 from netplane.kernel import links, netns
 from tests.labtools import eventually
 from tests.test_cni import GATEWAY, network, node, pod  # noqa: F401 - fixtures
 
-ROOT = shim.checkout()
-SOCKET = shim.socket_path(ROOT)
-LOG = Path(f"{SOCKET}.log")
-
-
-def server_pid() -> int | None:
-    """The pid of this checkout's running server (the one holding the lock), if any."""
-    try:
-        pid = int(Path(f"{SOCKET}.lock").read_text().strip() or 0)
-    except FileNotFoundError:
-        return None
-    return pid if pid and Path(f"/proc/{pid}").exists() and b"netplane.cni.server" in Path(
-        f"/proc/{pid}/cmdline").read_bytes() else None
+SERVER_SWITCH = "NETPLANE_CNI_SERVER"
+LOG = server.LOG
 
 
 def listening() -> bool:
-    probe = subprocess.run([shim.python(ROOT), "-c", f"import socket; socket.socket(socket.AF_UNIX).connect({SOCKET!r})"],
-                           capture_output=True)
-    return probe.returncode == 0
+    probe = socket.socket(socket.AF_UNIX)
+    with probe:
+        return probe.connect_ex(str(server.SOCKET)) == 0
 
 
 @pytest.fixture
 def running_server() -> int:
-    """The checkout's server, started as a plugin starts it, listening."""
+    """The checkout's server, started as the plugins start it, listening."""
     if not listening():
-        shim.start_server(ROOT)
+        subprocess.run(["setsid", "-f", sys.executable, "-m", "netplane.cni.server"], check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     eventually(listening, timeout=20)
-    return eventually(server_pid)
+    return eventually(server.running)
 
 
 @pytest.fixture
@@ -64,7 +56,7 @@ def test_commands_go_through_the_server_and_work_as_in_process(node, runtime, po
     through_server, in_process = pod(1), pod(2)
     via_server = asyncio.run(runtime.add(conf, through_server))
     asyncio.run(runtime.check(conf, through_server))
-    monkeypatch.setenv(shim.SERVER_SWITCH, "off")
+    monkeypatch.setenv(SERVER_SWITCH, "off")
     alone = asyncio.run(runtime.add(conf, in_process))
     asyncio.run(runtime.check(conf, in_process))
 
@@ -79,7 +71,7 @@ def test_commands_go_through_the_server_and_work_as_in_process(node, runtime, po
                  if link.get_attr("IFLA_MASTER") == links.index(ipr, "cni0")]
     assert sorted(ports) == sorted(r["interfaces"][1]["name"] for r in (via_server, alone))
 
-    monkeypatch.delenv(shim.SERVER_SWITCH)
+    monkeypatch.delenv(SERVER_SWITCH)
     asyncio.run(runtime.delete(conf, in_process))  # what one path made, the other removes
     with links.netlink(in_process.netns_path) as ipr:
         assert links.get(ipr, "eth0") is None
@@ -89,7 +81,7 @@ def test_the_server_lives_in_no_lab_namespace(node, running_server):
     own = os.stat(f"/proc/{running_server}/ns/net").st_ino
     assert own not in {os.stat("/proc/self/ns/net").st_ino, netns.inode(node)}
     assert running_server not in netns.pids_in(netns.listed(names.NETNS_PREFIX))
-    assert oct(os.stat(SOCKET).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(server.SOCKET).st_mode & 0o777) == "0o600"
 
 
 def test_when_the_code_changes_the_server_steps_aside_and_the_command_still_works(
@@ -101,11 +93,14 @@ def test_when_the_code_changes_the_server_steps_aside_and_the_command_still_work
     assert served(att.container_id) == []  # declined: run in-process
     eventually(lambda: not Path(f"/proc/{running_server}").exists(), timeout=20)
     asyncio.run(runtime.delete(conf, att))  # no server: in-process, and it starts a fresh one
-    fresh = eventually(server_pid, timeout=20)
+    fresh = eventually(server.running, timeout=20)
     assert fresh != running_server
 
 
-def test_stop_all_ends_the_server_after_what_is_under_way(running_server):
-    assert running_server in server.stop_all()
+def test_stop_ends_the_server_and_the_next_command_starts_one(node, runtime, pod, tmp_path, running_server):
+    assert server.stop() == running_server
     eventually(lambda: not Path(f"/proc/{running_server}").exists(), timeout=20)
-    assert not Path(SOCKET).exists()
+    assert not server.SOCKET.exists() and server.running() is None
+    conf, att = network(tmp_path), pod(1)
+    asyncio.run(runtime.add(conf, att))  # in-process, starting a server
+    assert eventually(server.running, timeout=20) != running_server

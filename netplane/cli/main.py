@@ -100,14 +100,14 @@ def down(ctx: click.Context) -> None:
 @click.argument("labs", nargs=-1)
 @friendly
 def clean(labs: tuple[str, ...]) -> None:
-    """Remove the named labs, or every netplane lab on this machine (and netplane's CNI servers),
+    """Remove the named labs, or every netplane lab on this machine (and netplane's CNI server),
     even after a crash: processes, namespaces, state."""
     removed = lifecycle.clean(list(labs) or None)
     for lab, spaces in removed.items():
         click.echo(f"removed lab {lab!r}: {len(spaces)} namespaces")
-    stopped = [] if labs else cni_server.stop_all()
+    stopped = None if labs else cni_server.stop()
     if stopped:
-        click.echo(f"stopped netplane's CNI server (pid {', '.join(map(str, stopped))})")
+        click.echo(f"stopped netplane's CNI server (pid {stopped})")
     if not removed and not stopped:
         click.echo("nothing to clean")
 

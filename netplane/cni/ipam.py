@@ -141,13 +141,18 @@ def _owner(args: Args) -> bytes:
 
 def _reservations(directory: Path) -> Iterator[tuple[Path, bytes]]:
     """Each reservation file and the owner written in it (container id CR LF interface)."""
-    for entry in directory.iterdir():
-        if entry.name == LOCK or entry.name.startswith(LAST_RESERVED):
-            continue
-        try:
-            yield entry, entry.read_bytes().strip()
-        except FileNotFoundError:
-            continue
+    with os.scandir(directory) as entries:  # plain os calls: a node may hold hundreds of these
+        for entry in entries:
+            if entry.name == LOCK or entry.name.startswith(LAST_RESERVED):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                yield Path(entry.path), os.read(fd, 4096).strip()
+            finally:
+                os.close(fd)
 
 
 def _reserved_by(directory: Path, args: Args) -> list[Address]:

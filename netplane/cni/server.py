@@ -1,6 +1,7 @@
-"""netplane's resident CNI server: runs the plugins' commands for their entry point (shim.py).
+"""netplane's resident CNI server: runs the plugins' commands for their entry point, cni/netplane-plugin.
 
-One server per checkout, started by the first plugin call that finds none, living in an empty
+One server per checkout (its socket is the checkout's ``.venv/cni.sock``), started by the first
+plugin call that finds none, living in an empty
 network namespace of its own (not in the lab node that happened to start it) and ending after IDLE_SECONDS
 without a request. Each request gets a fresh thread that enters the caller's network namespace
 (found through SO_PEERCRED) and runs the plugin's handlers there with the caller's CNI_*
@@ -10,6 +11,7 @@ mount namespace (their paths would mean something else here) or of another user.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -24,10 +26,14 @@ import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
-from netplane.cni import INTERNAL, SPEC_VERSION, CNIError, Handler, main, shim
+from netplane.cni import INTERNAL, SPEC_VERSION, CNIError, Handler, main
 from netplane.kernel import netns
 
 IDLE_SECONDS = 300.0
+DECLINED = 255  # the reply that asks the entry point to run the command itself
+SOCKET = Path(__file__).resolve().parents[2] / ".venv" / "cni.sock"  # where cni/netplane-plugin looks
+LOCK = SOCKET.with_name("cni.sock.lock")  # held by the running server, which writes its pid in it
+LOG = SOCKET.with_name("cni.sock.log")
 
 
 def _loaded_code_mtime() -> float:
@@ -79,7 +85,7 @@ class Server:
                 except Exception as err:  # noqa: BLE001 - the caller gets the SPEC's error, the log the trace
                     traceback.print_exc()
                     error = CNIError(INTERNAL, f"netplane's CNI server failed: {err}").to_json(SPEC_VERSION)
-                    reply = bytes([1]) + json.dumps(error).encode()
+                    reply = b"1\n" + json.dumps(error).encode()
                 conn.sendall(reply)
         except OSError:
             pass  # the caller went away
@@ -95,10 +101,10 @@ class Server:
         header, _, stdin = b"".join(chunks).partition(b"\0\0")
         plugin, *variables = header.decode().split("\0")
         if uid != os.geteuid() or plugin not in self.plugins or not self._same_mounts(pid):
-            return bytes([shim.DECLINED])
+            return f"{DECLINED}\n".encode()
         if _loaded_code_mtime() > self.code_mtime:
             self.stopping = True
-            return bytes([shim.DECLINED])
+            return f"{DECLINED}\n".encode()
         netns.enter(f"/proc/{pid}/ns/net")  # this thread exists for this request only
         env = dict(v.split("=", 1) for v in variables)
         out = io.StringIO()
@@ -107,7 +113,7 @@ class Server:
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {plugin} {env.get('CNI_COMMAND')} "
               f"container={env.get('CNI_CONTAINERID', '-')} ifname={env.get('CNI_IFNAME', '-')} pid={pid} "
               f"status={status} {1000 * (time.monotonic() - start):.1f} ms", file=sys.stderr)
-        return bytes([status]) + out.getvalue().encode()
+        return f"{status}\n{out.getvalue()}".encode()
 
     def _same_mounts(self, pid: int) -> bool:
         try:
@@ -116,11 +122,10 @@ class Server:
             return False
 
 
-def run(root: str) -> int:
+def run() -> int:
     """Serve the checkout's socket unless another server already does; return the exit status."""
-    path = shim.socket_path(root)
-    Path(shim.RUN_DIR).mkdir(mode=0o700, exist_ok=True)
-    with open(f"{path}.lock", "a+") as lock:
+    path = str(SOCKET)
+    with open(LOCK, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -149,27 +154,29 @@ def run(root: str) -> int:
     return 0
 
 
-def stop_all() -> list[int]:
-    """End every running server (for `netplane clean`); the pids that were told to stop."""
-    stopped = []
-    for lock_file in Path(shim.RUN_DIR).glob("cni-*.sock.lock"):
-        with open(lock_file) as lock:
+def running() -> int | None:
+    """The pid of the checkout's running server, if one holds the lock."""
+    try:
+        with open(LOCK) as lock:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # held: a server is alive and its pid is in the file
-                pid = int(lock.read().strip() or 0)
-                if pid > 0:
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                        stopped.append(pid)
-                    except ProcessLookupError:
-                        pass
-                continue
-        lock_file.unlink(missing_ok=True)
-        Path(str(lock_file)[:-len(".lock")]).unlink(missing_ok=True)
-    return stopped
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return None
+            except BlockingIOError:
+                return int(lock.read().strip() or 0) or None
+    except FileNotFoundError:
+        return None
+
+
+def stop() -> int | None:
+    """Tell the checkout's server to end after the commands under way (for `netplane clean`);
+    its pid, or None when none was running."""
+    pid = running()
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    return pid
 
 
 if __name__ == "__main__":
-    sys.stderr = open(f"{shim.socket_path(shim.checkout())}.log", "a", buffering=1)  # noqa: SIM115
-    sys.exit(run(shim.checkout()))
+    sys.stderr = open(LOG, "a", buffering=1)  # noqa: SIM115 - the server's log, for its whole life
+    sys.exit(run())
