@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from netplane.api import auth
 from netplane.api.errors import ApiError
 from netplane.api.resources import base_path, by_plural
 from netplane.api.tls import client_context
@@ -217,3 +218,12 @@ async def retry_on_conflict(fn: Callable[[], Awaitable[T]], attempts: int = 5) -
                 raise
         await asyncio.sleep(0.01 * attempt)
     return await fn()
+
+
+async def discover_ca(base_url: str, token: str) -> bytes:
+    """The server's CA, learnt through a bootstrap token (see netplane.api.auth): fetched without
+    verifying the server, trusted only once the token's signature over it checks out."""
+    async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+        async with session.get(base_url.rstrip("/") + auth.CLUSTER_INFO_PATH, ssl=False) as resp:
+            await _raise_for_status(resp)
+            return auth.verified_ca(await resp.json(), token)

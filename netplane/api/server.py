@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from netplane.api import lifecycle, openapi, paging, patch, protobuf, schema, tables
+from netplane.api import auth, lifecycle, openapi, paging, patch, protobuf, schema, tables
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
@@ -744,21 +744,30 @@ async def _errors_as_status(request: web.Request, handler: Handler) -> web.Strea
         return _json(error.status(), status=e.status)
 
 
-def _bearer(token: str) -> Callable:
-    expected = f"Bearer {token}".encode()
+def _bearer(accepts: Callable[[str], bool]) -> Callable:
+    """Every request but the open paths carries a bearer token that accepts(token) takes."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode()
-        if request.path not in OPEN_PATHS and not hmac.compare_digest(given, expected):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if request.path not in OPEN_PATHS and request.path != auth.CLUSTER_INFO_PATH and not (
+                scheme == "Bearer" and accepts(given)):
             raise ApiError(401, "Unauthorized", "Unauthorized")
         return await handler(request)
 
     return check
 
 
-def build_app(store: Store, token: str | None = None, bookmark_interval: float = 60.0) -> web.Application:
-    middlewares = [_errors_as_status] + ([_bearer(token)] if token else [])
+def _accepting(token: str | auth.TokenFile) -> Callable[[str], bool]:
+    if isinstance(token, auth.TokenFile):
+        return token.accepts
+    return lambda given: hmac.compare_digest(given.encode(), token.encode())
+
+
+def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_interval: float = 60.0,
+              ca_pem: bytes | None = None) -> web.Application:
+    """The API server's application; with a TokenFile and the CA, also the open discovery path."""
+    middlewares = [_errors_as_status] + ([_bearer(_accepting(token))] if token else [])
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STORE] = store
     app[WATCHES] = set()
@@ -766,6 +775,13 @@ def build_app(store: Store, token: str | None = None, bookmark_interval: float =
     app.on_shutdown.append(_end_watches)
     for path in OPEN_PATHS:
         app.router.add_get(path, _ok)
+    if isinstance(token, auth.TokenFile) and ca_pem is not None:
+        tokens = token
+
+        async def cluster_info(_: web.Request) -> web.Response:
+            return _json(tokens.cluster_info(ca_pem))
+
+        app.router.add_get(auth.CLUSTER_INFO_PATH, cluster_info)
     _add_discovery_routes(app.router)
     _add_openapi_routes(app.router)
     for res in RESOURCES:
@@ -774,13 +790,13 @@ def build_app(store: Store, token: str | None = None, bookmark_interval: float =
 
 
 async def start(
-    store: Store, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-    ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 60.0,
+    store: Store, host: str = "127.0.0.1", port: int = 0, token: str | auth.TokenFile | None = None,
+    ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 60.0, ca_pem: bytes | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serves the store (over TLS when given a context); returns the runner (``await runner.cleanup()``
     stops it) and the bound port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""
     # handler_cancellation: a watch whose client hangs up is cancelled at once and unsubscribes.
-    app = build_app(store, token, bookmark_interval)
+    app = build_app(store, token, bookmark_interval, ca_pem)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
