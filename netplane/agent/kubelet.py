@@ -5,6 +5,10 @@ the node lifecycle controller marked NotReady is put right once this node is bac
 
 A pod with a deletionTimestamp is terminated as upstream does: SIGTERM to its containers, SIGKILL
 after its grace period, CNI DEL, the namespace removed, then the API object deleted for good.
+
+Container ports with a hostPort reach CNI as the `portMappings` capability args, as containerd and
+CRI-O pass them (the kubelet itself makes no hostPort rules): a `portmap` plugin in the chain DNATs
+the node's hostPort to the pod.
 """
 from __future__ import annotations
 
@@ -63,12 +67,21 @@ class Container:
         return out
 
 
+def capability_args(pod: dict) -> dict:
+    """The CNI capability args of a pod: portMappings for every container port with a hostPort."""
+    mappings = [{"hostPort": port["hostPort"], "containerPort": port["containerPort"],
+                 "protocol": port.get("protocol", "TCP").lower(), "hostIP": port.get("hostIP", "")}
+                for c in pod["spec"].get("containers", []) for port in c.get("ports", []) if port.get("hostPort")]
+    return {"portMappings": mappings} if mappings else {}
+
+
 @dataclass
 class Sandbox:
     uid: str
     key: tuple[str, str]
     netns: str
     started_at: str
+    capabilities: dict = field(default_factory=dict)  # the CNI capability args of ADD, again for DEL
     ip: str = ""
     containers: dict[str, Container] = field(default_factory=dict)
     ready_since: str = ""
@@ -184,7 +197,7 @@ class Kubelet:
     async def _start(self, pod: dict) -> None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
-        box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key), now())
+        box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key), now(), capability_args(pod))
         async with self._lock(key):
             try:
                 if not await self._adopt(pod, box):
@@ -205,7 +218,7 @@ class Kubelet:
 
     async def _create(self, pod: dict, box: Sandbox) -> None:
         await asyncio.to_thread(netns.create, box.netns)
-        result = await self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)))
+        result = await self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities)
         box.ip = result["ips"][0]["address"].split("/")[0]
         specs = pod["spec"].get("containers", [])
         box.containers = {c["name"]: Container(c, probe=probes.ProbeState(c["readinessProbe"])
@@ -273,7 +286,7 @@ class Kubelet:
             task.cancel()
         await asyncio.gather(*(containers.stop(c.running, grace) for c in box.containers.values() if c.running))
         if self.cni_conf is not None:
-            await self.runtime.delete(self.cni_conf, Attachment(box.uid, netns.path(box.netns)))
+            await self.runtime.delete(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities)
         await asyncio.to_thread(netns.kill_all_in, [box.netns])
         await asyncio.to_thread(netns.delete, box.netns)
 

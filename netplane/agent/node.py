@@ -19,10 +19,14 @@ from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
 from netplane.api.informer import Informer
 from netplane.api.loop import Reconciler
-from netplane.cni.runtime import Runtime, plugin_dir
+from netplane.cni.runtime import Runtime, conf_from_file, load_conf_dir, plugin_dir
 
 log = logging.getLogger(__name__)
 VERSION = "v1.32.0-netplane"
+REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+# the reference portmap plugin: DNATs a pod's hostPorts, from the portMappings capability args
+PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
+CONF_NAME = "10-netplane.conflist"  # the node's CNI config, in its state directory (its /etc/cni/net.d)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class AgentConfig:
     iface: str = names.UNDERLAY_IF
     proxy_mode: str = "nftables"  # kube-proxy's --proxy-mode
     iptables_backend: str = "nft"  # with proxy_mode iptables: nft or legacy
+    cni: str = "netplane"  # netplane, reference, or the path of a conflist with {{podCIDR}} placeholders
 
 
 def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
@@ -54,6 +59,43 @@ def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
             "ipam": {"type": "netplane-host-local", "ranges": [[{"subnet": pod_cidr}]], "dataDir": str(data_dir)},
         }],
     }
+
+
+def reference_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
+    """cni_config's network on Debian's reference plugins: bridge + host-local, then portmap."""
+    conf = cni_config(pod_cidr, mtu, data_dir)
+    bridge = conf["plugins"][0]
+    bridge = bridge | {"type": "bridge", "ipam": bridge["ipam"] | {"type": "host-local"}}
+    return conf | {"plugins": [bridge, copy.deepcopy(PORTMAP)]}
+
+
+def fill(value: object, values: dict[str, object]) -> object:
+    """value with every "{{key}}" in its strings replaced by values[key]; a string that is nothing
+    but one placeholder becomes the value itself (so "mtu": "{{mtu}}" becomes a number)."""
+    if isinstance(value, dict):
+        return {k: fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, values) for v in value]
+    if isinstance(value, str):
+        for key, replacement in values.items():
+            if value == f"{{{{{key}}}}}":
+                return replacement
+            value = value.replace(f"{{{{{key}}}}}", str(replacement))
+    return value
+
+
+def network_config(cni: str, pod_cidr: str, mtu: int, data_dir: Path) -> dict:
+    """The node's conflist for the lab's `cni`: netplane's plugins (with the reference portmap after
+    them when installed, for hostPorts), the reference plugins, or a conflist file whose {{podCIDR}},
+    {{dataDir}} and {{mtu}} are filled in for this node."""
+    if cni == "netplane":
+        conf = cni_config(pod_cidr, mtu, data_dir)
+        if Path(REFERENCE_PLUGIN_DIR, PORTMAP["type"]).exists():
+            conf["plugins"].append(copy.deepcopy(PORTMAP))
+        return conf
+    if cni == "reference":
+        return reference_config(pod_cidr, mtu, data_dir)
+    return fill(conf_from_file(Path(cni)), {"podCIDR": pod_cidr, "dataDir": str(data_dir), "mtu": mtu})
 
 
 def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
@@ -94,9 +136,10 @@ class NodeAgent:
         self.client, self.config = client, config
         self.nodes = Informer(client, "nodes")
         self.ip, self.underlay_mtu = "", 0
-        runtime = Runtime([plugin_dir()], str(config.state_dir / "cni-cache"), exec_netns=config.netns)
+        self.runtime = Runtime([plugin_dir(), REFERENCE_PLUGIN_DIR], str(config.state_dir / "cni-cache"),
+                               exec_netns=config.netns, negotiate=True)
         self.kubelet = Kubelet(client, config.node_name, config.netns, config.pod_netns_prefix,
-                               config.state_dir, runtime)
+                               config.state_dir, self.runtime)
         self.proxy = Proxier(client, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
                              iptables_backend=config.iptables_backend)
         self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
@@ -136,9 +179,11 @@ class NodeAgent:
             node["metadata"].setdefault("annotations", {}).update(notes)
             node = await self.client.update("nodes", node)
         if self.kubelet.cni_conf is None:
-            conf = cni_config(cidr, self.mtu, self.config.state_dir / "ipam")
+            conf = network_config(self.config.cni, cidr, self.mtu, self.config.state_dir / "ipam")
             self.config.state_dir.mkdir(parents=True, exist_ok=True)
-            (self.config.state_dir / "10-netplane.conflist").write_text(json.dumps(conf, indent=2))
+            (self.config.state_dir / CONF_NAME).write_text(json.dumps(conf, indent=2))
+            conf = load_conf_dir(self.config.state_dir)  # read back as a CRI runtime reads /etc/cni/net.d
+            await self.runtime.validate(conf)  # a plugin missing or of the wrong version: not Ready, say why
             self.kubelet.cni_conf = conf
             await self.kubelet.loop.trigger()
         conditions = node.get("status", {}).get("conditions", [])

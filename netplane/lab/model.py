@@ -12,6 +12,10 @@ network:
   iptablesBackend: nft          # iptables mode's tools: nft (iptables-nft, as on Debian 12 and
                                 #   current distros; nft tracing sees its rules) or legacy
                                 #   (x_tables: a first sync of 10,000 Services takes 2.8 s, 140 s with nft)
+  cni: netplane                 # netplane (its bridge + host-local, then the reference portmap),
+                                #   reference (Debian's bridge + host-local + portmap, /usr/lib/cni), or
+                                #   a conflist file (relative to the lab file) with "{{podCIDR}}" where
+                                #   each node's pod range goes ({{dataDir}} and {{mtu}} are filled too)
 manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
 nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
 storage: sqlite                 # sqlite (a file in the lab's state directory) or etcd://host:port[,host:port]
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 import yaml
 
 from netplane import names
+from netplane.cni.runtime import CNIError, conf_from_file
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -37,6 +42,8 @@ LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 PROXY_MODES = ("nftables", "iptables")
 IMPLEMENTED_PROXY_MODES = ("nftables", "iptables")  # the modes the agents run (tests parametrize on it)
 IPTABLES_BACKENDS = ("nft", "legacy")
+CNI_KINDS = ("netplane", "reference")  # network.cni's names; any other value is a conflist file
+POD_CIDR_PLACEHOLDER = "{{podCIDR}}"  # in a conflist file: where a node's podCIDR goes
 NODE_SUBNET_PREFIX = 24
 FIRST_NODE_HOST = 11  # node-1 is 172.30.0.11: .1-.10 stay free for clients and control planes
 
@@ -57,6 +64,7 @@ class Network:
     proxyMode: str = "nftables"
     loadBalancerPool: str = "172.30.1.0/24"
     iptablesBackend: str = "nft"
+    cni: str = "netplane"  # a name of CNI_KINDS, or the absolute path of a conflist file
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,26 @@ def _nodes(value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
     return tuple(found), labels
 
 
-def _network(data: Any, node_count: int) -> Network:
+def _cni(value: str, base: Path | None) -> str:
+    """network.cni: one of CNI_KINDS, or a conflist file (made absolute) with the podCIDR placeholder."""
+    if value in CNI_KINDS:
+        return value
+    path = Path(value) if base is None or Path(value).is_absolute() else base / value
+    if not path.is_file():
+        raise LabError("network.cni", f"{value!r}: choose {' or '.join(CNI_KINDS)}, or give a conflist file "
+                                      f"({path} does not exist)")
+    try:
+        conf_from_file(path)
+    except CNIError as err:
+        detail = f" ({err.details})" if err.details else ""
+        raise LabError("network.cni", f"{path} is not a CNI network configuration: {err.msg}{detail}") from None
+    if POD_CIDR_PLACEHOLDER not in path.read_text():
+        raise LabError("network.cni", f"{path} has no {POD_CIDR_PLACEHOLDER}; write it where each node's pod range "
+                                      f"goes, e.g. \"ranges\": [[{{\"subnet\": \"{POD_CIDR_PLACEHOLDER}\"}}]]")
+    return str(path.resolve())
+
+
+def _network(data: Any, node_count: int, base: Path | None = None) -> Network:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -175,7 +202,7 @@ def _network(data: Any, node_count: int) -> Network:
     if network.iptablesBackend not in IPTABLES_BACKENDS:
         raise LabError("network.iptablesBackend",
                        f"{network.iptablesBackend!r}: choose one of {', '.join(IPTABLES_BACKENDS)}")
-    return network
+    return replace(network, cni=_cni(network.cni, base))
 
 
 def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:
@@ -215,7 +242,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
     return Lab(
         name=lab_name,
         nodes=nodes,
-        network=_network(data.get("network"), len(nodes)),
+        network=_network(data.get("network"), len(nodes), base),
         manifests=_manifests(data.get("manifests"), base),
         nodeLeaseSeconds=lease,
         storage=storage,
