@@ -20,6 +20,8 @@ BRIDGE_IF = "cni0"
 VXLAN_IF = "flannel.1"
 POD_IF = "eth0"
 UNDERLAY_SWITCH_IF = "br0"
+CONTROL_PLANE_HOST = "cp-1"
+RESERVED_HOSTS = ("underlay", "client", CONTROL_PLANE_HOST)  # a lab's own hosts; no node may take these names
 
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
@@ -47,6 +49,11 @@ def underlay_netns(lab: str) -> str:
 def client_netns(lab: str) -> str:
     """The client on the underlay: a host outside the cluster, as users reach NodePorts and load balancers."""
     return f"{lab_prefix(lab)}client"
+
+
+def control_plane_netns(lab: str) -> str:
+    """The host that runs `netplane server` in a lab with controlPlane.mode hosts."""
+    return f"{lab_prefix(lab)}{CONTROL_PLANE_HOST}"
 
 
 def node_netns(lab: str, node: str) -> str:

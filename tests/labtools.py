@@ -5,11 +5,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from conftest import unique_lab
 
 NETPLANE = str(Path(sys.executable).parent / "netplane")
 
@@ -49,13 +52,14 @@ def eventually(check: Callable[[], object], timeout: float = 15, interval: float
     raise AssertionError(f"condition not met in {timeout} s; last: {last!r}")
 
 
-def default_lab_file(directory: Path, proxy_mode: str, backend: str = "nft", extra: tuple[dict, ...] = ()) -> str:
+def default_lab_file(directory: Path, proxy_mode: str, backend: str = "nft", extra: tuple[dict, ...] = (),
+                     network: dict | None = None, **fields: object) -> str:
     """The default lab, written as a lab file in the given proxy mode (and iptables backend), with
-    the `extra` objects applied after the demo app."""
+    the `extra` objects applied after the demo app, more `network` fields and top-level `fields`."""
     default = resources.files("netplane.lab")
     data = yaml.safe_load(default.joinpath("default.yaml").read_text())
-    data["network"]["proxyMode"] = proxy_mode
-    data["network"]["iptablesBackend"] = backend
+    data["network"] |= {"proxyMode": proxy_mode, "iptablesBackend": backend} | (network or {})
+    data |= fields
     data["manifests"] = [str(default.joinpath(m)) for m in data["manifests"]]
     if extra:
         more = directory / "extra.yaml"
@@ -64,3 +68,19 @@ def default_lab_file(directory: Path, proxy_mode: str, backend: str = "nft", ext
     path = directory / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
+
+
+@contextmanager
+def running_lab(path: str) -> Iterator[str]:
+    """A lab brought up from a lab file under a unique name (the default lab's 2 nodes and 4 pods),
+    and always brought down."""
+    from netplane.lab import lifecycle, model
+    name = unique_lab()
+    lines: list[str] = []
+    try:
+        summary = lifecycle.up(model.load(path, name), lines.append)
+        assert summary.pods == 4 and summary.nodes == 2, lines
+        yield name
+    finally:
+        if lifecycle.is_up(name):
+            lifecycle.down(name)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from netplane.cni import runtime as cni_runtime
 from netplane.cni.runtime import Attachment, CNIError, Runtime, load_conf_dir
 
 FAKE = """#!{python}

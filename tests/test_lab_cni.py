@@ -13,13 +13,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import unique_lab
-from labtools import cli, default_lab_file, eventually, get
+from labtools import cli, default_lab_file, eventually, get, running_lab
 from netplane.agent.kubelet import capability_args
 from netplane.agent.node import cni_config, network_config
-from netplane.lab import lifecycle, model
+from netplane.lab import model
 from netplane.lab.state import LabState
 # test_lab's tests of the four paths, collected again here with this module's `lab` fixture
 from test_lab import (apply_docs, echo_pod, service_manifest,  # noqa: F401 - the tests are collected
@@ -39,19 +37,9 @@ NODE_1, NODE_2 = "172.30.0.11", "172.30.0.12"
 @pytest.fixture(scope="module", params=list(PROXY_MODE))
 def lab(request, tmp_path_factory):
     """The default lab on one CNI kind."""
-    name = unique_lab()
-    path = Path(default_lab_file(tmp_path_factory.mktemp(request.param), PROXY_MODE[request.param]))
-    data = yaml.safe_load(path.read_text())
-    data["network"]["cni"] = request.param
-    path.write_text(yaml.safe_dump(data))
-    lines: list[str] = []
-    try:
-        summary = lifecycle.up(model.load(str(path), name), lines.append)
-        assert summary.pods == 4 and summary.nodes == 2, lines
+    with running_lab(default_lab_file(tmp_path_factory.mktemp(request.param), PROXY_MODE[request.param],
+                                      network={"cni": request.param})) as name:
         yield name
-    finally:
-        if lifecycle.is_up(name):
-            lifecycle.down(name)
 
 
 def from_client(lab: str, url: str) -> str:

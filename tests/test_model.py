@@ -88,3 +88,24 @@ def test_storage_is_sqlite_or_etcd_urls():
     assert model.parse({}).storage == "sqlite"
     assert model.parse({"storage": "etcd://127.0.0.1:2379"}).storage == "etcd://127.0.0.1:2379"
     assert model.parse({}, storage="etcd://a:1,b:2/lab/registry").storage == "etcd://a:1,b:2/lab/registry"
+
+
+@pytest.mark.parametrize("control_plane, message", [
+    ({"mode": "cloud"}, "choose embedded"),
+    ({"replicas": 2}, "an etcd cluster of 2 needs 2 members for a quorum"),
+    ({"replicas": 0}, r"give 1 \(or 3\)"),
+    ({"mode": "hosts", "size": 1}, "unknown field"),
+])
+def test_control_plane_options_are_checked_with_the_reason(control_plane, message):
+    with pytest.raises(model.LabError, match=message) as err:
+        model.parse({"controlPlane": control_plane})
+    assert err.value.field.startswith("controlPlane")
+
+
+def test_a_hosts_control_plane_gets_its_own_host_on_the_underlay_and_nodes_may_not_take_its_name():
+    lab = model.parse({"name": "demo", "controlPlane": {"mode": "hosts"}})
+    assert lab.control_plane_ip == "172.30.0.3" and model.from_dict(lab.to_dict()) == lab
+    plan = [str(step) for step in topology.plan(lab)]
+    assert "ip -n np.demo.cp-1 addr add 172.30.0.3/24 dev eth0" in plan
+    with pytest.raises(model.LabError, match="one of the lab's own hosts"):
+        model.parse({"nodes": ["node-1", "cp-1"]})

@@ -42,6 +42,7 @@ class AgentConfig:
     proxy_mode: str = "nftables"  # kube-proxy's --proxy-mode
     iptables_backend: str = "nft"  # with proxy_mode iptables: nft or legacy
     cni: str = "netplane"  # netplane, reference, or the path of a conflist with {{podCIDR}} placeholders
+    holder: str = ""  # the holderIdentity of the node's Lease (default: the node's name)
 
 
 def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
@@ -199,7 +200,8 @@ class NodeAgent:
         while True:
             lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                      "metadata": {"name": name, "namespace": names.LEASE_NAMESPACE},
-                     "spec": {"holderIdentity": name, "leaseDurationSeconds": self.config.lease_seconds,
+                     "spec": {"holderIdentity": self.config.holder or name,
+                              "leaseDurationSeconds": self.config.lease_seconds,
                               "renewTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
             try:
                 await self.client.update("leases", lease)

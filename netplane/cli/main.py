@@ -5,10 +5,13 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
+import socket
 import statistics
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -269,7 +272,6 @@ def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int 
     DEST (a pod, svc/NAME[:PORT] or an IP[:PORT]) and show every hop it makes.
 
     Exits 0 when the probe (every probe, with --count) reached its destination, 1 when one did not."""
-    from pathlib import Path
 
     from netplane.trace import pcap, render, resolve, svg, tracer  # here: scapy takes half a second to load
 
@@ -380,6 +382,110 @@ def capture(ctx: click.Context, where: str, interface: str | None, out: str | No
     click.echo(f"{seen} frame{'' if seen == 1 else 's'} captured{written}", err=True)
 
 
+def _listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT (e.g. 192.168.56.10:6443), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _serve_logging() -> None:
+    logging.basicConfig(level=os.environ.get("NETPLANE_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@cli.command()
+@click.option("--listen", "listen", required=True, metavar="HOST:PORT",
+              help="Address to serve on, e.g. 192.168.56.10:6443 (TLS; the certificate names HOST).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/var/lib/netplane/server"),
+              show_default=True, help="Store, CA, tokens and admin.kubeconfig.")
+@click.option("--storage", help="etcd://HOST:PORT[,HOST:PORT] (default: SQLite in the state directory).")
+@click.option("--bootstrap-token", help="A token agents may join with ([a-z0-9]{6}.[a-z0-9]{16}); "
+                                        "`netplane token create` makes more.")
+@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="The pod network (node IPAM).")
+@click.option("--service-cidr", default="10.96.0.0/16", show_default=True, help="ClusterIPs come from here.")
+@click.option("--name", default="server", show_default=True, help="Names the CA and the kubeconfig's context.")
+@friendly
+def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: str | None, cluster_cidr: str,
+           service_cidr: str, name: str) -> None:
+    """Run the API server and the controllers, with no emulated nodes, for `netplane agent`s to join."""
+    from netplane.api.auth import TokenError, split_bootstrap
+    from netplane.lab import server as control_plane
+    host, port = _listen_address(listen)
+    if bootstrap_token:
+        try:
+            split_bootstrap(bootstrap_token)
+        except TokenError as err:
+            raise click.BadParameter(str(err), param_hint="--bootstrap-token") from None
+    _serve_logging()
+    asyncio.run(control_plane.run(control_plane.ServerConfig(
+        host, port, state_dir.resolve(), cluster_cidr, service_cidr, storage, bootstrap_token, name=name)))
+
+
+@cli.command()
+@click.option("--server", "server_url", metavar="URL", help="https://HOST:PORT of `netplane server` (with --token).")
+@click.option("--token", help="A bootstrap token of the server (`netplane token create` prints a join command).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Reach the server with this kubeconfig instead of a token.")
+@click.option("--node", default=socket.gethostname, show_default="the host name", help="The Node this agent runs.")
+@click.option("--iface", default=names.UNDERLAY_IF, show_default=True, help="The underlay interface (VXLAN's).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="CNI config, IPAM and agent id (default /var/lib/netplane/agent/NODE).")
+@click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="kube-proxy's --cluster-cidr.")
+@click.option("--proxy-mode", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True)
+@click.option("--cni", default="netplane", show_default=True, help="netplane, reference, or a conflist file.")
+@click.option("--netns-prefix", default="cni-", show_default=True, help="Pods' namespaces are PREFIXpod.NS.NAME.")
+@friendly
+def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, node: str, iface: str,
+          state_dir: Path | None, cluster_cidr: str, proxy_mode: str, cni: str, netns_prefix: str) -> None:
+    """Run this host's node agent (kubelet via CNI, overlay, proxy) against a `netplane server`."""
+    from netplane.lab import agent as node_agent
+    if not kubeconfig and not (server_url and token):
+        raise click.UsageError("give --server and --token (as `netplane token create` prints), or --kubeconfig")
+    _serve_logging()
+    config = node_agent.JoinConfig(
+        node, (state_dir or Path("/var/lib/netplane/agent") / node).resolve(), server_url, token, kubeconfig,
+        iface, cluster_cidr, netns_prefix, proxy_mode, cni)
+    try:
+        asyncio.run(node_agent.run(config))
+    except node_agent.NodeTaken as err:
+        raise click.ClickException(str(err)) from None
+
+
+@cli.group()
+def token() -> None:
+    """Bootstrap tokens for agents joining a `netplane server`."""
+
+
+@token.command(name="create")
+@click.option("--state-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The server's state directory (default: the lab's server, for a lab with "
+                   "controlPlane.mode hosts; else /var/lib/netplane/server).")
+@click.option("--ttl", default="24h", show_default=True, help="How long it is valid: 30m, 24h, 7d, or 0 for ever.")
+@click.pass_context
+@friendly
+def token_create(ctx: click.Context, state_dir: Path | None, ttl: str) -> None:
+    """Make a bootstrap token and print the command that joins a machine with it."""
+    from netplane.lab import server as control_plane
+    if state_dir is None:
+        lab_server = LabState(ctx.obj["lab"]).dir / "server"
+        state_dir = lab_server if lab_server.is_dir() else Path("/var/lib/netplane/server")
+    seconds = _duration(ttl)
+    created = control_plane.create_token(state_dir, seconds or None, "netplane token create")
+    click.echo(control_plane.join_command(state_dir, created))
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text == "0":
+        return 0
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise click.BadParameter(f"{text!r}: a number and a unit, e.g. 30m, 24h, 7d (0: never expires)",
+                                 param_hint="--ttl")
+    return int(text[:-1]) * units[text[-1]]
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks, each side by side with a peer run on the same machine in the same run."""
@@ -394,7 +500,6 @@ def bench_up(rounds: int, pods: int, adds: int) -> None:
     """Time `up` of the default lab, pod starts, `down`, and CNI ADD against the reference plugins."""
     import statistics
     import tempfile
-    from pathlib import Path
 
     from netplane.bench import cni as cni_bench, up as bench
 
@@ -423,7 +528,6 @@ def bench_up(rounds: int, pods: int, adds: int) -> None:
 def bench_cni(runs: int, parallel: int) -> None:
     """ADD and DEL times of netplane's plugins next to the reference bridge + host-local, same config."""
     import tempfile
-    from pathlib import Path
 
     from netplane.bench import cni as bench
 

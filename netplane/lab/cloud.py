@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 
 from netplane import names
 from netplane.api.informer import Informer
@@ -89,3 +90,10 @@ class CloudController:
                 self.assigned[key] = ip
             routes[ip] = backends(svc, list(self.nodes.cache.values()), list(self.slices.cache.values()))
         await asyncio.to_thread(_routes, self.client_netns, self.pool, routes)
+
+
+def components(client, lab_name: str, pool: str) -> dict[str, Callable[[], Awaitable]]:
+    """The emulated cloud as the lab's process runs it: its informers and its controller, by name."""
+    inf = {plural: Informer(client, plural) for plural in ("nodes", "services", "endpointslices")}
+    controller = CloudController(client, lab_name, pool, inf["nodes"], inf["services"], inf["endpointslices"])
+    return {f"cloud/informer/{i.plural}": i.run for i in inf.values()} | {controller.loop.name: controller.loop.run}

@@ -1,4 +1,6 @@
-"""The lab's control-plane process: API server, controllers and one node agent per emulated node.
+"""The lab's control-plane process: API server, controllers and one node agent per emulated node
+(controlPlane.mode embedded), or the keeper of `netplane server` and `netplane agent` processes in
+the lab's hosts (mode hosts, see netplane.lab.hosts); the emulated cloud in both.
 
 `netplane up` starts it in the background (`python -m netplane.lab.daemon LAB`); it writes the
 kubeconfig once the API server listens. On SIGTERM it exits and leaves the pods running, as a
@@ -30,31 +32,29 @@ from netplane.controllers.nodelifecycle import NodeLifecycleController
 from netplane.controllers.replicaset import ReplicaSetController
 from netplane.controllers.scheduler import Scheduler
 from netplane.controllers.serviceip import admitter
-from netplane.lab.cloud import CloudController
+from netplane.lab import cloud, hosts
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState
 
 log = logging.getLogger("netplane.daemon")
 
 
-def controllers(client: Client, lab: Lab) -> dict[str, Callable[[], Awaitable]]:
+def controllers(client: Client, cluster_cidr: str, lease_seconds: int) -> dict[str, Callable[[], Awaitable]]:
     """The controller manager: shared informers, then every controller's loop, by name."""
     inf = {plural: Informer(client, plural) for plural in (
         "nodes", "pods", "services", "endpointslices", "endpoints", "replicasets", "deployments", "daemonsets")}
     inf["leases"] = Informer(client, "leases", names.LEASE_NAMESPACE)
     loops = [
-        NodeIPAM(client, inf["nodes"], lab.network.clusterCIDR).loop,
+        NodeIPAM(client, inf["nodes"], cluster_cidr).loop,
         Scheduler(client, inf["nodes"], inf["pods"]).loop,
         EndpointSliceController(client, inf["services"], inf["pods"], inf["endpointslices"], inf["endpoints"],
                                 inf["nodes"]).loop,
         ReplicaSetController(client, inf["replicasets"], inf["pods"]).loop,
         DeploymentController(client, inf["deployments"], inf["replicasets"]).loop,
         DaemonSetController(client, inf["daemonsets"], inf["nodes"], inf["pods"]).loop,
-        NodeLifecycleController(client, inf["nodes"], inf["leases"], inf["pods"], lab.nodeLeaseSeconds).loop,
+        NodeLifecycleController(client, inf["nodes"], inf["leases"], inf["pods"], lease_seconds).loop,
         GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
                                   "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
-        CloudController(client, lab.name, lab.network.loadBalancerPool, inf["nodes"], inf["services"],
-                        inf["endpointslices"]).loop,
     ]
     parts: dict[str, Callable[[], Awaitable]] = {f"informer/{i.plural}": i.run for i in inf.values()}
     parts.update({loop.name: loop.run for loop in loops})
@@ -88,6 +88,32 @@ async def supervise(name: str, run: Callable[[], Awaitable]) -> None:
 
 async def run(state: LabState) -> None:
     lab = state.load_lab()
+    if lab.controlPlane.mode == "hosts":
+        parts, client, relay = await hosts.parts(lab, state)
+        try:
+            await until_stopped(parts)
+        finally:
+            relay.close()
+            await client.close()
+        return
+    await run_embedded(state, lab)
+
+
+async def until_stopped(parts: dict[str, Callable[[], Awaitable]]) -> None:
+    """Supervise every part until SIGTERM or SIGINT, then cancel them all."""
+    tasks = [asyncio.create_task(supervise(name, run), name=name) for name, run in parts.items()]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    log.info("running %d parts", len(tasks))
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_embedded(state: LabState, lab: Lab) -> None:
     token = state.token()
     certs = tls.ensure(state.pki, lab.name, ["127.0.0.1", "localhost"])
     store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage, admit=admitter(lab.network.serviceCIDR))
@@ -104,19 +130,12 @@ async def run(state: LabState) -> None:
     ]
     client = Client(*connect)
     await system_namespaces(client)
-    parts = controllers(client, lab)
+    parts = controllers(client, lab.network.clusterCIDR, lab.nodeLeaseSeconds)
+    parts.update(cloud.components(client, lab.name, lab.network.loadBalancerPool))
     parts.update({f"agent/{a.config.node_name}": a.run for a in agents})
-    tasks = [asyncio.create_task(supervise(name, run), name=name) for name, run in parts.items()]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     state.write_kubeconfig(server, token, certs.ca)
-    log.info("API server on %s; %d node agents started", server, len(agents))
-    await stop.wait()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("API server on %s; %d node agents", server, len(agents))
+    await until_stopped(parts)
     await client.close()
     for agent in agents:
         await agent.client.close()

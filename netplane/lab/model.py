@@ -16,6 +16,11 @@ network:
                                 #   reference (Debian's bridge + host-local + portmap, /usr/lib/cni), or
                                 #   a conflist file (relative to the lab file) with "{{podCIDR}}" where
                                 #   each node's pod range goes ({{dataDir}} and {{mtu}} are filled too)
+controlPlane:
+  mode: embedded                # embedded: one process runs the API server, controllers and every
+                                #   node agent; hosts: `netplane server` runs in its own host cp-1
+                                #   (172.30.0.3:6443) and each node runs `netplane agent`, joined with a
+                                #   bootstrap token over TLS, as on real machines
 manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
 nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
 storage: sqlite                 # sqlite (a file in the lab's state directory) or etcd://host:port[,host:port]
@@ -42,6 +47,7 @@ LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 PROXY_MODES = ("nftables", "iptables")
 IMPLEMENTED_PROXY_MODES = ("nftables", "iptables")  # the modes the agents run (tests parametrize on it)
 IPTABLES_BACKENDS = ("nft", "legacy")
+CONTROL_PLANE_MODES = ("embedded", "hosts")
 CNI_KINDS = ("netplane", "reference")  # network.cni's names; any other value is a conflist file
 POD_CIDR_PLACEHOLDER = "{{podCIDR}}"  # in a conflist file: where a node's podCIDR goes
 NODE_SUBNET_PREFIX = 24
@@ -68,6 +74,12 @@ class Network:
 
 
 @dataclass(frozen=True)
+class ControlPlane:
+    mode: str = "embedded"
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str = "netplane"
     nodes: tuple[str, ...] = ("node-1", "node-2")
@@ -76,6 +88,7 @@ class Lab:
     nodeLeaseSeconds: int = 40
     storage: str = "sqlite"
     nodeLabels: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].labels
+    controlPlane: ControlPlane = field(default_factory=ControlPlane)
 
     def node_ip(self, node: str) -> str:
         """The node's underlay address: .11 for the first node, .12 for the second, ..."""
@@ -86,6 +99,11 @@ class Lab:
     def underlay_gateway(self) -> str:
         """The nodes' default gateway: .1 of the underlay, an address no lab host holds."""
         return str(ipaddress.ip_network(self.network.underlay).network_address + 1)
+
+    @property
+    def control_plane_ip(self) -> str:
+        """The control-plane host's address (controlPlane.mode hosts): .3 of the underlay."""
+        return str(ipaddress.ip_network(self.network.underlay).network_address + 3)
 
     @property
     def client_ip(self) -> str:
@@ -146,6 +164,9 @@ def _nodes(value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
             raise LabError(f"nodes[{i}]", f"{name!r} is not a DNS label (lower-case letters, digits, '-')")
         if name in found:
             raise LabError(f"nodes[{i}]", f"node {name!r} is listed twice; node names must be unique")
+        if name in names.RESERVED_HOSTS:
+            raise LabError(f"nodes[{i}]", f"{name!r} names one of the lab's own hosts "
+                                          f"({', '.join(names.RESERVED_HOSTS)}); choose another name")
         found.append(name)
         if isinstance(item, dict) and "labels" in item:
             labels[name] = _labels(item["labels"], f"nodes[{i}].labels")
@@ -205,6 +226,29 @@ def _network(data: Any, node_count: int, base: Path | None = None) -> Network:
     return replace(network, cni=_cni(network.cni, base))
 
 
+def _control_plane(value: Any) -> ControlPlane:
+    if value is None:
+        return ControlPlane()
+    if not isinstance(value, dict):
+        raise LabError("controlPlane", "give a mapping, e.g. {mode: hosts}")
+    _require_keys(value, set(ControlPlane.__dataclass_fields__), "controlPlane.")
+    mode = value.get("mode", ControlPlane.mode)
+    if mode not in CONTROL_PLANE_MODES:
+        raise LabError("controlPlane.mode", f"{mode!r}: choose embedded (one process runs the API server, the "
+                                            "controllers and every node agent) or hosts (netplane server in its "
+                                            "own host, netplane agent in each node)")
+    replicas = value.get("replicas", ControlPlane.replicas)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise LabError("controlPlane.replicas", f"{replicas!r}: give 1 (or 3)")
+    if replicas % 2 == 0:
+        raise LabError("controlPlane.replicas", f"{replicas}: an etcd cluster of {replicas} needs {replicas // 2 + 1} "
+                                                f"members for a quorum, so it survives no more failures than a cluster "
+                                                f"of {replicas - 1}; use an odd number: 1 or 3")
+    if replicas != 1:
+        raise LabError("controlPlane.replicas", f"{replicas}: a replicated control plane is not built yet; use 1")
+    return ControlPlane(mode, replicas)
+
+
 def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -247,6 +291,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         nodeLeaseSeconds=lease,
         storage=storage,
         nodeLabels=labels,
+        controlPlane=_control_plane(data.get("controlPlane")),
     )
 
 
@@ -279,4 +324,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         nodeLeaseSeconds=data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds),
         nodeLabels=data.get("nodeLabels", {}),
         storage=data.get("storage", Lab.storage),
+        controlPlane=ControlPlane(**data.get("controlPlane", {})),
     )

@@ -2,7 +2,6 @@
 kubeconfig, the control plane's pid and log, and each node's CNI data. `down` and `clean` remove it."""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from netplane.api import kubeconfig
 from netplane.lab.model import Lab, from_dict
 
 ROOT = Path(os.environ.get("NETPLANE_STATE_DIR", "/var/lib/netplane"))
@@ -80,19 +80,7 @@ class LabState:
         return path.read_text().strip()
 
     def write_kubeconfig(self, server: str, token: str, ca: Path) -> None:
-        cluster, user = f"netplane-{self.name}", f"netplane-{self.name}-admin"
-        authority = base64.b64encode(ca.read_bytes()).decode()
-        config = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": authority}}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": self.name, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
-            "current-context": self.name,
-        }
-        tmp = self.kubeconfig.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        os.chmod(tmp, 0o600)
-        tmp.rename(self.kubeconfig)
+        kubeconfig.write(self.kubeconfig, self.name, kubeconfig.Connection(server, token, ca.read_bytes()))
 
     def connection(self) -> tuple[str, str, str]:
         """(server URL, token, CA file): what a Client needs to reach the lab's API server."""

@@ -6,6 +6,7 @@ is never touched, so tearing a lab down is removing its namespaces.
     np.<lab>.client     a host outside the cluster on the underlay (172.30.0.2), as a user reaches
                         NodePorts and load balancers; the emulated cloud routes LoadBalancer IPs
                         from it to the nodes
+    np.<lab>.cp-1       with controlPlane.mode hosts: the host of `netplane server` (172.30.0.3)
     np.<lab>.<node>     eth0 (172.30.0.11/24, ...), lo, forwarding on, bridged IPv4 through netfilter,
                         a default route via 172.30.0.1 as a real node has one (so ClusterIPs and
                         no-endpoint rejects behave as on a cluster); no host holds .1, and the
@@ -73,16 +74,20 @@ def plan(lab: Lab) -> list[Step]:
             Step(node_ns, "up", names.UNDERLAY_IF),
             Step(node_ns, "route", names.UNDERLAY_IF, {"gateway": lab.underlay_gateway}),
         ]
-    client = names.client_netns(lab.name)
-    port = names.switch_port("client")
-    return steps + [
-        Step(client, "netns"),
-        Step(switch, "veth", port, {"peer": names.UNDERLAY_IF, "peer_ns": client}),
-        Step(switch, "master", port, {"master": names.UNDERLAY_SWITCH_IF}),
-        Step(switch, "up", port),
-        Step(client, "addr", names.UNDERLAY_IF, {"cidr": f"{lab.client_ip}/{lab.underlay_prefixlen}"}),
-        Step(client, "up", names.UNDERLAY_IF),
-    ]
+    hosts = [(names.client_netns(lab.name), "client", lab.client_ip)]
+    if lab.controlPlane.mode == "hosts":
+        hosts.append((names.control_plane_netns(lab.name), names.CONTROL_PLANE_HOST, lab.control_plane_ip))
+    for space, role, address in hosts:
+        port = names.switch_port(role)
+        steps += [
+            Step(space, "netns"),
+            Step(switch, "veth", port, {"peer": names.UNDERLAY_IF, "peer_ns": space}),
+            Step(switch, "master", port, {"master": names.UNDERLAY_SWITCH_IF}),
+            Step(switch, "up", port),
+            Step(space, "addr", names.UNDERLAY_IF, {"cidr": f"{address}/{lab.underlay_prefixlen}"}),
+            Step(space, "up", names.UNDERLAY_IF),
+        ]
+    return steps
 
 
 def apply(steps: list[Step]) -> None:

@@ -1,0 +1,119 @@
+"""`netplane agent`: one node agent as a process of its own, in the namespaces it runs in.
+
+It is the node agent of an emulated lab (kubelet through CNI, the VXLAN overlay, kube-proxy rules),
+run on a machine that joins a `netplane server`: a Vagrant VM, or an emulated host of a lab whose
+control plane runs in a host. It reaches the server with a kubeconfig, or with a bootstrap token
+through which it learns the server's CA (kept in its state directory). A wrong token or an
+unreachable server is reported and retried with backoff; while the server is away the data plane
+stays as it is, and the agent reconciles when the server is back. A node is held by one agent: its
+Lease names the agent (an id kept in the state directory), and a second agent for the same node is
+refused.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+
+from netplane import names
+from netplane.agent.node import AgentConfig, NodeAgent
+from netplane.api import auth, kubeconfig
+from netplane.api.client import Client, discover_ca
+from netplane.api.errors import ApiError
+from netplane.lab import daemon
+
+log = logging.getLogger("netplane.agent")
+BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
+
+
+class NodeTaken(RuntimeError):
+    """Another agent holds the node's Lease."""
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    node: str
+    state_dir: Path
+    server: str | None = None  # with token
+    token: str | None = None
+    kubeconfig: Path | None = None
+    iface: str = names.UNDERLAY_IF
+    cluster_cidr: str = "10.244.0.0/16"
+    netns_prefix: str = "cni-"  # the pods' namespaces: <prefix>pod.<namespace>.<name>
+    proxy_mode: str = "nftables"
+    cni: str = "netplane"
+    lease_seconds: int = 40
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def identity(state_dir: Path) -> str:
+    """This agent's id in its node's Lease: the host's name and a random id kept in the state
+    directory, so a restarted agent is still the same holder."""
+    path = state_dir / "agent-id"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{socket.gethostname()}-{secrets.token_hex(4)}")
+    return path.read_text().strip()
+
+
+async def connection(cfg: JoinConfig) -> kubeconfig.Connection:
+    """Server, token and CA: from the kubeconfig, or learnt through the bootstrap token, retried
+    with backoff while the server is unreachable or refuses the token."""
+    if cfg.kubeconfig is not None:
+        return kubeconfig.read(cfg.kubeconfig)
+    assert cfg.server and cfg.token
+    delay = BACKOFF_START
+    while True:
+        try:
+            return kubeconfig.Connection(cfg.server, cfg.token, await discover_ca(cfg.server, cfg.token))
+        except auth.TokenError as err:
+            log.error("cannot join %s: %s; trying again in %.0f s", cfg.server, err, delay)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+            log.error("cannot reach %s (%s); trying again in %.0f s", cfg.server, err or type(err).__name__, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+async def claim(client: Client, node: str, holder: str) -> None:
+    """Refuse to run when another agent renewed the node's Lease within its duration."""
+    try:
+        lease = await client.get("leases", node, names.LEASE_NAMESPACE)
+    except ApiError as err:
+        if err.code == 404:
+            return
+        raise
+    spec = lease.get("spec", {})
+    other, renewed = spec.get("holderIdentity"), spec.get("renewTime")
+    if other in (None, holder, node) or not renewed:  # free, ours, or an embedded lab's agent
+        return
+    age = (datetime.now(timezone.utc) - datetime.strptime(renewed, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc)).total_seconds()
+    if age < spec.get("leaseDurationSeconds", 40):
+        raise NodeTaken(f"node {node} is held by agent {other} (its Lease was renewed {age:.0f} s ago): stop that "
+                        f"agent, or give this one another --node")
+
+
+async def run(cfg: JoinConfig) -> None:
+    """Join and run the node agent until cancelled."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    holder = identity(cfg.state_dir)
+    conn = await connection(cfg)
+    ca_file = cfg.state_dir / "server-ca.crt"
+    ca_file.write_bytes(conn.ca_pem)
+    client = Client(conn.server, conn.token, str(ca_file))
+    try:
+        await claim(client, cfg.node, holder)
+        agent = NodeAgent(client, AgentConfig(
+            node_name=cfg.node, netns=None, pod_netns_prefix=cfg.netns_prefix, state_dir=cfg.state_dir,
+            cluster_cidr=cfg.cluster_cidr, lease_seconds=cfg.lease_seconds, labels=cfg.labels, iface=cfg.iface,
+            proxy_mode=cfg.proxy_mode, cni=cfg.cni, holder=holder))
+        log.info("node %s joined %s as %s", cfg.node, conn.server, holder)
+        await daemon.supervise(f"agent/{cfg.node}", agent.run)
+    finally:
+        await client.close()

@@ -1,0 +1,100 @@
+"""`netplane server`: the API server and the controllers with no emulated nodes, for agents that join
+over the network (Vagrant VMs, or the emulated hosts of a lab whose control plane runs in a host).
+
+Its state directory holds the store (``api.db``), the CA and the server's certificate (``pki/``),
+the tokens (``tokens.json``) and ``admin.kubeconfig``. The server speaks TLS with the cluster's own
+CA; the certificate names the listen address, 127.0.0.1 and localhost. Agents join with a bootstrap
+token (``--bootstrap-token``, or one from ``netplane token create``), through which they also learn
+the CA. Restarted on the same state directory, it keeps its store, CA and tokens.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from netplane.api import auth, kubeconfig, tls
+from netplane.api.client import Client
+from netplane.api.server import start
+from netplane.api.store import Store
+from netplane.controllers.serviceip import admitter
+from netplane.lab import daemon
+
+log = logging.getLogger("netplane.server")
+ADMIN_KUBECONFIG = "admin.kubeconfig"
+TOKENS = "tokens.json"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    state_dir: Path
+    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/16"
+    storage: str | None = None  # etcd://...; None: SQLite in the state directory
+    bootstrap_token: str | None = None
+    lease_seconds: int = 40
+    name: str = "server"  # names the CA and the kubeconfig's context
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+
+def token_file(state_dir: Path) -> auth.TokenFile:
+    return auth.TokenFile(state_dir / TOKENS)
+
+
+def create_token(state_dir: Path, ttl_seconds: float | None, description: str = "") -> str:
+    """A new bootstrap token for the server of state_dir; the join command names it."""
+    import time
+    token = auth.new_bootstrap_token()
+    expires = None if ttl_seconds is None else time.time() + ttl_seconds
+    token_file(state_dir).add(auth.Token(token, "bootstrap", expires, description))
+    return token
+
+
+def join_command(state_dir: Path, token: str) -> str:
+    """What to run on a machine that should join this server as a node."""
+    server = kubeconfig.read(state_dir / ADMIN_KUBECONFIG).server
+    return f"netplane agent --server {server} --token {token}"
+
+
+async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (or until cancelled)."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    tokens = token_file(cfg.state_dir)
+    admin = tokens.admin()
+    if cfg.bootstrap_token and not tokens.accepts(cfg.bootstrap_token):
+        auth.split_bootstrap(cfg.bootstrap_token)  # the form, before it is stored
+        tokens.add(auth.Token(cfg.bootstrap_token, "bootstrap", description="--bootstrap-token"))
+    certs = tls.ensure(cfg.state_dir / "pki", cfg.name, [cfg.host, "127.0.0.1", "localhost"])
+    store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=admitter(cfg.service_cidr))
+    runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes())
+    url = ServerConfig(cfg.host, port, cfg.state_dir).url
+    client = Client(url, admin, str(certs.ca))
+    try:
+        await daemon.system_namespaces(client)
+        parts = daemon.controllers(client, cfg.cluster_cidr, cfg.lease_seconds)
+        tasks = [asyncio.create_task(daemon.supervise(name, fn), name=name) for name, fn in parts.items()]
+        kubeconfig.write(cfg.state_dir / ADMIN_KUBECONFIG, cfg.name,
+                         kubeconfig.Connection(url, admin, certs.ca.read_bytes()))
+        log.info("API server on %s; join nodes with: netplane agent --server %s --token TOKEN", url, url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await client.close()
+        await runner.cleanup()
+        store.close()

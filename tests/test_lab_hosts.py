@@ -1,0 +1,101 @@
+"""A lab whose control plane runs as on real machines: `netplane server` in its own emulated host on
+the underlay, and `netplane agent` as a separate process in each node, joined with a bootstrap
+token over TLS. The four paths and traces work across them; a wrong token and a second agent for a
+node are refused.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from labtools import cli, default_lab_file, eventually, get, running_lab
+from netplane import names
+from netplane.api import auth
+from netplane.kernel import netns
+from netplane.lab.state import LabState
+# the four paths of test_lab and two traces of test_trace, collected again on this module's `lab`
+from test_lab import (apply_docs, echo_pod, service_manifest,  # noqa: F401 - the tests are collected
+                      test_path1_containers_of_one_pod_talk_over_localhost,
+                      test_path2_pods_on_one_node_talk_over_the_bridge, test_path3_pods_on_two_nodes_talk_over_vxlan,
+                      test_path4_a_clusterip_reaches_both_endpoints,
+                      test_pods_run_on_both_nodes_with_ips_from_their_nodes_podcidr)
+from test_trace import (test_across_nodes_the_probe_crosses_the_overlay,  # noqa: F401
+                        test_service_to_a_remote_endpoint_shows_dnat_then_vxlan)
+
+CONTROL_PLANE_IP = "172.30.0.3"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with running_lab(default_lab_file(tmp_path_factory.mktemp("hosts"), "nftables",
+                                      controlPlane={"mode": "hosts"})) as name:
+        yield name
+
+
+def processes_in(space: str) -> dict[int, str]:
+    """pid -> command line of the processes in a namespace."""
+    return {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            for pid in netns.pids_in([space])}
+
+
+def test_server_and_each_agent_are_processes_of_their_own_hosts(lab):
+    server = [c for c in processes_in(names.control_plane_netns(lab)).values() if " server " in f"{c} "]
+    assert len(server) == 1 and f"--listen {CONTROL_PLANE_IP}:6443" in server[0]
+    for node in ("node-1", "node-2"):
+        agents = [c for c in processes_in(names.node_netns(lab, node)).values() if " agent " in c]
+        assert len(agents) == 1 and f"--node {node}" in agents[0] and f"https://{CONTROL_PLANE_IP}:6443" in agents[0]
+        assert "--token" in agents[0]
+
+
+def test_the_api_speaks_tls_with_the_labs_ca_and_wants_a_token(lab):
+    ca = LabState(lab).dir / "server" / "pki" / "ca.crt"
+    url = f"https://{CONTROL_PLANE_IP}:6443/api/v1/nodes"
+    anonymous = cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "--cacert", str(ca), "-o", "/dev/null",
+                    "-w", "%{http_code}", url)
+    assert anonymous.stdout == "401"
+    unverified = cli(lab, "exec", "underlay/client", "--", "curl", "-sS", url)
+    assert unverified.returncode != 0  # the lab's own CA, unknown to the system
+
+
+def agent_from_client(lab: str, token: str, node: str, state: Path) -> subprocess.Popen:
+    """A `netplane agent` on the underlay client, as a third machine joining."""
+    argv = [str(Path(sys.executable).with_name("netplane")), "agent", "--server", f"https://{CONTROL_PLANE_IP}:6443",
+            "--token", token, "--node", node, "--state-dir", str(state), "--netns-prefix", names.lab_prefix(lab)]
+    return subprocess.Popen(netns.command(names.client_netns(lab), argv), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_a_wrong_token_is_refused_with_the_reason_and_retried(lab, tmp_path):
+    agent = agent_from_client(lab, auth.new_bootstrap_token(), "intruder", tmp_path)
+    try:
+        time.sleep(4)
+        assert agent.poll() is None  # still trying, with backoff
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+    output = agent.communicate(timeout=10)[0]
+    assert output.count("knows no bootstrap token") >= 2, output
+    assert "intruder" not in {n["metadata"]["name"] for n in get(lab, "nodes")["items"]}
+
+
+def test_a_second_agent_for_a_node_is_refused(lab, tmp_path):
+    token = (LabState(lab).dir / "join-token").read_text().strip()
+    agent = agent_from_client(lab, token, "node-1", tmp_path)
+    output = agent.communicate(timeout=30)[0]
+    assert agent.returncode != 0
+    assert "node node-1 is held by agent" in output, output
+
+
+def test_token_create_prints_a_join_command_that_the_server_accepts(lab):
+    printed = cli(lab, "token", "create", check=True).stdout.split()
+    assert printed[:3] == ["netplane", "agent", "--server"] and printed[4] == "--token"
+    token = printed[5]
+    auth.split_bootstrap(token)
+    eventually(lambda: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-k", "-o", "/dev/null", "-w",
+                           "%{http_code}", "-H", f"Authorization: Bearer {token}",
+                           f"https://{CONTROL_PLANE_IP}:6443/api/v1/nodes").stdout == "200")
