@@ -29,6 +29,7 @@ VXLAN_OVERHEAD = 50
 
 MASQ_MARK = 0x4000
 LEASE_NAMESPACE = "kube-node-lease"  # the nodes' heartbeat Leases
+LEADER_LEASE = "netplane-controllers"  # in kube-system: which `netplane server` runs the controllers
 NFT_TABLE = "kube-proxy"
 
 

@@ -124,11 +124,18 @@ def status(ctx: click.Context) -> None:
     lab = state.load_lab()
 
     async def work(client: Client):
-        return (await client.list("nodes"))["items"], (await client.list("pods"))["items"]
+        try:
+            leader = (await client.get("leases", names.LEADER_LEASE, "kube-system"))["spec"].get("holderIdentity")
+        except ApiError:
+            leader = None  # an embedded control plane runs its controllers without election
+        return (await client.list("nodes"))["items"], (await client.list("pods"))["items"], leader
 
-    nodes, pods = run_api(ctx, work)
+    nodes, pods, leader = run_api(ctx, work)
     running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
-    click.echo(f"lab {lab.name!r}: up, control plane pid {state.pid()}, proxy mode {lab.network.proxyMode}")
+    click.echo(f"lab {lab.name!r}: up, control plane pid {state.pid()} ({lab.controlPlane.mode}), "
+               f"proxy mode {lab.network.proxyMode}")
+    if leader:
+        click.echo(f"controllers led by {leader} (Lease kube-system/{names.LEADER_LEASE})")
     click.echo(f"pods Running {running}/{len(pods)}")
     click.echo(printers.table(resources.lookup("nodes"), nodes, wide=True, all_namespaces=False))
 
@@ -406,9 +413,16 @@ def _serve_logging() -> None:
 @click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="The pod network (node IPAM).")
 @click.option("--service-cidr", default="10.96.0.0/16", show_default=True, help="ClusterIPs come from here.")
 @click.option("--name", default="server", show_default=True, help="Names the CA and the kubeconfig's context.")
+@click.option("--leader-elect-lease-duration", default=15.0, show_default=True,
+              help="Seconds another server waits after the leader's last renewal before taking over.")
+@click.option("--leader-elect-renew-deadline", default=10.0, show_default=True,
+              help="Seconds the leader keeps leading without a successful renewal.")
+@click.option("--leader-elect-retry-period", default=2.0, show_default=True,
+              help="Seconds between attempts to take or renew the Lease.")
 @friendly
 def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: str | None, cluster_cidr: str,
-           service_cidr: str, name: str) -> None:
+           service_cidr: str, name: str, leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
+           leader_elect_retry_period: float) -> None:
     """Run the API server and the controllers, with no emulated nodes, for `netplane agent`s to join."""
     from netplane.api.auth import TokenError, split_bootstrap
     from netplane.lab import server as control_plane
@@ -418,9 +432,13 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
             split_bootstrap(bootstrap_token)
         except TokenError as err:
             raise click.BadParameter(str(err), param_hint="--bootstrap-token") from None
+    election = (leader_elect_lease_duration, leader_elect_renew_deadline, leader_elect_retry_period)
+    if not election[2] < election[1] < election[0]:
+        raise click.UsageError("leader election needs retry period < renew deadline < lease duration")
     _serve_logging()
     asyncio.run(control_plane.run(control_plane.ServerConfig(
-        host, port, state_dir.resolve(), cluster_cidr, service_cidr, storage, bootstrap_token, name=name)))
+        host, port, state_dir.resolve(), cluster_cidr, service_cidr, storage, bootstrap_token, name=name,
+        election=election)))
 
 
 @cli.command()

@@ -1,6 +1,10 @@
 """`netplane server`: the API server and the controllers with no emulated nodes, for agents that join
 over the network (Vagrant VMs, or the emulated hosts of a lab whose control plane runs in a host).
 
+Several servers may share one etcd (``--storage``): each runs the controllers only while it holds
+the Lease ``kube-system/netplane-controllers`` (netplane.controllers.leader), so one of them leads
+and another takes over within the lease duration when it dies.
+
 Its state directory holds the store (``api.db``), the CA and the server's certificate (``pki/``),
 the tokens (``tokens.json``) and ``admin.kubeconfig``. The server speaks TLS with the cluster's own
 CA; the certificate names the listen address, 127.0.0.1 and localhost. Agents join with a bootstrap
@@ -11,14 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from netplane import names
 from netplane.api import auth, kubeconfig, tls
 from netplane.api.client import Client
 from netplane.api.server import start
 from netplane.api.store import Store
+from netplane.controllers.leader import LeaderElector
 from netplane.controllers.serviceip import admitter
 from netplane.lab import daemon
 
@@ -36,8 +44,9 @@ class ServerConfig:
     service_cidr: str = "10.96.0.0/16"
     storage: str | None = None  # etcd://...; None: SQLite in the state directory
     bootstrap_token: str | None = None
-    lease_seconds: int = 40
+    lease_seconds: int = 40  # the nodes' Leases
     name: str = "server"  # names the CA and the kubeconfig's context
+    election: tuple[float, float, float] = (15.0, 10.0, 2.0)  # lease duration, renew deadline, retry period
 
     @property
     def url(self) -> str:
@@ -80,7 +89,13 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     try:
         await daemon.system_namespaces(client)
         parts = daemon.controllers(client, cfg.cluster_cidr, cfg.lease_seconds)
-        tasks = [asyncio.create_task(daemon.supervise(name, fn), name=name) for name, fn in parts.items()]
+        identity = f"{socket.gethostname()}_{url}_{secrets.token_hex(3)}"
+        elector = LeaderElector(client, names.LEADER_LEASE, "kube-system", identity, *cfg.election)
+
+        async def lead() -> None:
+            await asyncio.gather(*(daemon.supervise(name, fn) for name, fn in parts.items()))
+
+        tasks = [asyncio.create_task(elector.run(lead), name="leader-election")]
         kubeconfig.write(cfg.state_dir / ADMIN_KUBECONFIG, cfg.name,
                          kubeconfig.Connection(url, admin, certs.ca.read_bytes()))
         log.info("API server on %s; join nodes with: netplane agent --server %s --token TOKEN", url, url)
