@@ -20,8 +20,7 @@ BRIDGE_IF = "cni0"
 VXLAN_IF = "flannel.1"
 POD_IF = "eth0"
 UNDERLAY_SWITCH_IF = "br0"
-CONTROL_PLANE_HOST = "cp-1"
-RESERVED_HOSTS = ("underlay", "client", CONTROL_PLANE_HOST)  # a lab's own hosts; no node may take these names
+RESERVED_HOSTS = ("underlay", "client", "cp-1", "cp-2", "cp-3", "cp-4", "cp-5")  # a lab's own hosts, not nodes
 
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
@@ -52,9 +51,14 @@ def client_netns(lab: str) -> str:
     return f"{lab_prefix(lab)}client"
 
 
-def control_plane_netns(lab: str) -> str:
-    """The host that runs `netplane server` in a lab with controlPlane.mode hosts."""
-    return f"{lab_prefix(lab)}{CONTROL_PLANE_HOST}"
+def control_plane_host(index: int) -> str:
+    """The name of the index-th control-plane host (from 1): cp-1, cp-2, ..."""
+    return f"cp-{index}"
+
+
+def control_plane_netns(lab: str, index: int = 1) -> str:
+    """A host that runs `netplane server` (and an etcd member) in a lab with controlPlane.mode hosts."""
+    return f"{lab_prefix(lab)}{control_plane_host(index)}"
 
 
 def node_netns(lab: str, node: str) -> str:

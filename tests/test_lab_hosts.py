@@ -54,7 +54,7 @@ def test_server_and_each_agent_are_processes_of_their_own_hosts(lab):
 
 
 def test_the_api_speaks_tls_with_the_labs_ca_and_wants_a_token(lab):
-    ca = LabState(lab).dir / "server" / "pki" / "ca.crt"
+    ca = LabState(lab).pki / "ca.crt"
     url = f"https://{CONTROL_PLANE_IP}:6443/api/v1/nodes"
     anonymous = cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "--cacert", str(ca), "-o", "/dev/null",
                     "-w", "%{http_code}", url)

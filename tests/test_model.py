@@ -93,6 +93,8 @@ def test_storage_is_sqlite_or_etcd_urls():
 @pytest.mark.parametrize("control_plane, message", [
     ({"mode": "cloud"}, "choose embedded"),
     ({"replicas": 2}, "an etcd cluster of 2 needs 2 members for a quorum"),
+    ({"replicas": 3, "mode": "hosts"}, "need mode: hosts and storage: etcd"),
+    ({"mode": "hosts", "storage": "mysql"}, "choose sqlite or etcd"),
     ({"replicas": 0}, r"give 1 \(or 3\)"),
     ({"mode": "hosts", "size": 1}, "unknown field"),
 ])
@@ -104,7 +106,9 @@ def test_control_plane_options_are_checked_with_the_reason(control_plane, messag
 
 def test_a_hosts_control_plane_gets_its_own_host_on_the_underlay_and_nodes_may_not_take_its_name():
     lab = model.parse({"name": "demo", "controlPlane": {"mode": "hosts"}})
-    assert lab.control_plane_ip == "172.30.0.3" and model.from_dict(lab.to_dict()) == lab
+    assert lab.control_plane_ips == ["172.30.0.3"] and model.from_dict(lab.to_dict()) == lab
+    ha = model.parse({"controlPlane": {"mode": "hosts", "replicas": 3, "storage": "etcd"}})
+    assert ha.control_plane_ips == ["172.30.0.3", "172.30.0.4", "172.30.0.5"]
     plan = [str(step) for step in topology.plan(lab)]
     assert "ip -n np.demo.cp-1 addr add 172.30.0.3/24 dev eth0" in plan
     with pytest.raises(model.LabError, match="one of the lab's own hosts"):

@@ -14,8 +14,10 @@ from netplane.api.resources import base_path, by_plural
 from netplane.api.tls import client_context
 
 T = TypeVar("T")
-REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
-WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)  # a watch lasts as long as it lasts
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=3)  # a server on the LAN that does not accept in 3 s is down
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3)  # a watch lasts as long as it lasts
+# a watch with BOOKMARKs (the server sends one every 10 s) that is silent this long has lost its server
+BOOKMARKED_WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=30)
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
@@ -48,11 +50,21 @@ def _dry(dry_run: bool) -> dict[str, str]:
     return {"dryRun": "All"} if dry_run else {}
 
 
+def server_urls(text: str) -> list[str]:
+    """The API servers of a comma-separated list of URLs (several replicas of one control plane)."""
+    return [url.strip().rstrip("/") for url in text.split(",") if url.strip()]
+
+
 class Client:
-    """``async with Client(url, token) as api: await api.get("pods", "web", "default")``."""
+    """``async with Client(url, token) as api: await api.get("pods", "web", "default")``.
+
+    ``url`` may list several servers of one control plane, comma-separated: the client uses one
+    until it cannot connect to it, then fails over to the next (client-side failover, as kubelets
+    behind no load balancer do with a list of servers)."""
 
     def __init__(self, base_url: str, token: str | None = None, ca_file: str | None = None):
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = server_urls(base_url)
+        self._current = 0
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl = client_context(ca_file)
         self._session: aiohttp.ClientSession | None = None
@@ -75,6 +87,15 @@ class Client:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=REQUEST_TIMEOUT, connector=connector)
         return self._session
 
+    @property
+    def base_url(self) -> str:
+        return self.base_urls[self._current]
+
+    def _fail_over(self, failed: str) -> None:
+        """Move on to the next server, unless another request already did."""
+        if self.base_url == failed:
+            self._current = (self._current + 1) % len(self.base_urls)
+
     @staticmethod
     def _path(plural: str, namespace: str | None, name: str, subresource: str = "") -> str:
         res = by_plural(plural)
@@ -85,15 +106,24 @@ class Client:
         self, method: str, path: str, body: Any = None, params: dict | None = None,
         content_type: str | None = None,
     ) -> dict:
-        url = self.base_url + path
-        if content_type is None:
-            request = self._http().request(method, url, json=body, params=params)
-        else:
-            request = self._http().request(method, url, data=json.dumps(body), params=params,
-                                           headers={"Content-Type": content_type})
-        async with request as resp:
-            await _raise_for_status(resp)
-            return await resp.json(content_type=None)
+        for attempt in range(len(self.base_urls)):
+            server = self.base_url
+            if content_type is None:
+                request = self._http().request(method, server + path, json=body, params=params)
+            else:
+                request = self._http().request(method, server + path, data=json.dumps(body), params=params,
+                                               headers={"Content-Type": content_type})
+            try:
+                async with request as resp:
+                    await _raise_for_status(resp)
+                    return await resp.json(content_type=None)
+            except (aiohttp.ClientConnectorError, asyncio.TimeoutError):
+                # not connected, or no answer in time: the next server (a create that did land
+                # in the store answers 409 AlreadyExists there)
+                if attempt == len(self.base_urls) - 1:
+                    raise
+                self._fail_over(server)
+        raise AssertionError("unreachable")
 
     async def get(self, plural: str, name: str, namespace: str | None = None) -> dict:
         return await self._call("GET", self._path(plural, namespace, name))
@@ -190,8 +220,14 @@ class Client:
             params["resourceVersion"] = str(resource_version)
         if timeout_seconds is not None:
             params["timeoutSeconds"] = str(timeout_seconds)
-        url = self.base_url + base_path(by_plural(plural), namespace)
-        async with self._http().get(url, params=params, timeout=WATCH_TIMEOUT) as resp:
+        server = self.base_url
+        try:
+            response = await self._http().get(server + base_path(by_plural(plural), namespace), params=params,
+                                               timeout=BOOKMARKED_WATCH_TIMEOUT if allow_bookmarks else WATCH_TIMEOUT)
+        except (aiohttp.ClientConnectorError, asyncio.TimeoutError):
+            self._fail_over(server)  # the informer watches again, then through the next server
+            raise
+        async with response as resp:
             await _raise_for_status(resp)
             buffer = bytearray()
             # by hand rather than readline(): one event may be larger than aiohttp's line limit

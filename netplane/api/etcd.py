@@ -80,11 +80,19 @@ def _prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+def _keepalive(sock: socket.socket) -> None:
+    """Probe an idle connection after 5 s, every 2 s, and drop it after 3 unanswered probes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in ((socket.TCP_KEEPIDLE, 5), (socket.TCP_KEEPINTVL, 2), (socket.TCP_KEEPCNT, 3)):
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
 class Gateway:
     """Synchronous JSON calls to the gateway; one keep-alive connection per thread.
 
-    A call that fails on the connection is tried again on a fresh one, moving to the next endpoint
-    when one refuses; only when every endpoint has failed is it a 503. A write whose reply was lost
+    A call that fails on the connection is tried again on a fresh one to the next endpoint (a member
+    that refuses, is unreachable or does not answer in time); only when every endpoint has failed
+    is it a 503. A write whose reply was lost
     is tried again, which a precondition then turns into AlreadyExists or Conflict: these calls
     are not idempotent, as etcd's own clients' are not.
     """
@@ -100,9 +108,11 @@ class Gateway:
     def endpoint(self) -> tuple[str, int]:
         return self.endpoints[self._current % len(self.endpoints)]
 
-    def next_endpoint(self) -> None:
-        """The current one refused a connection: the next ones are tried from now on."""
-        self._current += 1
+    def next_endpoint(self, failed: tuple[str, int]) -> None:
+        """failed did not serve a connection: the next ones are tried from now on (unless another
+        thread moved on already)."""
+        if self.endpoint() == failed:
+            self._current += 1
 
     def connect(self, timeout: float | None) -> http.client.HTTPConnection:
         host, port = self.endpoint()
@@ -125,8 +135,8 @@ class Gateway:
                 self._open.discard(conn)
                 self._local.conn = None
                 error = err
-                if isinstance(err, ConnectionRefusedError):
-                    self.next_endpoint()
+                if isinstance(err, OSError):  # refused, unreachable, timed out: that member is gone
+                    self.next_endpoint((conn.host, conn.port))
                 continue
             try:
                 reply = json.loads(text)
@@ -330,8 +340,8 @@ class EtcdBackend:
             except _Restart:
                 backoff = 0.0  # at once, from the compaction on
             except (OSError, http.client.HTTPException, ValueError, EtcdError) as err:
-                if isinstance(err, ConnectionRefusedError):
-                    self._gw.next_endpoint()
+                if isinstance(err, OSError) and self._stream is not None:
+                    self._gw.next_endpoint((self._stream.host, self._stream.port))
                 if not self._closed.is_set():
                     log.warning("etcd watch %s: %s; reconnecting in %.1fs", self._prefix.decode(), err, backoff)
             finally:
@@ -341,8 +351,11 @@ class EtcdBackend:
             backoff = min(max(backoff * 2, 0.1), 5.0)
 
     def _open_watch(self, start: int) -> http.client.HTTPResponse:
-        conn = self._gw.connect(timeout=None)  # a watch is quiet for as long as nothing changes
+        conn = self._gw.connect(timeout=CALL_TIMEOUT)
         self._stream = conn
+        conn.connect()
+        conn.sock.settimeout(None)  # connected in time; then a watch is quiet as long as nothing changes,
+        _keepalive(conn.sock)  # but a member whose host died is noticed by TCP keepalive
         if self._closed.is_set():
             raise OSError("closed")
         return self._watch_request(conn, start)

@@ -81,8 +81,10 @@ class Informer:
     async def _watch(self, rv: str) -> str:
         """Applies one watch's events; returns the resourceVersion to resume from."""
         timeout = random.randint(300, 600)  # spread the re-watches of many informers, as client-go does
+        # with BOOKMARKs a healthy watch is never silent for long, so one that is has lost its
+        # server (a dead host sends no FIN): the client gives up on it and fails over
         events = self.client.watch(
-            self.plural, rv, self.namespace, self.label_selector, self.field_selector, timeout
+            self.plural, rv, self.namespace, self.label_selector, self.field_selector, timeout, allow_bookmarks=True
         )
         async for event in events:
             kind, obj = event["type"], event["object"]

@@ -332,7 +332,8 @@ def _as_requested(request: web.Request, res: Resource, obj: dict) -> web.Respons
 # -- watch
 
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
-BOOKMARK_INTERVAL = web.AppKey("bookmark_interval", float)  # seconds between BOOKMARKs (the apiserver: ~1 min)
+BOOKMARK_INTERVAL = web.AppKey("bookmark_interval", float)  # seconds between BOOKMARKs (the apiserver: ~1 min;
+# here 10 s, so that a client sees within seconds that a watch whose server died has gone silent)
 
 
 class _Events:
@@ -764,7 +765,7 @@ def _accepting(token: str | auth.TokenFile) -> Callable[[str], bool]:
     return lambda given: hmac.compare_digest(given.encode(), token.encode())
 
 
-def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_interval: float = 60.0,
+def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_interval: float = 10.0,
               ca_pem: bytes | None = None) -> web.Application:
     """The API server's application; with a TokenFile and the CA, also the open discovery path."""
     middlewares = [_errors_as_status] + ([_bearer(_accepting(token))] if token else [])
@@ -791,7 +792,7 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
 
 async def start(
     store: Store, host: str = "127.0.0.1", port: int = 0, token: str | auth.TokenFile | None = None,
-    ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 60.0, ca_pem: bytes | None = None,
+    ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 10.0, ca_pem: bytes | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serves the store (over TLS when given a context); returns the runner (``await runner.cleanup()``
     stops it) and the bound port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""

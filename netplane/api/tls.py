@@ -37,15 +37,16 @@ def _openssl(*args: str) -> None:
 
 
 def ensure(directory: Path, name: str, hosts: list[str]) -> Certificates:
-    """The CA and a server certificate for `hosts` (IPs or DNS names) in `directory`; kept if present."""
+    """The CA and a server certificate for `hosts` (IPs or DNS names) in `directory`; kept if present.
+    A CA already there (ca.crt and ca.key, e.g. one CA shared by the replicas of a control plane)
+    signs the certificate; else a CA is made."""
     certs = Certificates(directory / "ca.crt", directory / "apiserver.crt", directory / "apiserver.key")
     if certs.ca.exists() and certs.cert.exists() and certs.key.exists():
         return certs
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = directory / "ca.key"
-    _openssl("req", "-x509", *EC_KEY, "-keyout", str(ca_key), "-out", str(certs.ca), "-days", DAYS,
-             "-subj", f"/CN=netplane-{name}-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    if not (certs.ca.exists() and ca_key.exists()):
+        make_ca(directory, name)
     sans = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts)
     extensions = directory / "apiserver.ext"
     extensions.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n")
@@ -55,9 +56,19 @@ def ensure(directory: Path, name: str, hosts: list[str]) -> Certificates:
              "-out", str(certs.cert), "-days", DAYS, "-extfile", str(extensions))
     for leftover in (request, extensions, directory / "ca.srl"):
         leftover.unlink(missing_ok=True)
-    for secret in (ca_key, certs.key):
-        secret.chmod(0o600)
+    certs.key.chmod(0o600)
     return certs
+
+
+def make_ca(directory: Path, name: str) -> Path:
+    """A new CA (ca.crt, and ca.key with mode 0600) in directory; the certificate's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    _openssl("req", "-x509", *EC_KEY, "-keyout", str(ca_key), "-out", str(ca), "-days", DAYS,
+             "-subj", f"/CN=netplane-{name}-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ca_key.chmod(0o600)
+    return ca
 
 
 def _is_ip(text: str) -> bool:

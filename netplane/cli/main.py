@@ -442,7 +442,9 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
 
 
 @cli.command()
-@click.option("--server", "server_url", metavar="URL", help="https://HOST:PORT of `netplane server` (with --token).")
+@click.option("--server", "server_url", metavar="URL[,URL...]",
+              help="https://HOST:PORT of `netplane server` (with --token); several replicas comma-separated, "
+                   "failed over in turn.")
 @click.option("--token", help="A bootstrap token of the server (`netplane token create` prints a join command).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Reach the server with this kubeconfig instead of a token.")
@@ -478,7 +480,7 @@ def token() -> None:
 
 @token.command(name="create")
 @click.option("--state-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="The server's state directory (default: the lab's server, for a lab with "
+              help="The server's state directory (default: the lab's servers, for a lab with "
                    "controlPlane.mode hosts; else /var/lib/netplane/server).")
 @click.option("--ttl", default="24h", show_default=True, help="How long it is valid: 30m, 24h, 7d, or 0 for ever.")
 @click.pass_context
@@ -486,12 +488,10 @@ def token() -> None:
 def token_create(ctx: click.Context, state_dir: Path | None, ttl: str) -> None:
     """Make a bootstrap token and print the command that joins a machine with it."""
     from netplane.lab import server as control_plane
-    if state_dir is None:
-        lab_server = LabState(ctx.obj["lab"]).dir / "server"
-        state_dir = lab_server if lab_server.is_dir() else Path("/var/lib/netplane/server")
-    seconds = _duration(ttl)
-    created = control_plane.create_token(state_dir, seconds or None, "netplane token create")
-    click.echo(control_plane.join_command(state_dir, created))
+    replicas = sorted((LabState(ctx.obj["lab"]).dir / "servers").glob("cp-*"))
+    dirs = [state_dir] if state_dir else replicas or [Path("/var/lib/netplane/server")]
+    created = control_plane.create_token(dirs, _duration(ttl) or None, "netplane token create")
+    click.echo(control_plane.join_command(dirs, created))
 
 
 def _duration(text: str) -> float:

@@ -24,7 +24,7 @@ import aiohttp
 from netplane import names
 from netplane.agent.node import AgentConfig, NodeAgent
 from netplane.api import auth, kubeconfig
-from netplane.api.client import Client, discover_ca
+from netplane.api.client import Client, discover_ca, server_urls
 from netplane.api.errors import ApiError
 from netplane.lab import daemon
 
@@ -70,12 +70,14 @@ async def connection(cfg: JoinConfig) -> kubeconfig.Connection:
     assert cfg.server and cfg.token
     delay = BACKOFF_START
     while True:
-        try:
-            return kubeconfig.Connection(cfg.server, cfg.token, await discover_ca(cfg.server, cfg.token))
-        except auth.TokenError as err:
-            log.error("cannot join %s: %s; trying again in %.0f s", cfg.server, err, delay)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
-            log.error("cannot reach %s (%s); trying again in %.0f s", cfg.server, err or type(err).__name__, delay)
+        for server in server_urls(cfg.server):
+            try:
+                return kubeconfig.Connection(cfg.server, cfg.token, await discover_ca(server, cfg.token))
+            except auth.TokenError as err:
+                log.error("cannot join %s: %s", server, err)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+                log.error("cannot reach %s (%s)", server, err or type(err).__name__)
+        log.info("trying again in %.0f s", delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, BACKOFF_MAX)
 

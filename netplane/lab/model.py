@@ -48,6 +48,8 @@ PROXY_MODES = ("nftables", "iptables")
 IMPLEMENTED_PROXY_MODES = ("nftables", "iptables")  # the modes the agents run (tests parametrize on it)
 IPTABLES_BACKENDS = ("nft", "legacy")
 CONTROL_PLANE_MODES = ("embedded", "hosts")
+CONTROL_PLANE_STORAGE = ("sqlite", "etcd")
+MAX_REPLICAS = 5
 CNI_KINDS = ("netplane", "reference")  # network.cni's names; any other value is a conflist file
 POD_CIDR_PLACEHOLDER = "{{podCIDR}}"  # in a conflist file: where a node's podCIDR goes
 NODE_SUBNET_PREFIX = 24
@@ -77,6 +79,7 @@ class Network:
 class ControlPlane:
     mode: str = "embedded"
     replicas: int = 1
+    storage: str = "sqlite"  # with mode hosts: sqlite (in the server's host) or etcd (a member in each host)
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,10 @@ class Lab:
         return str(ipaddress.ip_network(self.network.underlay).network_address + 1)
 
     @property
-    def control_plane_ip(self) -> str:
-        """The control-plane host's address (controlPlane.mode hosts): .3 of the underlay."""
-        return str(ipaddress.ip_network(self.network.underlay).network_address + 3)
+    def control_plane_ips(self) -> list[str]:
+        """The control-plane hosts' addresses (controlPlane.mode hosts): .3, .4, ... of the underlay."""
+        base = ipaddress.ip_network(self.network.underlay).network_address + 3
+        return [str(base + i) for i in range(self.controlPlane.replicas)]
 
     @property
     def client_ip(self) -> str:
@@ -244,9 +248,16 @@ def _control_plane(value: Any) -> ControlPlane:
         raise LabError("controlPlane.replicas", f"{replicas}: an etcd cluster of {replicas} needs {replicas // 2 + 1} "
                                                 f"members for a quorum, so it survives no more failures than a cluster "
                                                 f"of {replicas - 1}; use an odd number: 1 or 3")
-    if replicas != 1:
-        raise LabError("controlPlane.replicas", f"{replicas}: a replicated control plane is not built yet; use 1")
-    return ControlPlane(mode, replicas)
+    storage = value.get("storage", ControlPlane.storage)
+    if storage not in CONTROL_PLANE_STORAGE:
+        raise LabError("controlPlane.storage", f"{storage!r}: choose sqlite or etcd (an etcd member in each "
+                                               "control-plane host)")
+    if replicas > MAX_REPLICAS:
+        raise LabError("controlPlane.replicas", f"{replicas}: give 1, 3 or 5")
+    if replicas > 1 and (mode != "hosts" or storage != "etcd"):
+        raise LabError("controlPlane", f"{replicas} replicas need mode: hosts and storage: etcd (each replica "
+                                       "in its own host with an etcd member; SQLite cannot be shared)")
+    return ControlPlane(mode, replicas, storage)
 
 
 def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ import logging
 import secrets
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,19 +59,19 @@ def token_file(state_dir: Path) -> auth.TokenFile:
     return auth.TokenFile(state_dir / TOKENS)
 
 
-def create_token(state_dir: Path, ttl_seconds: float | None, description: str = "") -> str:
-    """A new bootstrap token for the server of state_dir; the join command names it."""
-    import time
+def create_token(state_dirs: list[Path], ttl_seconds: float | None, description: str = "") -> str:
+    """A new bootstrap token, given to the servers of state_dirs (the replicas of one control plane)."""
     token = auth.new_bootstrap_token()
     expires = None if ttl_seconds is None else time.time() + ttl_seconds
-    token_file(state_dir).add(auth.Token(token, "bootstrap", expires, description))
+    for state_dir in state_dirs:
+        token_file(state_dir).add(auth.Token(token, "bootstrap", expires, description))
     return token
 
 
-def join_command(state_dir: Path, token: str) -> str:
-    """What to run on a machine that should join this server as a node."""
-    server = kubeconfig.read(state_dir / ADMIN_KUBECONFIG).server
-    return f"netplane agent --server {server} --token {token}"
+def join_command(state_dirs: list[Path], token: str) -> str:
+    """What to run on a machine that should join these servers as a node."""
+    servers = ",".join(kubeconfig.read(d / ADMIN_KUBECONFIG).server for d in state_dirs)
+    return f"netplane agent --server {servers} --token {token}"
 
 
 async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:

@@ -6,7 +6,7 @@ is never touched, so tearing a lab down is removing its namespaces.
     np.<lab>.client     a host outside the cluster on the underlay (172.30.0.2), as a user reaches
                         NodePorts and load balancers; the emulated cloud routes LoadBalancer IPs
                         from it to the nodes
-    np.<lab>.cp-1       with controlPlane.mode hosts: the host of `netplane server` (172.30.0.3)
+    np.<lab>.cp-<i>     with controlPlane.mode hosts: the hosts of `netplane server` (172.30.0.3, .4, ...)
     np.<lab>.<node>     eth0 (172.30.0.11/24, ...), lo, forwarding on, bridged IPv4 through netfilter,
                         a default route via 172.30.0.1 as a real node has one (so ClusterIPs and
                         no-endpoint rejects behave as on a cluster); no host holds .1, and the
@@ -76,7 +76,8 @@ def plan(lab: Lab) -> list[Step]:
         ]
     hosts = [(names.client_netns(lab.name), "client", lab.client_ip)]
     if lab.controlPlane.mode == "hosts":
-        hosts.append((names.control_plane_netns(lab.name), names.CONTROL_PLANE_HOST, lab.control_plane_ip))
+        hosts += [(names.control_plane_netns(lab.name, i), names.control_plane_host(i), address)
+                  for i, address in enumerate(lab.control_plane_ips, 1)]
     for space, role, address in hosts:
         port = names.switch_port(role)
         steps += [
