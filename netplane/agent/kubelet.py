@@ -121,6 +121,9 @@ class Kubelet:
         self.busy: set[str] = set()
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.tasks: set[asyncio.Task] = set()
+        # NETPLANE_ECHO_LAUNCHER=off: a fresh interpreter per echo container (to compare, or to debug)
+        self.launcher = (None if os.environ.get("NETPLANE_ECHO_LAUNCHER") == "off"
+                         else containers.Launcher(node_netns, state_dir / "echo-launcher.log"))
 
     async def reconcile(self) -> None:
         if self.cni_conf is None or not self.pods.synced.is_set():
@@ -231,7 +234,8 @@ class Kubelet:
     async def _run(self, box: Sandbox, c: Container) -> None:
         logs = self._record(box.key, box.uid).parent
         os.makedirs(logs, exist_ok=True)
-        c.running = await containers.start(c.spec, box.key[1], box.netns, str(logs / f"{c.spec['name']}.log"), now())
+        c.running = await containers.start(c.spec, box.key[1], box.netns, str(logs / f"{c.spec['name']}.log"), now(),
+                                           self.launcher)
         c.waiting = ""
 
     async def _watch_container(self, pod: dict, box: Sandbox, c: Container) -> None:

@@ -26,6 +26,7 @@ VERSION = "v1.32.0-netplane"
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 # the reference portmap plugin: DNATs a pod's hostPorts, from the portMappings capability args
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
+OVERLAY_RECHECK = 30.0  # seconds between reads of the kernel's overlay state when nothing changed
 CONF_NAME = "10-netplane.conflist"  # the node's CNI config, in its state directory (its /etc/cni/net.d)
 
 
@@ -146,6 +147,8 @@ class NodeAgent:
         self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
         self.nodes.add_handler(self.overlay_loop.trigger)
         self.vtep_mac: str | None = None
+        self.overlay_applied: overlay.OverlayState | None = None
+        self.overlay_checked = 0.0
 
     @property
     def mtu(self) -> int:
@@ -170,7 +173,13 @@ class NodeAgent:
             self.vtep_mac = await asyncio.to_thread(overlay.ensure_device, self.config.netns, self.ip, cidr, self.mtu)
         await self._publish(node, cidr)
         want = overlay.desired(overlay.peers(list(self.nodes.cache.values()), self.config.node_name))
-        await asyncio.to_thread(overlay.apply, self.config.netns, want)
+        # a Node event that changes no peer (a status write, another node turning Ready) changes
+        # nothing here: with N nodes every event reaches N agents, so reading the kernel back on each
+        # one costs O(N^2) netlink dumps. The kernel is still read at least every OVERLAY_RECHECK s.
+        if want == self.overlay_applied and asyncio.get_running_loop().time() < self.overlay_checked + OVERLAY_RECHECK:
+            return
+        self.overlay_applied = await asyncio.to_thread(overlay.apply, self.config.netns, want)
+        self.overlay_checked = asyncio.get_running_loop().time()
 
     async def _publish(self, node: dict, cidr: str) -> None:
         """Flannel's annotations, the CNI config, then Ready (in that order, as on a real node)."""

@@ -14,10 +14,10 @@ from netplane.api.resources import base_path, by_plural
 from netplane.api.tls import client_context
 
 T = TypeVar("T")
-REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=3)  # a server on the LAN that does not accept in 3 s is down
-WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3)  # a watch lasts as long as it lasts
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)  # a server that does not connect in 10 s is down
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)  # a watch lasts as long as it lasts
 # a watch with BOOKMARKs (the server sends one every 10 s) that is silent this long has lost its server
-BOOKMARKED_WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=30)
+BOOKMARKED_WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:

@@ -70,6 +70,35 @@ def cli(ctx: click.Context, lab: str) -> None:
     ctx.obj = {"lab": lab}
 
 
+class UpReport:
+    """What `up` shows on stderr: its lines, and on a terminal a progress bar redrawn in place
+    below them (plain count lines otherwise, which logs and tests read)."""
+
+    def __init__(self, lab: str, tty: bool) -> None:
+        self.lab, self.tty = lab, tty
+        self.drawn = ""
+
+    def say(self, line: str) -> None:
+        self.clear()
+        click.echo(f"[{self.lab}] {line}", err=True)
+        if self.drawn:
+            self._draw(self.drawn)
+
+    def progress(self, now: lifecycle.Progress) -> None:
+        import shutil
+        text = f"[{self.lab}] " + lifecycle.bar(now, shutil.get_terminal_size().columns - len(self.lab) - 4)
+        if text != self.drawn:
+            self._draw(text)
+            self.drawn = text
+
+    def _draw(self, text: str) -> None:
+        click.echo(f"\r{text}\x1b[K", err=True, nl=False)
+
+    def clear(self) -> None:
+        if self.tty and self.drawn:
+            click.echo("\r\x1b[K", err=True, nl=False)
+
+
 @cli.command()
 @click.argument("labfile", required=False, type=click.Path(dir_okay=False))
 @click.option("--name", help="Lab name (overrides the file's name and --lab).")
@@ -83,8 +112,13 @@ def up(ctx: click.Context, labfile: str | None, name: str | None, storage: str |
     chosen = ctx.parent.get_parameter_source("lab") != click.core.ParameterSource.DEFAULT  # --lab or NETPLANE_LAB
     explicit = name or (ctx.obj["lab"] if chosen else None)
     lab = model.load(labfile, explicit, storage)
-    summary = lifecycle.up(lab, lambda line: click.echo(f"[{lab.name}] {line}", err=True))
-    click.echo(f"lab {lab.name!r} is up in {summary.seconds:.1f} s: {summary.nodes} nodes, {summary.pods} pods")
+    report = UpReport(lab.name, sys.stderr.isatty())
+    try:
+        summary = lifecycle.up(lab, report.say, progress=report.progress if report.tty else None)
+    finally:
+        report.clear()
+    click.echo(summary.text(lab.name))
+    click.echo(summary.phase_text())
     click.echo(f"kubeconfig: {summary.kubeconfig}")
     flag = "" if lab.name == "netplane" else f" --lab {lab.name}"
     click.echo(f"next: netplane{flag} get pods -o wide")
@@ -537,6 +571,34 @@ def bench_up(rounds: int, pods: int, adds: int) -> None:
         click.echo(f"CNI ADD, {r.label}: {bench.summary(r.adds)} ({adds} runs)")
     ref, own = (statistics.median(r.adds) for r in peer)
     click.echo(f"ratio netplane / reference CNI ADD (median): {own / ref:.2f}")
+
+
+@bench.command(name="scale")
+@click.option("--nodes", "sizes", default="10,20,50", show_default=True, help="Lab sizes (nodes), comma-separated.")
+@click.option("--pods-per-node", default=10, show_default=True, help="Echo pods pinned to each node.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@friendly
+def bench_scale(sizes: str, pods_per_node: int, output: str) -> None:
+    """Up, down and memory of labs of N nodes x P echo pods, next to Mininet with N bridges x P hosts."""
+    from netplane.bench import scale as bench
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane bench scale needs root (it brings up labs and Mininet)")
+    try:
+        nodes = tuple(int(n) for n in sizes.split(",") if n.strip())
+    except ValueError:
+        raise click.BadParameter("give node counts like 10,20,50", param_hint="'--nodes'") from None
+    if not nodes or min(nodes) < 1 or pods_per_node < 1:
+        raise click.BadParameter("node and pod counts must be at least 1", param_hint="'--nodes'")
+    try:
+        rows = bench.run(nodes, pods_per_node, lambda line: click.echo(line, err=True))
+    except RuntimeError as err:
+        raise click.ClickException(str(err)) from None
+    if output == "json":
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    for line in bench.table(rows):
+        click.echo(line)
 
 
 @bench.command(name="cni")
