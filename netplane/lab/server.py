@@ -49,10 +49,10 @@ class ServerConfig:
     name: str = "server"  # names the CA and the kubeconfig's context
     election: tuple[float, float, float] = (15.0, 10.0, 2.0)  # lease duration, renew deadline, retry period
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+
+
+def https_url(host: str, port: int) -> str:
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def token_file(state_dir: Path) -> auth.TokenFile:
@@ -85,7 +85,7 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     certs = tls.ensure(cfg.state_dir / "pki", cfg.name, [cfg.host, "127.0.0.1", "localhost"])
     store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=admitter(cfg.service_cidr))
     runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes())
-    url = ServerConfig(cfg.host, port, cfg.state_dir).url
+    url = https_url(cfg.host, port)  # the bound port, when cfg.port was 0
     client = Client(url, admin, str(certs.ca))
     try:
         await daemon.system_namespaces(client)

@@ -9,8 +9,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from netplane.api import kubeconfig
 from netplane.lab.model import Lab, from_dict
 
@@ -84,8 +82,8 @@ class LabState:
 
     def connection(self) -> tuple[str, str, str]:
         """(server URL, token, CA file): what a Client needs to reach the lab's API server."""
-        config = yaml.safe_load(self.kubeconfig.read_text())
-        return config["clusters"][0]["cluster"]["server"], config["users"][0]["user"]["token"], str(self.pki / "ca.crt")
+        conn = kubeconfig.read(self.kubeconfig)
+        return conn.server, conn.token, str(self.pki / "ca.crt")
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
