@@ -887,6 +887,37 @@ def test_watch_bookmarks_initial_events_and_timeout(tmp_path):
     asyncio.run(main())
 
 
+def test_a_watchs_bookmarks_move_past_the_writes_it_does_not_want(tmp_path):
+    """As the apiserver's progress notifications do: a watch of the pods on one node hears nothing of
+    other writes (a Service, another node's pod), yet its bookmarks carry their resourceVersion, and
+    a watch resumed from the last one replays none of them."""
+    async def main():
+        async with serving(tmp_path, bookmark_interval=0.2) as (store, api, port):
+            start = str(store.resource_version)
+            mine = "spec.nodeName=node-1"
+            events = []
+
+            async def watch() -> None:
+                async for event in api.watch("pods", start, "default", field_selector=mine, allow_bookmarks=True,
+                                             timeout_seconds=2):
+                    events.append(event)
+
+            watching = asyncio.create_task(watch())
+            await asyncio.sleep(0.3)
+            await api.create("services", {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})
+            await api.create("pods", pod("elsewhere", node="node-2"))
+            written = store.resource_version
+            await watching
+            assert {e["type"] for e in events} == {"BOOKMARK"}, events
+            last = events[-1]["object"]["metadata"]["resourceVersion"]
+            assert int(last) == written
+            await api.create("pods", pod("here", node="node-1"))
+            resumed = [e async for e in api.watch("pods", last, "default", field_selector=mine, timeout_seconds=1)]
+            assert [(e["type"], e["object"]["metadata"]["name"]) for e in resumed] == [("ADDED", "here")]
+
+    asyncio.run(main())
+
+
 # -- OpenAPI
 
 

@@ -17,6 +17,7 @@ import pytest
 from netplane.agent.proxy import model, nftables
 from netplane.agent.proxy.modes import NftablesMode
 from netplane.agent.proxy.ruleset import FragmentCache, diff
+from netplane.api.informer import Informers
 from netplane.kernel import nft
 
 CIDR = "10.244.0.0/16"
@@ -366,8 +367,9 @@ def test_the_proxier_clears_the_other_mode_and_its_periodic_full_sync_repairs_dr
             svc = await client.create("services", {"apiVersion": "v1", "kind": "Service", **copy.deepcopy(WEB)})
             await client.create("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                                                    "addressType": "IPv4", **SLICE})
-            proxier = Proxier(client, "node-1", space, CIDR, mode="nftables", full_sync_seconds=0.5)
-            tasks = [asyncio.create_task(t.run()) for t in (*proxier.informers(), proxier.loop)]
+            informers = Informers(client)
+            proxier = Proxier(informers, "node-1", space, CIDR, mode="nftables", full_sync_seconds=0.5)
+            tasks = [asyncio.create_task(run()) for run in (informers.run, proxier.loop.run)]
             try:
                 await until(has_element)
                 assert not any("KUBE" in c for c in (await iptables.save(space, "nft")).chains)

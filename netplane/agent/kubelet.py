@@ -23,7 +23,7 @@ from pathlib import Path
 from netplane import names
 from netplane.agent import containers, probes
 from netplane.api.errors import ApiError
-from netplane.api.informer import Informer
+from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.cni.runtime import Attachment, Runtime
@@ -108,13 +108,13 @@ def pod_status(box: Sandbox, host_ip: str) -> dict:
 
 
 class Kubelet:
-    def __init__(self, client, node_name: str, node_netns: str | None, pod_netns_prefix: str,
+    def __init__(self, informers: Informers, node_name: str, node_netns: str | None, pod_netns_prefix: str,
                  state_dir: Path, runtime: Runtime) -> None:
-        self.client, self.node_name, self.node_netns = client, node_name, node_netns
+        self.client, self.node_name, self.node_netns = informers.client, node_name, node_netns
         self.pod_netns_prefix, self.state_dir, self.runtime = pod_netns_prefix, state_dir, runtime
         self.host_ip = ""  # the node agent sets it once it has read its underlay address
         self.cni_conf: dict | None = None
-        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={node_name}")
+        self.pods = informers.get("pods", field_selector=f"spec.nodeName={node_name}")
         self.loop = Reconciler(f"kubelet/{node_name}", self.reconcile)
         self.pods.add_handler(self.loop.trigger)
         self.sandboxes: dict[str, Sandbox] = {}

@@ -12,12 +12,14 @@ from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from netplane import names
 from netplane.agent import overlay
 from netplane.agent.kubelet import Kubelet, now
 from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
-from netplane.api.informer import Informer
+from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.cni.runtime import Runtime, conf_from_file, load_conf_dir, plugin_dir
 
@@ -26,6 +28,7 @@ VERSION = "v1.32.0-netplane"
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 # the reference portmap plugin: DNATs a pod's hostPorts, from the portMappings capability args
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
+RENEW_RETRY = 0.2  # seconds before the first retry of a Lease renewal that failed
 OVERLAY_RECHECK = 30.0  # seconds between reads of the kernel's overlay state when nothing changed
 CONF_NAME = "10-netplane.conflist"  # the node's CNI config, in its state directory (its /etc/cni/net.d)
 
@@ -134,15 +137,20 @@ def ready_condition(ready: bool, reason: str, message: str) -> dict:
 
 
 class NodeAgent:
-    def __init__(self, client, config: AgentConfig) -> None:
+    """informers: shared with the other agents of one process (and run by its owner); without them
+    the agent has its own, and runs them."""
+
+    def __init__(self, client, config: AgentConfig, informers: Informers | None = None) -> None:
         self.client, self.config = client, config
-        self.nodes = Informer(client, "nodes")
+        self.own_informers = informers is None
+        self.informers = Informers(client) if informers is None else informers
+        self.nodes = self.informers.get("nodes")
         self.ip, self.underlay_mtu = "", 0
         self.runtime = Runtime([plugin_dir(), REFERENCE_PLUGIN_DIR], str(config.state_dir / "cni-cache"),
                                exec_netns=config.netns, negotiate=True)
-        self.kubelet = Kubelet(client, config.node_name, config.netns, config.pod_netns_prefix,
+        self.kubelet = Kubelet(self.informers, config.node_name, config.netns, config.pod_netns_prefix,
                                config.state_dir, self.runtime)
-        self.proxy = Proxier(client, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
+        self.proxy = Proxier(self.informers, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
                              iptables_backend=config.iptables_backend)
         self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
         self.nodes.add_handler(self.overlay_loop.trigger)
@@ -173,13 +181,17 @@ class NodeAgent:
             self.vtep_mac = await asyncio.to_thread(overlay.ensure_device, self.config.netns, self.ip, cidr, self.mtu)
         await self._publish(node, cidr)
         want = overlay.desired(overlay.peers(list(self.nodes.cache.values()), self.config.node_name))
-        # a Node event that changes no peer (a status write, another node turning Ready) changes
-        # nothing here: with N nodes every event reaches N agents, so reading the kernel back on each
-        # one costs O(N^2) netlink dumps. The kernel is still read at least every OVERLAY_RECHECK s.
-        if want == self.overlay_applied and asyncio.get_running_loop().time() < self.overlay_checked + OVERLAY_RECHECK:
+        # with N nodes every Node event reaches N agents, so reading the kernel on each one costs
+        # O(N^2) netlink dumps: between reads (at least every OVERLAY_RECHECK s) an event that changes
+        # no peer changes nothing, and one that does writes only its difference
+        clock = asyncio.get_running_loop().time
+        recent = self.overlay_applied if clock() < self.overlay_checked + OVERLAY_RECHECK else None
+        if want == recent:
             return
-        self.overlay_applied = await asyncio.to_thread(overlay.apply, self.config.netns, want)
-        self.overlay_checked = asyncio.get_running_loop().time()
+        self.overlay_applied = None  # a failed write below: the next pass reads the kernel
+        self.overlay_applied = await asyncio.to_thread(overlay.apply, self.config.netns, want, recent)
+        if recent is None:
+            self.overlay_checked = clock()
 
     async def _publish(self, node: dict, cidr: str) -> None:
         """Flannel's annotations, the CNI config, then Ready (in that order, as on a real node)."""
@@ -203,28 +215,48 @@ class NodeAgent:
             node["status"]["conditions"] = [ready_condition(True, "KubeletReady", "kubelet is posting ready status")]
             await self.client.update_status("nodes", node)
 
-    async def heartbeat(self) -> None:
-        """Renew the node's Lease every quarter of its duration, as the kubelet does."""
+    async def renew(self) -> None:
         name = self.config.node_name
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": name, "namespace": names.LEASE_NAMESPACE},
+                 "spec": {"holderIdentity": self.config.holder or name,
+                          "leaseDurationSeconds": self.config.lease_seconds,
+                          "renewTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+        try:
+            await self.client.update("leases", lease)
+        except ApiError as err:
+            if err.code != 404:
+                raise
+            await self.client.create("leases", lease)
+
+    async def heartbeat(self) -> None:
+        """Renew the node's Lease every quarter of its duration, as the kubelet does. While the API
+        server cannot be reached the renewal is retried sooner (from RENEW_RETRY s, doubling) and
+        nothing else changes: pods, overlay and rules stay as they are until the server is back."""
+        interval = self.config.lease_seconds / 4
+        retry = RENEW_RETRY
         while True:
-            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": name, "namespace": names.LEASE_NAMESPACE},
-                     "spec": {"holderIdentity": self.config.holder or name,
-                              "leaseDurationSeconds": self.config.lease_seconds,
-                              "renewTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
             try:
-                await self.client.update("leases", lease)
-            except ApiError as err:
-                if err.code != 404:
-                    raise
-                await self.client.create("leases", lease)
-            await asyncio.sleep(self.config.lease_seconds / 4)
+                await self.renew()
+            except (ApiError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+                log.warning("node %s: cannot renew its Lease (%r); retrying in %.1fs", self.config.node_name,
+                            err, retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, interval)
+                continue
+            retry = RENEW_RETRY
+            await asyncio.sleep(interval)
 
     async def run(self) -> None:
         self.ip, self.underlay_mtu = await asyncio.to_thread(overlay.underlay_address, self.config.netns,
                                                              self.config.iface)
         self.kubelet.host_ip = self.ip
         await self.register()
-        informers = [self.nodes, self.kubelet.pods, *self.proxy.informers()]
-        loops = [self.overlay_loop, self.kubelet.loop, self.proxy.loop]
-        await asyncio.gather(*(i.run() for i in informers), *(l.run() for l in loops), self.heartbeat())
+        # a task group, not gather: when one part fails the others are cancelled with it, so a
+        # restart of run() never leaves a second copy of a loop behind
+        async with asyncio.TaskGroup() as group:
+            if self.own_informers:
+                group.create_task(self.informers.run())
+            for loop in (self.overlay_loop, self.kubelet.loop, self.proxy.loop):
+                group.create_task(loop.run())
+            group.create_task(self.heartbeat())

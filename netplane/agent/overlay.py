@@ -13,6 +13,7 @@ so a restarted agent adopts what it finds and a lost entry comes back on the nex
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import socket
@@ -34,6 +35,12 @@ RTNH_F_ONLINK = 4
 MAIN_TABLE = 254
 
 
+@functools.lru_cache(maxsize=4096)
+def network_address(cidr: str) -> str:
+    """10.244.2.0 for 10.244.2.0/24 (remembered: every agent asks for every peer's on every pass)."""
+    return str(ipaddress.ip_network(cidr).network_address)
+
+
 @dataclass(frozen=True)
 class Peer:
     node: str
@@ -44,7 +51,7 @@ class Peer:
     @property
     def gateway(self) -> str:
         """The peer's flannel.1 address: the network address of its podCIDR."""
-        return str(ipaddress.ip_network(self.pod_cidr).network_address)
+        return network_address(self.pod_cidr)
 
 
 @dataclass(frozen=True)
@@ -64,24 +71,38 @@ def annotations(vtep_mac: str, public_ip: str) -> dict[str, str]:
     }
 
 
-def peers(nodes: list[dict], me: str) -> list[Peer]:
-    """Every other node that has a podCIDR and has published its VTEP."""
+def peers(nodes: list[dict], me: str) -> tuple[Peer, ...]:
+    """Every other node that has a podCIDR and has published its VTEP, by name."""
     found = []
     for node in nodes:
         meta = node["metadata"]
+        if meta["name"] == me:
+            continue
         notes = meta.get("annotations", {})
-        cidr = node.get("spec", {}).get("podCIDR")
-        if meta["name"] == me or not cidr or notes.get(BACKEND_TYPE) != "vxlan" or PUBLIC_IP not in notes:
-            continue
-        try:
-            mac = json.loads(notes[BACKEND_DATA])["VtepMAC"]
-        except (KeyError, ValueError, TypeError):
-            continue
-        found.append(Peer(meta["name"], cidr, mac.lower(), notes[PUBLIC_IP]))
-    return sorted(found, key=lambda p: p.node)
+        peer = _peer(meta["name"], node.get("spec", {}).get("podCIDR"), notes.get(BACKEND_TYPE),
+                     notes.get(BACKEND_DATA), notes.get(PUBLIC_IP))
+        if peer is not None:
+            found.append(peer)
+    return tuple(sorted(found, key=lambda p: p.node))
 
 
-def desired(peer_list: list[Peer]) -> OverlayState:
+@functools.lru_cache(maxsize=4096)
+def _peer(name: str, cidr: str | None, backend_type: str | None, backend_data: str | None,
+          public_ip: str | None) -> Peer | None:
+    """A node as a peer, from its podCIDR and flannel annotations; None when it has not published
+    its VTEP yet. Remembered: every agent reads every Node on each pass."""
+    if not cidr or backend_type != "vxlan" or public_ip is None:
+        return None
+    try:
+        mac = json.loads(backend_data)["VtepMAC"]
+    except (KeyError, ValueError, TypeError):
+        return None
+    return Peer(name, cidr, mac.lower(), public_ip)
+
+
+@functools.lru_cache(maxsize=256)
+def desired(peer_list: tuple[Peer, ...]) -> OverlayState:
+    """What flannel.1 must hold for these peers (remembered: the agents of one lab share one answer)."""
     return OverlayState(
         neighbours=frozenset((p.gateway, p.vtep_mac) for p in peer_list),
         fdb=frozenset((p.vtep_mac, p.public_ip) for p in peer_list),
@@ -103,7 +124,7 @@ def underlay_address(netns: str | None, iface: str) -> tuple[str, int]:
 
 def ensure_device(netns: str | None, local_ip: str, pod_cidr: str, mtu: int) -> str:
     """Create flannel.1 (or keep it when it matches), address it, bring it up; returns its MAC."""
-    gateway = str(ipaddress.ip_network(pod_cidr).network_address)
+    gateway = network_address(pod_cidr)
     with netlink(netns) as ipr:
         idx = index(ipr, names.VXLAN_IF)
         if idx is not None and not _device_matches(ipr, idx, local_ip, mtu):
@@ -146,13 +167,20 @@ def current(ipr: IPRoute, idx: int) -> OverlayState:
     return OverlayState(neighbours, fdb, routes)
 
 
-def apply(netns: str | None, want: OverlayState) -> OverlayState:
-    """Bring flannel.1's ARP, FDB and routes to `want` (adds in flannel's order, then removals)."""
+def apply(netns: str | None, want: OverlayState, have: OverlayState | None = None) -> OverlayState:
+    """Bring flannel.1's ARP, FDB and routes to `want` (adds in flannel's order, then removals).
+
+    Without `have` the kernel is read before and after, and what it holds then is returned. With
+    `have` (what an earlier call returned) only the difference is written, nothing is read, and
+    `want` is returned: every write was acknowledged by the kernel, and whatever changed behind the
+    agent's back is found by the next call without `have`."""
     with netlink(netns) as ipr:
         idx = index(ipr, names.VXLAN_IF)
         if idx is None:
             raise RuntimeError(f"{names.VXLAN_IF} is missing in {netns or 'this namespace'}")
-        have = current(ipr, idx)
+        read_back = have is None
+        if have is None:
+            have = current(ipr, idx)
         for ip, mac in want.neighbours - have.neighbours:
             ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
         for mac, dst in want.fdb - have.fdb:
@@ -165,4 +193,4 @@ def apply(netns: str | None, want: OverlayState) -> OverlayState:
             ipr.fdb("del", ifindex=idx, lladdr=mac, dst=dst)
         for ip, mac in have.neighbours - want.neighbours:
             ipr.neigh("del", dst=ip, lladdr=mac, ifindex=idx)
-        return current(ipr, idx)
+        return current(ipr, idx) if read_back else want

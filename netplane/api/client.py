@@ -83,7 +83,9 @@ class Client:
     def _http(self) -> aiohttp.ClientSession:
         # made on first use, so that it belongs to the loop that uses it
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl else None
+            # no connection limit: every watch holds a connection for as long as it lasts, and a
+            # client shared by many informers must not queue requests behind them
+            connector = aiohttp.TCPConnector(ssl=self._ssl or True, limit=0)
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=REQUEST_TIMEOUT, connector=connector)
         return self._session
 

@@ -104,3 +104,27 @@ class Informer:
                 await fn(kind, obj, old)
             except Exception:  # one faulty handler must not stop the cache or the others
                 log.exception("informer %s: handler %r failed on %s", self.plural, fn, kind)
+
+
+class Informers:
+    """One informer per resource and selectors, shared by everyone who asks for it (client-go's
+    SharedInformerFactory): one list+watch and one cache, however many handlers. Its owner runs
+    them, once; handlers must not change the objects they are given."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._made: dict[tuple[str, str | None, str | None, str | None], Informer] = {}
+
+    def get(self, plural: str, namespace: str | None = None, label_selector: str | None = None,
+            field_selector: str | None = None) -> Informer:
+        key = (plural, namespace, label_selector, field_selector)
+        if key not in self._made:
+            self._made[key] = Informer(self.client, *key)
+        return self._made[key]
+
+    def parts(self) -> dict[str, Callable[[], Awaitable]]:
+        """Each informer's run, by a name that tells them apart (informer/pods/spec.nodeName=node-1)."""
+        return {"/".join(["informer", *(k for k in key if k)]): informer.run for key, informer in self._made.items()}
+
+    async def run(self) -> None:
+        await asyncio.gather(*(informer.run() for informer in self._made.values()))

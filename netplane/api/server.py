@@ -417,8 +417,8 @@ async def _watch(
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     out = _Events(resp, res, form, version, include)
-    queue = store.subscribe()  # no await between this and the snapshot below
-    request.app[WATCHES].add(queue)
+    feed = store.subscribe(wanted)  # no await between this and the snapshot below
+    request.app[WATCHES].add(feed.queue)
     try:
         try:
             if initial or (initial is None and since is None):
@@ -439,20 +439,20 @@ async def _watch(
         next_bookmark = None if interval is None else loop.time() + interval
         while deadline is None or loop.time() < deadline:
             waits = [t - loop.time() for t in (deadline, next_bookmark) if t is not None]
-            batch = await _next_batch(queue, max(0.0, min(waits)) if waits else None)
+            batch = await _next_batch(feed.queue, max(0.0, min(waits)) if waits else None)
             if batch is None:
                 break
-            await out.send([(t, o) for rv, t, p, o in batch if rv > last and wanted(p, o)])
-            if batch:
-                last = max(last, batch[-1][0])
+            offered = feed.progress  # read before any await: every wanted event up to it is in batch
+            await out.send([(t, o) for rv, t, _, o in batch if rv > last])
+            last = max(last, offered)
             if next_bookmark is not None and loop.time() >= next_bookmark:
                 await out.bookmark(last)
                 next_bookmark = loop.time() + interval
     except ConnectionResetError:
         pass  # the client went away
     finally:
-        request.app[WATCHES].discard(queue)
-        store.unsubscribe(queue)
+        request.app[WATCHES].discard(feed.queue)
+        store.unsubscribe(feed)
     return resp
 
 

@@ -53,7 +53,7 @@ class Store:
     def __init__(self, path: str, admit: Admit | None = None, log_size: int = 10_000):
         self._lock = threading.RLock()  # re-entrant: the admission hook may read the store
         self._admit = admit
-        self._subscribers: list[tuple[asyncio.Queue, asyncio.AbstractEventLoop]] = []
+        self._subscribers: list[Subscription] = []
         self._backend = open_backend(path, log_size, self._publish)
         if self._backend.fresh:
             for ns in DEFAULT_NAMESPACES:
@@ -192,16 +192,16 @@ class Store:
 
     # -- subscribers
 
-    def subscribe(self) -> asyncio.Queue:
-        """A queue on the running loop that gets every committed Event."""
-        queue: asyncio.Queue = asyncio.Queue()
+    def subscribe(self, wanted: Callable[[str, dict], bool] | None = None) -> Subscription:
+        """A feed, on the running loop, of every committed Event whose (plural, obj) is wanted."""
+        subscription = Subscription(asyncio.get_running_loop(), wanted)
         with self._lock:
-            self._subscribers.append((queue, asyncio.get_running_loop()))
-        return queue
+            self._subscribers.append(subscription)
+        return subscription
 
-    def unsubscribe(self, queue: asyncio.Queue) -> None:
+    def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
-            self._subscribers = [(q, loop) for q, loop in self._subscribers if q is not queue]
+            self._subscribers = [s for s in self._subscribers if s is not subscription]
 
     # -- internals
 
@@ -284,20 +284,37 @@ class Store:
             raise (already_exists if type_ == ADDED else conflict)(plural, obj["metadata"]["name"]) from None
 
     def _publish(self, events: list[Event]) -> None:
-        """Queues are fed directly on their own loop's thread, through call_soon_threadsafe elsewhere."""
+        """Subscriptions are fed directly on their own loop's thread, through call_soon_threadsafe elsewhere."""
         try:
             here = asyncio.get_running_loop()
         except RuntimeError:
             here = None
-        for queue, loop in list(self._subscribers):
+        for subscription in list(self._subscribers):
             try:
-                for event in events:
-                    if loop is here:
-                        queue.put_nowait(event)
-                    else:
-                        loop.call_soon_threadsafe(queue.put_nowait, event)
+                if subscription.loop is here:
+                    subscription.offer(events)
+                else:
+                    subscription.loop.call_soon_threadsafe(subscription.offer, events)
             except RuntimeError:  # that loop is closed: nobody will read this queue again
-                self.unsubscribe(queue)
+                self.unsubscribe(subscription)
+
+
+class Subscription:
+    """One watcher's feed: the events it wants, queued on its loop, and `progress`, the newest
+    resourceVersion offered to it: every wanted event up to it is in the queue or was taken from it.
+    Events it does not want never wake it (with a watch per node, most events are some other's)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wanted: Callable[[str, dict], bool] | None) -> None:
+        self.loop, self.wanted = loop, wanted
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.progress = 0
+
+    def offer(self, events: list[Event]) -> None:
+        for event in events:
+            if self.wanted is None or self.wanted(event[2], event[3]):
+                self.queue.put_nowait(event)
+        if events:
+            self.progress = max(self.progress, events[-1][0])
 
 
 def _namespace(res: Resource, namespace: str | None) -> str:

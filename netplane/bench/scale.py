@@ -44,6 +44,7 @@ MININET_PYTHON = "/usr/bin/python3"  # Debian's mininet is a module of the syste
 MININET_PACKAGES = ("mininet", "bridge-utils")  # LinuxBridge drives bridges with brctl
 MININET_TIMEOUT = 600.0
 UP_TIMEOUT = 600.0  # longer than `up`'s own: the bench measures how long it takes, however long
+SETTLE_SECONDS, SETTLED_BUSY = 60.0, 0.15  # before each round: wait up to 60 s for the CPUs to be < 15% busy
 
 
 @dataclass(frozen=True)
@@ -280,15 +281,36 @@ def mininet_round(switches: int, hosts_per_switch: int) -> Side:
                 {"switches": out["switches"], "links": out["links"]})
 
 
+def busy_fraction(window: float = 0.5) -> float:
+    """How busy the machine's CPUs were over `window` seconds (from /proc/stat: not idle, not iowait)."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]
+    total, idle = sample()
+    time.sleep(window)
+    total2, idle2 = sample()
+    return 1.0 - (idle2 - idle) / max(total2 - total, 1)
+
+
+def settle(limit: float = SETTLE_SECONDS) -> None:
+    """Wait (up to `limit` s) for the machine to go quiet before a round: the kernel frees the
+    namespaces of the round before in the background, and that work must not be billed to the next."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and busy_fraction() > SETTLED_BUSY:
+        pass
+
+
 def run(sizes: tuple[int, ...], pods_per_node: int, say: Say) -> list[Row]:
     """For each size, a netplane lab then the Mininet peer, one after the other, in this run."""
     ensure_mininet(say)
     rows = []
     for nodes in sizes:
+        settle()
         say(f"{nodes} nodes x {pods_per_node} pods: netplane ...")
         ours = netplane_round(nodes, pods_per_node, say)
         say(f"{nodes} nodes x {pods_per_node} pods: netplane up {ours.up:.1f} s, down {ours.down:.1f} s; "
             f"Mininet ({nodes} switches x {pods_per_node} hosts) ...")
+        settle()
         peer = mininet_round(nodes, pods_per_node)
         say(f"{nodes} nodes x {pods_per_node} pods: Mininet up {peer.up:.1f} s, down {peer.down:.1f} s")
         rows.append(Row(nodes, pods_per_node, ours, peer))

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from netplane import names
-from netplane.api.informer import Informer
+from netplane.api.informer import Informer, Informers
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.controllers.scheduler import node_ready
@@ -92,8 +92,9 @@ class CloudController:
         await asyncio.to_thread(_routes, self.client_netns, self.pool, routes)
 
 
-def components(client, lab_name: str, pool: str) -> dict[str, Callable[[], Awaitable]]:
-    """The emulated cloud as the lab's process runs it: its informers and its controller, by name."""
-    inf = {plural: Informer(client, plural) for plural in ("nodes", "services", "endpointslices")}
-    controller = CloudController(client, lab_name, pool, inf["nodes"], inf["services"], inf["endpointslices"])
-    return {f"cloud/informer/{i.plural}": i.run for i in inf.values()} | {controller.loop.name: controller.loop.run}
+def components(informers: Informers, lab_name: str, pool: str) -> dict[str, Callable[[], Awaitable]]:
+    """The emulated cloud as the lab's process runs it: its controller, by name, on informers its
+    caller runs."""
+    controller = CloudController(informers.client, lab_name, pool, *(informers.get(plural) for plural in (
+        "nodes", "services", "endpointslices")))
+    return {controller.loop.name: controller.loop.run}

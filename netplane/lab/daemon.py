@@ -19,7 +19,7 @@ from netplane import names
 from netplane.agent.node import AgentConfig, NodeAgent
 from netplane.api.client import Client
 from netplane.api import tls
-from netplane.api.informer import Informer
+from netplane.api.informer import Informers
 from netplane.api.server import start
 from netplane.api.store import Store
 from netplane.api.errors import ApiError
@@ -39,11 +39,12 @@ from netplane.lab.state import LabState
 log = logging.getLogger("netplane.daemon")
 
 
-def controllers(client: Client, cluster_cidr: str, lease_seconds: int) -> dict[str, Callable[[], Awaitable]]:
-    """The controller manager: shared informers, then every controller's loop, by name."""
-    inf = {plural: Informer(client, plural) for plural in (
+def controllers(informers: Informers, cluster_cidr: str, lease_seconds: int) -> dict[str, Callable[[], Awaitable]]:
+    """The controller manager: every controller's loop, by name, on informers its caller runs."""
+    client = informers.client
+    inf = {plural: informers.get(plural) for plural in (
         "nodes", "pods", "services", "endpointslices", "endpoints", "replicasets", "deployments", "daemonsets")}
-    inf["leases"] = Informer(client, "leases", names.LEASE_NAMESPACE)
+    inf["leases"] = informers.get("leases", names.LEASE_NAMESPACE)
     loops = [
         NodeIPAM(client, inf["nodes"], cluster_cidr).loop,
         Scheduler(client, inf["nodes"], inf["pods"]).loop,
@@ -56,9 +57,7 @@ def controllers(client: Client, cluster_cidr: str, lease_seconds: int) -> dict[s
         GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
                                   "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
     ]
-    parts: dict[str, Callable[[], Awaitable]] = {f"informer/{i.plural}": i.run for i in inf.values()}
-    parts.update({loop.name: loop.run for loop in loops})
-    return parts
+    return {loop.name: loop.run for loop in loops}
 
 
 async def system_namespaces(client: Client) -> None:
@@ -119,26 +118,28 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
     store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage, admit=admitter(lab.network.serviceCIDR))
     runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context())
     server = f"https://127.0.0.1:{port}"
-    connect = (server, token, str(certs.ca))
+    # one client and one set of informers for the controllers and every node agent: a Node or
+    # Service change is decoded once, not once per agent
+    client = Client(server, token, str(certs.ca))
+    informers = Informers(client)
     agents = [
-        NodeAgent(Client(*connect), AgentConfig(
+        NodeAgent(client, AgentConfig(
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
             lease_seconds=lab.nodeLeaseSeconds, labels=lab.nodeLabels.get(node, {}),
-            proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni))
+            proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni),
+            informers)
         for node in lab.nodes
     ]
-    client = Client(*connect)
     await system_namespaces(client)
-    parts = controllers(client, lab.network.clusterCIDR, lab.nodeLeaseSeconds)
-    parts.update(cloud.components(client, lab.name, lab.network.loadBalancerPool))
+    parts = controllers(informers, lab.network.clusterCIDR, lab.nodeLeaseSeconds)
+    parts.update(cloud.components(informers, lab.name, lab.network.loadBalancerPool))
     parts.update({f"agent/{a.config.node_name}": a.run for a in agents})
+    parts.update(informers.parts())
     state.write_kubeconfig(server, token, certs.ca)
     log.info("API server on %s; %d node agents", server, len(agents))
     await until_stopped(parts)
     await client.close()
-    for agent in agents:
-        await agent.client.close()
     await runner.cleanup()
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from netplane import names
 from netplane.api import auth, kubeconfig, tls
 from netplane.api.client import Client
+from netplane.api.informer import Informers
 from netplane.kernel import netns
 from netplane.lab import cloud
 from netplane.lab.model import Lab
@@ -205,6 +206,8 @@ async def parts(lab: Lab, state: LabState) -> tuple[dict[str, Callable[[], Await
         argv = agent_argv(lab, state, token, node)
         run[f"agent/{node}"] = lambda node=node, argv=argv: keep_running(
             f"agent/{node}", names.node_netns(lab.name, node), argv, logs / f"agent-{node}.log")
-    run.update(cloud.components(client, lab.name, lab.network.loadBalancerPool))
+    informers = Informers(client)
+    run.update(cloud.components(informers, lab.name, lab.network.loadBalancerPool))
+    run.update(informers.parts())
     state.write_kubeconfig(local, admin.token, state.pki / "ca.crt")
     return run, client, listener

@@ -25,6 +25,7 @@ from pathlib import Path
 from netplane import names
 from netplane.api import auth, kubeconfig, tls
 from netplane.api.client import Client
+from netplane.api.informer import Informers
 from netplane.api.server import start
 from netplane.api.store import Store
 from netplane.controllers.leader import LeaderElector
@@ -89,7 +90,8 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     client = Client(url, admin, str(certs.ca))
     try:
         await daemon.system_namespaces(client)
-        parts = daemon.controllers(client, cfg.cluster_cidr, cfg.lease_seconds)
+        informers = Informers(client)
+        parts = daemon.controllers(informers, cfg.cluster_cidr, cfg.lease_seconds) | informers.parts()
         identity = f"{socket.gethostname()}_{url}_{secrets.token_hex(3)}"
         elector = LeaderElector(client, names.LEADER_LEASE, "kube-system", identity, *cfg.election)
 

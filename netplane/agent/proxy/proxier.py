@@ -8,7 +8,7 @@ import time
 
 from netplane.agent.proxy import model
 from netplane.agent.proxy.modes import IptablesMode, Mode, NftablesMode
-from netplane.api.informer import Informer
+from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.kernel import conntrack
 
@@ -33,7 +33,7 @@ def other_modes(name: str, netns: str | None, node: str, cluster_cidr: str,
 
 
 class Proxier:
-    def __init__(self, client, node_name: str, netns: str | None, cluster_cidr: str,
+    def __init__(self, informers: Informers, node_name: str, netns: str | None, cluster_cidr: str,
                  mode: str = "nftables", full_sync_seconds: float = FULL_SYNC_SECONDS,
                  iptables_backend: str = "nft") -> None:
         self.node_name, self.netns, self.cluster_cidr = node_name, netns, cluster_cidr
@@ -42,16 +42,13 @@ class Proxier:
         self.full_sync_seconds = full_sync_seconds
         self.last_full: float | None = None  # None: the first sync is a full one
         self.tracker = model.ServiceTracker()
-        self.services = Informer(client, "services")
-        self.slices = Informer(client, "endpointslices")
+        self.services = informers.get("services")
+        self.slices = informers.get("endpointslices")
         self.loop = Reconciler("proxy", self.sync, resync=RESYNC_SECONDS)
         for informer, handler in ((self.services, self.tracker.on_service), (self.slices, self.tracker.on_slice)):
             informer.add_handler(handler)
             informer.add_handler(self.loop.trigger)
         self.udp: set[tuple[str, int, str]] = set()
-
-    def informers(self) -> list[Informer]:
-        return [self.services, self.slices]
 
     async def sync(self) -> None:
         if not (self.services.synced.is_set() and self.slices.synced.is_set()):
