@@ -47,6 +47,16 @@ def test_each_control_plane_host_runs_an_etcd_member_and_a_server(lab):
                    for c in commands), commands
     status = cli(lab, "status", check=True).stdout
     assert "controllers led by" in status and "netplane-controllers" in status
+    members = [line.split() for line in members_shown(status)]
+    assert [m[:3] for m in members] == [[f"cp-{i}", address, "ok"] for i, address in enumerate(CP_IPS, 1)], status
+    assert sorted(m[3] for m in members) == ["follower", "follower", "leader"], status
+
+
+def members_shown(status: str) -> list[str]:
+    """The rows of `netplane status`'s control-plane table: host, address, API server, etcd."""
+    lines = status.splitlines()
+    start = lines.index("control plane:") + 2
+    return lines[start:start + len(CP_IPS)]
 
 
 def deployment(replicas: int) -> dict:
@@ -130,6 +140,10 @@ def test_killing_the_leaders_host_keeps_every_write_and_another_replica_leads(la
         pods = [p for p in get(lab, "pods")["items"] if p["metadata"].get("labels", {}).get("app") == "ha"]
         return len(pods) == 3 and all(p.get("status", {}).get("phase") == "Running" for p in pods)
     eventually(running, timeout=90, interval=1)
+    members = members_shown(cli(lab, "status", check=True).stdout)
+    assert members[dead - 1].count("unreachable") == 2, members  # its API server and its etcd member
+    alive = [m.split() for i, m in enumerate(members, 1) if i != dead]
+    assert all(m[2] == "ok" for m in alive) and sorted(m[3] for m in alive) == ["follower", "leader"], members
 
 
 def stop_host(space: str) -> None:

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from labtools import cli, default_lab_file, eventually, get, running_lab
+from labtools import cli, default_lab_file, eventually, get, http, pod_ip, running_lab
 from netplane import names
-from netplane.api import auth
+from netplane.api import auth, kubeconfig, tls
 from netplane.kernel import netns
 from netplane.lab.state import LabState
 # the four paths of test_lab and two traces of test_trace, collected again on this module's `lab`
@@ -83,6 +84,26 @@ def test_a_wrong_token_is_refused_with_the_reason_and_retried(lab, tmp_path):
     assert "intruder" not in {n["metadata"]["name"] for n in get(lab, "nodes")["items"]}
 
 
+def test_an_agent_given_a_wrong_ca_says_so_and_retries(lab, tmp_path):
+    token = (LabState(lab).dir / "join-token").read_text().strip()
+    other = tls.make_ca(tmp_path / "other-ca", "other").read_bytes()
+    config = tmp_path / "agent.kubeconfig"
+    kubeconfig.write(config, "wrong-ca", kubeconfig.Connection(f"https://{CONTROL_PLANE_IP}:6443", token, other))
+    argv = [str(Path(sys.executable).with_name("netplane")), "agent", "--kubeconfig", str(config), "--node", "stray",
+            "--state-dir", str(tmp_path / "state"), "--netns-prefix", names.lab_prefix(lab)]
+    agent = subprocess.Popen(netns.command(names.client_netns(lab), argv), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        time.sleep(4)
+        assert agent.poll() is None  # still trying, with backoff
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+    output = agent.communicate(timeout=10)[0]
+    assert output.count(f"cannot trust https://{CONTROL_PLANE_IP}:6443") >= 2, output
+    assert "certificate-authority-data" in output and "Traceback" not in output, output
+    assert "stray" not in {n["metadata"]["name"] for n in get(lab, "nodes")["items"]}
+
+
 def test_a_second_agent_for_a_node_is_refused(lab, tmp_path):
     token = (LabState(lab).dir / "join-token").read_text().strip()
     agent = agent_from_client(lab, token, "node-1", tmp_path)
@@ -99,3 +120,62 @@ def test_token_create_prints_a_join_command_that_the_server_accepts(lab):
     eventually(lambda: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-k", "-o", "/dev/null", "-w",
                            "%{http_code}", "-H", f"Authorization: Bearer {token}",
                            f"https://{CONTROL_PLANE_IP}:6443/api/v1/nodes").stdout == "200")
+
+
+def nft_in(space: str, script: str) -> None:
+    subprocess.run(netns.command(space, ["nft", "-f", "-"]), input=script, text=True, check=True)
+
+
+def has_rules_for(lab: str, node: str, ip: str) -> bool:
+    ruleset = subprocess.run(netns.command(names.node_netns(lab, node), ["nft", "list", "table", "ip", "kube-proxy"]),
+                             capture_output=True, text=True, check=True).stdout
+    return ip in ruleset
+
+
+def test_an_agent_cut_off_from_the_api_keeps_its_data_plane_and_catches_up_after(lab, tmp_path):
+    """node-1 loses the API server (its packets to 6443 are rejected, the server's dropped) while the
+    server and node-2 go on: node-1's pods, overlay and rules stay as they are and keep serving; a
+    Service made meanwhile reaches node-2 only; once the path is back node-1 catches up."""
+    node1 = names.node_netns(lab, "node-1")
+    web = get(lab, "services", "web")["spec"]["clusterIP"]
+    nft_in(node1, f"""table inet np-test-cut {{
+        chain out {{ type filter hook output priority 0; ip daddr {CONTROL_PLANE_IP} tcp dport 6443 reject with tcp reset; }}
+        chain in {{ type filter hook input priority 0; ip saddr {CONTROL_PLANE_IP} tcp sport 6443 drop; }}
+    }}""")
+    try:
+        manifest = tmp_path / "late.yaml"
+        manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
+                                            "spec": {"selector": {"app": "web"},
+                                                     "ports": [{"port": 80, "targetPort": 8080}]}}))
+        cli(lab, "apply", "-f", str(manifest), check=True)
+        late = get(lab, "services", "late")["spec"]["clusterIP"]
+        eventually(lambda: has_rules_for(lab, "node-2", late))
+        time.sleep(3)  # long enough for node-1's agent to have heard of it, had it been able to
+        assert not has_rules_for(lab, "node-1", late)
+        # node-1's data plane, cut off from the API: a Service, the overlay, its own pods
+        answers = {http(lab, "client", f"http://{web}/hostname").stdout for _ in range(12)}
+        assert answers == {"web-1", "web-2"}, answers
+        assert http(lab, "client", f"http://{pod_ip(lab, 'web-2')}:8080/hostname").stdout == "web-2"
+        assert {p["metadata"]["name"]: p["status"]["phase"] for p in get(lab, "pods")["items"]}["client"] == "Running"
+    finally:
+        nft_in(node1, "delete table inet np-test-cut")
+    eventually(lambda: has_rules_for(lab, "node-1", late), timeout=30)
+    assert eventually(lambda: http(lab, "client", f"http://{late}/hostname").stdout in {"web-1", "web-2"})
+    cli(lab, "delete", "services", "late", check=True)
+
+
+def test_status_shows_each_members_and_each_agents_health(lab):
+    shown = cli(lab, "status", check=True).stdout
+    lines = shown.splitlines()
+    member = next(line.split() for line in lines if line.startswith("cp-1"))
+    assert member[:3] == ["cp-1", CONTROL_PLANE_IP, "ok"], shown
+    agents = lines[lines.index("node agents:") + 1:]
+    assert agents[0].split() == ["NODE", "AGENT", "LEASE", "RENEWED", "PODS", "RUNNING", "HEALTH"]
+    rows = {row.split()[0]: row.split() for row in agents[1:]}
+    assert set(rows) == {"node-1", "node-2"}, shown
+    for node, row in rows.items():
+        # the holder of the node's Lease is the agent's identity, kept in its state directory
+        assert row[1] == (LabState(lab).node_dir(node) / "agent-id").read_text().strip(), shown
+        assert row[3] == "ago" and row[-1] == "ok", shown
+    running = [tuple(map(int, row[4].split("/"))) for row in rows.values()]
+    assert all(r == t for r, t in running) and sum(r for r, _ in running) == 4, shown

@@ -22,7 +22,7 @@ from netplane.api.errors import ApiError
 from netplane.cli import printers
 from netplane.cni import server as cni_server
 from netplane.kernel import netns
-from netplane.lab import lifecycle, model
+from netplane.lab import health, lifecycle, model
 from netplane.lab.state import LabState
 
 
@@ -162,16 +162,27 @@ def status(ctx: click.Context) -> None:
             leader = (await client.get("leases", names.LEADER_LEASE, "kube-system"))["spec"].get("holderIdentity")
         except ApiError:
             leader = None  # an embedded control plane runs its controllers without election
-        return (await client.list("nodes"))["items"], (await client.list("pods"))["items"], leader
+        lists = [(await client.list(plural, namespace))["items"] for plural, namespace in (
+            ("nodes", None), ("pods", None), ("leases", names.LEASE_NAMESPACE))]
+        return *lists, leader
 
-    nodes, pods, leader = run_api(ctx, work)
+    nodes, pods, leases, leader = run_api(ctx, work)
     running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
     click.echo(f"lab {lab.name!r}: up, control plane pid {state.pid()} ({lab.controlPlane.mode}), "
                f"proxy mode {lab.network.proxyMode}")
     if leader:
         click.echo(f"controllers led by {leader} (Lease kube-system/{names.LEADER_LEASE})")
-    click.echo(f"pods Running {running}/{len(pods)}")
+    members = health.members(lab, state)
+    if members:
+        click.echo("\ncontrol plane:")
+        click.echo(printers.columns(["HOST", "ADDRESS", "API SERVER", "ETCD"], [
+            [m.host, m.address, m.api, m.etcd or "-"] for m in members]))
+    click.echo(f"\npods Running {running}/{len(pods)}")
     click.echo(printers.table(resources.lookup("nodes"), nodes, wide=True, all_namespaces=False))
+    click.echo("\nnode agents:")
+    click.echo(printers.columns(["NODE", "AGENT", "LEASE RENEWED", "PODS RUNNING", "HEALTH"], [
+        [a.node, a.holder or "-", "-" if a.renewed is None else f"{a.renewed:.0f}s ago", f"{a.pods[0]}/{a.pods[1]}",
+         a.health] for a in health.agents(nodes, leases, pods)]))
 
 
 @cli.command()

@@ -19,6 +19,11 @@ def table(res: Resource, items: list[dict], wide: bool, all_namespaces: bool) ->
     if all_namespaces and res.namespaced:
         header = ["NAMESPACE", *header]
         rows = [[obj["metadata"].get("namespace", ""), *r] for obj, r in zip(items, rows)]
+    return columns(header, rows)
+
+
+def columns(header: list[str], rows: list[list[str]]) -> str:
+    """Rows under a header in kubectl's aligned columns; nothing when there are no rows."""
     if not rows:
         return ""
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]

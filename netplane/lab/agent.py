@@ -15,9 +15,10 @@ import asyncio
 import logging
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -26,10 +27,12 @@ from netplane.agent.node import AgentConfig, NodeAgent
 from netplane.api import auth, kubeconfig
 from netplane.api.client import Client, discover_ca, server_urls
 from netplane.api.errors import ApiError
+from netplane.controllers.leader import age_seconds
 from netplane.lab import daemon
 
 log = logging.getLogger("netplane.agent")
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
+T = TypeVar("T")
 
 
 class NodeTaken(RuntimeError):
@@ -62,24 +65,50 @@ def identity(state_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def why_not(server: str, err: Exception) -> str | None:
+    """What keeps an agent from joining through `server`, for the log; None for an error that
+    retrying does not cure (raised as it is)."""
+    if isinstance(err, auth.TokenError):
+        return f"cannot join {server}: {err}"
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        return (f"cannot trust {server}: its certificate is not signed by the CA this agent was given "
+                f"({err.certificate_error}); give the cluster's CA in the kubeconfig's certificate-authority-data, "
+                f"or join with --token, which learns it")
+    if isinstance(err, ApiError) and err.code in (401, 403):
+        return f"{server} refuses this agent's credentials ({err}); `netplane token create` prints a join command"
+    if isinstance(err, (aiohttp.ClientError, OSError, asyncio.TimeoutError)):
+        return f"cannot reach {server} ({err or type(err).__name__})"
+    return None
+
+
+async def with_backoff(attempts: Callable[[], list[tuple[str, Callable[[], Awaitable[T]]]]]) -> T:
+    """The first of the (server, attempt) pairs that succeeds; each failure is logged with why_not,
+    and the round is tried again after a growing pause."""
+    delay = BACKOFF_START
+    while True:
+        for server, attempt in attempts():
+            try:
+                return await attempt()
+            except Exception as err:  # noqa: BLE001 - why_not tells the ones worth retrying
+                if (why := why_not(server, err)) is None:
+                    raise
+                log.error("%s", why)
+        log.info("trying again in %.0f s", delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
 async def connection(cfg: JoinConfig) -> kubeconfig.Connection:
     """Server, token and CA: from the kubeconfig, or learnt through the bootstrap token, retried
     with backoff while the server is unreachable or refuses the token."""
     if cfg.kubeconfig is not None:
         return kubeconfig.read(cfg.kubeconfig)
     assert cfg.server and cfg.token
-    delay = BACKOFF_START
-    while True:
-        for server in server_urls(cfg.server):
-            try:
-                return kubeconfig.Connection(cfg.server, cfg.token, await discover_ca(server, cfg.token))
-            except auth.TokenError as err:
-                log.error("cannot join %s: %s", server, err)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
-                log.error("cannot reach %s (%s)", server, err or type(err).__name__)
-        log.info("trying again in %.0f s", delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, BACKOFF_MAX)
+
+    async def learn(server: str) -> kubeconfig.Connection:
+        return kubeconfig.Connection(cfg.server, cfg.token, await discover_ca(server, cfg.token))
+    return await with_backoff(lambda: [(server, lambda server=server: learn(server))
+                                       for server in server_urls(cfg.server)])
 
 
 async def claim(client: Client, node: str, holder: str) -> None:
@@ -94,8 +123,7 @@ async def claim(client: Client, node: str, holder: str) -> None:
     other, renewed = spec.get("holderIdentity"), spec.get("renewTime")
     if other in (None, holder, node) or not renewed:  # free, ours, or an embedded lab's agent
         return
-    age = (datetime.now(timezone.utc) - datetime.strptime(renewed, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc)).total_seconds()
+    age = age_seconds(renewed)
     if age < spec.get("leaseDurationSeconds", 40):
         raise NodeTaken(f"node {node} is held by agent {other} (its Lease was renewed {age:.0f} s ago): stop that "
                         f"agent, or give this one another --node")
@@ -110,7 +138,8 @@ async def run(cfg: JoinConfig) -> None:
     ca_file.write_bytes(conn.ca_pem)
     client = Client(conn.server, conn.token, str(ca_file))
     try:
-        await claim(client, cfg.node, holder)
+        # a wrong CA or token in a kubeconfig shows here, on the first request: said and retried
+        await with_backoff(lambda: [(client.base_url, lambda: claim(client, cfg.node, holder))])
         agent = NodeAgent(client, AgentConfig(
             node_name=cfg.node, netns=None, pod_netns_prefix=cfg.netns_prefix, state_dir=cfg.state_dir,
             cluster_cidr=cfg.cluster_cidr, lease_seconds=cfg.lease_seconds, labels=cfg.labels, iface=cfg.iface,
