@@ -17,6 +17,7 @@ import yaml
 
 from labtools import cli, default_lab_file, eventually, get, http, pod_ip, running_lab
 from netplane import names
+from netplane.agent.node import OVERLAY_RECHECK
 from netplane.api import auth, kubeconfig, tls
 from netplane.kernel import netns
 from netplane.lab.state import LabState
@@ -162,6 +163,19 @@ def test_an_agent_cut_off_from_the_api_keeps_its_data_plane_and_catches_up_after
     eventually(lambda: has_rules_for(lab, "node-1", late), timeout=30)
     assert eventually(lambda: http(lab, "client", f"http://{late}/hostname").stdout in {"web-1", "web-2"})
     cli(lab, "delete", "services", "late", check=True)
+
+
+def test_an_overlay_route_removed_behind_the_agents_back_comes_back_with_no_api_change(lab):
+    node1 = names.node_netns(lab, "node-1")
+    cidr = get(lab, "nodes", "node-2")["spec"]["podCIDR"]
+
+    def routes() -> str:
+        return subprocess.run(netns.command(node1, ["ip", "route"]), capture_output=True, text=True).stdout
+    assert f"{cidr} via" in routes()
+    subprocess.run(netns.command(node1, ["ip", "route", "del", cidr]), check=True)
+    assert f"{cidr} via" not in routes()
+    eventually(lambda: f"{cidr} via" in routes(), timeout=OVERLAY_RECHECK + 10, interval=0.5)
+    assert http(lab, "client", f"http://{pod_ip(lab, 'web-2')}:8080/hostname").stdout == "web-2"
 
 
 def test_status_shows_each_members_and_each_agents_health(lab):

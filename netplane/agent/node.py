@@ -152,7 +152,9 @@ class NodeAgent:
                                config.state_dir, self.runtime)
         self.proxy = Proxier(self.informers, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
                              iptables_backend=config.iptables_backend)
-        self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay)
+        # a pass at least every OVERLAY_RECHECK s, changes or not: an entry lost behind the agent's
+        # back comes back even when no Node changes
+        self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay, resync=OVERLAY_RECHECK)
         self.nodes.add_handler(self.overlay_loop.trigger)
         self.vtep_mac: str | None = None
         self.overlay_applied: overlay.OverlayState | None = None
