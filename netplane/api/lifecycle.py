@@ -13,7 +13,7 @@ storage backend runs exactly the same rules:
 """
 from __future__ import annotations
 
-import copy
+import pickle
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +27,12 @@ POLICIES = ("Orphan", "Background", "Foreground")
 DEFAULT_POD_GRACE = 30
 SCALABLE = frozenset({"deployments", "replicasets"})
 SCALE_API_VERSION = "autoscaling/v1"
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of an API object (plain JSON data), through pickle: about 3x faster than
+    copy.deepcopy, and the store copies every object it takes in or hands out."""
+    return pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
 def timestamp(when: datetime) -> str:
@@ -77,14 +83,14 @@ def prepare_create(res: Resource, obj: dict, now: datetime) -> None:
 def prepare_update(res: Resource, new: dict, old: dict, subresource: str | None) -> dict:
     """The object an update stores, before admission: system fields and the other half kept."""
     if subresource == "status":
-        return {**copy.deepcopy(old), "status": new.get("status", {})}
+        return {**clone(old), "status": new.get("status", {})}
     meta = new["metadata"]
     for key in ("deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
         meta.pop(key, None)
     meta.update(_system_fields_of(old))
     new.pop("status", None)
     if res.has_status and "status" in old:
-        new["status"] = copy.deepcopy(old["status"])
+        new["status"] = clone(old["status"])
     apply_defaults(res, new)
     added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
     if old["metadata"].get("deletionTimestamp") and added:
@@ -203,7 +209,7 @@ def plan_delete(res: Resource, obj: dict, options: DeleteOptions, now: datetime)
 
 
 def _deleting(obj: dict, now: datetime, grace: int, bump: bool) -> dict:
-    new = copy.deepcopy(obj)
+    new = clone(obj)
     meta = new["metadata"]
     meta["deletionTimestamp"] = timestamp(now + timedelta(seconds=grace))
     meta["deletionGracePeriodSeconds"] = grace
@@ -218,7 +224,7 @@ def orphaned(dependent: dict, owner_uid: str) -> dict | None:
     kept = [r for r in refs if r.get("uid") != owner_uid]
     if len(kept) == len(refs):
         return None
-    new = copy.deepcopy(dependent)
+    new = clone(dependent)
     if kept:
         new["metadata"]["ownerReferences"] = kept
     else:
@@ -272,7 +278,7 @@ def apply_scale(res: Resource, obj: dict, scale: Any) -> dict:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise invalid("Scale", name, "spec.replicas",
                       f"Invalid value: {replicas!r}: must be a non-negative integer")
-    new = copy.deepcopy(obj)
+    new = clone(obj)
     new.setdefault("spec", {})["replicas"] = replicas
     new["metadata"]["resourceVersion"] = meta.get("resourceVersion") or obj["metadata"]["resourceVersion"]
     return new

@@ -1,7 +1,7 @@
 """Small helpers on Kubernetes objects that controllers and agents share."""
 from __future__ import annotations
 
-import copy
+from netplane.api.lifecycle import clone
 
 
 def status_differs(obj: dict, status: dict) -> bool:
@@ -15,7 +15,7 @@ async def write_status(client, plural: str, obj: dict, status: dict, merge: bool
     unless it changes nothing."""
     if not status_differs(obj, status) and (merge or obj.get("status") == status):
         return None
-    fresh = copy.deepcopy(obj)
+    fresh = clone(obj)
     fresh["metadata"].pop("resourceVersion", None)
     fresh["status"] = {**obj.get("status", {}), **status} if merge else status
     return await client.update_status(plural, fresh)

@@ -15,7 +15,6 @@ to the commit and returns what would have been stored.
 from __future__ import annotations
 
 import asyncio
-import copy
 import re
 import secrets
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 from netplane.api import lifecycle
 from netplane.api.backends import ADDED, DELETED, MODIFIED, Event, Stale, open_backend
 from netplane.api.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
-from netplane.api.lifecycle import DeleteOptions
+from netplane.api.lifecycle import DeleteOptions, clone
 from netplane.api.resources import RESOURCES, Resource, api_version, by_plural
 
 Admit = Callable[[str, str, dict, "dict | None", "Store"], "dict | None"]
@@ -113,8 +112,8 @@ class Store:
             lifecycle.prepare_create(res, obj, _now())
             obj = self._admitted("create", plural, obj, None)
             if dry_run:
-                return copy.deepcopy(obj)
-            return copy.deepcopy(self._commit([(ADDED, plural, obj)])[0][3])
+                return clone(obj)
+            return clone(self._commit([(ADDED, plural, obj)])[0][3])
 
     def update(self, plural: str, obj: dict, subresource: str | None = None, dry_run: bool = False) -> dict:
         """Replaces an object; the main resource keeps the stored status, ``status`` keeps the rest,
@@ -154,7 +153,7 @@ class Store:
             if subresource == "scale":
                 new = lifecycle.apply_scale(res, old, change(lifecycle.scale_of(old)))
                 return self._replace(res, old, new, None, dry_run)
-            new = _checked_copy(res, change(copy.deepcopy(old)))
+            new = _checked_copy(res, change(clone(old)))
             for key in ("name", "namespace"):
                 if new["metadata"].get(key) != old["metadata"].get(key):
                     raise bad_request(f"a patch cannot change metadata.{key} "
@@ -186,9 +185,9 @@ class Store:
             elif action == "remove":
                 changes += self._removal(plural, obj)
             if dry_run or not changes:
-                return copy.deepcopy(obj)
+                return clone(obj)
             events = self._commit(changes)
-            return copy.deepcopy(events[-1][3] if action != "none" else obj)
+            return clone(events[-1][3] if action != "none" else obj)
 
     # -- subscribers
 
@@ -250,8 +249,8 @@ class Store:
             return old
         changes = self._removal(res.plural, new) if lifecycle.finished_deleting(new) else [(MODIFIED, res.plural, new)]
         if dry_run:
-            return copy.deepcopy(new)
-        return copy.deepcopy(self._commit(changes)[-1][3])
+            return clone(new)
+        return clone(self._commit(changes)[-1][3])
 
     def _removal(self, plural: str, obj: dict) -> list[tuple[str, str, dict]]:
         """The changes that remove an object: a Namespace takes what is inside it along."""
@@ -338,7 +337,7 @@ def _checked_copy(res: Resource, obj: Any) -> dict:
             f"the object ({obj.get('apiVersion')}, {obj.get('kind')}) does not match "
             f"the resource {res.plural} ({want}, {res.kind})"
         )
-    obj = copy.deepcopy(obj)
+    obj = clone(obj)
     obj["kind"], obj["apiVersion"] = res.kind, want
     meta = obj.setdefault("metadata", {})
     if not res.namespaced:
