@@ -918,6 +918,33 @@ def test_a_watchs_bookmarks_move_past_the_writes_it_does_not_want(tmp_path):
     asyncio.run(main())
 
 
+def test_a_watch_loses_no_event_to_its_bookmark_timer(tmp_path):
+    """Bookmarks due every millisecond: the wait for the next event times out all the time, often
+    just as an event arrives, and every event the watch wants still reaches it, once."""
+    async def main():
+        async with serving(tmp_path, bookmark_interval=0.001) as (store, api, port):
+            start = str(store.resource_version)
+            seen: list[str] = []
+
+            async def watch() -> None:
+                async for event in api.watch("pods", start, "default", field_selector="spec.nodeName=node-1",
+                                             allow_bookmarks=True, timeout_seconds=4):
+                    if event["type"] == "ADDED":
+                        seen.append(event["object"]["metadata"]["name"])
+
+            watching = asyncio.create_task(watch())
+            made = []
+            for n in range(150):
+                await api.create("pods", pod(f"p{n}", node="node-1"))
+                made.append(f"p{n}")
+                await api.create("pods", pod(f"q{n}", node="node-2"))
+                await asyncio.sleep(0.002 * (n % 3))
+            await watching
+            assert seen == made
+
+    asyncio.run(main())
+
+
 # -- OpenAPI
 
 

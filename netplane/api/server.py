@@ -384,11 +384,17 @@ def _check_watch_options(query: Mapping[str, str]) -> bool | None:
 
 
 async def _next_batch(queue: asyncio.Queue, wait: float | None) -> list | None:
-    """The queued events: at least one, or none once ``wait`` seconds passed; None on shutdown."""
-    try:
-        batch = [await asyncio.wait_for(queue.get(), wait)]
-    except TimeoutError:
-        return []
+    """The queued events: at least one, or none once ``wait`` seconds passed; None on shutdown.
+
+    The queue is empty when this returns, timed out or not: a wait that times out just as an event
+    arrives leaves it queued (its get is cancelled), and the caller's bookmark, read from the
+    subscription's progress, counts every event offered so far as taken."""
+    batch = []
+    if queue.empty():
+        try:
+            batch.append(await asyncio.wait_for(queue.get(), wait))
+        except TimeoutError:
+            pass
     while not queue.empty():
         batch.append(queue.get_nowait())
     return None if None in batch else batch
