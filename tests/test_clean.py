@@ -16,7 +16,8 @@ from labtools import NETPLANE, cli, eventually, get
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import lifecycle
-from netplane.lab.state import LabState
+from netplane.cli.main import CNI_CACHE
+from netplane.lab.state import ROOT, LabState, known_labs
 
 
 def lab_file(tmp_path, name: str, manifest: dict | None = None) -> str:
@@ -42,6 +43,19 @@ def root_state() -> dict[str, str]:
 def leftovers(name: str) -> list:
     spaces = netns.listed(names.lab_prefix(name))
     return spaces + netns.pids_in(spaces) + ([str(LabState(name).dir)] if LabState(name).dir.exists() else [])
+
+
+def test_clean_takes_only_labs_for_labs():
+    """`netplane cni add`'s result cache lives beside the labs' state, under a name no lab can have."""
+    cache = os.path.basename(CNI_CACHE)
+    assert os.path.dirname(CNI_CACHE) == str(ROOT) and not names.LAB_NAME_RE.match(cache)
+    made = not (ROOT / cache).exists()
+    (ROOT / cache).mkdir(parents=True, exist_ok=True)
+    try:
+        assert cache not in known_labs() and cache not in lifecycle.clean([cache])
+    finally:
+        if made:
+            (ROOT / cache).rmdir()
 
 
 def test_down_leaves_the_root_namespace_as_it_was(tmp_path):

@@ -23,7 +23,7 @@ from netplane.cli import printers
 from netplane.cni import server as cni_server
 from netplane.kernel import netns
 from netplane.lab import health, lifecycle, model
-from netplane.lab.state import LabState
+from netplane.lab.state import ROOT as STATE_ROOT, LabState
 
 
 def friendly(fn: Callable) -> Callable:
@@ -707,7 +707,7 @@ def cni() -> None:
     """CNI tools: attach a namespace as cnitool does, check a plugin against the CNI SPEC."""
 
 
-CNI_CACHE = "/var/lib/netplane/cni-cache"  # netplane's /var/lib/cni/results
+CNI_CACHE = str(STATE_ROOT / ".cni-cache")  # netplane's /var/lib/cni/results; no lab can be named so
 CNI_COMMAND_HELP = {
     "add": "Attach NETNS (a name in /run/netns or a path) to the network, as cnitool does; print the result.",
     "check": "Ask the network's plugins whether NETNS is still attached as ADD left it.",

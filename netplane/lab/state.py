@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from netplane import names
 from netplane.api import kubeconfig
 from netplane.lab.model import Lab, from_dict
 
@@ -90,4 +91,7 @@ class LabState:
 
 
 def known_labs() -> list[str]:
-    return sorted(p.name for p in ROOT.iterdir() if p.is_dir()) if ROOT.is_dir() else []
+    """The labs with a state directory (other directories there, such as `netplane cni`'s cache, are not labs)."""
+    if not ROOT.is_dir():
+        return []
+    return sorted(p.name for p in ROOT.iterdir() if p.is_dir() and names.LAB_NAME_RE.match(p.name))
