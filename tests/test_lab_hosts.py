@@ -65,24 +65,35 @@ def test_the_api_speaks_tls_with_the_labs_ca_and_wants_a_token(lab):
     assert unverified.returncode != 0  # the lab's own CA, unknown to the system
 
 
-def agent_from_client(lab: str, token: str, node: str, state: Path) -> subprocess.Popen:
-    """A `netplane agent` on the underlay client, as a third machine joining."""
-    argv = [str(Path(sys.executable).with_name("netplane")), "agent", "--server", f"https://{CONTROL_PLANE_IP}:6443",
-            "--token", token, "--node", node, "--state-dir", str(state), "--netns-prefix", names.lab_prefix(lab)]
+def agent_from_client(lab: str, node: str, state: Path, *joining: str) -> subprocess.Popen:
+    """A `netplane agent` on the underlay client, as a third machine joining (with --token or
+    --kubeconfig in `joining`)."""
+    argv = [str(Path(sys.executable).with_name("netplane")), "agent", *joining, "--node", node,
+            "--state-dir", str(state), "--netns-prefix", names.lab_prefix(lab)]
     return subprocess.Popen(netns.command(names.client_netns(lab), argv), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def test_a_wrong_token_is_refused_with_the_reason_and_retried(lab, tmp_path):
-    agent = agent_from_client(lab, auth.new_bootstrap_token(), "intruder", tmp_path)
+def output_of_a_retrying_agent(lab: str, agent: subprocess.Popen, node: str) -> str:
+    """What an agent that cannot join said in 4 s, during which it must keep trying and must not
+    have registered its node."""
     try:
         time.sleep(4)
         assert agent.poll() is None  # still trying, with backoff
     finally:
         os.killpg(agent.pid, signal.SIGTERM)
-    output = agent.communicate(timeout=10)[0]
+    assert node not in {n["metadata"]["name"] for n in get(lab, "nodes")["items"]}
+    return agent.communicate(timeout=10)[0]
+
+
+def by_token(token: str) -> tuple[str, ...]:
+    return ("--server", f"https://{CONTROL_PLANE_IP}:6443", "--token", token)
+
+
+def test_a_wrong_token_is_refused_with_the_reason_and_retried(lab, tmp_path):
+    agent = agent_from_client(lab, "intruder", tmp_path, *by_token(auth.new_bootstrap_token()))
+    output = output_of_a_retrying_agent(lab, agent, "intruder")
     assert output.count("knows no bootstrap token") >= 2, output
-    assert "intruder" not in {n["metadata"]["name"] for n in get(lab, "nodes")["items"]}
 
 
 def test_an_agent_given_a_wrong_ca_says_so_and_retries(lab, tmp_path):
@@ -90,24 +101,15 @@ def test_an_agent_given_a_wrong_ca_says_so_and_retries(lab, tmp_path):
     other = tls.make_ca(tmp_path / "other-ca", "other").read_bytes()
     config = tmp_path / "agent.kubeconfig"
     kubeconfig.write(config, "wrong-ca", kubeconfig.Connection(f"https://{CONTROL_PLANE_IP}:6443", token, other))
-    argv = [str(Path(sys.executable).with_name("netplane")), "agent", "--kubeconfig", str(config), "--node", "stray",
-            "--state-dir", str(tmp_path / "state"), "--netns-prefix", names.lab_prefix(lab)]
-    agent = subprocess.Popen(netns.command(names.client_netns(lab), argv), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        time.sleep(4)
-        assert agent.poll() is None  # still trying, with backoff
-    finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-    output = agent.communicate(timeout=10)[0]
+    agent = agent_from_client(lab, "stray", tmp_path / "state", "--kubeconfig", str(config))
+    output = output_of_a_retrying_agent(lab, agent, "stray")
     assert output.count(f"cannot trust https://{CONTROL_PLANE_IP}:6443") >= 2, output
     assert "certificate-authority-data" in output and "Traceback" not in output, output
-    assert "stray" not in {n["metadata"]["name"] for n in get(lab, "nodes")["items"]}
 
 
 def test_a_second_agent_for_a_node_is_refused(lab, tmp_path):
     token = (LabState(lab).dir / "join-token").read_text().strip()
-    agent = agent_from_client(lab, token, "node-1", tmp_path)
+    agent = agent_from_client(lab, "node-1", tmp_path, *by_token(token))
     output = agent.communicate(timeout=30)[0]
     assert agent.returncode != 0
     assert "node node-1 is held by agent" in output, output
