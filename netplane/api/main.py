@@ -52,10 +52,15 @@ async def serve(args: argparse.Namespace) -> None:
         store.close()
 
 
-def main(argv: list[str] | None = None) -> None:
+def setup_logging() -> None:
+    """The log of a long-running netplane process: level from NETPLANE_LOG (INFO), time-stamped lines."""
     logging.basicConfig(level=os.environ.get("NETPLANE_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
     asyncio.run(serve(parse(argv)))
 
 

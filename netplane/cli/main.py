@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import os
 import socket
 import statistics
@@ -19,6 +18,7 @@ from netplane import names
 from netplane.api import manifests, resources
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
+from netplane.api.main import setup_logging
 from netplane.cli import printers
 from netplane.cni import server as cni_server
 from netplane.kernel import netns
@@ -441,12 +441,6 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _serve_logging() -> None:
-    logging.basicConfig(level=os.environ.get("NETPLANE_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
 @cli.command()
 @click.option("--listen", "listen", required=True, metavar="HOST:PORT",
               help="Address to serve on, e.g. 192.168.56.10:6443 (TLS; the certificate names HOST).")
@@ -480,7 +474,7 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
     election = (leader_elect_lease_duration, leader_elect_renew_deadline, leader_elect_retry_period)
     if not election[2] < election[1] < election[0]:
         raise click.UsageError("leader election needs retry period < renew deadline < lease duration")
-    _serve_logging()
+    setup_logging()
     asyncio.run(control_plane.run(control_plane.ServerConfig(
         host, port, state_dir.resolve(), cluster_cidr, service_cidr, storage, bootstrap_token, name=name,
         election=election)))
@@ -508,7 +502,7 @@ def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, no
     from netplane.lab import agent as node_agent
     if not kubeconfig and not (server_url and token):
         raise click.UsageError("give --server and --token (as `netplane token create` prints), or --kubeconfig")
-    _serve_logging()
+    setup_logging()
     config = node_agent.JoinConfig(
         node, (state_dir or Path("/var/lib/netplane/agent") / node).resolve(), server_url, token, kubeconfig,
         iface, cluster_cidr, netns_prefix, proxy_mode, cni)

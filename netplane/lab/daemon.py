@@ -20,6 +20,7 @@ from netplane.agent.node import AgentConfig, NodeAgent
 from netplane.api.client import Client
 from netplane.api import tls
 from netplane.api.informer import Informers
+from netplane.api.main import setup_logging
 from netplane.api.server import start
 from netplane.api.store import Store
 from netplane.api.errors import ApiError
@@ -145,9 +146,7 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
 
 def main() -> None:
     state = LabState(sys.argv[1])
-    logging.basicConfig(level=os.environ.get("NETPLANE_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
+    setup_logging()
     state.pid_file.write_text(str(os.getpid()))
     asyncio.run(run(state))
 
