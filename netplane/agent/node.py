@@ -8,7 +8,6 @@ import copy
 import json
 import logging
 import platform
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
+from netplane.api.objects import now_text
 from netplane.cni.runtime import Runtime, conf_from_file, load_conf_dir, plugin_dir
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class NodeAgent:
                  "metadata": {"name": name, "namespace": names.LEASE_NAMESPACE},
                  "spec": {"holderIdentity": self.config.holder or name,
                           "leaseDurationSeconds": self.config.lease_seconds,
-                          "renewTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+                          "renewTime": now_text()}}
         try:
             await self.client.update("leases", lease)
         except ApiError as err:

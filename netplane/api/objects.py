@@ -1,7 +1,22 @@
 """Small helpers on Kubernetes objects that controllers and agents share."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from netplane.api.lifecycle import clone
+
+MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # a MicroTime, as a Lease's acquireTime and renewTime
+
+
+def now_text() -> str:
+    """Now, as a MicroTime."""
+    return datetime.now(timezone.utc).strftime(MICRO_TIME)
+
+
+def age_seconds(stamp: str) -> float:
+    """Seconds since a MicroTime."""
+    return (datetime.now(timezone.utc) - datetime.strptime(stamp, MICRO_TIME).replace(tzinfo=timezone.utc)
+            ).total_seconds()
 
 
 def status_differs(obj: dict, status: dict) -> bool:

@@ -13,22 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
+from netplane.api.objects import age_seconds, now_text
 
 log = logging.getLogger(__name__)
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def now_text() -> str:
-    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
-
-
-def age_seconds(stamp: str) -> float:
-    return (datetime.now(timezone.utc) - datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=timezone.utc)
-            ).total_seconds()
 
 
 class LeaderElector:

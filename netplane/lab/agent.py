@@ -27,7 +27,7 @@ from netplane.agent.node import AgentConfig, NodeAgent
 from netplane.api import auth, kubeconfig
 from netplane.api.client import Client, discover_ca, server_urls
 from netplane.api.errors import ApiError
-from netplane.controllers.leader import age_seconds
+from netplane.api.objects import age_seconds
 from netplane.lab import daemon
 
 log = logging.getLogger("netplane.agent")
