@@ -107,13 +107,18 @@ def members(lab: Lab, state: LabState) -> list[Member]:
 
 def agents(nodes: list[dict], leases: list[dict], pods: list[dict]) -> list[Agent]:
     by_node = {lease["metadata"]["name"]: lease.get("spec", {}) for lease in leases}
+    counts: dict[str, list[int]] = {}  # node -> [Running, all]
+    for pod in pods:
+        count = counts.setdefault(pod.get("spec", {}).get("nodeName", ""), [0, 0])
+        count[0] += pod.get("status", {}).get("phase") == "Running"
+        count[1] += 1
     now = datetime.now(timezone.utc)
     found = []
     for node in sorted(n["metadata"]["name"] for n in nodes):
         spec = by_node.get(node, {})
-        on_node = [p for p in pods if p.get("spec", {}).get("nodeName") == node]
-        running = sum(p.get("status", {}).get("phase") == "Running" for p in on_node)
         renewed = spec.get("renewTime")
-        found.append(Agent(node, spec.get("holderIdentity", ""), (now - parse_time(renewed)).total_seconds() if renewed else None,
-                           spec.get("leaseDurationSeconds", 0), (running, len(on_node))))
+        age = (now - parse_time(renewed)).total_seconds() if renewed else None
+        running, total = counts.get(node, [0, 0])
+        found.append(Agent(node, spec.get("holderIdentity", ""), age, spec.get("leaseDurationSeconds", 0),
+                           (running, total)))
     return found
