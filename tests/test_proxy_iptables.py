@@ -168,6 +168,25 @@ def test_external_traffic_policy_local_keeps_the_source_and_drops_without_a_loca
     assert "KUBE-EXT-" not in nowhere
 
 
+def test_both_policies_local_short_circuit_to_kube_svc():
+    """internalTrafficPolicy and externalTrafficPolicy Local: the ClusterIP goes to KUBE-SVL- (or is
+    dropped on a node without an endpoint), while the external chain sends pods and the node to
+    KUBE-SVC-, which holds every endpoint, as upstream's UsesClusterEndpoints makes it."""
+    svc = with_spec(WEB, type="NodePort", externalTrafficPolicy="Local", internalTrafficPolicy="Local",
+                    ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    sp = ports(svc)[0]
+    ext, svl, svc_chain = iptables.external_chain(sp), iptables.local_chain(sp), iptables.service_chain(sp)
+    elsewhere = render(svc, node="node-3")
+    assert [target(rule) for rule in rules_of(elsewhere, f"nat {ext}")] == [svc_chain, "KUBE-MARK-MASQ", svc_chain]
+    assert [target(rule) for rule in rules_of(elsewhere, f"nat {svc_chain}")] == [
+        iptables.endpoint_chain(sp, ep) for ep in sp.endpoints[:2]]
+    assert rules_of(elsewhere, "filter KUBE-SERVICES") == [
+        '-m comment --comment "default/web:http has no local endpoints" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j DROP']
+    on_node_1 = render(svc, node="node-1")
+    assert target(rules_of(on_node_1, "nat KUBE-SERVICES")[0]) == svl
+    assert [target(rule) for rule in rules_of(on_node_1, f"nat {ext}")] == [svc_chain, "KUBE-MARK-MASQ", svc_chain, svl]
+
+
 def test_one_changed_service_declares_only_its_own_chains():
     cache = FragmentCache(lambda sp: iptables.fragment(sp, "node-1", CIDR))
     before = cache.fragments(ports(WEB, OTHER))

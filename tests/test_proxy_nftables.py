@@ -71,7 +71,7 @@ def test_service_ports_carry_upstream_names_and_ready_endpoints():
     assert http.id == "default/web/tcp/http"
     assert nftables.service_chain(http).endswith("-default/web/tcp/http")
     assert nftables.affinity_set(http, http.endpoints[0]).endswith("-default/web/tcp/http__10.244.1.2/8080")
-    assert [(e.ip, e.port) for e in http.cluster_endpoints("node-1")] == [("10.244.1.2", 8080), ("10.244.2.2", 8080)]
+    assert [(e.ip, e.port) for e in http.internal_endpoints("node-1")] == [("10.244.1.2", 8080), ("10.244.2.2", 8080)]
     assert [p.id for p in ports(WEB, EMPTY, HEADLESS)] == ["default/empty/tcp/80", "default/web/tcp/http",
                                                           "default/web/udp/udp"]
 
@@ -79,9 +79,9 @@ def test_service_ports_carry_upstream_names_and_ready_endpoints():
 def test_terminating_endpoints_are_used_only_when_no_endpoint_is_ready():
     going = {**SLICE, "endpoints": [endpoint("10.244.1.2", "node-1", ready=False, serving=True, terminating=True),
                                     endpoint("10.244.2.2", "node-2", ready=False, serving=False, terminating=True)]}
-    assert [e.ip for e in ports(WEB, slices=[going])[0].cluster_endpoints("node-1")] == ["10.244.1.2"]
+    assert [e.ip for e in ports(WEB, slices=[going])[0].internal_endpoints("node-1")] == ["10.244.1.2"]
     mixed = {**going, "endpoints": going["endpoints"] + [endpoint("10.244.2.3", "node-2")]}
-    assert [e.ip for e in ports(WEB, slices=[mixed])[0].cluster_endpoints("node-1")] == ["10.244.2.3"]
+    assert [e.ip for e in ports(WEB, slices=[mixed])[0].internal_endpoints("node-1")] == ["10.244.2.3"]
 
 
 def test_traffic_policies_pick_this_nodes_endpoints():
@@ -89,8 +89,14 @@ def test_traffic_policies_pick_this_nodes_endpoints():
                       ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
     sp = ports(local)[0]
     assert [e.ip for e in sp.external_endpoints("node-1")] == ["10.244.1.2"]
-    assert [e.ip for e in sp.cluster_endpoints("node-2")] == ["10.244.2.2"]
-    assert sp.external_endpoints("node-3") == []
+    assert [e.ip for e in sp.internal_endpoints("node-2")] == ["10.244.2.2"]
+    assert sp.external_endpoints("node-3") == [] and sp.internal_endpoints("node-3") == []
+    # upstream's UsesClusterEndpoints: a NodePort needs the Cluster policy for the short-circuit
+    assert [e.ip for e in sp.cluster_policy_endpoints()] == ["10.244.1.2", "10.244.2.2"]
+    assert [e.ip for e in sp.reachable_endpoints("node-3")] == ["10.244.1.2", "10.244.2.2"]
+    only_internal = ports(with_spec(WEB, internalTrafficPolicy="Local"))[0]
+    assert only_internal.cluster_policy_endpoints() == []  # a ClusterIP alone never uses it
+    assert [e.ip for e in only_internal.reachable_endpoints("node-1")] == ["10.244.1.2"]
 
 
 def test_clusterip_rules():
@@ -119,13 +125,16 @@ def test_the_random_cascade_gives_each_endpoint_an_equal_share():
                          "meta l4proto tcp dnat to 10.244.1.4:8080"]
 
 
-def test_hairpin_pairs_are_this_nodes_endpoints_and_stay_while_a_service_uses_them():
+def test_hairpin_pairs_are_the_endpoints_the_node_may_dnat_to_and_stay_while_a_service_uses_them():
+    """Upstream masquerades `saddr == endpoint` in every endpoint chain, remote ones too: a pod sent
+    back to itself by another node (through that node's NodePort) must not see its own address."""
     other = another(WEB, "other", "10.96.0.20")
     other_slice = {**SLICE, "metadata": {**SLICE["metadata"], "name": "other-1",
                                          "labels": {"kubernetes.io/service-name": "other"}}}
     cache = FragmentCache(lambda sp: nftables.fragment(sp, "node-1", CIDR))
     both = cache.fragments(ports(WEB, other, slices=(SLICE, other_slice)))
-    assert set(both["default/web/tcp/http"].entries["hairpin-endpoints"]) == {"10.244.1.2 . 10.244.1.2"}
+    assert set(both["default/web/tcp/http"].entries["hairpin-endpoints"]) == {
+        "10.244.1.2 . 10.244.1.2", "10.244.2.2 . 10.244.2.2"}
     only_other = cache.fragments(ports(other, slices=(other_slice,)))
     assert "hairpin-endpoints" not in diff(both, only_other).delete_entries  # other still sends there
     assert "10.244.1.2 . 10.244.1.2" in diff(only_other, {}).delete_entries["hairpin-endpoints"]
@@ -144,7 +153,8 @@ def test_nodeports_external_and_load_balancer_ips_go_through_the_external_chain(
     assert f"172.30.0.100 . tcp . 80 : goto {ext}," in text
     assert f"172.30.0.200 . tcp . 80 : goto {ext}" in text
     chain = got[got.index(f"chain {ext} {{"):]
-    assert chain[1] == "jump mark-for-masquerade"  # externalTrafficPolicy Cluster: the source is lost
+    # externalTrafficPolicy Cluster: the source is lost, any endpoint serves
+    assert chain[1:3] == ["jump mark-for-masquerade", f"goto {nftables.service_chain(sp)}"]
     assert f"elements = {{ 172.30.0.200 . tcp . 80 : goto {nftables.firewall_chain(sp)} }}" in text
     assert "ip saddr != { 172.30.0.0/28 } drop" in got
 
@@ -153,14 +163,41 @@ def test_external_traffic_policy_local_keeps_the_source_and_drops_without_a_loca
     svc = with_spec(WEB, type="NodePort", externalTrafficPolicy="Local",
                     ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
     sp = ports(svc)[0]
-    ext = nftables.external_chain(sp)
+    ext, cluster, local = nftables.external_chain(sp), nftables.service_chain(sp), nftables.local_chain(sp)
     got = lines(render(svc, node="node-1"))
     chain = got[got.index(f"chain {ext} {{"):]
-    assert chain[1:4] == [f"ip saddr {CIDR} goto {nftables.service_chain(sp)}",
-                          "fib saddr type local jump mark-for-masquerade",
-                          f"fib saddr type local goto {nftables.service_chain(sp)}"]
-    assert chain[4] == "meta l4proto tcp dnat to 10.244.1.2:8080"
-    assert "elements = { tcp . 30080 : drop }" in render(svc, node="node-3")
+    assert chain[1:6] == [f"ip saddr {CIDR} goto {cluster}",  # short-circuit pod traffic
+                          "fib saddr type local jump mark-for-masquerade",  # masquerade local traffic
+                          f"fib saddr type local goto {cluster}",  # short-circuit local traffic
+                          f"goto {local}", "}"]
+    chain = got[got.index(f"chain {local} {{"):]
+    assert chain[1:3] == ["meta l4proto tcp dnat to 10.244.1.2:8080", "}"]
+    # a node without a local endpoint: the NodePort still leads to the external chain (for its pods
+    # and itself), and what that chain leaves untranslated meets the drop after DNAT
+    elsewhere = render(svc, node="node-3")
+    assert f"map service-nodeports {{ type inet_proto . inet_service : verdict; elements = {{ tcp . 30080 : goto {ext} }}" \
+        in elsewhere
+    assert "map no-endpoint-nodeports { type inet_proto . inet_service : verdict; elements = { tcp . 30080 : drop }" \
+        in elsewhere
+    assert f"goto {local}" not in elsewhere and f"chain {local} " not in elsewhere
+
+
+def test_both_policies_local_short_circuit_to_every_endpoint():
+    """internalTrafficPolicy and externalTrafficPolicy Local together: ClusterIP traffic uses this
+    node's endpoints, while pods and the node reach a NodePort's endpoints anywhere (upstream sends
+    the short-circuit to the Cluster policy's chain, not to the internal one)."""
+    svc = with_spec(WEB, type="LoadBalancer", externalTrafficPolicy="Local", internalTrafficPolicy="Local",
+                    externalIPs=["172.30.2.1"], ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    sp = ports(svc)[0]
+    fragment = nftables.fragment(sp, "node-3", CIDR)
+    assert fragment.entries["no-endpoint-services"] == {"10.96.0.10 . tcp . 80": "drop", "172.30.2.1 . tcp . 80": "drop"}
+    assert fragment.entries["service-ips"] == {"172.30.2.1 . tcp . 80": f"goto {nftables.external_chain(sp)}"}
+    assert fragment.chains[nftables.service_chain(sp)] == ("numgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.1.2:8080",
+                                                          "meta l4proto tcp dnat to 10.244.2.2:8080")
+    assert nftables.local_chain(sp) not in fragment.chains
+    on_node_1 = nftables.fragment(sp, "node-1", CIDR)
+    assert on_node_1.entries["service-ips"]["10.96.0.10 . tcp . 80"] == f"goto {nftables.local_chain(sp)}"
+    assert on_node_1.chains[nftables.local_chain(sp)][0].startswith("ip daddr 10.96.0.10 tcp dport 80 ip saddr != ")
 
 
 def test_session_affinity_remembers_the_client_per_endpoint():

@@ -238,7 +238,7 @@ class Catalog:
         self.node_ports: dict[tuple[str, int], tuple[str, object]] = {}
         for sp in ports:
             name = ipt.port_name(sp)
-            for chain in (nft.service_chain(sp), nft.external_chain(sp), nft.firewall_chain(sp),
+            for chain in (nft.service_chain(sp), nft.local_chain(sp), nft.external_chain(sp), nft.firewall_chain(sp),
                           ipt.service_chain(sp), ipt.local_chain(sp), ipt.external_chain(sp), ipt.firewall_chain(sp)):
                 self.chains[chain] = (name, None)
             for ep in sp.endpoints:

@@ -18,18 +18,18 @@ what a real node holds:
 - an endpoint is chosen by `-m statistic --mode random --probability 1/N`, 1/(N-1), ... and the
   last for sure, after the affinity rules (`-m recent --rcheck --seconds T --reap`).
 
-Which endpoints serve which traffic comes from model.py, as in nftables.py. One difference from
-upstream follows from that: with externalTrafficPolicy Local, pods and the node itself are sent to
-the chain of the cluster endpoints (KUBE-SVL- when internalTrafficPolicy is Local too; upstream
-uses KUBE-SVC- there). Not rendered: upstream's large-cluster mode (no comments past 1000
-endpoints), localhost NodePorts, health-check NodePorts and the KUBE-PROXY-CANARY monitor.
+Which endpoints serve which traffic comes from model.py, as in nftables.py: KUBE-SVC- holds the
+Cluster policy's endpoints, KUBE-SVL- this node's; with externalTrafficPolicy Local, pods and the
+node itself are short-circuited to KUBE-SVC- whatever internalTrafficPolicy says, as upstream. Not
+rendered: upstream's large-cluster mode (no comments past 1000 endpoints), localhost NodePorts,
+health-check NodePorts and the KUBE-PROXY-CANARY monitor.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from netplane import names
-from netplane.agent.proxy.model import Endpoint, ServicePort, usable
+from netplane.agent.proxy.model import Endpoint, ServicePort
 from netplane.agent.proxy.ruleset import Diff, Fragment, Rules, merge
 from netplane.kernel.iptables import Jump
 
@@ -134,11 +134,6 @@ def internal_chain(sp: ServicePort) -> str:
     return local_chain(sp) if sp.internal_local else service_chain(sp)
 
 
-def external_policy_chain(sp: ServicePort) -> str:
-    """The chain of the endpoints external traffic may use (externalTrafficPolicy)."""
-    return local_chain(sp) if sp.external_local else service_chain(sp)
-
-
 def is_service_chain(chain: str) -> bool:
     return chain.startswith(SERVICE_CHAIN_PREFIXES)
 
@@ -183,37 +178,35 @@ def _endpoint_rules(sp: ServicePort, ep: Endpoint) -> Rules:
             f"{comment}{remember} -m {sp.protocol} -p {sp.protocol} -j DNAT --to-destination {ep.ip}:{ep.port}")
 
 
-def _cluster_ip(sp: ServicePort, cluster: list[Endpoint], reachable: bool, cluster_cidr: str) -> Fragment:
+def _cluster_ip(sp: ServicePort, node: str, chains: dict[str, Rules], cluster_cidr: str) -> Fragment:
+    """The ClusterIP: to the chain internalTrafficPolicy names, or refused in the filter table."""
     to = _to(sp, sp.cluster_ip, sp.port)
-    if not cluster:
-        comment, verdict = _refusal(sp, reachable)
+    if not sp.internal_endpoints(node):
+        comment, verdict = _refusal(sp, sp.reachable)
         return Fragment(entries={key(FILTER, SERVICES): {f"{comment} {to} -j {verdict}": ""}})
     comment, chain = _comment(f"{port_name(sp)} cluster IP"), internal_chain(sp)
     # a client off the cluster (a route to the service range through this node) is masqueraded, so
     # that the reply comes back through this node to be un-DNATed
     masquerade = f"{comment} {to} ! -s {cluster_cidr} -j {MARK_MASQ}"
-    return Fragment(chains={key(NAT, chain): (masquerade, *_choose(sp, cluster))},
+    return Fragment(chains={key(NAT, chain): (masquerade, *chains[key(NAT, chain)])},
                     entries={key(NAT, SERVICES): {f"{comment} {to} -j {chain}": ""}})
 
 
-def _external_rules(sp: ServicePort, cluster: list[Endpoint], external: list[Endpoint], cluster_cidr: str) -> Rules:
-    """externalTrafficPolicy Cluster: masquerade, any endpoint. Local: keep the client's address and
-    use this node's endpoints, except for pods and the node itself, which are treated as cluster
-    traffic (as if they went out to a load balancer and came back)."""
-    name = port_name(sp)
-    lines = []
+def _external_rules(sp: ServicePort, node: str, cluster_cidr: str) -> Rules:
+    """externalTrafficPolicy Cluster: masquerade, any endpoint. Local: pods and the node itself go to
+    KUBE-SVC- (the node masqueraded), as if they went out to a load balancer and came back; other
+    clients keep their address and reach this node's endpoints, or fall through to the filter
+    table's DROP."""
+    name, cluster = port_name(sp), service_chain(sp)
     if not sp.external_local:
-        lines.append(f"{_comment(f'masquerade traffic for {name} external destinations')} -j {MARK_MASQ}")
-    elif cluster:
-        internal = internal_chain(sp)
-        lines += [f"{_comment(f'pod traffic for {name} external destinations')} -s {cluster_cidr} -j {internal}",
-                  f"{_comment(f'masquerade LOCAL traffic for {name} external destinations')} "
-                  f"-m addrtype --src-type LOCAL -j {MARK_MASQ}",
-                  f"{_comment(f'route LOCAL traffic for {name} external destinations')} "
-                  f"-m addrtype --src-type LOCAL -j {internal}"]
-    if external:
-        lines.append(f"-j {external_policy_chain(sp)}")
-    return tuple(lines)
+        return (f"{_comment(f'masquerade traffic for {name} external destinations')} -j {MARK_MASQ}",
+                f"-j {cluster}")
+    lines = [f"{_comment(f'pod traffic for {name} external destinations')} -s {cluster_cidr} -j {cluster}",
+             f"{_comment(f'masquerade LOCAL traffic for {name} external destinations')} "
+             f"-m addrtype --src-type LOCAL -j {MARK_MASQ}",
+             f"{_comment(f'route LOCAL traffic for {name} external destinations')} "
+             f"-m addrtype --src-type LOCAL -j {cluster}"]
+    return (*lines, *([f"-j {local_chain(sp)}"] if sp.local_policy_endpoints(node) else []))
 
 
 def _firewall(sp: ServicePort) -> Fragment:
@@ -228,7 +221,7 @@ def _firewall(sp: ServicePort) -> Fragment:
         f"{dropped} {_to(sp, ip, sp.port)} -j DROP": "" for ip in sp.load_balancer_ips}})
 
 
-def _external_chains(sp: ServicePort, cluster: list[Endpoint], external: list[Endpoint], cluster_cidr: str) -> Fragment:
+def _external_chains(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
     """NodePorts, external IPs and load-balancer IPs of a Service that has endpoints: all to KUBE-EXT-."""
     name, ext = port_name(sp), external_chain(sp)
     firewalled = bool(sp.source_ranges and sp.load_balancer_ips)
@@ -240,10 +233,7 @@ def _external_chains(sp: ServicePort, cluster: list[Endpoint], external: list[En
     if sp.node_port:
         entries[key(NAT, NODEPORTS)] = {
             f"{_comment(name)} -m {sp.protocol} -p {sp.protocol} --dport {sp.node_port} -j {ext}": ""}
-    chains = {key(NAT, ext): _external_rules(sp, cluster, external, cluster_cidr)}
-    policy = external_policy_chain(sp)
-    if external and policy != internal_chain(sp):  # else _cluster_ip writes it, with the same endpoints
-        chains[key(NAT, policy)] = tuple(_choose(sp, external))
+    chains = {key(NAT, ext): _external_rules(sp, node, cluster_cidr)}
     return merge([Fragment(chains, entries), *([_firewall(sp)] if firewalled else [])])
 
 
@@ -257,16 +247,18 @@ def _external_refusals(sp: ServicePort, reachable: bool) -> Fragment:
 
 
 def fragment(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
-    """The chains and top-level-chain rules of one Service port on one node."""
-    cluster, external = sp.cluster_endpoints(node), sp.external_endpoints(node)
-    reachable = bool(usable(list(sp.endpoints)))  # usable endpoints anywhere in the cluster
-    parts = [_cluster_ip(sp, cluster, reachable, cluster_cidr)]
-    if sp.has_external and reachable:
-        parts.append(_external_chains(sp, cluster, external, cluster_cidr))
-    if sp.has_external and not external:
-        parts.append(_external_refusals(sp, reachable))
+    """The chains and top-level-chain rules of one Service port on one node, decided as upstream's
+    syncProxyRules decides them."""
+    cluster, local = sp.cluster_policy_endpoints(), sp.local_policy_endpoints(node)
+    policies = {key(NAT, chain): tuple(_choose(sp, endpoints))
+                for chain, endpoints in ((service_chain(sp), cluster), (local_chain(sp), local)) if endpoints}
+    parts = [Fragment(chains=policies), _cluster_ip(sp, node, policies, cluster_cidr)]
+    if sp.has_external and sp.reachable:  # even with no endpoint for outside clients: pods and the node short-circuit
+        parts.append(_external_chains(sp, node, cluster_cidr))
+    if sp.has_external and not sp.external_endpoints(node):
+        parts.append(_external_refusals(sp, sp.reachable))
     parts += [Fragment(chains={key(NAT, endpoint_chain(sp, ep)): _endpoint_rules(sp, ep)})
-              for ep in dict.fromkeys(cluster + external)]
+              for ep in sp.reachable_endpoints(node)]
     found = merge(parts)
     return Fragment(found.chains, {name: rules for name, rules in found.entries.items() if rules})
 

@@ -3,9 +3,11 @@ ServicePort per port of a Service, with its addresses (ClusterIP, NodePort, exte
 balancer IPs), its policies, and the endpoints each kind of traffic may use on this node.
 
 Endpoint choice follows upstream's `CategorizeEndpoints`: ready endpoints; when none is ready,
-the serving-and-terminating ones (so a rolling update does not drop traffic); with
-internalTrafficPolicy Local only this node's for cluster traffic, with externalTrafficPolicy Local
-only this node's for external traffic (NodePort, external and load-balancer IPs).
+the serving-and-terminating ones (so a rolling update does not drop traffic). The Cluster policy
+uses them all, the Local policy this node's; internalTrafficPolicy picks the policy of ClusterIP
+traffic, externalTrafficPolicy that of NodePort, external-IP and load-balancer traffic, except that
+pods and the node itself are always sent on with the Cluster policy (upstream's short-circuit: as if
+they had gone out to a load balancer and come back).
 """
 from __future__ import annotations
 
@@ -58,13 +60,40 @@ class ServicePort:
     def has_external(self) -> bool:
         return bool(self.node_port or self.external_ips or self.load_balancer_ips)
 
-    def cluster_endpoints(self, node: str) -> list[Endpoint]:
-        """The endpoints traffic to the ClusterIP may go to from this node."""
-        return usable([e for e in self.endpoints if not self.internal_local or e.node == node])
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        """Upstream's UsesClusterEndpoints: the Cluster policy serves ClusterIP traffic, or external
+        traffic, or (with externalTrafficPolicy Local) the pods and the node short-circuited to it."""
+        return not self.internal_local or self.has_external
+
+    def cluster_policy_endpoints(self) -> list[Endpoint]:
+        """The endpoints of the Cluster traffic policy: every usable one, on any node."""
+        return usable(list(self.endpoints)) if self.uses_cluster_endpoints else []
+
+    def local_policy_endpoints(self, node: str) -> list[Endpoint]:
+        """The endpoints of the Local traffic policy: this node's usable ones."""
+        if not (self.internal_local or (self.external_local and self.has_external)):
+            return []
+        return usable([e for e in self.endpoints if e.node == node])
+
+    def internal_endpoints(self, node: str) -> list[Endpoint]:
+        """The endpoints traffic to the ClusterIP may go to from this node (internalTrafficPolicy)."""
+        return self.local_policy_endpoints(node) if self.internal_local else self.cluster_policy_endpoints()
 
     def external_endpoints(self, node: str) -> list[Endpoint]:
-        """The endpoints traffic to a NodePort, external or load-balancer IP may go to from this node."""
-        return usable([e for e in self.endpoints if not self.external_local or e.node == node])
+        """The endpoints a NodePort, external or load-balancer IP sends to from this node
+        (externalTrafficPolicy); pods and the node itself are short-circuited to the Cluster policy's."""
+        return self.local_policy_endpoints(node) if self.external_local else self.cluster_policy_endpoints()
+
+    @property
+    def reachable(self) -> bool:
+        """Upstream's hasEndpoints: a usable endpoint somewhere in the cluster."""
+        return bool(usable(list(self.endpoints)))
+
+    def reachable_endpoints(self, node: str) -> list[Endpoint]:
+        """Every endpoint this node's rules may DNAT to, whatever the source (upstream's
+        allLocallyReachableEndpoints), in order."""
+        return list(dict.fromkeys(self.cluster_policy_endpoints() + self.local_policy_endpoints(node)))
 
 
 def usable(endpoints: list[Endpoint]) -> list[Endpoint]:
@@ -186,8 +215,11 @@ def udp_destinations(ports: list[ServicePort], node: str) -> set[tuple[str, int,
     for sp in ports:
         if sp.protocol != "udp":
             continue
-        found |= {(sp.cluster_ip, sp.port, e.ip) for e in sp.cluster_endpoints(node)}
-        external = sp.external_endpoints(node)
+        found |= {(sp.cluster_ip, sp.port, e.ip) for e in sp.internal_endpoints(node)}
+        if not sp.reachable:
+            continue
+        # with externalTrafficPolicy Local, pods and the node reach any endpoint (short-circuit)
+        external = sp.reachable_endpoints(node) if sp.external_local else sp.external_endpoints(node)
         for address in (*sp.external_ips, *sp.load_balancer_ips):
             found |= {(address, sp.port, e.ip) for e in external}
         if sp.node_port:

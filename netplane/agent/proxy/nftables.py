@@ -4,12 +4,15 @@ transaction a sync, with only what changed sent.
 The layout and names follow upstream's `pkg/proxy/nftables`: the verdict maps `service-ips`
 (ClusterIPs, external IPs and load-balancer IPs, keyed `daddr . l4proto . dport`) and
 `service-nodeports` (keyed `l4proto . dport`, for any local address of the node); per Service port
-a `service-<hash>-<ns>/<name>/<proto>/<port>` chain for cluster traffic and, when it has NodePorts or
-external addresses, an `external-<hash>-...` chain that applies externalTrafficPolicy; the
+the policy chains `service-<hash>-<ns>/<name>/<proto>/<port>` (Cluster: every endpoint) and
+`local-<hash>-...` (Local: this node's), the ClusterIP going to the one internalTrafficPolicy
+names and, when it has NodePorts or external addresses, an `external-<hash>-...` chain that applies
+externalTrafficPolicy after short-circuiting pods and the node itself to the Cluster policy; the
 masquerade mark 0x4000; `affinity-<hash>-...__<ip>/<port>` sets remembering clients with
 sessionAffinity: ClientIP; `no-endpoint-services` / `no-endpoint-nodeports` rejecting (or, with a
-Local policy and no local endpoint, dropping) traffic that has nowhere to go; `firewall-ips`
-enforcing loadBalancerSourceRanges.
+Local policy and no local endpoint, dropping) traffic that has nowhere to go, checked after DNAT
+(filter chains at priority 0, as upstream since kubernetes#132456) so that what the short-circuit
+translated passes; `firewall-ips` enforcing loadBalancerSourceRanges before DNAT.
 
 Where it differs from upstream, it is for the kernel's sake at 10,000 Services (figures in the
 README's performance section):
@@ -21,18 +24,27 @@ README's performance section):
   is an anonymous set, and the kernel links each new anonymous set by walking the whole
   transaction, so a full sync of 10,000 Services took 90-100 s that way;
 - hairpin (a pod reaching itself through its Service) is masqueraded by one rule in
-  `masquerading` matching `ip saddr . ip daddr @hairpin-endpoints` (each local endpoint paired with
-  itself) instead of a mark in each endpoint chain.
+  `masquerading` matching `ip saddr . ip daddr @hairpin-endpoints` (each endpoint the node's rules
+  may DNAT to, paired with itself) instead of a mark in each endpoint chain.
 """
 from __future__ import annotations
 
 from netplane import names
-from netplane.agent.proxy.model import Endpoint, ServicePort, usable
+from netplane.agent.proxy.model import Endpoint, ServicePort
 from netplane.agent.proxy.ruleset import Diff, Fragment, merge
 
 
 def service_chain(sp: ServicePort) -> str:
     return f"service-{sp.hash}-{sp.id}"
+
+
+def local_chain(sp: ServicePort) -> str:
+    return f"local-{sp.hash}-{sp.id}"
+
+
+def internal_chain(sp: ServicePort) -> str:
+    """The policy chain of ClusterIP traffic (internalTrafficPolicy)."""
+    return local_chain(sp) if sp.internal_local else service_chain(sp)
 
 
 def external_chain(sp: ServicePort) -> str:
@@ -61,11 +73,12 @@ SHARED = {  # the sets and maps all Services put elements in -> their type
     "firewall-ips": f"{BY_ADDRESS} : verdict",
     "hairpin-endpoints": "ipv4_addr . ipv4_addr",  # endpoint . itself: a pod reaching itself via a Service
 }
-HOOKS = {  # base chain -> its hook
-    "filter-prerouting": "type filter hook prerouting priority -110; policy accept;",
-    "filter-input": "type filter hook input priority -110; policy accept;",
-    "filter-forward": "type filter hook forward priority -110; policy accept;",
-    "filter-output": "type filter hook output priority -110; policy accept;",
+HOOKS = {  # base chain -> its hook; the endpoint checks see the destination after DNAT, the firewall before
+    "filter-prerouting-pre-dnat": "type filter hook prerouting priority -110; policy accept;",
+    "filter-output-pre-dnat": "type filter hook output priority -110; policy accept;",
+    "filter-input": "type filter hook input priority filter; policy accept;",
+    "filter-forward": "type filter hook forward priority filter; policy accept;",
+    "filter-output": "type filter hook output priority filter; policy accept;",
     "nat-prerouting": "type nat hook prerouting priority dstnat; policy accept;",
     "nat-output": "type nat hook output priority -100; policy accept;",
     "nat-postrouting": "type nat hook postrouting priority srcnat; policy accept;",
@@ -76,10 +89,11 @@ def base() -> Fragment:
     """The chains every node has, whatever its Services."""
     mark = f"0x{names.MASQ_MARK:x}"
     return Fragment(chains={
-        "filter-prerouting": ("ct state new jump firewall-check",),
+        "filter-prerouting-pre-dnat": ("ct state new jump firewall-check",),
+        "filter-output-pre-dnat": ("ct state new jump firewall-check",),
         "filter-input": ("ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"),
         "filter-forward": ("ct state new jump service-endpoints-check",),
-        "filter-output": ("ct state new jump service-endpoints-check", "ct state new jump firewall-check"),
+        "filter-output": ("ct state new jump service-endpoints-check",),
         "nat-prerouting": ("jump services",),
         "nat-output": ("jump services",),
         "nat-postrouting": ("jump masquerading",),
@@ -113,19 +127,17 @@ def _choose(sp: ServicePort, endpoints: list[Endpoint]) -> list[str]:
     return lines + [_send(sp, endpoints[-1])]
 
 
-def _external_rules(sp: ServicePort, endpoints: list[Endpoint], cluster_ok: bool, cluster_cidr: str) -> list[str]:
-    """externalTrafficPolicy Cluster: masquerade, any endpoint. Local: keep the client's address and
-    use this node's endpoints, except for pods and the node itself, which are treated as cluster
-    traffic (as upstream does, so that they reach the Service from any node)."""
-    lines = []
-    if sp.external_local:
-        if cluster_ok:
-            lines += [f"ip saddr {cluster_cidr} goto {service_chain(sp)}",
-                      "fib saddr type local jump mark-for-masquerade",
-                      f"fib saddr type local goto {service_chain(sp)}"]
-    else:
-        lines.append("jump mark-for-masquerade")
-    return lines + (_choose(sp, endpoints) if endpoints else ["drop"])
+def _external_rules(sp: ServicePort, node: str, cluster_cidr: str) -> list[str]:
+    """externalTrafficPolicy Cluster: masquerade, then any endpoint. Local: traffic from pods goes
+    on to every endpoint unmasqueraded, the node's own masqueraded, as upstream short-circuits both
+    (as if they had gone out to a load balancer and come back); other clients keep their address
+    and reach this node's endpoints, or fall through to the drop of the no-endpoint maps."""
+    if not sp.external_local:
+        return ["jump mark-for-masquerade", f"goto {service_chain(sp)}"]
+    lines = [f"ip saddr {cluster_cidr} goto {service_chain(sp)}",
+             "fib saddr type local jump mark-for-masquerade",
+             f"fib saddr type local goto {service_chain(sp)}"]
+    return lines + ([f"goto {local_chain(sp)}"] if sp.local_policy_endpoints(node) else [])
 
 
 def affinity_declaration(seconds: int | None) -> str:
@@ -133,36 +145,46 @@ def affinity_declaration(seconds: int | None) -> str:
 
 
 def fragment(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
-    """The chains, map elements and affinity sets of one Service port on one node."""
+    """The chains, map elements and affinity sets of one Service port on one node, decided as
+    upstream's syncProxyRules decides them."""
     chains: dict[str, tuple[str, ...]] = {}
     entries: dict[str, dict[str, str]] = {name: {} for name in SHARED}
     sets: dict[str, str] = {}
-    cluster = sp.cluster_endpoints(node)
-    external = sp.external_endpoints(node)
-    key = f"{sp.protocol} . {sp.port}"
+    cluster, local = sp.cluster_policy_endpoints(), sp.local_policy_endpoints(node)
     if cluster:
-        entries["service-ips"][f"{sp.cluster_ip} . {key}"] = f"goto {service_chain(sp)}"
-        masquerade = f"ip daddr {sp.cluster_ip} {sp.protocol} dport {sp.port} ip saddr != {cluster_cidr} jump mark-for-masquerade"
-        chains[service_chain(sp)] = (masquerade, *_choose(sp, cluster))
+        chains[service_chain(sp)] = tuple(_choose(sp, cluster))
+    if local:
+        chains[local_chain(sp)] = tuple(_choose(sp, local))
+    key = f"{sp.protocol} . {sp.port}"
     # nowhere to go at all: reject; nowhere on this node with a Local policy: drop, as upstream
-    missing = "drop" if usable(list(sp.endpoints)) else "goto reject-chain"
-    if not cluster:
+    missing = "drop" if sp.reachable else "goto reject-chain"
+    if sp.internal_endpoints(node):
+        internal = internal_chain(sp)
+        entries["service-ips"][f"{sp.cluster_ip} . {key}"] = f"goto {internal}"
+        # a client off the cluster (routed to the service range through this node) is
+        # masqueraded, so that the reply comes back through this node to be un-DNATed
+        masquerade = f"ip daddr {sp.cluster_ip} {sp.protocol} dport {sp.port} ip saddr != {cluster_cidr} jump mark-for-masquerade"
+        chains[internal] = (masquerade, *chains[internal])
+    else:
         entries["no-endpoint-services"][f"{sp.cluster_ip} . {key}"] = missing
     if sp.has_external:
-        chains[external_chain(sp)] = tuple(_external_rules(sp, external, bool(cluster), cluster_cidr))
-        verdict = f"goto {external_chain(sp)}" if external else missing
-        for ip in (*sp.external_ips, *sp.load_balancer_ips):
-            entries["service-ips" if external else "no-endpoint-services"][f"{ip} . {key}"] = verdict
-        if sp.node_port:
-            entries["service-nodeports" if external else "no-endpoint-nodeports"][
-                f"{sp.protocol} . {sp.node_port}"] = verdict
+        if sp.reachable:  # even with no endpoint for outside clients: pods and the node short-circuit
+            chains[external_chain(sp)] = tuple(_external_rules(sp, node, cluster_cidr))
+            for ip in (*sp.external_ips, *sp.load_balancer_ips):
+                entries["service-ips"][f"{ip} . {key}"] = f"goto {external_chain(sp)}"
+            if sp.node_port:
+                entries["service-nodeports"][f"{sp.protocol} . {sp.node_port}"] = f"goto {external_chain(sp)}"
+        if not sp.external_endpoints(node):  # what the external chain did not translate stops here
+            for ip in (*sp.external_ips, *sp.load_balancer_ips):
+                entries["no-endpoint-services"][f"{ip} . {key}"] = missing
+            if sp.node_port:
+                entries["no-endpoint-nodeports"][f"{sp.protocol} . {sp.node_port}"] = missing
         if sp.source_ranges and sp.load_balancer_ips:
             chains[firewall_chain(sp)] = (f"ip saddr != {{ {', '.join(sp.source_ranges)} }} drop",)
             for ip in sp.load_balancer_ips:
                 entries["firewall-ips"][f"{ip} . {key}"] = f"goto {firewall_chain(sp)}"
-    for ep in {e: None for e in cluster + external}:
-        if ep.node in (node, ""):
-            entries["hairpin-endpoints"][f"{ep.ip} . {ep.ip}"] = ""
+    for ep in sp.reachable_endpoints(node):
+        entries["hairpin-endpoints"][f"{ep.ip} . {ep.ip}"] = ""
         if sp.affinity_seconds:
             sets[affinity_set(sp, ep)] = affinity_declaration(sp.affinity_seconds)
     return Fragment(chains, {k: v for k, v in entries.items() if v}, sets)
@@ -197,6 +219,10 @@ def replace(everything: Fragment, chains: set[str], sets: dict[str, int | None])
     table this way."""
     changed = {n for n, d in everything.sets.items() if n in sets and affinity_declaration(sets[n]) != d}
     out = [f"add table {TABLE}"]
+    # base chains are made anew, so that one left with another hook or priority (by an older
+    # netplane, as upstream moved its filter chains) takes the current one
+    for chain in HOOKS.keys() & chains:
+        out += [f"flush chain {TABLE} {chain}", f"delete chain {TABLE} {chain}"]
     for name, key in SHARED.items():
         out += [f"add {_kind(name)} {TABLE} {name} {{ type {key}; }}", f"flush {_kind(name)} {TABLE} {name}"]
     return "\n".join(out + _transaction(
