@@ -71,15 +71,15 @@ def default_lab_file(directory: Path, proxy_mode: str, backend: str = "nft", ext
 
 
 @contextmanager
-def running_lab(path: str) -> Iterator[str]:
-    """A lab brought up from a lab file under a unique name (the default lab's 2 nodes and 4 pods),
-    and always brought down."""
+def running_lab(path: str, pods: int = 4) -> Iterator[str]:
+    """A lab brought up from a lab file under a unique name (the default lab's 2 nodes and its 4
+    pods, or `pods` with the lab file's own), and always brought down."""
     from netplane.lab import lifecycle, model
     name = unique_lab()
     lines: list[str] = []
     try:
         summary = lifecycle.up(model.load(path, name), lines.append)
-        assert summary.pods == 4 and summary.nodes == 2, lines
+        assert summary.pods == pods and summary.nodes == 2, lines
         yield name
     finally:
         if lifecycle.is_up(name):

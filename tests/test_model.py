@@ -56,7 +56,8 @@ def test_plan_reads_as_ip_commands():
         "ip -n np.demo.underlay link add br0 type bridge",
         "ip -n np.demo.underlay link set br0 up",
         "ip netns add np.demo.a",
-        "ip netns exec np.demo.a sysctl net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1",
+        "ip netns exec np.demo.a sysctl net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 "
+        "net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0",
         "ip -n np.demo.underlay link add to-a type veth peer name eth0 netns np.demo.a",
         "ip -n np.demo.underlay link set to-a master br0",
         "ip -n np.demo.underlay link set to-a up",

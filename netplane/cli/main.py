@@ -364,6 +364,41 @@ def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int 
 
 
 @cli.command()
+@click.argument("services", metavar="SERVICE...", nargs=-1, required=True)
+@click.option("--from", "sources", metavar="SRC", multiple=True,
+              help="A source: a pod, node/NAME or underlay/client (repeatable) [default: every node, the underlay "
+                   "client and the first Running pod on each node].")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds a probe waits for its answer.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+@friendly
+def reach(ctx: click.Context, services: tuple[str, ...], sources: tuple[str, ...], namespace: str, timeout: float,
+          output: str) -> None:
+    """Ask every address of each SERVICE ([svc/]NAME[:PORT]: its ClusterIP, its NodePort on each node,
+    its load-balancer and external IPs) from every source at once, and show who the endpoint saw as
+    the client (a pod, or the node address it was masqueraded to), or `refused`, or `no answer`:
+    what the traffic policies do from where. The endpoints must answer `GET /clientip`, as
+    netplane/echo does."""
+    from netplane.trace import reach as reachlib, resolve
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane reach needs root (it opens sockets in the lab's namespaces)")
+    lab = lab_state(ctx).load_lab()
+    try:
+        plan = run_api(ctx, lambda client: reachlib.plan(client, lab, list(services), list(sources), namespace))
+    except resolve.TraceError as err:
+        raise click.ClickException(str(err)) from None
+    results = asyncio.run(reachlib.probe(plan.sources, plan.destinations, timeout))
+    if output == "json":
+        click.echo(printers.dump(reachlib.to_json(plan, results), "json"))
+        return
+    click.echo("\n\n".join(f"{service}\n" + printers.columns(header, rows)
+                            for service, header, rows in reachlib.tables(plan, results)))
+
+
+@cli.command()
 @click.argument("where", metavar="WHERE")
 @click.argument("interface", metavar="[IFACE]", required=False)
 @click.option("-w", "--write", "out", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),

@@ -29,6 +29,12 @@ NODE_SYSCTLS = {
     # kube-proxy needs bridged pod-to-pod traffic to pass the node's netfilter, so that a reply
     # from an endpoint on the same bridge is un-DNATed (the br_netfilter requirement of Kubernetes).
     "net.bridge.bridge-nf-call-iptables": "1",
+    # no ICMP redirects, as hardened nodes have it (CIS benchmark): the lab's one underlay client
+    # stands for every outside client, and the redirects a node sends it for traffic it routes back
+    # out of eth0 (to the Service range, say) use up the kernel's per-host ICMP budget, so that a
+    # Service's REJECT would reach the client as a timeout
+    "net.ipv4.conf.all.send_redirects": "0",
+    "net.ipv4.conf.default.send_redirects": "0",
 }
 
 
