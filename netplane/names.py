@@ -12,7 +12,8 @@ import hashlib
 import re
 
 NETNS_PREFIX = "np."
-LAB_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+LAB_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")  # whole names only: is_lab_name
+LAB_NAME_RULE = "1-32 lower-case letters, digits and '-', beginning and ending with a letter or digit"
 IFNAME_MAX = 15
 
 UNDERLAY_IF = "eth0"
@@ -38,8 +39,21 @@ def short_hash(text: str, length: int = 8) -> str:
     return base64.b32encode(digest[:(length * 5 + 7) // 8]).decode()[:length]  # 5 bits a letter
 
 
+def is_lab_name(name: object) -> bool:
+    return isinstance(name, str) and LAB_NAME_RE.fullmatch(name) is not None
+
+
+def check_lab_name(name: object) -> str:
+    """The name, if it is a lab's; anything else (`rel1.pod`, `../x`, `a/b`) could reach another
+    lab's namespaces or the machine's files through the paths and prefixes made from it."""
+    if not is_lab_name(name):
+        raise ValueError(f"lab name {name!r}: use {LAB_NAME_RULE}")
+    return name  # type: ignore[return-value]
+
+
 def lab_prefix(lab: str) -> str:
-    return f"{NETNS_PREFIX}{lab}."
+    """`np.<lab>.`: every namespace of the lab, and of no other lab, starts with it."""
+    return f"{NETNS_PREFIX}{check_lab_name(lab)}."
 
 
 def underlay_netns(lab: str) -> str:
@@ -65,9 +79,21 @@ def node_netns(lab: str, node: str) -> str:
     return f"{lab_prefix(lab)}{node}"
 
 
+NAME_MAX = 255  # the longest file name (a namespace is one, in /run/netns)
+NETNS_PREFIX_RE = re.compile(r"[a-z0-9]([a-z0-9-]|\.(?!\.)){0,62}[.-]")  # np.<lab>. or cni-: no '/' or '..'
+
+
+def fitted(name: str, limit: int = NAME_MAX) -> str:
+    """The name if it fits in `limit` characters, else its start and a hash of the whole: every name
+    the API accepts (a pod's may have 253 characters) still makes a file or namespace name."""
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 9]}-{short_hash(name).lower()}"
+
+
 def pod_netns(prefix: str, namespace: str, pod: str) -> str:
     """The pod's namespace, under the agent's prefix (a lab's, or ``cni-`` on a real host)."""
-    return f"{prefix}pod.{namespace}.{pod}"
+    return fitted(f"{prefix}pod.{namespace}.{pod}")
 
 
 def lab_of_netns(netns: str) -> str | None:
@@ -75,7 +101,7 @@ def lab_of_netns(netns: str) -> str | None:
     if not netns.startswith(NETNS_PREFIX):
         return None
     lab = netns[len(NETNS_PREFIX):].split(".", 1)[0]
-    return lab if LAB_NAME_RE.match(lab) else None
+    return lab if is_lab_name(lab) else None
 
 
 def switch_port(node: str) -> str:

@@ -48,7 +48,7 @@ def leftovers(name: str) -> list:
 def test_clean_takes_only_labs_for_labs():
     """`netplane cni add`'s result cache lives beside the labs' state, under a name no lab can have."""
     cache = os.path.basename(CNI_CACHE)
-    assert os.path.dirname(CNI_CACHE) == str(ROOT) and not names.LAB_NAME_RE.match(cache)
+    assert os.path.dirname(CNI_CACHE) == str(ROOT) and not names.is_lab_name(cache)
     made = not (ROOT / cache).exists()
     (ROOT / cache).mkdir(parents=True, exist_ok=True)
     try:

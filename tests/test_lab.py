@@ -527,3 +527,36 @@ def test_an_external_ip_on_a_node_reaches_the_endpoints_from_the_underlay(lab, t
     client = lambda: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2", url).stdout  # noqa: E731
     assert eventually(lambda: {client() for _ in range(12)} == {"web-1", "web-2"})
     cli(lab, "delete", "-f", str(path), check=True)
+
+
+def test_a_pod_name_of_253_characters_runs_end_to_end(lab, tmp_path):
+    """The longest name the API accepts: its namespace and files get hashed names that fit, and it
+    serves, is reached, is exec'd into and goes away like any pod."""
+    name = ("p" * 62 + ".") * 4 + "e"  # 253 characters, a valid DNS subdomain
+    assert len(name) == 253
+    apply_docs(lab, tmp_path / "long.yaml", [echo_pod(name, "node-2", {"app": "long"}, ports=[{"containerPort": 8080}])])
+    pod = eventually(lambda: (p := get(lab, "pods", name))["status"].get("phase") == "Running" and p, timeout=30)
+    assert http(lab, "client", f"http://{pod['status']['podIP']}:8080/hostname").stdout == name
+    assert cli(lab, "exec", name, "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0", check=True).stdout.split()[3] \
+        .startswith(pod["status"]["podIP"] + "/")
+    space = names.pod_netns(names.lab_prefix(lab), "default", name)
+    assert len(space) == names.NAME_MAX and netns.exists(space)
+    cli(lab, "delete", "pod", name, check=True)
+    eventually(lambda: not netns.exists(space), timeout=30)
+
+
+def test_a_pod_that_cannot_start_is_retried_with_backoff(lab, tmp_path):
+    """Two containers on one port: the second cannot bind, so the pod cannot start. It stays Pending
+    with the reason, and the kubelet tries again after 1, 2, 4, 8, 10 s, not in a tight loop."""
+    clash = echo_pod("clash", "node-1", {"app": "clash"}, ports=[{"containerPort": 8080}])
+    clash["spec"]["containers"].append({"name": "again", "image": "netplane/echo", "ports": [{"containerPort": 8080}]})
+    log = LabState(lab).log
+    before = log.read_text().count("pod default/clash failed to start")
+    apply_docs(lab, tmp_path / "clash.yaml", [clash])
+    condition = eventually(lambda: [c for c in get(lab, "pods", "clash")["status"].get("conditions", [])
+                                    if c["type"] == "Ready" and "did not start" in c.get("message", "")], timeout=30)
+    assert condition[0]["reason"] == "ContainerCreating" and get(lab, "pods", "clash")["status"]["phase"] == "Pending"
+    time.sleep(8)
+    tries = log.read_text().count("pod default/clash failed to start") - before
+    assert 2 <= tries <= 5, tries  # first try, then 1, 2, 4 s later (a tight loop made ~120 a second)
+    cli(lab, "delete", "pod", "clash", check=True)

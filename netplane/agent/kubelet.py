@@ -30,7 +30,7 @@ from netplane.cni.runtime import Attachment, Runtime
 from netplane.kernel import netns
 
 log = logging.getLogger(__name__)
-RETRY_SECONDS = 2.0
+RETRY_START, RETRY_MAX = 1.0, 10.0  # a pod that failed to start: doubling, to upstream's pod worker backoff
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # CrashLoopBackOff, as upstream
 
 
@@ -119,6 +119,7 @@ class Kubelet:
         self.pods.add_handler(self.loop.trigger)
         self.sandboxes: dict[str, Sandbox] = {}
         self.busy: set[str] = set()
+        self.retry: dict[str, tuple[float, float]] = {}  # uid -> (backoff, monotonic time of the next try)
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.tasks: set[asyncio.Task] = set()
         # NETPLANE_ECHO_LAUNCHER=off: a fresh interpreter per echo container (to compare, or to debug)
@@ -142,8 +143,19 @@ class Kubelet:
                 continue
             if "deletionTimestamp" in pod["metadata"]:
                 self._spawn(uid, self._finalize(pod))  # never started here: nothing to stop
-            elif pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+            elif pod.get("status", {}).get("phase") not in ("Succeeded", "Failed") and self._due(uid):
                 self._spawn(uid, self._start(pod))
+        self.retry = {uid: r for uid, r in self.retry.items() if uid in pods}
+
+    def _due(self, uid: str) -> bool:
+        """Whether a pod may be tried now; one that failed is tried again after its backoff."""
+        return self.retry.get(uid, (0.0, 0.0))[1] <= asyncio.get_running_loop().time()
+
+    def _back_off(self, uid: str) -> None:
+        backoff = min(self.retry.get(uid, (RETRY_START / 2, 0.0))[0] * 2, RETRY_MAX)
+        loop = asyncio.get_running_loop()
+        self.retry[uid] = (backoff, loop.time() + backoff)
+        loop.call_later(backoff, lambda: loop.create_task(self.loop.trigger()))
 
     def _spawn(self, uid: str, work) -> None:
         self.busy.add(uid)
@@ -154,7 +166,10 @@ class Kubelet:
             self.tasks.discard(t)
             self.busy.discard(uid)
             if not t.cancelled() and t.exception():
-                log.error("kubelet/%s: %r", self.node_name, t.exception())
+                log.error("kubelet/%s: %s", self.node_name, t.exception())
+                self._back_off(uid)
+            else:
+                self.retry.pop(uid, None)
             asyncio.get_running_loop().create_task(self.loop.trigger())
 
         task.add_done_callback(done)
@@ -164,7 +179,7 @@ class Kubelet:
 
     def _record(self, key: tuple[str, str], uid: str) -> Path:
         """Where a sandbox is written down, so that a restarted agent adopts it instead of remaking it."""
-        return self.state_dir / "pods" / f"{key[0]}_{key[1]}_{uid}" / "sandbox.json"
+        return self.state_dir / "pods" / names.fitted(f"{key[0]}_{key[1]}_{uid}") / "sandbox.json"
 
     def _save(self, box: Sandbox) -> None:
         record = {"ip": box.ip, "startedAt": box.started_at, "containers": {
@@ -205,12 +220,10 @@ class Kubelet:
             try:
                 if not await self._adopt(pod, box):
                     await self._create(pod, box)
-            except Exception as err:  # noqa: BLE001 - reported on the pod, retried
-                log.warning("pod %s/%s failed to start: %s", *key, err)
+            except Exception as err:  # reported on the pod, then retried after a backoff (_spawn)
                 await self._teardown(box, grace=0)
                 await self._report_failure(pod, str(err))
-                await asyncio.sleep(RETRY_SECONDS)
-                return
+                raise RuntimeError(f"pod {key[0]}/{key[1]} failed to start: {err}") from err
             self.sandboxes[box.uid] = box
             self._save(box)
         box.ready_since = box.started_at if box.ready else ""

@@ -61,8 +61,24 @@ def run_api(ctx: click.Context, work: Callable) -> object:
     return asyncio.run(go())
 
 
+def lab_name(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """A lab name given on the command line, checked before it reaches a path or a namespace."""
+    for name in (value if isinstance(value, tuple) else () if value is None else (value,)):
+        if not names.is_lab_name(name):
+            raise click.BadParameter(f"{name!r} is not a lab name: use {names.LAB_NAME_RULE}")
+    return value
+
+
+def netns_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The agent's prefix of pod namespace names, checked as lab names are."""
+    if not names.NETNS_PREFIX_RE.fullmatch(value):
+        raise click.BadParameter(f"{value!r}: use lower-case letters, digits, '-' and single dots, ending in '-' or "
+                                 "'.' (as cni- or np.LAB.), so that no namespace name can leave /run/netns")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--lab", envvar="NETPLANE_LAB", default="netplane", show_default=True,
+@click.option("--lab", envvar="NETPLANE_LAB", default="netplane", show_default=True, callback=lab_name,
               help="The lab to act on (env NETPLANE_LAB).")
 @click.pass_context
 def cli(ctx: click.Context, lab: str) -> None:
@@ -101,7 +117,7 @@ class UpReport:
 
 @cli.command()
 @click.argument("labfile", required=False, type=click.Path(dir_okay=False))
-@click.option("--name", help="Lab name (overrides the file's name and --lab).")
+@click.option("--name", callback=lab_name, help="Lab name (overrides the file's name and --lab).")
 @click.option("--storage", help="sqlite (default) or etcd://HOST:PORT: where the API server keeps objects.")
 @click.pass_context
 @friendly
@@ -134,7 +150,7 @@ def down(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("labs", nargs=-1)
+@click.argument("labs", nargs=-1, callback=lab_name)
 @friendly
 def clean(labs: tuple[str, ...]) -> None:
     """Remove the named labs, or every netplane lab on this machine (and netplane's CNI server),
@@ -529,7 +545,8 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
 @click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="kube-proxy's --cluster-cidr.")
 @click.option("--proxy-mode", type=click.Choice(["nftables", "iptables"]), default="nftables", show_default=True)
 @click.option("--cni", default="netplane", show_default=True, help="netplane, reference, or a conflist file.")
-@click.option("--netns-prefix", default="cni-", show_default=True, help="Pods' namespaces are PREFIXpod.NS.NAME.")
+@click.option("--netns-prefix", default="cni-", show_default=True, callback=netns_prefix,
+              help="Pods' namespaces are PREFIXpod.NS.NAME.")
 @friendly
 def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, node: str, iface: str,
           state_dir: Path | None, cluster_cidr: str, proxy_mode: str, cni: str, netns_prefix: str) -> None:

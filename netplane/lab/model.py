@@ -284,8 +284,8 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         raise LabError("(top)", "a lab file is a YAML mapping with name, nodes, network, manifests")
     _require_keys(data, set(Lab.__dataclass_fields__) - {"nodeLabels"}, "")
     lab_name = name or data.get("name", Lab.name)
-    if not isinstance(lab_name, str) or not names.LAB_NAME_RE.match(lab_name):
-        raise LabError("name", f"{lab_name!r}: use 1-32 lower-case letters, digits and '-'")
+    if not names.is_lab_name(lab_name):
+        raise LabError("name", f"{lab_name!r}: use {names.LAB_NAME_RULE}")
     nodes, labels = _nodes(data.get("nodes", list(Lab.nodes)))
     lease = data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds)
     if not isinstance(lease, int) or isinstance(lease, bool) or not 2 <= lease <= 3600:

@@ -20,6 +20,9 @@ ROOT = Path(os.environ.get("NETPLANE_STATE_DIR", "/var/lib/netplane"))
 class LabState:
     name: str
 
+    def __post_init__(self) -> None:
+        names.check_lab_name(self.name)  # every path below is made from it
+
     @property
     def dir(self) -> Path:
         return ROOT / self.name
@@ -94,4 +97,4 @@ def known_labs() -> list[str]:
     """The labs with a state directory (other directories there, such as `netplane cni`'s cache, are not labs)."""
     if not ROOT.is_dir():
         return []
-    return sorted(p.name for p in ROOT.iterdir() if p.is_dir() and names.LAB_NAME_RE.match(p.name))
+    return sorted(p.name for p in ROOT.iterdir() if p.is_dir() and names.is_lab_name(p.name))
