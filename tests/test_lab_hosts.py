@@ -17,7 +17,6 @@ import yaml
 
 from labtools import cli, default_lab_file, eventually, get, http, pod_ip, running_lab
 from netplane import names
-from netplane.agent.node import OVERLAY_RECHECK
 from netplane.api import auth, kubeconfig, tls
 from netplane.kernel import netns
 from netplane.lab.state import LabState
@@ -31,12 +30,13 @@ from test_trace import (test_across_nodes_the_probe_crosses_the_overlay,  # noqa
                         test_service_to_a_remote_endpoint_shows_dnat_then_vxlan)
 
 CONTROL_PLANE_IP = "172.30.0.3"
+RESYNC = 3  # the agents' nodeResyncSeconds in this lab
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     with running_lab(default_lab_file(tmp_path_factory.mktemp("hosts"), "nftables",
-                                      controlPlane={"mode": "hosts"})) as name:
+                                      controlPlane={"mode": "hosts"}, nodeResyncSeconds=RESYNC)) as name:
         yield name
 
 
@@ -52,7 +52,7 @@ def test_server_and_each_agent_are_processes_of_their_own_hosts(lab):
     for node in ("node-1", "node-2"):
         agents = [c for c in processes_in(names.node_netns(lab, node)).values() if " agent " in c]
         assert len(agents) == 1 and f"--node {node}" in agents[0] and f"https://{CONTROL_PLANE_IP}:6443" in agents[0]
-        assert "--token" in agents[0]
+        assert "--token" in agents[0] and f"--resync-seconds {RESYNC}" in agents[0]
 
 
 def test_the_api_speaks_tls_with_the_labs_ca_and_wants_a_token(lab):
@@ -176,7 +176,7 @@ def test_an_overlay_route_removed_behind_the_agents_back_comes_back_with_no_api_
     assert f"{cidr} via" in routes()
     subprocess.run(netns.command(node1, ["ip", "route", "del", cidr]), check=True)
     assert f"{cidr} via" not in routes()
-    eventually(lambda: f"{cidr} via" in routes(), timeout=OVERLAY_RECHECK + 10, interval=0.5)
+    eventually(lambda: f"{cidr} via" in routes(), timeout=RESYNC + 5, interval=0.2)  # within the resync period
     assert http(lab, "client", f"http://{pod_ip(lab, 'web-2')}:8080/hostname").stdout == "web-2"
 
 

@@ -36,6 +36,8 @@ def test_name_override_and_node_count():
     ({"network": {"clusterCIDR": "10.244.0.0/25"}}, "network.clusterCIDR"),
     ({"storage": "mysql://db:3306"}, "storage"),
     ({"nodeLeaseSeconds": 1}, "nodeLeaseSeconds"),
+    ({"nodeResyncSeconds": 0}, "nodeResyncSeconds"),
+    ({"nodeResyncSeconds": "30s"}, "nodeResyncSeconds"),
 ])
 def test_bad_lab_files_name_the_field(data, field, tmp_path):
     with pytest.raises(model.LabError) as err:

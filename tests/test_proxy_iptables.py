@@ -375,3 +375,32 @@ def test_packets_reach_an_endpoint_and_a_service_without_one_refuses_at_once(mak
         started = time.monotonic()
         assert conn.connect_ex(("10.96.0.11", 80)) == errno.ECONNREFUSED  # REJECT, not a timeout
         assert time.monotonic() - started < 1
+
+
+IPTABLES_FAULTS = {  # what a person, or firewalld reloading, does behind the proxy's back
+    "flush nat": [["-t", "nat", "-F"]],
+    "flush and delete nat chains": [["-t", "nat", "-F"], ["-t", "nat", "-X"]],
+    "delete a jump": [["-t", "nat", "-D", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals",
+                       "-j", "KUBE-SERVICES"]],
+    "flush a Service's chain": [["-t", "nat", "-F", "{chain}"]],
+    "flush filter": [["-t", "filter", "-F"]],
+}
+
+
+@pytest.mark.parametrize("fault", IPTABLES_FAULTS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_change_behind_the_proxys_back_is_seen_and_a_full_sync_repairs_it(make_netns, backend, fault):
+    """nft backend: the ruleset's generation moved; legacy: iptables-save's chains, rule counts or
+    jumps differ from what the last sync wrote. Either way the full sync puts everything back."""
+    space = make_netns("tamper")
+    mode = IptablesMode(space, "node-1", CIDR, backend)
+    sync(mode, True, WEB, EMPTY)
+    healthy = save(space, backend)
+    assert not asyncio.run(mode.tampered())
+    chain = iptables.service_chain(ports(WEB)[0])
+    for args in IPTABLES_FAULTS[fault]:
+        argv = [f"iptables-{backend}", *(a.format(chain=chain) for a in args)]
+        subprocess.run(netns.command(space, argv), check=True, capture_output=True)
+    assert save(space, backend) != healthy and asyncio.run(mode.tampered())
+    assert sync(mode, True, WEB, EMPTY)
+    assert save(space, backend) == healthy and not asyncio.run(mode.tampered())

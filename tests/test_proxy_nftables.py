@@ -11,6 +11,7 @@ import copy
 import itertools
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -376,8 +377,9 @@ def test_internal_traffic_policy_local_without_a_local_endpoint_drops():
 
 def test_the_proxier_clears_the_other_mode_and_its_periodic_full_sync_repairs_drift(make_netns, tmp_path):
     """A node that ran iptables mode switches to nftables: its KUBE chains go. Then someone deletes
-    a map element behind the proxy's back; the first sync after the full-sync period (0.5 s here,
-    an hour by default) puts it back, where an incremental sync would have sent nothing."""
+    a map element behind the proxy's back; a sync woken by an unrelated change puts it back, where
+    an incremental sync would have sent nothing (the ruleset's generation moved; and once the
+    full-sync period, 0.5 s here, an hour by default, has passed, every sync is full anyway)."""
     from test_api import serving
 
     from netplane.agent.proxy.modes import IptablesMode
@@ -432,3 +434,72 @@ def test_sctp_services_load_though_this_kernel_cannot_carry_sctp(make_netns):
     listed = asyncio.run(nft.list_ruleset(space))
     assert "10.96.0.10 . sctp . 80 : goto service-" in listed and "sctp . 30090 : goto external-" in listed
     assert "meta l4proto sctp dnat to 10.244.1.2:9000" in listed
+
+
+FAULTS = {  # what a person (or another program) does to the proxy's table behind its back
+    "flush table": "flush table ip kube-proxy",
+    "delete table": "delete table ip kube-proxy",
+    "delete a map element": "delete element ip kube-proxy service-ips {{ 10.96.0.10 . tcp . 80 }}",
+    "flush a Service's chain": "flush chain ip kube-proxy {chain}",
+    "delete a base chain": "delete chain ip kube-proxy nat-prerouting",
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_the_proxier_repairs_its_table_within_its_resync_period(fault, make_netns, tmp_path):
+    """Whatever changed the table, the next sync (at the latest the periodic one, 0.3 s here, 30 s
+    by default) sees the ruleset's generation moved and rewrites everything: the table is again
+    what it was, with no Service change to wake it."""
+    from test_api import serving
+
+    from netplane.agent.proxy.proxier import Proxier
+
+    space = make_netns("heal")
+    chain = nftables.service_chain(ports(WEB)[0])
+
+    async def until(condition, seconds: float = 5) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            if await condition():
+                return time.monotonic() - started
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not reached in {seconds} s")
+
+    def table() -> dict | None:
+        try:
+            return kernel_table(space)
+        except subprocess.CalledProcessError:  # deleted
+            return None
+
+    async def scenario() -> float:
+        async with serving(tmp_path) as (_, client, _port):
+            await client.create("services", {"apiVersion": "v1", "kind": "Service", **copy.deepcopy(WEB)})
+            await client.create("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                                                   "addressType": "IPv4", **SLICE})
+            informers = Informers(client)
+            proxier = Proxier(informers, "node-1", space, CIDR, mode="nftables", resync_seconds=0.3)
+            tasks = [asyncio.create_task(run()) for run in (informers.run, proxier.loop.run)]
+            try:
+                await until(lambda: asyncio.sleep(0, proxier.mode.applied is not None))
+                healthy = table()
+                await nft.apply(space, FAULTS[fault].format(chain=chain) + "\n")
+                assert table() != healthy
+                return await until(lambda: asyncio.sleep(0, table() == healthy))
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert asyncio.run(scenario()) < 2
+
+
+def test_only_a_change_of_the_ruleset_counts_as_tampering(make_netns):
+    space = make_netns("gen")
+    mode = NftablesMode(space, "node-1", CIDR)
+    assert not asyncio.run(mode.tampered())  # nothing written yet: nothing to compare
+    sync(mode, True, WEB)
+    assert not asyncio.run(mode.tampered())
+    sync(mode, False, WEB, slices=())  # its own syncs move the generation and are remembered
+    assert not asyncio.run(mode.tampered())
+    asyncio.run(nft.apply(space, "add table ip someone-else\n"))  # any transaction: checked in full
+    assert asyncio.run(mode.tampered())

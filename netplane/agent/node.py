@@ -29,7 +29,6 @@ REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 # the reference portmap plugin: DNATs a pod's hostPorts, from the portMappings capability args
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
 RENEW_RETRY = 0.2  # seconds before the first retry of a Lease renewal that failed
-OVERLAY_RECHECK = 30.0  # seconds between reads of the kernel's overlay state when nothing changed
 CONF_NAME = "10-netplane.conflist"  # the node's CNI config, in its state directory (its /etc/cni/net.d)
 
 
@@ -41,6 +40,7 @@ class AgentConfig:
     state_dir: Path
     cluster_cidr: str
     lease_seconds: int = 40
+    resync_seconds: float = 30.0  # how often the proxy and the overlay check the kernel against what they wrote
     labels: dict[str, str] = field(default_factory=dict)  # kubelet's --node-labels
     iface: str = names.UNDERLAY_IF
     proxy_mode: str = "nftables"  # kube-proxy's --proxy-mode
@@ -151,10 +151,10 @@ class NodeAgent:
         self.kubelet = Kubelet(self.informers, config.node_name, config.netns, config.pod_netns_prefix,
                                config.state_dir, self.runtime)
         self.proxy = Proxier(self.informers, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
-                             iptables_backend=config.iptables_backend)
-        # a pass at least every OVERLAY_RECHECK s, changes or not: an entry lost behind the agent's
-        # back comes back even when no Node changes
-        self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay, resync=OVERLAY_RECHECK)
+                             iptables_backend=config.iptables_backend, resync_seconds=config.resync_seconds)
+        # a pass at least every resync period, changes or not: the device or an entry lost behind
+        # the agent's back comes back even when no Node changes
+        self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay, resync=config.resync_seconds)
         self.nodes.add_handler(self.overlay_loop.trigger)
         self.vtep_mac: str | None = None
         self.overlay_applied: overlay.OverlayState | None = None
@@ -179,15 +179,15 @@ class NodeAgent:
         if node is None or not node.get("spec", {}).get("podCIDR"):
             return
         cidr = node["spec"]["podCIDR"]
-        if self.vtep_mac is None:
+        # with N nodes every Node event reaches N agents, so reading the kernel on each one costs
+        # O(N^2) netlink dumps: between reads (at least every resync period) an event that changes
+        # no peer changes nothing, and one that does writes only its difference
+        clock = asyncio.get_running_loop().time
+        recent = self.overlay_applied if clock() < self.overlay_checked + self.config.resync_seconds else None
+        if self.vtep_mac is None or recent is None:  # a read of the kernel: flannel.1 itself first
             self.vtep_mac = await asyncio.to_thread(overlay.ensure_device, self.config.netns, self.ip, cidr, self.mtu)
         await self._publish(node, cidr)
         want = overlay.desired(overlay.peers(list(self.nodes.cache.values()), self.config.node_name))
-        # with N nodes every Node event reaches N agents, so reading the kernel on each one costs
-        # O(N^2) netlink dumps: between reads (at least every OVERLAY_RECHECK s) an event that changes
-        # no peer changes nothing, and one that does writes only its difference
-        clock = asyncio.get_running_loop().time
-        recent = self.overlay_applied if clock() < self.overlay_checked + OVERLAY_RECHECK else None
         if want == recent:
             return
         self.overlay_applied = None  # a failed write below: the next pass reads the kernel

@@ -547,9 +547,12 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
 @click.option("--cni", default="netplane", show_default=True, help="netplane, reference, or a conflist file.")
 @click.option("--netns-prefix", default="cni-", show_default=True, callback=netns_prefix,
               help="Pods' namespaces are PREFIXpod.NS.NAME.")
+@click.option("--resync-seconds", type=click.IntRange(1, 3600), default=30, show_default=True,
+              help="How often the proxy and the overlay check the kernel against what they wrote, and repair it.")
 @friendly
 def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, node: str, iface: str,
-          state_dir: Path | None, cluster_cidr: str, proxy_mode: str, cni: str, netns_prefix: str) -> None:
+          state_dir: Path | None, cluster_cidr: str, proxy_mode: str, cni: str, netns_prefix: str,
+          resync_seconds: int) -> None:
     """Run this host's node agent (kubelet via CNI, overlay, proxy) against a `netplane server`."""
     from netplane.lab import agent as node_agent
     if not kubeconfig and not (server_url and token):
@@ -557,7 +560,7 @@ def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, no
     setup_logging()
     config = node_agent.JoinConfig(
         node, (state_dir or Path("/var/lib/netplane/agent") / node).resolve(), server_url, token, kubeconfig,
-        iface, cluster_cidr, netns_prefix, proxy_mode, cni)
+        iface, cluster_cidr, netns_prefix, proxy_mode, cni, resync_seconds=resync_seconds)
     try:
         asyncio.run(node_agent.run(config))
     except node_agent.NodeTaken as err:

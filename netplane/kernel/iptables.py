@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from netplane.kernel import netns
@@ -34,10 +34,12 @@ class Jump(NamedTuple):
 
 @dataclass(frozen=True)
 class Saved:
-    """What iptables-save shows of one backend, without the rules of user-defined chains."""
+    """What iptables-save shows of one backend: its user-defined chains with how many rules each
+    holds (not the rules), and the built-in chains' jumps to them."""
 
     chains: frozenset[str]  # "<table> <chain>" of every user-defined chain
     jumps: tuple[Jump, ...]
+    rules: dict[str, int] = field(default_factory=dict)  # "<table> <chain>" -> its number of rules
 
 
 def tool(backend: str, verb: str) -> str:
@@ -73,9 +75,11 @@ async def save_text(namespace: str | None, backend: str) -> str:
 
 
 def parse(text: str) -> Saved:
-    """The user-defined chains and the built-in chains' jumps to them, from iptables-save output."""
+    """The user-defined chains, their rule counts and the built-in chains' jumps to them, from
+    iptables-save output."""
     chains: set[str] = set()
     jumps: list[Jump] = []
+    rules: dict[str, int] = {}
     table = ""
     for line in text.splitlines():
         if line.startswith("*"):
@@ -84,12 +88,15 @@ def parse(text: str) -> Saved:
             name = line[1:].split(" ", 1)[0]
             if name not in BUILTIN_CHAINS:
                 chains.add(f"{table} {name}")
+                rules[f"{table} {name}"] = 0
         elif line.startswith("-A "):
             _, chain, spec = line.split(" ", 2)
+            if chain not in BUILTIN_CHAINS:
+                rules[f"{table} {chain}"] = rules.get(f"{table} {chain}", 0) + 1
             target = _target(spec) if chain in BUILTIN_CHAINS else None
             if target and f"{table} {target}" in chains:
                 jumps.append(Jump(table, chain, target, spec))
-    return Saved(frozenset(chains), tuple(jumps))
+    return Saved(frozenset(chains), tuple(jumps), rules)
 
 
 def _target(spec: str) -> str | None:

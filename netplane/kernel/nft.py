@@ -1,8 +1,11 @@
-"""The only code that pipes a transaction into nft: one `nft -f -` per sync, in a namespace."""
+"""The only code that pipes a transaction into nft: one `nft -f -` per sync, in a namespace; and
+the ruleset's generation, which every nf_tables transaction in the namespace moves on."""
 from __future__ import annotations
 
 import asyncio
 import json
+
+from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, NFTSocket, nft_gen_msg
 
 from netplane.kernel import netns
 
@@ -69,3 +72,20 @@ async def listed_json(namespace: str | None, argv: list[str]) -> list[dict]:
     if proc.returncode != 0:
         raise NftError(f"nft {' '.join(argv)} failed: {err.decode().strip()}")
     return json.loads(out)["nftables"]
+
+
+def _generation() -> int:
+    sock = NFTSocket()
+    try:
+        return int(sock.request_get(nft_gen_msg(), NFT_MSG_GETGEN)[0].get_attr("NFTA_GEN_ID"))
+    finally:
+        sock.close()
+
+
+async def generation(namespace: str | None) -> int:
+    """The namespace's nf_tables generation: a number every committed transaction changes, whoever
+    made it (nft, iptables-nft, another program), so a proxy that remembers the one after its own
+    sync knows in one netlink round trip whether anyone touched the ruleset since."""
+    if namespace is None:
+        return await asyncio.to_thread(_generation)
+    return await asyncio.to_thread(netns.run_in, namespace, _generation)

@@ -52,6 +52,7 @@ class JoinConfig:
     proxy_mode: str = "nftables"
     cni: str = "netplane"
     lease_seconds: int = 40
+    resync_seconds: float = 30.0
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -142,7 +143,8 @@ async def run(cfg: JoinConfig) -> None:
         await with_backoff(lambda: [(client.base_url, lambda: claim(client, cfg.node, holder))])
         agent = NodeAgent(client, AgentConfig(
             node_name=cfg.node, netns=None, pod_netns_prefix=cfg.netns_prefix, state_dir=cfg.state_dir,
-            cluster_cidr=cfg.cluster_cidr, lease_seconds=cfg.lease_seconds, labels=cfg.labels, iface=cfg.iface,
+            cluster_cidr=cfg.cluster_cidr, lease_seconds=cfg.lease_seconds, resync_seconds=cfg.resync_seconds,
+            labels=cfg.labels, iface=cfg.iface,
             proxy_mode=cfg.proxy_mode, cni=cfg.cni, holder=holder))
         log.info("node %s joined %s as %s", cfg.node, conn.server, holder)
         await daemon.supervise(f"agent/{cfg.node}", agent.run)

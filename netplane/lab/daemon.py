@@ -127,7 +127,7 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
         NodeAgent(client, AgentConfig(
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
-            lease_seconds=lab.nodeLeaseSeconds, labels=lab.nodeLabels.get(node, {}),
+            lease_seconds=lab.nodeLeaseSeconds, resync_seconds=lab.nodeResyncSeconds, labels=lab.nodeLabels.get(node, {}),
             proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni),
             informers)
         for node in lab.nodes

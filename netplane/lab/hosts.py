@@ -91,7 +91,8 @@ def agent_argv(lab: Lab, state: LabState, token: str, node: str) -> list[str]:
     return [netplane_command(), "agent", "--server", server_urls(lab),
             "--token", token, "--node", node, "--iface", names.UNDERLAY_IF, "--state-dir", str(state.node_dir(node)),
             "--cluster-cidr", lab.network.clusterCIDR, "--proxy-mode", lab.network.proxyMode,
-            "--cni", lab.network.cni, "--netns-prefix", names.lab_prefix(lab.name)]
+            "--cni", lab.network.cni, "--netns-prefix", names.lab_prefix(lab.name),
+            "--resync-seconds", str(lab.nodeResyncSeconds)]
 
 
 async def keep_running(name: str, space: str, argv: list[str], log_file: Path) -> None:

@@ -23,6 +23,8 @@ controlPlane:
                                 #   bootstrap token over TLS, as on real machines
 manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
 nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
+nodeResyncSeconds: 30           # how often each node agent checks the kernel against what it wrote
+                                #   (proxy rules, flannel.1 and its routes, FDB and ARP) and repairs it
 storage: sqlite                 # sqlite (a file in the lab's state directory) or etcd://host:port[,host:port]
 ```
 """
@@ -89,6 +91,7 @@ class Lab:
     network: Network = field(default_factory=Network)
     manifests: tuple[str, ...] = ()
     nodeLeaseSeconds: int = 40
+    nodeResyncSeconds: int = 30
     storage: str = "sqlite"
     nodeLabels: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].labels
     controlPlane: ControlPlane = field(default_factory=ControlPlane)
@@ -287,9 +290,8 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
     if not names.is_lab_name(lab_name):
         raise LabError("name", f"{lab_name!r}: use {names.LAB_NAME_RULE}")
     nodes, labels = _nodes(data.get("nodes", list(Lab.nodes)))
-    lease = data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds)
-    if not isinstance(lease, int) or isinstance(lease, bool) or not 2 <= lease <= 3600:
-        raise LabError("nodeLeaseSeconds", f"{lease!r}: give a whole number of seconds from 2 to 3600")
+    lease = _seconds(data, "nodeLeaseSeconds", 2)
+    resync = _seconds(data, "nodeResyncSeconds", 1)
     storage = data.get("storage", Lab.storage)
     if not isinstance(storage, str) or not (storage == "sqlite" or ETCD_URL.match(storage)):
         raise LabError("storage", f"{storage!r}: use sqlite, or etcd://127.0.0.1:2379 (several endpoints: "
@@ -300,10 +302,18 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         network=_network(data.get("network"), len(nodes), base),
         manifests=_manifests(data.get("manifests"), base),
         nodeLeaseSeconds=lease,
+        nodeResyncSeconds=resync,
         storage=storage,
         nodeLabels=labels,
         controlPlane=_control_plane(data.get("controlPlane")),
     )
+
+
+def _seconds(data: dict[str, Any], key: str, least: int, most: int = 3600) -> int:
+    value = data.get(key, getattr(Lab, key))
+    if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+        raise LabError(key, f"{value!r}: give a whole number of seconds from {least} to {most}")
+    return value
 
 
 def load(path: str | None, name: str | None = None, storage: str | None = None) -> Lab:
@@ -333,6 +343,7 @@ def from_dict(data: dict[str, Any]) -> Lab:
         network=Network(**data["network"]),
         manifests=tuple(data["manifests"]),
         nodeLeaseSeconds=data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds),
+        nodeResyncSeconds=data.get("nodeResyncSeconds", Lab.nodeResyncSeconds),
         nodeLabels=data.get("nodeLabels", {}),
         storage=data.get("storage", Lab.storage),
         controlPlane=ControlPlane(**data.get("controlPlane", {})),

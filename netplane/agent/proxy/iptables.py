@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from netplane import names
 from netplane.agent.proxy.model import Endpoint, ServicePort
 from netplane.agent.proxy.ruleset import Diff, Fragment, Rules, merge
-from netplane.kernel.iptables import Jump
+from netplane.kernel.iptables import Jump, Saved
 
 NAT, FILTER = "nat", "filter"
 SERVICES = "KUBE-SERVICES"
@@ -310,6 +310,16 @@ def full(fragments: dict[str, Fragment], chains: Iterable[str] = (), jumps: Iter
 def update(fragments: dict[str, Fragment], changes: Diff) -> str:
     """The partial sync: the top-level chains whole, the per-Service chains that changed or went."""
     return restore({**top_rules(fragments), **dict(sorted(changes.write_chains.items()))}, changes.delete_chains)
+
+
+def intact(fragments: dict[str, Fragment], saved: Saved) -> bool:
+    """Whether the kernel still holds what a sync of these fragments wrote: every jump from the
+    built-in chains, every chain with as many rules as written (a flushed table, a deleted chain or
+    rule, a lost jump all show)."""
+    present = {(j.table, j.chain, j.target) for j in saved.jumps}
+    written = {**top_rules(fragments), **merge(fragments[k] for k in sorted(fragments)).chains}
+    return (all((j.table, j.chain, j.target) in present for j in JUMPS)
+            and all(saved.rules.get(chain) == len(rules) for chain, rules in written.items()))
 
 
 def removal(chains: Iterable[str], jumps: Iterable[Jump]) -> str:

@@ -17,6 +17,10 @@ class Mode(Protocol):
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
         """Program the ports; True when anything was sent to the kernel."""
 
+    async def tampered(self) -> bool:
+        """Whether what the last sync wrote may have been changed since by someone else (a flushed
+        or deleted table, chain, map or rule): the proxier then syncs in full."""
+
     async def remove(self) -> None:
         """Delete every rule of this mode (when a node switches to another mode)."""
 
@@ -29,6 +33,12 @@ class NftablesMode:
         self.cache = FragmentCache(lambda sp: nftables.fragment(sp, node, cluster_cidr))
         self.base = nftables.base()
         self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
+        self.generation = -1  # the namespace's nf_tables generation right after the last sync
+
+    async def tampered(self) -> bool:
+        # any transaction in the namespace moves the generation on (a trace's table too): one
+        # netlink round trip, and a full rewrite only when something happened
+        return self.applied is not None and await nft.generation(self.netns) != self.generation
 
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
         fragments = {"": self.base, **self.cache.fragments(ports)}
@@ -43,6 +53,7 @@ class NftablesMode:
             script = nftables.update(changes)
         self.applied = None  # until the kernel took it: a failed sync leads to a full one
         await nft.apply(self.netns, script)
+        self.generation = await nft.generation(self.netns)
         self.applied = fragments
         return True
 
@@ -64,6 +75,17 @@ class IptablesMode:
         self.netns, self.backend = netns, backend
         self.cache = FragmentCache(lambda sp: proxy_iptables.fragment(sp, node, cluster_cidr))
         self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
+        self.generation = -1  # with the nft backend: the nf_tables generation right after the last sync
+
+    async def tampered(self) -> bool:
+        """With the nft backend the ruleset's generation tells (as in nftables mode); x_tables has
+        none, so the legacy backend compares iptables-save's chains, rule counts and jumps with what
+        the last sync wrote, as upstream's canary chain tells a flushed table."""
+        if self.applied is None:
+            return False
+        if self.backend == "nft":
+            return await nft.generation(self.netns) != self.generation
+        return not proxy_iptables.intact(self.applied, await iptables.save(self.netns, self.backend))
 
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
         fragments = self.cache.fragments(ports)
@@ -79,6 +101,8 @@ class IptablesMode:
             script = proxy_iptables.update(fragments, changes)
         self.applied = None  # until the kernel took it: a failed sync leads to a full one
         await iptables.restore(self.netns, self.backend, script)
+        if self.backend == "nft":
+            self.generation = await nft.generation(self.netns)
         self.applied = fragments
         return True
 

@@ -1,9 +1,11 @@
 """The proxy loop: Services and EndpointSlices from the API -> the node's netfilter, one transaction a
 sync, in the lab's proxy mode. Like upstream, a sync sends only what changed, and everything is
-rewritten on the first sync (adopting what a previous run left), after a failed sync, and once a
-`full_sync_seconds` period."""
+rewritten on the first sync (adopting what a previous run left), after a failed sync, once a
+`full_sync_seconds` period, and whenever the mode finds its rules changed behind its back (checked on
+every sync, so within the resync period, 30 s by default, even when no Service changes)."""
 from __future__ import annotations
 
+import logging
 import time
 
 from netplane.agent.proxy import model
@@ -12,6 +14,7 @@ from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.kernel import conntrack
 
+log = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0
 FULL_SYNC_SECONDS = 3600.0
 MODES = ("nftables", "iptables")
@@ -35,7 +38,7 @@ def other_modes(name: str, netns: str | None, node: str, cluster_cidr: str,
 class Proxier:
     def __init__(self, informers: Informers, node_name: str, netns: str | None, cluster_cidr: str,
                  mode: str = "nftables", full_sync_seconds: float = FULL_SYNC_SECONDS,
-                 iptables_backend: str = "nft") -> None:
+                 iptables_backend: str = "nft", resync_seconds: float = RESYNC_SECONDS) -> None:
         self.node_name, self.netns, self.cluster_cidr = node_name, netns, cluster_cidr
         self.iptables_backend = iptables_backend
         self.mode = make_mode(mode, netns, node_name, cluster_cidr, iptables_backend)
@@ -44,7 +47,7 @@ class Proxier:
         self.tracker = model.ServiceTracker()
         self.services = informers.get("services")
         self.slices = informers.get("endpointslices")
-        self.loop = Reconciler("proxy", self.sync, resync=RESYNC_SECONDS)
+        self.loop = Reconciler("proxy", self.sync, resync=resync_seconds)
         for informer, handler in ((self.services, self.tracker.on_service), (self.slices, self.tracker.on_slice)):
             informer.add_handler(handler)
             informer.add_handler(self.loop.trigger)
@@ -55,6 +58,10 @@ class Proxier:
             return  # a partial view would drop rules of Services not listed yet
         ports = self.tracker.ports()
         full = self.last_full is None or time.monotonic() - self.last_full >= self.full_sync_seconds
+        if not full and await self.mode.tampered():
+            log.info("proxy/%s: the ruleset changed since the last sync (a flush or delete by hand, another "
+                     "program's rules): a full sync rewrites the %s rules", self.node_name, self.mode.name)
+            full = True
         if self.last_full is None:
             for other in other_modes(self.mode.name, self.netns, self.node_name, self.cluster_cidr,
                                      self.iptables_backend):

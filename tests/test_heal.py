@@ -1,0 +1,78 @@
+"""The data plane heals: what someone changes by hand in a node's kernel, the node agent puts back
+within its resync period (nodeResyncSeconds: 3 here, 30 by default), with no API change to wake it.
+Each test breaks one thing on node-1, checks that traffic is broken, and measures how long until it
+works again; the figures go to the README's reliability section.
+
+One default lab per proxy mode (named t<hex>, brought down by the fixture even when a test fails).
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from labtools import cli, default_lab_file, get, http, pod_ip, running_lab
+from netplane import names
+from netplane.kernel import netns
+from netplane.lab import model
+
+RESYNC = 3
+
+
+@pytest.fixture(scope="module", params=model.IMPLEMENTED_PROXY_MODES)
+def lab(request, tmp_path_factory):
+    path = default_lab_file(tmp_path_factory.mktemp(request.param), request.param, nodeResyncSeconds=RESYNC)
+    with running_lab(path) as name:
+        yield request.param, name
+
+
+def on_node(lab: str, *argv: str) -> None:
+    subprocess.run(netns.command(names.node_netns(lab, "node-1"), list(argv)), check=True, capture_output=True)
+
+
+def repair_time(works, deadline: float = RESYNC + 5) -> float:
+    """Seconds until works() holds again (it must not hold at first: the fault broke something)."""
+    started = time.monotonic()
+    assert not works(), "the fault broke nothing"
+    while time.monotonic() - started < deadline:
+        if works():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"not repaired in {deadline} s")
+
+
+def service_works(lab: str) -> bool:
+    ip = get(lab, "services", "web")["spec"]["clusterIP"]
+    return all(http(lab, "client", f"http://{ip}/hostname", timeout=1).stdout in ("web-1", "web-2") for _ in range(4))
+
+
+FAULTS = {
+    "nftables": {"flush table": [["nft", "flush", "table", "ip", "kube-proxy"]],
+                 "delete table": [["nft", "delete", "table", "ip", "kube-proxy"]]},
+    "iptables": {"flush nat": [["iptables", "-t", "nat", "-F"]],
+                 "flush and delete nat chains": [["iptables", "-t", "nat", "-F"], ["iptables", "-t", "nat", "-X"]]},
+}
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_the_proxy_rules_come_back_after_a_flush_or_a_delete(lab, which):
+    mode, name = lab
+    fault, commands = list(FAULTS[mode].items())[which]
+    assert service_works(name)
+    for argv in commands:
+        on_node(name, *argv)
+    seconds = repair_time(lambda: service_works(name))
+    print(f"\nrepair: {mode} {fault} on node-1: {seconds:.1f} s")
+    assert seconds <= RESYNC + 5
+
+
+def test_flannel_1_comes_back_after_it_is_deleted(lab):
+    mode, name = lab
+    url = f"http://{pod_ip(name, 'web-2')}:8080/hostname"
+    assert http(name, "client", url).stdout == "web-2"
+    on_node(name, "ip", "link", "del", names.VXLAN_IF)
+    seconds = repair_time(lambda: http(name, "client", url, timeout=1).stdout == "web-2")
+    print(f"\nrepair: {mode} lab, flannel.1 deleted on node-1: {seconds:.1f} s")
+    routes = cli(name, "exec", "node/node-1", "--", "ip", "route", check=True).stdout
+    assert f"{get(name, 'nodes', 'node-2')['spec']['podCIDR']} via" in routes and names.VXLAN_IF in routes
