@@ -7,6 +7,7 @@ not ready; Service empty 10.96.0.11:80 with none; headless is skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
 import json
@@ -375,15 +376,45 @@ def test_internal_traffic_policy_local_without_a_local_endpoint_drops():
     assert "10.96.0.11 . tcp . 80 : goto reject-chain" in render(local, EMPTY, node="node-3")
 
 
+async def until(condition, seconds: float = 5) -> float:
+    """Seconds until the coroutine function `condition` returns something true."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if await condition():
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not reached in {seconds} s")
+
+
+@contextlib.asynccontextmanager
+async def running_proxier(tmp_path, space: str, **options):
+    """(API client, web's Service object, a Proxier of node-1 running in `space`) on a real API server
+    holding Service web and its slice; the proxier and its informers stop afterwards."""
+    from test_api import serving
+
+    from netplane.agent.proxy.proxier import Proxier
+
+    async with serving(tmp_path) as (_, client, _port):
+        svc = await client.create("services", {"apiVersion": "v1", "kind": "Service", **copy.deepcopy(WEB)})
+        await client.create("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                                               "addressType": "IPv4", **SLICE})
+        informers = Informers(client)
+        proxier = Proxier(informers, "node-1", space, CIDR, mode="nftables", **options)
+        tasks = [asyncio.create_task(run()) for run in (informers.run, proxier.loop.run)]
+        try:
+            yield client, svc, proxier
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def test_the_proxier_clears_the_other_mode_and_its_periodic_full_sync_repairs_drift(make_netns, tmp_path):
     """A node that ran iptables mode switches to nftables: its KUBE chains go. Then someone deletes
     a map element behind the proxy's back; a sync woken by an unrelated change puts it back, where
     an incremental sync would have sent nothing (the ruleset's generation moved; and once the
     full-sync period, 0.5 s here, an hour by default, has passed, every sync is full anyway)."""
-    from test_api import serving
-
     from netplane.agent.proxy.modes import IptablesMode
-    from netplane.agent.proxy.proxier import Proxier
     from netplane.kernel import iptables
 
     space = make_netns("switch")
@@ -391,36 +422,18 @@ def test_the_proxier_clears_the_other_mode_and_its_periodic_full_sync_repairs_dr
     assert any("KUBE-SVC" in c for c in asyncio.run(iptables.save(space, "nft")).chains)
     element = "10.96.0.10 . tcp . 80 : goto service-"
 
-    async def until(condition) -> None:
-        for _ in range(100):
-            if await condition():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("not reached in 5 s")
-
     async def has_element() -> bool:
         return element in await nft.list_ruleset(space)
 
     async def scenario() -> None:
-        async with serving(tmp_path) as (_, client, _port):
-            svc = await client.create("services", {"apiVersion": "v1", "kind": "Service", **copy.deepcopy(WEB)})
-            await client.create("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                                                   "addressType": "IPv4", **SLICE})
-            informers = Informers(client)
-            proxier = Proxier(informers, "node-1", space, CIDR, mode="nftables", full_sync_seconds=0.5)
-            tasks = [asyncio.create_task(run()) for run in (informers.run, proxier.loop.run)]
-            try:
-                await until(has_element)
-                assert not any("KUBE" in c for c in (await iptables.save(space, "nft")).chains)
-                await nft.apply(space, "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n")
-                await asyncio.sleep(0.6)
-                svc["metadata"]["labels"] = {"touched": "yes"}  # wakes the loop; the rules stay the same
-                await client.update("services", svc)
-                await until(has_element)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        async with running_proxier(tmp_path, space, full_sync_seconds=0.5) as (client, svc, _):
+            await until(has_element)
+            assert not any("KUBE" in c for c in (await iptables.save(space, "nft")).chains)
+            await nft.apply(space, "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n")
+            await asyncio.sleep(0.6)
+            svc["metadata"]["labels"] = {"touched": "yes"}  # wakes the loop; the rules stay the same
+            await client.update("services", svc)
+            await until(has_element)
 
     asyncio.run(scenario())
 
@@ -450,20 +463,8 @@ def test_the_proxier_repairs_its_table_within_its_resync_period(fault, make_netn
     """Whatever changed the table, the next sync (at the latest the periodic one, 0.3 s here, 30 s
     by default) sees the ruleset's generation moved and rewrites everything: the table is again
     what it was, with no Service change to wake it."""
-    from test_api import serving
-
-    from netplane.agent.proxy.proxier import Proxier
-
     space = make_netns("heal")
     chain = nftables.service_chain(ports(WEB)[0])
-
-    async def until(condition, seconds: float = 5) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            if await condition():
-                return time.monotonic() - started
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"not reached in {seconds} s")
 
     def table() -> dict | None:
         try:
@@ -472,23 +473,12 @@ def test_the_proxier_repairs_its_table_within_its_resync_period(fault, make_netn
             return None
 
     async def scenario() -> float:
-        async with serving(tmp_path) as (_, client, _port):
-            await client.create("services", {"apiVersion": "v1", "kind": "Service", **copy.deepcopy(WEB)})
-            await client.create("endpointslices", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                                                   "addressType": "IPv4", **SLICE})
-            informers = Informers(client)
-            proxier = Proxier(informers, "node-1", space, CIDR, mode="nftables", resync_seconds=0.3)
-            tasks = [asyncio.create_task(run()) for run in (informers.run, proxier.loop.run)]
-            try:
-                await until(lambda: asyncio.sleep(0, proxier.mode.applied is not None))
-                healthy = table()
-                await nft.apply(space, FAULTS[fault].format(chain=chain) + "\n")
-                assert table() != healthy
-                return await until(lambda: asyncio.sleep(0, table() == healthy))
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        async with running_proxier(tmp_path, space, resync_seconds=0.3) as (_, _svc, proxier):
+            await until(lambda: asyncio.sleep(0, proxier.mode.applied is not None))
+            healthy = table()
+            await nft.apply(space, FAULTS[fault].format(chain=chain) + "\n")
+            assert table() != healthy
+            return await until(lambda: asyncio.sleep(0, table() == healthy))
 
     assert asyncio.run(scenario()) < 2
 
