@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-
-from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, NFTSocket, nft_gen_msg
+import socket
+import struct
 
 from netplane.kernel import netns
+
+NETLINK_NETFILTER = 12
+GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
+NLMSG_ERROR, NLM_F_REQUEST, NFTA_GEN_ID = 2, 1, 1
 
 
 class NftError(RuntimeError):
@@ -74,18 +78,27 @@ async def listed_json(namespace: str | None, argv: list[str]) -> list[dict]:
     return json.loads(out)["nftables"]
 
 
-def _generation() -> int:
-    sock = NFTSocket()
-    try:
-        return int(sock.request_get(nft_gen_msg(), NFT_MSG_GETGEN)[0].get_attr("NFTA_GEN_ID"))
-    finally:
-        sock.close()
+def _generation(namespace: str | None) -> int:
+    """One NFT_MSG_GETGEN request on a netfilter netlink socket made in the namespace."""
+    with netns.socket_in(namespace, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(5)
+        sock.send(struct.pack("=IHHII", 20, GETGEN, NLM_F_REQUEST, 1, 0) + struct.pack("=BBH", socket.AF_UNSPEC, 0, 0))
+        reply = sock.recv(4096)
+    length, kind = struct.unpack_from("=IH", reply)
+    if kind == NLMSG_ERROR:
+        raise NftError(f"nf_tables generation in {namespace or 'this namespace'}: error "
+                       f"{-struct.unpack_from('=i', reply, 16)[0]}")
+    offset = 20  # nlmsghdr (16) + nfgenmsg (4), then the attributes
+    while offset + 4 <= length:
+        size, attr = struct.unpack_from("=HH", reply, offset)
+        if attr & 0x3FFF == NFTA_GEN_ID:
+            return struct.unpack_from("!I", reply, offset + 4)[0]
+        offset += (size + 3) & ~3
+    raise NftError("nf_tables answered without a generation")
 
 
 async def generation(namespace: str | None) -> int:
     """The namespace's nf_tables generation: a number every committed transaction changes, whoever
     made it (nft, iptables-nft, another program), so a proxy that remembers the one after its own
     sync knows in one netlink round trip whether anyone touched the ruleset since."""
-    if namespace is None:
-        return await asyncio.to_thread(_generation)
-    return await asyncio.to_thread(netns.run_in, namespace, _generation)
+    return await asyncio.to_thread(_generation, namespace)
