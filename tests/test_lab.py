@@ -174,6 +174,9 @@ def test_an_unknown_kind_is_refused_before_anything_is_written(lab, tmp_path):
 def test_up_of_a_lab_that_is_up_is_refused(lab):
     result = cli(lab, "up")
     assert result.returncode == 1 and f"lab '{lab}' is already up" in result.stderr
+    suggested = result.stderr.split("`")[1].split()  # the command it suggests is a valid one
+    assert suggested == ["netplane", "--lab", lab, "down"]
+    assert cli(lab, *suggested[3:], "--help").returncode == 0
 
 
 def test_kubeconfig_reaches_the_api_server_over_tls_with_a_token(lab):

@@ -37,6 +37,13 @@ def test_name_override_and_node_count():
     ({"storage": "mysql://db:3306"}, "storage"),
     ({"nodeLeaseSeconds": 1}, "nodeLeaseSeconds"),
     ({"nodeResyncSeconds": 0}, "nodeResyncSeconds"),
+    # ranges the kernel does not route between namespaces: a lab on them came up "Ready" and broken
+    ({"network": {"underlay": "127.0.0.0/24"}}, "network.underlay"),
+    ({"network": {"underlay": "169.254.0.0/24"}}, "network.underlay"),
+    ({"network": {"clusterCIDR": "224.0.0.0/16"}}, "network.clusterCIDR"),
+    ({"network": {"serviceCIDR": "0.0.0.0/16"}}, "network.serviceCIDR"),
+    ({"network": {"loadBalancerPool": "240.0.0.0/24"}}, "network.loadBalancerPool"),
+    ({"nodes": [f"n{i}" for i in range(201)]}, "nodes"),  # a list is capped as a count is
     ({"nodeResyncSeconds": "30s"}, "nodeResyncSeconds"),
 ])
 def test_bad_lab_files_name_the_field(data, field, tmp_path):
@@ -116,3 +123,12 @@ def test_a_hosts_control_plane_gets_its_own_host_on_the_underlay_and_nodes_may_n
     assert "ip -n np.demo.cp-1 addr add 172.30.0.3/24 dev eth0" in plan
     with pytest.raises(model.LabError, match="one of the lab's own hosts"):
         model.parse({"nodes": ["node-1", "cp-1"]})
+
+
+def test_a_file_that_is_not_yaml_text_is_refused_without_a_traceback(tmp_path):
+    binary = tmp_path / "lab.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(model.LabError, match="is not a text file"):
+        model.load(str(binary))
+    with pytest.raises(model.LabError, match="is a directory"):
+        model.load(str(tmp_path))

@@ -121,7 +121,7 @@ def up(lab: Lab, say: Say, timeout: float = CONVERGE_TIMEOUT, progress: OnProgre
     if state.exists() and state.pid() is None and topology.lab_namespaces(lab.name):
         return resume(state, say, timeout, progress)
     if is_up(lab.name):
-        raise LabFailure(f"lab {lab.name!r} is already up; run `netplane down --lab {lab.name}` first")
+        raise LabFailure(f"lab {lab.name!r} is already up; run `netplane --lab {lab.name} down` first")
     started = time.monotonic()
     phases = _Phases()
     try:

@@ -42,6 +42,7 @@ import yaml
 from netplane import names
 from netplane.cni.runtime import CNIError, conf_from_file
 
+MAX_NODES = 200
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 ETCD_URL = re.compile(r"^etcd://[A-Za-z0-9.\-]+:\d+(,[A-Za-z0-9.\-]+:\d+)*(/[\w/\-]*)?$")
@@ -139,6 +140,12 @@ def _cidr(value: Any, field_name: str) -> ipaddress.IPv4Network:
         raise LabError(field_name, f"{value!r} is not an IPv4 network; write it like 10.244.0.0/16") from None
     if net.version != 4:
         raise LabError(field_name, f"{value!r} is IPv6; this version of netplane builds IPv4 labs")
+    kind = next((k for k, is_kind in (("loopback", net.is_loopback), ("link-local", net.is_link_local),
+                                      ("multicast", net.is_multicast), ("reserved", net.is_reserved),
+                                      ("unspecified", net.network_address.is_unspecified)) if is_kind), None)
+    if kind:  # the kernel will not route such addresses between namespaces: traffic would die quietly
+        raise LabError(field_name, f"{value} is a {kind} range, which the kernel does not route between "
+                                   "hosts; choose a private range such as 172.30.0.0/24 or 10.244.0.0/16")
     return net
 
 
@@ -156,11 +163,13 @@ def _labels(value: Any, where: str) -> dict[str, str]:
 def _nodes(value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
     """Node names, and the labels each node registers with (kubelet's --node-labels)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= 200:
-            raise LabError("nodes", f"{value} nodes: give between 1 and 200")
+        if not 1 <= value <= MAX_NODES:
+            raise LabError("nodes", f"{value} nodes: give between 1 and {MAX_NODES}")
         return tuple(f"node-{i}" for i in range(1, value + 1)), {}
     if not isinstance(value, list) or not value:
         raise LabError("nodes", "give a list of node names, e.g. [node-1, node-2], or a number")
+    if len(value) > MAX_NODES:
+        raise LabError("nodes", f"{len(value)} nodes: give between 1 and {MAX_NODES}")
     found: list[str] = []
     labels: dict[str, dict[str, str]] = {}
     for i, item in enumerate(value):
@@ -332,6 +341,10 @@ def _load_file(path: Path, name: str | None, storage: str | None) -> Lab:
         raise LabError("(file)", f"{path} does not exist") from None
     except yaml.YAMLError as err:
         raise LabError("(file)", f"{path} is not valid YAML: {err}") from None
+    except UnicodeDecodeError:
+        raise LabError("(file)", f"{path} is not a text file; a lab file is YAML (see `netplane up --help`)") from None
+    except IsADirectoryError:
+        raise LabError("(file)", f"{path} is a directory; give the lab file inside it") from None
     return parse(data, path.parent, name, storage)
 
 
