@@ -535,3 +535,35 @@ def test_official_kubernetes_client(tmp_path):
         thread.join(5)
         loop.close()
         store.close()
+
+
+def test_malformed_bodies_and_headers_get_400_and_401_not_500(tmp_path):
+    """A JSON or YAML body nested 200,000 deep is a bad request (kube-apiserver's decoder stops at a
+    depth of 10,000); an Authorization header that is not UTF-8 carries no token; the scheme
+    `bearer` is matched in any case, as kube-apiserver does."""
+    import http.client
+
+    async def scenario() -> None:
+        async with serving(tmp_path, token="s3cret") as (_, _client, port):
+            deep = b"[" * 200_000 + b"]" * 200_000
+            status, body = await raw(port, "POST", "/api/v1/namespaces/default/pods", deep, token="s3cret")
+            assert status == 400 and body["reason"] == "BadRequest" and "deep" in body["message"]
+            status, body = await raw(port, "POST", "/api/v1/namespaces/default/pods", b"a:\n" + b" [" * 100_000,
+                                     token="s3cret", content_type="application/yaml")
+            assert status == 400 and body["reason"] == "BadRequest"
+
+            def get(header: bytes) -> int:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.putrequest("GET", "/api/v1/namespaces")
+                conn.putheader("Authorization", header)
+                conn.endheaders()
+                status = conn.getresponse().status
+                conn.close()
+                return status
+
+            assert await asyncio.to_thread(get, b"Bearer \xff\xfe\x80") == 401
+            assert await asyncio.to_thread(get, b"bearer s3cret") == 200
+            assert await asyncio.to_thread(get, b"BEARER s3cret") == 200
+            assert await asyncio.to_thread(get, b"Basic s3cret") == 401
+
+    asyncio.run(scenario())

@@ -197,6 +197,8 @@ async def _decode(request: web.Request, media: str, duplicates: list[str] | None
             return yaml.load(raw, Loader=_YamlLoader)
         except yaml.YAMLError as e:
             raise bad_request(f"the request body is not valid YAML: {e}") from None
+        except RecursionError:
+            raise bad_request("the request body is nested too deeply") from None
 
     def pairs(items: list[tuple[str, Any]]) -> dict:
         out: dict = {}
@@ -210,6 +212,8 @@ async def _decode(request: web.Request, media: str, duplicates: list[str] | None
         return json.loads(raw, object_pairs_hook=pairs)
     except ValueError as e:
         raise bad_request(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:  # kube-apiserver's decoder stops at a depth of 10,000: 400 too
+        raise bad_request("the request body is not valid JSON: nested too deeply") from None
 
 
 async def _body(request: web.Request, namespace: str | None, name: str | None = None,
@@ -756,13 +760,22 @@ def _bearer(accepts: Callable[[str], bool]) -> Callable:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if request.path not in OPEN_PATHS and request.path != auth.CLUSTER_INFO_PATH and not (
-                scheme == "Bearer" and accepts(given)):
+        if request.path not in OPEN_PATHS and request.path != auth.CLUSTER_INFO_PATH and not _authorized(
+                request.headers.get("Authorization", ""), accepts):
             raise ApiError(401, "Unauthorized", "Unauthorized")
         return await handler(request)
 
     return check
+
+
+def _authorized(header: str, accepts: Callable[[str], bool]) -> bool:
+    """`Bearer <token>`, the scheme in any case as kube-apiserver reads it; a header that is not
+    UTF-8 (aiohttp keeps such bytes as surrogates) is no token, not a server error."""
+    parts = header.strip().split(" ", 2)  # as kube-apiserver: "Bearer <token>[ anything]"
+    try:
+        return len(parts) >= 2 and parts[0].lower() == "bearer" and bool(parts[1]) and accepts(parts[1])
+    except UnicodeError:
+        return False
 
 
 def _accepting(token: str | auth.TokenFile) -> Callable[[str], bool]:
