@@ -152,7 +152,7 @@ class Kubelet:
         return self.retry.get(uid, (0.0, 0.0))[1] <= asyncio.get_running_loop().time()
 
     def _back_off(self, uid: str) -> None:
-        backoff = min(self.retry.get(uid, (RETRY_START / 2, 0.0))[0] * 2, RETRY_MAX)
+        backoff = min(self.retry[uid][0] * 2, RETRY_MAX) if uid in self.retry else RETRY_START
         loop = asyncio.get_running_loop()
         self.retry[uid] = (backoff, loop.time() + backoff)
         loop.call_later(backoff, lambda: loop.create_task(self.loop.trigger()))

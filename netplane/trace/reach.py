@@ -18,6 +18,7 @@ import asyncio
 import errno
 import ipaddress
 import socket
+from collections import Counter
 from dataclasses import dataclass
 
 from netplane import names
@@ -114,12 +115,12 @@ async def probe(sources: list[Source], targets: list[Destination], timeout: floa
                 ) -> dict[tuple[Source, Destination], Outcome]:
     """Every source asks every destination, all at once."""
     cells = [(s, d) for s in sources for d in targets]
-    sockets = {space: [] for space in {s.netns for s in sources}}
-    for space in sockets:  # one thread per namespace makes all of that source's sockets
-        count = sum(1 for s, _ in cells if s.netns == space)
-        sockets[space] = netns.run_in(space, lambda n=count: [socket.socket() for _ in range(n)])
-        for sock in sockets[space]:
-            sock.setblocking(False)
+    wanted = Counter(s.netns for s, _ in cells)
+    # one thread per namespace makes all of that namespace's sockets
+    sockets = {space: netns.run_in(space, lambda n=n: [socket.socket() for _ in range(n)])
+               for space, n in wanted.items()}
+    for sock in (sock for made in sockets.values() for sock in made):
+        sock.setblocking(False)
     asks = [_ask(sockets[s.netns].pop(), d.address, d.port, timeout) for s, d in cells]
     return dict(zip(cells, await asyncio.gather(*asks)))
 
