@@ -452,3 +452,40 @@ def test_add_passes_on_the_chain_s_prev_result(node, pod, tmp_path):
                              {"address": "10.244.1.2/24", "gateway": GATEWAY, "interface": 3}]
     assert result["routes"] == [{"dst": "10.50.0.0/16"}, {"dst": "0.0.0.0/0", "gw": GATEWAY}]
     assert result["dns"] == prev["dns"]
+
+
+@pytest.mark.parametrize("plugin, ipam_type", [(bridge.TYPE, ipam.TYPE), ("bridge", "host-local")])
+def test_check_fails_once_the_pod_is_off_the_bridge_and_add_takes_the_ip_and_mac_asked_for(
+        node, pod, tmp_path, plugin, ipam_type):
+    """What the kubelet's repair stands on, the same with netplane's plugins and the reference ones:
+    CHECK sees a veth taken off the bridge and a deleted bridge; ADD honours CNI_ARGS IP and MAC."""
+    runtime = Runtime([plugin_dir(), REFERENCE_PLUGINS], str(tmp_path / "cache"), exec_netns=node)
+    conf, att = network(tmp_path, plugin=plugin, ipam_type=ipam_type), pod(1)
+    host_veth = asyncio.run(runtime.add(conf, att))["interfaces"][1]["name"]
+    asyncio.run(runtime.check(conf, att))
+    for damage in (["link", "set", host_veth, "nomaster"], ["link", "del", names.BRIDGE_IF]):
+        subprocess.run(netns.command(node, ["ip", *damage]), check=True)
+        with pytest.raises(CNIError):
+            asyncio.run(runtime.check(conf, att))
+    asyncio.run(runtime.delete(conf, att))
+    again = Attachment(att.container_id, att.netns_path, args="IgnoreUnknown=1;IP=10.244.1.7;MAC=02:42:0a:f4:01:07")
+    result = asyncio.run(runtime.add(conf, again))
+    assert result["ips"][0]["address"] == "10.244.1.7/24"
+    with links.netlink(att.netns_path) as ipr:
+        assert links.get(ipr, "eth0").get_attr("IFLA_ADDRESS") == "02:42:0a:f4:01:07"
+    asyncio.run(runtime.check(conf, att))
+    other = pod(2)
+    with pytest.raises(CNIError):  # another pod asking for a held address
+        asyncio.run(runtime.add(conf, Attachment(other.container_id, other.netns_path,
+                                                 args="IgnoreUnknown=1;IP=10.244.1.7")))
+
+
+def test_cni_args_with_a_key_the_plugin_does_not_know_is_refused_unless_ignore_unknown(tmp_path):
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": str(tmp_path / "ns"), "CNI_IFNAME": "eth0",
+           "CNI_PATH": plugin_dir(), "CNI_ARGS": "K8S_POD_NAME=web"}
+    (tmp_path / "ns").write_text("")
+    conf = json.dumps(network(tmp_path)["plugins"][0] | {"name": "netplane", "cniVersion": "1.0.0"})
+    status, reply = call(ipam.HANDLERS, env, conf)
+    assert status != 0 and reply["code"] == 4 and "K8S_POD_NAME" in reply["msg"]
+    status, reply = call(ipam.HANDLERS, env | {"CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web;IP=10.244.1.9"}, conf)
+    assert status == 0 and reply["ips"][0]["address"] == "10.244.1.9/24"

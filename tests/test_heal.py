@@ -85,3 +85,27 @@ def test_flannel_1_comes_back_after_it_is_deleted(lab):
     print(f"\nrepair: {mode} lab, flannel.1 deleted on node-1: {seconds:.1f} s")
     routes = cli(name, "exec", "node/node-1", "--", "ip", "route", check=True).stdout
     assert f"{get(name, 'nodes', 'node-2')['spec']['podCIDR']} via" in routes and names.VXLAN_IF in routes
+
+
+def test_the_bridge_comes_back_after_it_is_deleted_and_the_pods_keep_their_addresses(lab):
+    mode, name = lab
+    before = {pod: pod_ip(name, pod) for pod in ("client", "web-1")}
+    url = f"http://{pod_ip(name, 'web-2')}:8080/hostname"
+    assert http(name, "client", url).stdout == "web-2"
+    break_on_node(name, f"ip link del {names.BRIDGE_IF}", f"! ip link show {names.BRIDGE_IF} 2>/dev/null")
+    seconds = repair_time(lambda: http(name, "client", url, timeout=1).stdout == "web-2")
+    print(f"\nrepair: {mode} lab, {names.BRIDGE_IF} deleted on node-1: {seconds:.1f} s")
+    assert {pod: pod_ip(name, pod) for pod in before} == before
+    assert http(name, "client", f"http://{before['web-1']}:8080/hostname").stdout == "web-1"
+
+
+def test_a_pods_veth_comes_back_after_it_is_deleted(lab):
+    mode, name = lab
+    web_1 = get(name, "pods", "web-1")
+    veth = names.host_veth(web_1["metadata"]["uid"])
+    url = f"http://{pod_ip(name, 'web-1')}:8080/hostname"
+    assert http(name, "client", url).stdout == "web-1"
+    break_on_node(name, f"ip link del {veth}", f"! ip link show {veth} 2>/dev/null")
+    seconds = repair_time(lambda: http(name, "client", url, timeout=1).stdout == "web-1")
+    print(f"\nrepair: {mode} lab, web-1's veth deleted on node-1: {seconds:.1f} s")
+    assert pod_ip(name, "web-1") == web_1["status"]["podIP"]

@@ -9,6 +9,11 @@ after its grace period, CNI DEL, the namespace removed, then the API object dele
 Container ports with a hostPort reach CNI as the `portMappings` capability args, as containerd and
 CRI-O pass them (the kubelet itself makes no hostPort rules): a `portmap` plugin in the chain DNATs
 the node's hostPort to the pod.
+
+Each resync period every running pod's attachment gets a CNI CHECK; one that fails (the bridge, the
+pod's veth, or its place on the bridge lost by hand) is attached again with CNI DEL and ADD, keeping
+the pod's address. Upstream's kubelet leaves that to the node's owner; a lab heals, as its
+proxy and overlay do.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
+from netplane.cni import INCOMPATIBLE_VERSION, CNIError
 from netplane.cni.runtime import Attachment, Runtime
 from netplane.kernel import netns
 
@@ -83,6 +89,7 @@ class Sandbox:
     started_at: str
     capabilities: dict = field(default_factory=dict)  # the CNI capability args of ADD, again for DEL
     ip: str = ""
+    mac: str = ""  # the pod interface's, asked for again when it is re-attached
     containers: dict[str, Container] = field(default_factory=dict)
     ready_since: str = ""
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -90,6 +97,11 @@ class Sandbox:
     @property
     def ready(self) -> bool:
         return all(c.ready for c in self.containers.values())
+
+    def attached(self, result: dict) -> None:
+        """Take the pod's address and MAC from a CNI ADD result."""
+        self.ip = result["ips"][0]["address"].split("/")[0]
+        self.mac = next((i.get("mac", "") for i in result.get("interfaces", []) if i.get("sandbox")), "")
 
 
 def pod_status(box: Sandbox, host_ip: str) -> dict:
@@ -109,7 +121,7 @@ def pod_status(box: Sandbox, host_ip: str) -> dict:
 
 class Kubelet:
     def __init__(self, informers: Informers, node_name: str, node_netns: str | None, pod_netns_prefix: str,
-                 state_dir: Path, runtime: Runtime) -> None:
+                 state_dir: Path, runtime: Runtime, resync_seconds: float = 30.0) -> None:
         self.client, self.node_name, self.node_netns = informers.client, node_name, node_netns
         self.pod_netns_prefix, self.state_dir, self.runtime = pod_netns_prefix, state_dir, runtime
         self.host_ip = ""  # the node agent sets it once it has read its underlay address
@@ -117,6 +129,7 @@ class Kubelet:
         self.pods = informers.get("pods", field_selector=f"spec.nodeName={node_name}")
         self.loop = Reconciler(f"kubelet/{node_name}", self.reconcile)
         self.pods.add_handler(self.loop.trigger)
+        self.network_loop = Reconciler(f"pod-networks/{node_name}", self.check_networks, resync=resync_seconds)
         self.sandboxes: dict[str, Sandbox] = {}
         self.busy: set[str] = set()
         self.retry: dict[str, tuple[float, float]] = {}  # uid -> (backoff, monotonic time of the next try)
@@ -146,6 +159,34 @@ class Kubelet:
             elif pod.get("status", {}).get("phase") not in ("Succeeded", "Failed") and self._due(uid):
                 self._spawn(uid, self._start(pod))
         self.retry = {uid: r for uid, r in self.retry.items() if uid in pods}
+
+    async def check_networks(self) -> None:
+        """CNI CHECK of every running pod, each resync period: one whose network was changed behind
+        the kubelet's back (its veth or the bridge deleted, the veth off the bridge) is attached again."""
+        if self.cni_conf is None:
+            return
+        for uid, box in list(self.sandboxes.items()):
+            if uid in self.busy:
+                continue
+            try:
+                await self.runtime.check(self.cni_conf, Attachment(box.uid, netns.path(box.netns)))
+            except CNIError as err:
+                if err.code == INCOMPATIBLE_VERSION:  # the network's cniVersion has no CHECK: nothing to go by
+                    return
+                log.warning("kubelet/%s: pod %s/%s: CNI CHECK failed (%s); attaching it again", self.node_name,
+                            *box.key, err)
+                self._spawn(uid, self._reattach(box))
+
+    async def _reattach(self, box: Sandbox) -> None:
+        """CNI DEL, then ADD asking for the pod's address and MAC (CNI_ARGS IP and MAC, which
+        host-local and bridge honour): its endpoints stay as they are and its peers' ARP entries hold."""
+        async with self._lock(box.key):
+            path = netns.path(box.netns)
+            await self.runtime.delete(self.cni_conf, Attachment(box.uid, path))
+            mac = f";MAC={box.mac}" if box.mac else ""
+            wanted = Attachment(box.uid, path, args=f"IgnoreUnknown=1;IP={box.ip}{mac}")
+            box.attached(await self.runtime.add(self.cni_conf, wanted, box.capabilities))
+            self._save(box)
 
     def _due(self, uid: str) -> bool:
         """Whether a pod may be tried now; one that failed is tried again after its backoff."""
@@ -182,7 +223,7 @@ class Kubelet:
         return self.state_dir / "pods" / names.fitted(f"{key[0]}_{key[1]}_{uid}") / "sandbox.json"
 
     def _save(self, box: Sandbox) -> None:
-        record = {"ip": box.ip, "startedAt": box.started_at, "containers": {
+        record = {"ip": box.ip, "mac": box.mac, "startedAt": box.started_at, "containers": {
             name: {"pid": c.running.pid if c.running else None, "startedAt": c.running.started_at if c.running else "",
                    "restarts": c.restarts} for name, c in box.containers.items()}}
         self._record(box.key, box.uid).write_text(json.dumps(record))
@@ -196,7 +237,7 @@ class Kubelet:
             return False
         if not netns.exists(box.netns):
             return False
-        box.ip, box.started_at = record["ip"], record["startedAt"]
+        box.ip, box.mac, box.started_at = record["ip"], record.get("mac", ""), record["startedAt"]
         inside = set(netns.pids_in([box.netns]))
         logs = self._record(box.key, box.uid).parent
         for spec in pod["spec"].get("containers", []):
@@ -235,7 +276,7 @@ class Kubelet:
     async def _create(self, pod: dict, box: Sandbox) -> None:
         await asyncio.to_thread(netns.create, box.netns)
         result = await self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities)
-        box.ip = result["ips"][0]["address"].split("/")[0]
+        box.attached(result)
         specs = pod["spec"].get("containers", [])
         box.containers = {c["name"]: Container(c, probe=probes.ProbeState(c["readinessProbe"])
                                                if c.get("readinessProbe") else None) for c in specs}

@@ -149,7 +149,7 @@ class NodeAgent:
         self.runtime = Runtime([plugin_dir(), REFERENCE_PLUGIN_DIR], str(config.state_dir / "cni-cache"),
                                exec_netns=config.netns, negotiate=True)
         self.kubelet = Kubelet(self.informers, config.node_name, config.netns, config.pod_netns_prefix,
-                               config.state_dir, self.runtime)
+                               config.state_dir, self.runtime, config.resync_seconds)
         self.proxy = Proxier(self.informers, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
                              iptables_backend=config.iptables_backend, resync_seconds=config.resync_seconds)
         # a pass at least every resync period, changes or not: the device or an entry lost behind
@@ -259,6 +259,6 @@ class NodeAgent:
         async with asyncio.TaskGroup() as group:
             if self.own_informers:
                 group.create_task(self.informers.run())
-            for loop in (self.overlay_loop, self.kubelet.loop, self.proxy.loop):
+            for loop in (self.overlay_loop, self.kubelet.loop, self.kubelet.network_loop, self.proxy.loop):
                 group.create_task(loop.run())
             group.create_task(self.heartbeat())

@@ -86,6 +86,19 @@ class Args:
 Handler = Callable[[Args, dict], "dict | None"]
 
 
+def cni_args(args: Args, known: tuple[str, ...]) -> dict[str, str]:
+    """CNI_ARGS as the reference plugins read them: ``KEY=VALUE`` items split by ';', a key the
+    plugin does not know refused (code 4) unless ``IgnoreUnknown`` is true."""
+    items = [item.split("=", 1) for item in args.args.split(";") if item]
+    if any(len(item) != 2 for item in items):
+        raise CNIError(INVALID_ENVIRONMENT, f"CNI_ARGS {args.args!r}: each item must be KEY=VALUE")
+    found = dict(items)
+    unknown = sorted(set(found) - {*known, "IgnoreUnknown"})
+    if unknown and found.get("IgnoreUnknown", "").lower() not in ("1", "true"):
+        raise CNIError(INVALID_ENVIRONMENT, f"CNI_ARGS: unknown args {unknown}", "IgnoreUnknown=1 lets them through")
+    return {key: value for key, value in found.items() if key in known}
+
+
 def parse_args(env: Mapping[str, str]) -> Args:
     """The runtime parameters from env, refused (code 4) when the command's required ones are bad."""
     command = env.get("CNI_COMMAND", "")

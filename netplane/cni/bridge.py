@@ -4,7 +4,8 @@ ADD: take addresses from the network's IPAM, ensure the bridge (with the gateway
 ``isGateway``) in the namespace the plugin runs in, make a veth pair in the pod's namespace and
 move its host end onto the bridge, then give the pod end its addresses and routes. A failed ADD
 releases the reservation and removes the veth. DEL releases and removes, and succeeds when either
-is already gone. CHECK verifies the pod's interface and addresses against prevResult.
+is already gone. CHECK verifies, as the reference plugin does, that the bridge is up with the pod's
+host veth as a port, and the pod's interface and addresses against prevResult.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from netplane import names
-from netplane.cni import IFNAME_RE, INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, Args, CNIError, main
+from netplane.cni import (IFNAME_RE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER, Args, CNIError,
+                          cni_args, main)
 from netplane.cni import ipam, masquerade
 from netplane.kernel import links
 from netplane.kernel.links import IFF_PROMISC, IFF_UP
@@ -125,14 +127,26 @@ def _ensure_bridge(host: links.IPRoute, cfg: Config, gateways: list[Interface]) 
     return link
 
 
-def _make_veth(pod: links.IPRoute, ifname: str, host_name: str, mtu: int | None) -> tuple[str, str]:
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+def requested_mac(args: Args) -> str | None:
+    """The pod interface's MAC asked for by ``MAC=`` in CNI_ARGS, as the reference bridge reads it."""
+    mac = cni_args(args, ("MAC", "IP")).get("MAC")  # IP is the IPAM's
+    if mac is not None and not MAC_RE.fullmatch(mac):
+        raise CNIError(INVALID_ENVIRONMENT, f"CNI_ARGS MAC {mac!r} is not a MAC address")
+    return mac
+
+
+def _make_veth(pod: links.IPRoute, ifname: str, host_name: str, mtu: int | None,
+               pod_mac: str | None = None) -> tuple[str, str]:
     """The MACs of a new veth pair's pod and host ends, the pod end made up in the pod's namespace
     (where ifname cannot clash with the node's own eth0), the peer made directly in this thread's.
 
     Moving a link between namespaces afterwards costs the kernel an RCU grace period (about 20 ms
     here); naming the peer's namespace at creation costs nothing extra."""
     size = {"mtu": mtu} if mtu else {}
-    pod_mac, host_mac = _random_mac(), _random_mac()
+    pod_mac, host_mac = pod_mac or _random_mac(), _random_mac()
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # this thread's: a server thread enters the caller's
     try:
         pod.link("add", ifname=ifname, kind="veth", state="up", address=pod_mac,
@@ -167,7 +181,7 @@ def _attach(cfg: Config, args: Args, ipam_result: dict) -> dict:
     gateways = [ipaddress.ip_interface((gw, a.network.prefixlen)) for a, gw in ips if cfg.is_gateway]
     with links.netlink(None) as host, links.netlink(args.netns) as pod:
         bridge = _ensure_bridge(host, cfg, gateways)
-        pod_mac, host_mac = _make_veth(pod, args.ifname, host_name, cfg.mtu)
+        pod_mac, host_mac = _make_veth(pod, args.ifname, host_name, cfg.mtu, requested_mac(args))
         try:
             host.link("set", ifname=host_name, master=bridge["index"], state="up")
             if cfg.hairpin:
@@ -224,13 +238,30 @@ def delete(args: Args, conf: dict) -> None:
         host.link("del", ifname=names.host_veth(args.container_id, args.ifname))
 
 
+def _check_host_end(cfg: Config, args: Args) -> None:
+    """The bridge is there and up, and the pod's host veth is one of its ports, as ADD left them."""
+    host_name = names.host_veth(args.container_id, args.ifname)
+    with links.netlink(None) as host:
+        bridge = links.get(host, cfg.bridge)
+        if bridge is None or bridge.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+            raise CNIError(INTERNAL, f"bridge {cfg.bridge} is missing")
+        if not bridge["flags"] & IFF_UP:
+            raise CNIError(INTERNAL, f"bridge {cfg.bridge} is down")
+        veth = links.get(host, host_name)
+        if veth is None:
+            raise CNIError(INTERNAL, f"CNI veth {host_name} of {args.ifname} is missing")
+        if veth.get_attr("IFLA_MASTER") != bridge["index"]:
+            raise CNIError(INTERNAL, f"interface {host_name} is not attached to bridge {cfg.bridge}")
+
+
 def check(args: Args, conf: dict) -> None:
-    parse_config(conf)
+    cfg = parse_config(conf)
     prev = conf.get("prevResult")
     if not isinstance(prev, dict):
         raise CNIError(INVALID_CONFIG, "CHECK needs prevResult")
     ipam.run("CHECK", conf, args)
     _require_netns(args.netns)
+    _check_host_end(cfg, args)
     with links.netlink(args.netns) as pod:
         link = links.get(pod, args.ifname)
         if link is None:

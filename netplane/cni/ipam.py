@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from netplane.cni import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, Args, CNIError, find_plugin, main, parse_output
+from netplane.cni import (INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, Args, CNIError, cni_args, find_plugin, main,
+                          parse_output)
 
 TYPE = "netplane-host-local"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -161,7 +162,37 @@ def _reserved_by(directory: Path, args: Args) -> list[Address]:
     return [ipaddress.ip_address(entry.name) for entry, held in _reservations(directory) if held == owner]
 
 
-def _reserve(directory: Path, index: int, ranges: tuple[Range, ...], args: Args) -> dict:
+def requested_ips(args: Args) -> list[Address]:
+    """The addresses asked for by ``IP=a[,b]`` in CNI_ARGS, as host-local reads them."""
+    wanted = cni_args(args, ("IP",)).get("IP", "")
+    return [_address(ip, "CNI_ARGS IP") for ip in wanted.split(",") if ip]
+
+
+def _reserve_requested(directory: Path, ranges: tuple[Range, ...], ip: Address, args: Args) -> dict:
+    """The requested address from this range set, or an error when another holds it."""
+    r = next(r for r in ranges if int(r.start) <= int(ip) <= int(r.end) and ip in r.subnet)
+    if not r.usable(ip):
+        raise CNIError(INTERNAL, f"requested IP address {ip} is not usable in {r.subnet}")
+    try:
+        fd = os.open(directory / str(ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise CNIError(INTERNAL, f"requested IP address {ip} is not available in range set "
+                                 f"{r.start}-{r.end}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(_owner(args))
+    return {"address": f"{ip}/{r.subnet.prefixlen}", "gateway": str(r.gateway)}
+
+
+def _in_set(ranges: tuple[Range, ...], ip: Address) -> bool:
+    return any(ip.version == r.start.version and int(r.start) <= int(ip) <= int(r.end) for r in ranges)
+
+
+def _reserve(directory: Path, index: int, ranges: tuple[Range, ...], args: Args,
+             requested: list[Address]) -> dict:
+    """An address from range set `index`: the one requested in it, else the next round-robin one."""
+    wanted = next((ip for ip in requested if _in_set(ranges, ip)), None)
+    if wanted is not None:
+        return _reserve_requested(directory, ranges, wanted, args)
     last_file = directory / f"{LAST_RESERVED}{index}"
     try:
         last = ipaddress.ip_address(last_file.read_text().strip())
@@ -181,15 +212,20 @@ def _reserve(directory: Path, index: int, ranges: tuple[Range, ...], args: Args)
 
 
 def add(args: Args, conf: dict) -> dict:
-    """Reserve one address from each range set; all or none."""
+    """Reserve one address from each range set, the requested ones (CNI_ARGS IP) where asked; all or none."""
     cfg = parse_config(conf)
+    requested = requested_ips(args)
+    stray = [ip for ip in requested if not any(_in_set(ranges, ip) for ranges in cfg.range_sets)]
+    if stray:
+        raise CNIError(INTERNAL, f"requested IP address {stray[0]} is not in any range set of the network")
     with _locked(cfg.directory):
         held = _reserved_by(cfg.directory, args)
         if held:
             raise CNIError(INTERNAL, f"{held[0]} is already reserved for {args.container_id} "
                                      f"{args.ifname}; duplicate allocation is not allowed")
         try:
-            ips = [_reserve(cfg.directory, i, ranges, args) for i, ranges in enumerate(cfg.range_sets)]
+            ips = [_reserve(cfg.directory, i, ranges, args, requested)
+                   for i, ranges in enumerate(cfg.range_sets)]
         except BaseException:
             _release(cfg.directory, args)
             raise

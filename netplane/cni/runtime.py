@@ -46,11 +46,12 @@ def plugin_dir() -> str:
 
 @dataclass(frozen=True)
 class Attachment:
-    """One pod interface on a network: the CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME of a call."""
+    """One pod interface on a network: the CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and CNI_ARGS of a call."""
 
     container_id: str
     netns_path: str
     ifname: str = "eth0"
+    args: str = ""  # CNI_ARGS, e.g. "IgnoreUnknown=1;IP=10.244.1.7" to ask host-local for an address
 
     def __post_init__(self) -> None:
         if not CONTAINER_ID_RE.match(self.container_id) or not IFNAME_RE.match(self.ifname):
@@ -270,7 +271,7 @@ class Runtime:
         kind = plugin["type"]
         exe = self._find(kind, name)
         stdin = plugin | {"name": name, "cniVersion": version} | ({"prevResult": prev} if prev else {})
-        args = (Args(command, att.container_id, att.netns_path, att.ifname, tuple(self.plugin_dirs)) if att
+        args = (Args(command, att.container_id, att.netns_path, att.ifname, tuple(self.plugin_dirs), att.args) if att
                 else Args(command, path=tuple(self.plugin_dirs)))
         stdout, stderr, code = await self._exec(exe, args.env(command), stdin)
         return parse_output(kind, code, stdout, stderr)
