@@ -770,7 +770,7 @@ def test_dry_run_admits_and_validates_but_never_persists(tmp_path):
         async with serving(tmp_path, admit=admit) as (store, api, port):
             made = await api.create("pods", pod("a", node="node-1"))
             rv = store.resource_version
-            ghost = await api.create("pods", {"metadata": {"generateName": "web-"}, "spec": {}}, dry_run=True)
+            ghost = await api.create("pods", {"metadata": {"generateName": "web-"}, "spec": pod("x")["spec"]}, dry_run=True)
             assert ghost["metadata"]["name"].startswith("web-") and ghost["metadata"]["annotations"]["admitted"] == "create"
             with pytest.raises(ApiError) as e:
                 await api.create("pods", pod("b", {"refuse": "y"}), dry_run=True)

@@ -734,6 +734,7 @@ async def _ok(request: web.Request) -> web.Response:
 _HTTP_MESSAGES = {
     404: "the server could not find the requested resource",
     405: "the server does not allow this method on the requested resource",
+    413: f"Request entity too large: limit is {MAX_BODY}",
 }
 
 

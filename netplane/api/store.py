@@ -15,14 +15,13 @@ to the commit and returns what would have been stored.
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from netplane.api import lifecycle
+from netplane.api import lifecycle, validation
 from netplane.api.backends import ADDED, DELETED, MODIFIED, Event, Stale, open_backend
 from netplane.api.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from netplane.api.lifecycle import DeleteOptions, clone
@@ -32,11 +31,6 @@ Admit = Callable[[str, str, dict, "dict | None", "Store"], "dict | None"]
 Change = Callable[[dict], dict]  # a patch: the object (or its Scale) in, the patched one out
 
 DEFAULT_NAMESPACES = ("default", "kube-system")
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_SUBDOMAIN_MESSAGE = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-    "and must start and end with an alphanumeric character"
-)
 _GENERATED_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's: no vowels, no look-alikes
 
 def _now() -> datetime:
@@ -106,7 +100,7 @@ class Store:
                     raise not_found("namespaces", ns)
             if not meta.get("name"):
                 meta["name"] = self._generate_name(res, ns, meta)
-            _validate_name(res, meta["name"])
+            validation.check(res, obj)
             if self._load(plural, ns, meta["name"]) is not None:
                 raise already_exists(plural, meta["name"])
             lifecycle.prepare_create(res, obj, _now())
@@ -242,6 +236,8 @@ class Store:
         if new["metadata"].get("resourceVersion") not in (None, "", current):
             raise conflict(res.plural, old["metadata"]["name"])
         new = lifecycle.prepare_update(res, new, old, subresource)
+        if subresource is None:
+            validation.check(res, new)
         new = self._admitted("update/status" if subresource else "update", res.plural, new, old)
         lifecycle.after_admission(old, new)
         new["metadata"]["resourceVersion"] = current
@@ -343,8 +339,3 @@ def _checked_copy(res: Resource, obj: Any) -> dict:
     if not res.namespaced:
         meta.pop("namespace", None)
     return obj
-
-
-def _validate_name(res: Resource, name: str) -> None:
-    if len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
-        raise invalid(res.kind, name, "metadata.name", f'Invalid value: "{name}": {_SUBDOMAIN_MESSAGE}')

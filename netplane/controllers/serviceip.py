@@ -1,5 +1,6 @@
-"""Service defaults, validation, ClusterIP and NodePort allocation, done when a Service is written, as the real
-API server's service storage does (so `create` returns the ClusterIP at once)."""
+"""Service defaults, ClusterIP and NodePort allocation, done when a Service is written, as the real
+API server's service storage does (so `create` returns the ClusterIP at once); the fields were
+validated before (api/validation.py)."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,8 +10,6 @@ from collections.abc import Callable
 from netplane.api import errors
 from netplane.api.errors import ApiError
 
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 NODE_PORTS = (30000, 32767)
 
 
@@ -37,30 +36,15 @@ def allocate(service_cidr: str, used: set[str], requested: str | None = None) ->
     raise ValueError(f"the service range {service_cidr} is full")
 
 
-def _default_and_validate(service: dict) -> None:
-    name = service["metadata"].get("name", "")
+def _defaults(service: dict) -> None:
+    """Upstream's defaults (the API server validated the Service first, reading them as these)."""
     spec = service.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
-    if spec["type"] not in TYPES:
-        raise invalid(name, "spec.type", f"unsupported value {spec['type']!r}: one of {', '.join(TYPES)}")
-    ports = spec.get("ports", [])
-    if not ports and spec["type"] != "ExternalName" and spec.get("clusterIP") != "None":
-        raise invalid(name, "spec.ports", "Required value")
-    seen = set()
-    for i, port in enumerate(ports):
+    for port in spec.get("ports", []):
         port.setdefault("protocol", "TCP")
-        port.setdefault("targetPort", port.get("port"))
-        if not isinstance(port.get("port"), int) or not 1 <= port["port"] <= 65535:
-            raise invalid(name, f"spec.ports[{i}].port", "must be between 1 and 65535")
-        if port["protocol"] not in PROTOCOLS:
-            raise invalid(name, f"spec.ports[{i}].protocol", f"one of {', '.join(PROTOCOLS)}")
-        if len(ports) > 1 and not port.get("name"):
-            raise invalid(name, f"spec.ports[{i}].name", "Required value when a Service has several ports")
-        key = (port.get("name"), port["port"], port["protocol"])
-        if key in seen:
-            raise invalid(name, f"spec.ports[{i}]", "Duplicate value")
-        seen.add(key)
+        if port.get("targetPort") in (None, 0, ""):
+            port["targetPort"] = port.get("port")
 
 
 def allocate_node_port(used: set[int], requested: int | None = None) -> int:
@@ -128,7 +112,7 @@ def admitter(service_cidr: str) -> Callable:
     def admit(verb: str, plural: str, obj: dict, old: dict | None, store) -> dict:
         if plural != "services" or verb == "update/status":
             return obj
-        _default_and_validate(obj)
+        _defaults(obj)
         name = obj["metadata"].get("name", "")
         others = [s for s in store.list("services")[0]
                   if (s["metadata"].get("namespace"), s["metadata"]["name"]) != (obj["metadata"].get("namespace"), name)]

@@ -1,0 +1,368 @@
+"""Field validation as kube-apiserver's (apimachinery's name and label rules, the core and apps
+validation of Pods, Services and workloads), with upstream's field paths and messages (v1.32), so a
+manifest that a cluster refuses is refused here the same way, and one it takes is taken.
+
+``problems`` returns every error of an object, as upstream gathers them; ``check`` raises them as
+one 422 Invalid. Only what a write can get wrong is checked; defaults are applied afterwards (a
+Service port's protocol, targetPort), so the checks read them as their defaults.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from netplane.api.errors import ApiError
+from netplane.api.resources import Resource
+
+ANNOTATIONS_MAX_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
+PROTOCOLS = ("SCTP", "TCP", "UDP")
+SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "DaemonSet")
+
+_REASONS = {"Invalid value": "FieldValueInvalid", "Required value": "FieldValueRequired",
+            "Duplicate value": "FieldValueDuplicate", "Unsupported value": "FieldValueNotSupported",
+            "Too long": "FieldValueTooLong"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One field error: ``spec.ports[1].name: Duplicate value: "http"``."""
+
+    field: str
+    type: str
+    value: Any = None
+    detail: str = ""
+
+    def body(self) -> str:
+        parts = [self.type]
+        if self.type in ("Invalid value", "Duplicate value", "Unsupported value"):
+            parts.append(_render(self.value))
+        if self.detail:
+            parts.append(self.detail)
+        return ": ".join(parts)
+
+
+class Go(str):
+    """A value as Go's %#v prints it, shown as it is (upstream prints some values that way)."""
+
+
+def go_map(found: dict) -> Go:
+    return Go("map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in sorted(found.items())) + "}")
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, Go):
+        return str(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def invalid(field: str, value: Any, detail: str) -> Problem:
+    return Problem(field, "Invalid value", value, detail)
+
+
+def required(field: str, detail: str = "") -> Problem:
+    return Problem(field, "Required value", detail=detail)
+
+
+def duplicate(field: str, value: Any) -> Problem:
+    return Problem(field, "Duplicate value", value)
+
+
+def error(res: Resource, name: str, problems: list[Problem]) -> ApiError:
+    """The 422 Invalid Status of a list of problems, worded as upstream's NewInvalid."""
+    bodies = list(dict.fromkeys(f"{p.field}: {p.body()}" for p in problems))
+    summary = bodies[0] if len(bodies) == 1 else "[" + ", ".join(bodies) + "]"
+    causes = [{"reason": _REASONS.get(p.type, "FieldValueInvalid"), "message": p.body(), "field": p.field}
+              for p in problems]
+    kind = f"{res.kind}.{res.group}" if res.group else res.kind
+    group = {"group": res.group} if res.group else {}
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}',
+                    {"name": name, **group, "kind": res.kind, "causes": causes})
+
+
+# -- apimachinery's string rules: each returns the messages of what is wrong with a value
+
+def _regex_error(message: str, regex: str, *examples: str) -> str:
+    shown = "".join(f"{' or ' if i else ''}'{e}', " for i, e in enumerate(examples))
+    return f"{message} (e.g. {shown}regex used for validation is '{regex}')"
+
+
+def _max_len(n: int) -> str:
+    return f"must be no more than {n} characters"
+
+
+def _length(value: str, n: int) -> list[str]:
+    return [_max_len(n)] if len(value) > n else []
+
+
+_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = rf"{_LABEL}(\.{_LABEL})*"
+_DNS1035 = "[a-z]([-a-z0-9]*[a-z0-9])?"
+_QUALIFIED_NAME = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_LABEL_VALUE = f"({_QUALIFIED_NAME})?"
+SUBDOMAIN_MESSAGE = _regex_error(
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must "
+    "start and end with an alphanumeric character", _SUBDOMAIN, "example.com")
+LABEL_MESSAGE = _regex_error(
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and "
+    "end with an alphanumeric character", _LABEL, "my-name", "123-abc")
+DNS1035_MESSAGE = _regex_error(
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
+    "character, and end with an alphanumeric character", _DNS1035, "my-name", "abc-123")
+_QUALIFIED_NAME_MESSAGE = _regex_error(
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+    "character", _QUALIFIED_NAME, "MyName", "my.name", "123-abc")
+LABEL_VALUE_MESSAGE = _regex_error(
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must "
+    "start and end with an alphanumeric character", _LABEL_VALUE, "MyValue", "my_value", "12345")
+
+
+def _matches(regex: str, value: str) -> bool:
+    return re.fullmatch(regex, value) is not None
+
+
+def dns1123_subdomain(value: str) -> list[str]:
+    return _length(value, 253) + ([] if _matches(_SUBDOMAIN, value) else [SUBDOMAIN_MESSAGE])
+
+
+def dns1123_label(value: str) -> list[str]:
+    if _matches(_LABEL, value):
+        return _length(value, 63)
+    return _length(value, 63) + ["must not contain dots" if _matches(_SUBDOMAIN, value) else LABEL_MESSAGE]
+
+
+def dns1035_label(value: str) -> list[str]:
+    return _length(value, 63) + ([] if _matches(_DNS1035, value) else [DNS1035_MESSAGE])
+
+
+def qualified_name(value: str) -> list[str]:
+    """A label or annotation key: ``[prefix/]name``, the prefix a DNS subdomain."""
+    parts = value.split("/")
+    if len(parts) > 2:
+        return [f"a qualified name {_QUALIFIED_NAME_MESSAGE} with an optional DNS subdomain prefix and '/' "
+                "(e.g. 'example.com/MyName')"]
+    out = []
+    if len(parts) == 2:
+        prefix = parts[0]
+        wrong = dns1123_subdomain(prefix) if prefix else ["must be non-empty"]
+        out += [f"prefix part {m}" for m in wrong]
+    name = parts[-1]
+    if not name:
+        return out + ["name part must be non-empty"]
+    out += [f"name part {m}" for m in _length(name, 63)]
+    return out + ([] if _matches(_QUALIFIED_NAME, name) else [f"name part {_QUALIFIED_NAME_MESSAGE}"])
+
+
+def label_value(value: str) -> list[str]:
+    return _length(value, 63) + ([] if _matches(_LABEL_VALUE, value) else [LABEL_VALUE_MESSAGE])
+
+
+def port_name(value: str) -> list[str]:
+    """IsValidPortName: an IANA service name."""
+    out = _length(value, 15)
+    if not _matches("[-a-z0-9]+", value):
+        out.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    if not re.search("[a-z]", value):
+        out.append("must contain at least one letter (a-z)")
+    if "--" in value:
+        out.append("must not contain consecutive hyphens")
+    if value.startswith("-") or value.endswith("-"):
+        out.append("must not begin or end with a hyphen")
+    return out
+
+
+def _port_number(field: str, value: Any) -> list[Problem]:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return []
+    return [invalid(field, value, "must be between 1 and 65535, inclusive")]
+
+
+def _each(field: str, value: str, rule) -> list[Problem]:
+    return [invalid(field, value, message) for message in rule(value)]
+
+
+# -- object metadata
+
+NAME_RULES = {"Namespace": dns1123_label, "Service": dns1035_label}
+
+
+def _metadata(res: Resource, meta: dict) -> list[Problem]:
+    out = _each("metadata.name", meta.get("name", ""), NAME_RULES.get(res.kind, dns1123_subdomain))
+    out += labels("metadata.labels", meta.get("labels"))
+    annotations = meta.get("annotations") or {}
+    if isinstance(annotations, dict):
+        for key in annotations:
+            out += [invalid("metadata.annotations", key, m) for m in qualified_name(str(key).lower())]
+        size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
+        if size > ANNOTATIONS_MAX_BYTES:
+            out.append(Problem("metadata.annotations", "Too long",
+                               detail=f"must have at most {ANNOTATIONS_MAX_BYTES} bytes"))
+    return out
+
+
+def labels(field: str, found: Any) -> list[Problem]:
+    """ValidateLabels: each key a qualified name, each value a label value."""
+    if not isinstance(found, dict):
+        return []
+    out = []
+    for key, value in found.items():
+        out += [invalid(field, key, m) for m in qualified_name(str(key))]
+        out += [invalid(field, value, m) for m in label_value(str(value))] if isinstance(value, str) else \
+            [invalid(field, value, "must be a string")]
+    return out
+
+
+# -- kinds
+
+def _service(spec: dict) -> list[Problem]:
+    out = labels("spec.selector", spec.get("selector"))
+    kind = spec.get("type", "ClusterIP")
+    if kind not in SERVICE_TYPES:
+        supported = ", ".join(f'"{t}"' for t in SERVICE_TYPES)
+        out.append(Problem("spec.type", "Unsupported value", kind, f"supported values: {supported}"))
+    ports = spec.get("ports") or []
+    if not ports and kind != "ExternalName" and spec.get("clusterIP") != "None":
+        out.append(required("spec.ports"))
+    names: set[str] = set()
+    keys: set[tuple[Any, str]] = set()
+    for i, port in enumerate(ports if isinstance(ports, list) else []):
+        at = f"spec.ports[{i}]"
+        if not isinstance(port, dict):
+            out.append(invalid(at, port, "must be an object"))
+            continue
+        name = port.get("name") or ""
+        if not name and len(ports) > 1:
+            out.append(required(f"{at}.name"))
+        elif name:
+            out += _each(f"{at}.name", name, dns1123_label)
+            if name in names:
+                out.append(duplicate(f"{at}.name", name))
+            names.add(name)
+        out += _port_number(f"{at}.port", port.get("port"))
+        protocol = port.get("protocol", "TCP")
+        if protocol not in PROTOCOLS:
+            supported = ", ".join(f'"{p}"' for p in PROTOCOLS)
+            out.append(Problem(f"{at}.protocol", "Unsupported value", protocol, f"supported values: {supported}"))
+        target = port.get("targetPort")
+        if isinstance(target, str) and target:
+            out += _each(f"{at}.targetPort", target, port_name)
+        elif target not in (None, 0, ""):
+            out += _port_number(f"{at}.targetPort", target)
+        key = (port.get("port"), protocol)
+        if key in keys:
+            out.append(duplicate(at, _service_port_key(*key)))
+        keys.add(key)
+    return out
+
+
+def _service_port_key(port: Any, protocol: str) -> Go:
+    """Upstream's key for duplicate ports: a ServicePort of only these two fields, printed with %#v."""
+    return Go(f'core.ServicePort{{Name:"", Protocol:"{protocol}", AppProtocol:(*string)(nil), Port:{port}, '
+              'TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:""}, NodePort:0}')
+
+
+def _containers(field: str, containers: Any) -> list[Problem]:
+    if not containers:
+        return [required(field)]
+    out = []
+    seen: set[str] = set()
+    for i, c in enumerate(containers if isinstance(containers, list) else []):
+        at = f"{field}[{i}]"
+        if not isinstance(c, dict):
+            out.append(invalid(at, c, "must be an object"))
+            continue
+        name = c.get("name") or ""
+        if not name:
+            out.append(required(f"{at}.name"))
+        else:
+            out += _each(f"{at}.name", name, dns1123_label)
+            if name in seen:
+                out.append(duplicate(f"{at}.name", name))
+            seen.add(name)
+        if not c.get("image"):
+            out.append(required(f"{at}.image"))
+        out += _container_ports(f"{at}.ports", c.get("ports") or [])
+    return out
+
+
+def _container_ports(field: str, ports: Any) -> list[Problem]:
+    out = []
+    names: set[str] = set()
+    for i, port in enumerate(ports if isinstance(ports, list) else []):
+        at = f"{field}[{i}]"
+        if not isinstance(port, dict):
+            out.append(invalid(at, port, "must be an object"))
+            continue
+        if port.get("name"):
+            out += _each(f"{at}.name", port["name"], port_name)
+            if port["name"] in names:
+                out.append(duplicate(f"{at}.name", port["name"]))
+            names.add(port["name"])
+        if not port.get("containerPort"):
+            out.append(required(f"{at}.containerPort"))
+        else:
+            out += _port_number(f"{at}.containerPort", port["containerPort"])
+        if port.get("hostPort"):
+            out += _port_number(f"{at}.hostPort", port["hostPort"])
+    return out
+
+
+def _pod_spec(field: str, spec: Any) -> list[Problem]:
+    if not isinstance(spec, dict):
+        return [required(field)]
+    out = _containers(f"{field}.containers", spec.get("containers"))
+    if spec.get("initContainers"):
+        out += _containers(f"{field}.initContainers", spec["initContainers"])
+    return out
+
+
+EMPTY_SELECTOR = Go("v1.LabelSelector{MatchLabels:map[string]string(nil), "
+                    "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}")
+
+
+def _workload(kind: str, spec: dict) -> list[Problem]:
+    from netplane.controllers.workloads import matches
+    selector = spec.get("selector")
+    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    template_labels = (template.get("metadata") or {}).get("labels") or {}
+    out = []
+    if not isinstance(selector, dict):
+        out.append(required("spec.selector"))
+    elif not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        owner = "daemonset" if kind == "DaemonSet" else "deployment"  # upstream's ReplicaSet says deployment too
+        out.append(invalid("spec.selector", EMPTY_SELECTOR, f"empty selector is invalid for {owner}"))
+    else:
+        out += labels("spec.selector.matchLabels", selector.get("matchLabels"))
+        if not matches(selector, template_labels):
+            out.append(invalid("spec.template.metadata.labels", go_map(template_labels),
+                               "`selector` does not match template `labels`"))
+    out += labels("spec.template.metadata.labels", template_labels)
+    return out + _pod_spec("spec.template.spec", template.get("spec"))
+
+
+def problems(res: Resource, obj: dict) -> list[Problem]:
+    """Everything wrong with an object that is about to be written, in upstream's order."""
+    out = _metadata(res, obj.get("metadata") or {})
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if res.kind == "Service":
+        out += _service(spec)
+    elif res.kind == "Pod":
+        out += _pod_spec("spec", obj.get("spec"))
+    elif res.kind in WORKLOAD_KINDS:
+        out += _workload(res.kind, spec)
+    return out
+
+
+def check(res: Resource, obj: dict) -> None:
+    """Raise every problem of the object as one 422 Invalid."""
+    found = problems(res, obj)
+    if found:
+        raise error(res, obj.get("metadata", {}).get("name", ""), found)
