@@ -205,6 +205,11 @@ def test_errors_are_status_objects(tmp_path):
 
             code, body = await raw(port, "GET", "/api/v1/widgets")
             assert_status(body, 404, "NotFound")
+            assert body["details"] == {}  # kubectl debug reads them: present, empty, as kube-apiserver's
+            code, body = await raw(port, "GET", "/apis/apps/v1/namespaces/default/deployments/gone")
+            assert_status(body, 404, "NotFound")
+            assert body["message"] == 'deployments.apps "gone" not found'
+            assert body["details"] == {"name": "gone", "group": "apps", "kind": "deployments"}
             code, body = await raw(port, "PATCH", f"{pods}/a", b"{}", content_type="application/apply-patch+yaml")
             assert_status(body, 415, "UnsupportedMediaType")
             code, body = await raw(port, "POST", pods, json.dumps(pod("c")).encode(), content_type="text/plain")

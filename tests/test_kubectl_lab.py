@@ -148,6 +148,34 @@ def test_describe_and_wide_output_look_like_a_cluster(lab):
     assert "Name:" in described and "node-2" in described and "172.30.0.12" in described
 
 
+def test_the_official_client_reads_nodes_version_and_discovery_with_or_without_a_trailing_slash(lab):
+    """The Python client's models require NodeSystemInfo's machineID, systemUUID and bootID; a node
+    carries them, with capacity and allocatable, so list, read and watch of Nodes work, and
+    `kubectl describe node` shows real figures. Discovery answers `/api/` as `/api`."""
+    from kubernetes import client, config, watch
+    api = config.new_client_from_config(config_file=str(LabState(lab).kubeconfig))
+    assert client.VersionApi(api).get_code().git_version.startswith("v1.32")
+    assert client.CoreApi(api).get_api_versions().versions == ["v1"]
+    assert "pods" in {r.name for r in client.CoreV1Api(api).get_api_resources().resources}
+    assert client.AppsV1Api(api).get_api_resources().group_version == "apps/v1"
+    core = client.CoreV1Api(api)
+    nodes = core.list_node().items
+    assert {n.metadata.name for n in nodes} == {"node-1", "node-2"}
+    infos = [n.status.node_info for n in nodes]
+    assert len({i.machine_id for i in infos}) == 2 and all(i.boot_id and i.system_uuid for i in infos)
+    node = core.read_node("node-1")
+    assert node.status.capacity["pods"] == "110" and int(node.status.allocatable["cpu"]) >= 1
+    events = list(watch.Watch().stream(core.list_node, timeout_seconds=1))
+    assert {e["object"].metadata.name for e in events} == {"node-1", "node-2"}
+    for path in ("/version/", "/api/", "/apis/", "/api/v1/", "/apis/apps/v1/", "/apis/apps/"):
+        response = api.call_api(*api.param_serialize("GET", path, auth_settings=["BearerToken"]))
+        response.read()
+        assert response.status == 200 and json.loads(response.data), path
+    described = kubectl(lab, "describe", "node", "node-1").stdout
+    assert "Capacity:" in described and "Allocatable:" in described
+    assert "-9223372036854775808" not in described and "Machine ID:" in described
+
+
 def test_a_node_that_stops_heartbeating_goes_not_ready_and_its_pods_leave_the_endpoints(lab):
     # a Node whose agent is gone: registered, given a Lease once, then silent
     ghost = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "ghost"}, "spec": {},

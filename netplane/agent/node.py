@@ -7,7 +7,9 @@ import asyncio
 import copy
 import json
 import logging
+import os
 import platform
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 # the reference portmap plugin: DNATs a pod's hostPorts, from the portMappings capability args
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
 RENEW_RETRY = 0.2  # seconds before the first retry of a Lease renewal that failed
+MAX_PODS = 110  # the kubelet's default --max-pods
 CONF_NAME = "10-netplane.conflist"  # the node's CNI config, in its state directory (its /etc/cni/net.d)
 
 
@@ -112,11 +115,48 @@ def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
         "status": {
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "conditions": [ready_condition(False, "KubeletNotReady", "network not ready: waiting for a podCIDR")],
-            "nodeInfo": {"kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux",
-                         "architecture": "amd64", "containerRuntimeVersion": "netplane://0.1.0",
-                         "kernelVersion": platform.release(), "osImage": os_image()},
+            "capacity": capacity(), "allocatable": allocatable(capacity()),
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": node_info(name),
         },
     }
+
+
+def _first_line(path: str, default: str = "") -> str:
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return default
+
+
+def node_info(name: str) -> dict:
+    """The kubelet's NodeSystemInfo. Every emulated node is a machine of its own, so its machineID
+    and systemUUID are derived from the host's and the node's name; they share the host's kernel,
+    so its bootID is the host's."""
+    host = _first_line("/etc/machine-id") or _first_line("/proc/sys/kernel/random/boot_id")
+    machine = uuid.uuid5(uuid.NAMESPACE_OID, f"{host}/{name}")
+    boot = _first_line("/proc/sys/kernel/random/boot_id")
+    return {"machineID": machine.hex, "systemUUID": str(machine), "bootID": boot, "kernelVersion": platform.release(),
+            "osImage": os_image(), "containerRuntimeVersion": "netplane://0.1.0", "kubeletVersion": VERSION,
+            "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": "amd64"}
+
+
+def capacity() -> dict[str, str]:
+    """What the kubelet reports for the machine: its CPUs, memory and root filesystem, 110 pods."""
+    memory_kib = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal:")), 0)
+    disk = os.statvfs("/")
+    return {"cpu": str(os.cpu_count() or 1), "memory": f"{memory_kib}Ki",
+            "ephemeral-storage": f"{disk.f_blocks * disk.f_frsize // 1024}Ki",
+            "hugepages-1Gi": "0", "hugepages-2Mi": "0", "pods": str(MAX_PODS)}
+
+
+def allocatable(found: dict[str, str]) -> dict[str, str]:
+    """capacity less the kubelet's default hard eviction thresholds: memory.available<100Mi,
+    nodefs.available<10%."""
+    memory = int(found["memory"].removesuffix("Ki")) - 100 * 1024
+    storage = int(found["ephemeral-storage"].removesuffix("Ki")) * 9 // 10
+    return found | {"memory": f"{memory}Ki", "ephemeral-storage": f"{storage}Ki"}
 
 
 def os_image() -> str:

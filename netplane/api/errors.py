@@ -53,7 +53,8 @@ class ApiError(Exception):
 
     @staticmethod
     def for_code(code: int, message: str) -> ApiError:
-        return ApiError(code, REASONS.get(code, "Unknown"), message)
+        """A generic error; a 404 or 405 carries empty details, as kube-apiserver's (clients read them)."""
+        return ApiError(code, REASONS.get(code, "Unknown"), message, {} if code in (404, 405) else None)
 
     def __repr__(self) -> str:
         return f"ApiError({self.code}, {self.reason!r}, {self.message!r})"
@@ -66,24 +67,26 @@ class Gone(ApiError):
         super().__init__(410, "Gone", message)
 
 
-def not_found(plural: str, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{plural} "{name}" not found', {"name": name, "kind": plural})
+def _about(plural: str, name: str, group: str) -> tuple[str, dict[str, Any]]:
+    """How upstream names an object in a message (``deployments.apps "web"``) and its Status details."""
+    resource = f"{plural}.{group}" if group else plural
+    return f'{resource} "{name}"', {"name": name, **({"group": group} if group else {}), "kind": plural}
 
 
-def already_exists(plural: str, name: str) -> ApiError:
-    return ApiError(
-        409, "AlreadyExists", f'{plural} "{name}" already exists', {"name": name, "kind": plural}
-    )
+def not_found(plural: str, name: str, group: str = "") -> ApiError:
+    what, details = _about(plural, name, group)
+    return ApiError(404, "NotFound", f"{what} not found", details)
 
 
-def conflict(plural: str, name: str) -> ApiError:
-    return ApiError(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on {plural} "{name}": the object has been modified; '
-        "please apply your changes to the latest version and try again",
-        {"name": name, "kind": plural},
-    )
+def already_exists(plural: str, name: str, group: str = "") -> ApiError:
+    what, details = _about(plural, name, group)
+    return ApiError(409, "AlreadyExists", f"{what} already exists", details)
+
+
+def conflict(plural: str, name: str, group: str = "") -> ApiError:
+    what, details = _about(plural, name, group)
+    return ApiError(409, "Conflict", f"Operation cannot be fulfilled on {what}: the object has been modified; "
+                                     "please apply your changes to the latest version and try again", details)
 
 
 def invalid(kind: str, name: str, field: str, message: str) -> ApiError:

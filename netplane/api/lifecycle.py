@@ -176,7 +176,7 @@ def check_preconditions(res: Resource, obj: dict, preconditions: Mapping[str, st
         want = preconditions.get(key)
         if want is not None and want != meta.get(key):
             label = "UID" if key == "uid" else "ResourceVersion"
-            details = conflict(res.plural, meta.get("name", "")).details
+            details = conflict(res.plural, meta.get("name", ""), res.group).details
             raise ApiError(409, "Conflict", f"Precondition failed: {label} in precondition: {want}, "
                            f"{label} in object meta: {meta.get(key)}", details)
 

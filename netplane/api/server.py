@@ -683,27 +683,34 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
 
 
 def _add_discovery_routes(router: web.UrlDispatcher) -> None:
+    """/version, /api, /apis and each group and group-version, with or without a trailing slash
+    (kube-apiserver answers both; some clients ask for ``/api/``)."""
+
+    def add(path: str, handler: Handler) -> None:
+        router.add_get(path, handler)
+        router.add_get(path + "/", handler)
+
     by_gv: dict[str, list[Resource]] = {}
     for r in RESOURCES:
         by_gv.setdefault(api_version(r), []).append(r)
     groups = []
     for gv, resources in by_gv.items():
-        router.add_get(group_path(resources[0]), _constant(_resource_list(gv, resources)))
+        add(group_path(resources[0]), _constant(_resource_list(gv, resources)))
         if "/" in gv:
             name, version = gv.split("/")
             entry = {"groupVersion": gv, "version": version}
             group = {"name": name, "versions": [entry], "preferredVersion": entry}
             groups.append(group)
-            router.add_get(f"/apis/{name}", _constant({"kind": "APIGroup", "apiVersion": "v1", **group}))
-    router.add_get("/apis", _constant({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+            add(f"/apis/{name}", _constant({"kind": "APIGroup", "apiVersion": "v1", **group}))
+    add("/apis", _constant({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
     versions = sorted(gv for gv in by_gv if "/" not in gv)
 
     async def api_versions(request: web.Request) -> web.Response:
         addresses = [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}]
         return _json({"kind": "APIVersions", "versions": versions, "serverAddressByClientCIDRs": addresses})
 
-    router.add_get("/api", api_versions)
-    router.add_get("/version", _constant(VERSION))
+    add("/api", api_versions)
+    add("/version", _constant(VERSION))
 
 
 def _add_openapi_routes(router: web.UrlDispatcher) -> None:

@@ -70,7 +70,7 @@ class Store:
         with self._lock:
             obj = self._load(plural, _namespace(res, namespace), name)
         if obj is None:
-            raise not_found(plural, name)
+            raise not_found(plural, name, res.group)
         return obj
 
     def list(
@@ -102,7 +102,7 @@ class Store:
                 meta["name"] = self._generate_name(res, ns, meta)
             validation.check(res, obj)
             if self._load(plural, ns, meta["name"]) is not None:
-                raise already_exists(plural, meta["name"])
+                raise already_exists(plural, meta["name"], res.group)
             lifecycle.prepare_create(res, obj, _now())
             obj = self._admitted("create", plural, obj, None)
             if dry_run:
@@ -226,7 +226,7 @@ class Store:
     def _existing(self, res: Resource, namespace: str | None, name: str) -> dict:
         obj = self._load(res.plural, _namespace(res, namespace), name)
         if obj is None:
-            raise not_found(res.plural, name)
+            raise not_found(res.plural, name, res.group)
         return obj
 
     def _replace(self, res: Resource, old: dict, new: dict, subresource: str | None, dry_run: bool) -> dict:
@@ -234,7 +234,7 @@ class Store:
         of a deleting object whose last finalizer went."""
         current = old["metadata"]["resourceVersion"]
         if new["metadata"].get("resourceVersion") not in (None, "", current):
-            raise conflict(res.plural, old["metadata"]["name"])
+            raise conflict(res.plural, old["metadata"]["name"], res.group)
         new = lifecycle.prepare_update(res, new, old, subresource)
         if subresource is None:
             validation.check(res, new)
@@ -276,7 +276,8 @@ class Store:
             return self._backend.commit(changes)
         except Stale as e:
             type_, plural, obj = changes[e.index]
-            raise (already_exists if type_ == ADDED else conflict)(plural, obj["metadata"]["name"]) from None
+            error = already_exists if type_ == ADDED else conflict
+            raise error(plural, obj["metadata"]["name"], by_plural(plural).group) from None
 
     def _publish(self, events: list[Event]) -> None:
         """Subscriptions are fed directly on their own loop's thread, through call_soon_threadsafe elsewhere."""
