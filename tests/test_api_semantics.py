@@ -1210,3 +1210,24 @@ def test_official_python_client(tmp_path):
         with pytest.raises(kubernetes.client.ApiException) as e:
             apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": -2}})
         assert e.value.status == 422
+
+
+def test_delete_collection_through_the_official_client_and_kubectl(tmp_path):
+    """deletecollection deletes what the selectors match, each as a DELETE would (a pod bound to a
+    node is only marked), and lists what it deleted; namespaces have no deletecollection, as upstream."""
+    import kubernetes
+    with Cluster(tmp_path) as c, kubernetes.client.ApiClient(kubernetes.client.Configuration(host=c.url)) as client:
+        core = kubernetes.client.CoreV1Api(client)
+        for name, labels in (("a", {"app": "web"}), ("b", {"app": "web"}), ("c", {"app": "db"})):
+            core.create_namespaced_pod("default", pod(name, labels))
+        core.create_namespaced_pod("default", pod("bound", {"app": "web"}, node="node-1"))
+        core.delete_collection_namespaced_pod("default", label_selector="app=web")  # the client reads a Status
+        left = {p.metadata.name: p.metadata.deletion_timestamp for p in core.list_namespaced_pod("default").items}
+        assert set(left) == {"bound", "c"} and left["bound"] is not None and left["c"] is None
+        status, body, _ = asyncio.run(http(c.port, "DELETE", f"{PODS}?fieldSelector=metadata.name%3Dc"))
+        assert status == 200 and body["kind"] == "PodList"  # kube-apiserver's answer: the list of what went
+        assert [p["metadata"]["name"] for p in body["items"]] == ["c"]
+        status, _, _ = asyncio.run(http(c.port, "DELETE", "/api/v1/namespaces"))
+        assert status == 405
+        verbs = {r.name: r.verbs for r in core.get_api_resources().resources}
+        assert "deletecollection" in verbs["pods"] and "deletecollection" not in verbs["namespaces"]

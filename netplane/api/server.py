@@ -26,6 +26,7 @@ from netplane.api.store import Store
 
 MAX_BODY = 3 * 1024 * 1024
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez"})
+NO_DELETE_COLLECTION = frozenset({"namespaces"})  # as upstream: a namespace goes only by name
 VERSION = {
     "major": "1",
     "minor": "32",
@@ -588,7 +589,9 @@ class _Handlers:
     async def patch_scale(self, request: web.Request) -> web.Response:
         return await self._patch(request, "scale")
 
-    async def delete(self, request: web.Request) -> web.Response:
+    @staticmethod
+    async def _delete_options(request: web.Request) -> tuple[DeleteOptions, bool]:
+        """The DeleteOptions of a DELETE (body or query) and whether it is a dry run."""
         body = None
         if (await request.read()).strip():
             media = _media_type(request)
@@ -596,9 +599,30 @@ class _Handlers:
                 raise _unsupported_media(media, sorted(JSON_TYPES | YAML_TYPES))
             body = await _decode(request, media)
         options = DeleteOptions.parse(body, request.query)
-        deleted = request.app[STORE].delete(self.res.plural, *self._where(request), options,
-                                            dry_run=_dry_run(request.query) or options.dry_run)
+        return options, _dry_run(request.query) or options.dry_run
+
+    async def delete(self, request: web.Request) -> web.Response:
+        options, dry_run = await self._delete_options(request)
+        deleted = request.app[STORE].delete(self.res.plural, *self._where(request), options, dry_run=dry_run)
         return _encoded(request, deleted)
+
+    async def delete_collection(self, request: web.Request) -> web.Response:
+        """deletecollection: every object the label and field selectors match, each deleted as a
+        DELETE of it would be; the answer lists them as they are after it (a pod still terminating
+        carries its deletionTimestamp)."""
+        options, dry_run = await self._delete_options(request)
+        store, match = request.app[STORE], selector(request.query, self.res.plural)
+        items, _ = store.list(self.res.plural, request.match_info.get("namespace"))
+        deleted = []
+        for obj in filter(match, items):
+            try:
+                deleted.append(store.delete(self.res.plural, obj["metadata"].get("namespace"), obj["metadata"]["name"],
+                                            options, dry_run=dry_run))
+            except ApiError as err:  # gone meanwhile (a namespace's deletion took it along)
+                if err.code != 404:
+                    raise
+        return _encoded(request, {"kind": f"{self.res.kind}List", "apiVersion": api_version(self.res),
+                                  "metadata": {"resourceVersion": str(store.resource_version)}, "items": deleted})
 
     async def _update(self, request: web.Request, subresource: str | None) -> web.Response:
         duplicates: list[str] = []
@@ -633,6 +657,8 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
         collection = f"{root}/namespaces/{{namespace}}/{res.plural}"
     router.add_get(collection, h.list_or_watch)
     router.add_post(collection, h.create)
+    if res.plural not in NO_DELETE_COLLECTION:
+        router.add_delete(collection, h.delete_collection)
     item = collection + "/{name}"
     router.add_get(item, h.get)
     router.add_put(item, h.replace)
@@ -665,7 +691,8 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
     entries = []
     for r in resources:
         short = [a for a in r.aliases if a != r.singular]
-        verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+        verbs = ["create", "delete", *([] if r.plural in NO_DELETE_COLLECTION else ["deletecollection"]),
+                 "get", "list", "patch", "update", "watch"]
         entries.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
                         "kind": r.kind, "verbs": verbs, "shortNames": short})
         if r.plural in CATEGORY_ALL:
