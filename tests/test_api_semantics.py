@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import subprocess
 import threading
 import time
@@ -1123,7 +1124,9 @@ def test_kubectl_apply_create_patch_label_scale_get_describe_delete(tmp_path):
         described = c.kubectl("describe", "pod", "web-1").stdout
         assert "Status:       Pending" in described and "Image:        netplane/echo:2" in described
         assert "Port:         8080/TCP" in described and "Events:" in described
-        assert "Selector:          app=web" in c.kubectl("describe", "svc", "web").stdout
+        service = c.kubectl("describe", "svc", "web").stdout
+        assert re.search(r"^Selector: +app=web$", service, re.M)
+        assert re.search(r"^Internal Traffic Policy: +Cluster$", service, re.M)  # a default, as upstream's
         assert "Roles:              control-plane" in c.kubectl("describe", "node", "node-1").stdout
 
         c.kubectl("apply", "-f", "-", "--dry-run=server", stdin=MANIFEST)
@@ -1231,3 +1234,65 @@ def test_delete_collection_through_the_official_client_and_kubectl(tmp_path):
         assert status == 405
         verbs = {r.name: r.verbs for r in core.get_api_resources().resources}
         assert "deletecollection" in verbs["pods"] and "deletecollection" not in verbs["namespaces"]
+
+
+def test_every_kind_gets_upstreams_defaults(tmp_path):
+    """What `kubectl get -o json` shows of objects made by kubectl's own generators, field for field
+    as kube-apiserver v1.32 defaults them (pkg/apis/core/v1 and apps/v1 defaults.go, and the Priority
+    and DefaultTolerationSeconds admission plugins)."""
+    def got(c: Cluster, *what: str) -> dict:
+        return json.loads(c.kubectl("get", *what, "-o", "json").stdout)
+
+    with Cluster(tmp_path) as c:
+        c.kubectl("create", "deployment", "web", "--image=nginx")
+        deploy = got(c, "deployment", "web")["spec"]
+        assert deploy["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+        assert (deploy["replicas"], deploy["revisionHistoryLimit"], deploy["progressDeadlineSeconds"]) == (1, 10, 600)
+        template = deploy["template"]["spec"]
+        assert {k: template[k] for k in ("restartPolicy", "dnsPolicy", "terminationGracePeriodSeconds", "schedulerName",
+                                          "securityContext")} == {
+            "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "terminationGracePeriodSeconds": 30,
+            "schedulerName": "default-scheduler", "securityContext": {}}
+        container = template["containers"][0]
+        assert {k: container[k] for k in ("imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy",
+                                           "resources")} == {
+            "imagePullPolicy": "Always", "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "File", "resources": {}}
+
+        c.kubectl("run", "box", "--image=busybox:1.36", "--port=8080", "--", "sleep", "3600")
+        c.kubectl("patch", "pod", "box", "-p", '{"spec":{"containers":[{"name":"box","readinessProbe":'
+                                                '{"httpGet":{"port":8080}}}]}}')
+        pod = got(c, "pod", "box")
+        box = pod["spec"]["containers"][0]
+        assert box["imagePullPolicy"] == "IfNotPresent" and box["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+        assert box["readinessProbe"] == {"httpGet": {"port": 8080, "path": "/", "scheme": "HTTP"}, "timeoutSeconds": 1,
+                                         "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}
+        assert (pod["spec"]["priority"], pod["spec"]["preemptionPolicy"]) == (0, "PreemptLowerPriority")
+        assert pod["spec"]["tolerations"] == [
+            {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
+        assert pod["status"]["qosClass"] == "BestEffort"
+        described = c.kubectl("describe", "pod", "box").stdout
+        assert "http-get http://:8080/ delay=0s timeout=1s period=10s #success=1 #failure=3" in described
+
+        c.kubectl("create", "service", "nodeport", "web", "--tcp=80:8080")
+        service = got(c, "service", "web")["spec"]
+        assert (service["internalTrafficPolicy"], service["externalTrafficPolicy"], service["sessionAffinity"]) == (
+            "Cluster", "Cluster", "None")
+        c.kubectl("create", "namespace", "team-a")
+        namespace = got(c, "namespace", "team-a")
+        assert namespace["metadata"]["labels"] == {"kubernetes.io/metadata.name": "team-a"}
+        assert namespace["spec"] == {"finalizers": ["kubernetes"]} and namespace["status"] == {"phase": "Active"}
+        c.kubectl("apply", "-f", "-", stdin="""
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: netplane/echo}]}
+""")
+        daemonset = got(c, "daemonset", "agent")["spec"]
+        assert daemonset["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+        assert daemonset["revisionHistoryLimit"] == 10

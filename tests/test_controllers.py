@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from netplane.api import defaults
 from netplane.api.errors import ApiError
+from netplane.api.resources import by_plural
 from netplane.controllers import endpointslice, nodeipam, scheduler, serviceip
 
 
@@ -51,18 +53,30 @@ class FakeStore:
         return self.services, "1"
 
 
-def test_service_admission_defaults_allocates_and_keeps_the_ip():
+def defaulted(service: dict) -> dict:
+    """The Service as admission sees it: defaulted first, as the API server does."""
+    defaults.apply(by_plural("services"), service)
+    return service
+
+
+def defaulted_admitter():
+    """The Service admission hook, given Services defaulted first, as the API server gives them."""
+    admit = serviceip.admitter("10.96.0.0/16")
+    return lambda verb, plural, obj, old, store: admit(verb, plural, defaulted(obj), old, store)
+
+
+def test_service_defaults_then_admission_allocates_and_keeps_the_ip():
     admit = serviceip.admitter("10.96.0.0/16")
     svc = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
-    out = admit("create", "services", svc, None, FakeStore([{"metadata": {"name": "other"}, "spec": {"clusterIP": "10.96.0.2"}}]))
+    out = admit("create", "services", defaulted(svc), None, FakeStore([{"metadata": {"name": "other"}, "spec": {"clusterIP": "10.96.0.2"}}]))
     assert out["spec"]["clusterIP"] == "10.96.0.3" and out["spec"]["clusterIPs"] == ["10.96.0.3"]
     assert out["spec"]["type"] == "ClusterIP" and out["spec"]["ports"][0] == {"port": 80, "protocol": "TCP", "targetPort": 80}
     zero = {"metadata": {"name": "zero"}, "spec": {"ports": [{"port": 8080, "targetPort": 0}]}}
-    assert admit("create", "services", zero, None, FakeStore([]))["spec"]["ports"][0]["targetPort"] == 8080  # as upstream
+    assert admit("create", "services", defaulted(zero), None, FakeStore([]))["spec"]["ports"][0]["targetPort"] == 8080  # as upstream
     changed = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 81}]}}
-    assert admit("update", "services", changed, out, FakeStore([]))["spec"]["clusterIP"] == "10.96.0.3"
+    assert admit("update", "services", defaulted(changed), out, FakeStore([]))["spec"]["clusterIP"] == "10.96.0.3"
     with pytest.raises(ApiError) as err:
-        admit("update", "services", {"metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}},
+        admit("update", "services", defaulted({"metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}}),
               out, FakeStore([]))
     assert err.value.code == 422 and err.value.details["causes"][0]["field"] == "spec.clusterIP"
 
@@ -112,7 +126,7 @@ def test_not_ready_pods_are_listed_not_ready():
 
 
 def test_nodeports_are_allocated_in_range_kept_and_validated():
-    admit = serviceip.admitter("10.96.0.0/16")
+    admit = defaulted_admitter()
     taken = {"metadata": {"name": "taken", "namespace": "default"},
              "spec": {"clusterIP": "10.96.0.2", "ports": [{"port": 80, "nodePort": 30080}]}}
     svc = {"metadata": {"name": "np", "namespace": "default"},
@@ -137,7 +151,7 @@ def test_nodeports_are_allocated_in_range_kept_and_validated():
 
 
 def test_external_name_and_headless_services_get_no_clusterip():
-    admit = serviceip.admitter("10.96.0.0/16")
+    admit = defaulted_admitter()
     ext = admit("create", "services", {"metadata": {"name": "e"}, "spec": {"type": "ExternalName",
                                                                         "externalName": "example.test"}}, None, FakeStore([]))
     assert "clusterIP" not in ext["spec"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from netplane.api import defaults
 from netplane.api.errors import ApiError, bad_request, conflict, invalid
 from netplane.api.resources import Resource
 
@@ -47,24 +48,6 @@ def _system_fields_of(old: dict) -> dict:
 # -- create and update
 
 
-def apply_defaults(res: Resource, obj: dict) -> None:
-    """The few defaults clients count on (in place): ``replicas: 1`` of Deployments and ReplicaSets,
-    ``protocol: TCP`` of container ports, in pods and pod templates. Service defaults come with the
-    ClusterIP allocation (controllers/serviceip.py)."""
-    spec = obj.get("spec")
-    if not isinstance(spec, dict):
-        return
-    if res.kind in ("Deployment", "ReplicaSet"):
-        spec.setdefault("replicas", 1)
-    pod_spec = spec if res.kind == "Pod" else (spec.get("template") or {}).get("spec")
-    if isinstance(pod_spec, dict):
-        for key in ("containers", "initContainers"):
-            for container in pod_spec.get(key) or []:
-                for port in (container.get("ports") or []) if isinstance(container, dict) else []:
-                    if isinstance(port, dict):
-                        port.setdefault("protocol", "TCP")
-
-
 def prepare_create(res: Resource, obj: dict, now: datetime) -> None:
     """Sets the fields the server owns on a new object, and the defaults (in place)."""
     meta = obj["metadata"]
@@ -73,11 +56,7 @@ def prepare_create(res: Resource, obj: dict, now: datetime) -> None:
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = timestamp(now)
     meta["generation"] = 1
-    apply_defaults(res, obj)
-    if res.kind == "Namespace":
-        obj.setdefault("status", {}).setdefault("phase", "Active")
-    if res.kind == "Pod" and isinstance(obj.get("status", {}), dict):
-        obj.setdefault("status", {}).setdefault("phase", "Pending")
+    defaults.apply_on_create(res, obj)
 
 
 def prepare_update(res: Resource, new: dict, old: dict, subresource: str | None) -> dict:
@@ -91,7 +70,7 @@ def prepare_update(res: Resource, new: dict, old: dict, subresource: str | None)
     new.pop("status", None)
     if res.has_status and "status" in old:
         new["status"] = clone(old["status"])
-    apply_defaults(res, new)
+    defaults.apply(res, new)
     added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
     if old["metadata"].get("deletionTimestamp") and added:
         raise invalid(res.kind, meta.get("name", ""), "metadata.finalizers",

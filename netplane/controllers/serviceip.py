@@ -1,6 +1,6 @@
-"""Service defaults, ClusterIP and NodePort allocation, done when a Service is written, as the real
-API server's service storage does (so `create` returns the ClusterIP at once); the fields were
-validated before (api/validation.py)."""
+"""ClusterIP and NodePort allocation, done when a Service is written, as the real API server's
+service storage does (so `create` returns the ClusterIP at once); the Service was defaulted
+(api/defaults.py) and validated (api/validation.py) before."""
 from __future__ import annotations
 
 import ipaddress
@@ -34,17 +34,6 @@ def allocate(service_cidr: str, used: set[str], requested: str | None = None) ->
         if str(address) not in used:
             return str(address)
     raise ValueError(f"the service range {service_cidr} is full")
-
-
-def _defaults(service: dict) -> None:
-    """Upstream's defaults (the API server validated the Service first, reading them as these)."""
-    spec = service.setdefault("spec", {})
-    spec.setdefault("type", "ClusterIP")
-    spec.setdefault("sessionAffinity", "None")
-    for port in spec.get("ports", []):
-        port.setdefault("protocol", "TCP")
-        if port.get("targetPort") in (None, 0, ""):
-            port["targetPort"] = port.get("port")
 
 
 def allocate_node_port(used: set[int], requested: int | None = None) -> int:
@@ -107,12 +96,11 @@ def _node_ports(spec: dict, old: dict | None, used: set[int], name: str) -> None
 
 
 def admitter(service_cidr: str) -> Callable:
-    """The API server's admission hook for Services: defaults, validation, ClusterIP, NodePorts."""
+    """The API server's admission hook for Services: ClusterIP and NodePorts."""
 
     def admit(verb: str, plural: str, obj: dict, old: dict | None, store) -> dict:
         if plural != "services" or verb == "update/status":
             return obj
-        _defaults(obj)
         name = obj["metadata"].get("name", "")
         others = [s for s in store.list("services")[0]
                   if (s["metadata"].get("namespace"), s["metadata"]["name"]) != (obj["metadata"].get("namespace"), name)]
