@@ -1296,3 +1296,32 @@ spec:
         daemonset = got(c, "daemonset", "agent")["spec"]
         assert daemonset["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
         assert daemonset["revisionHistoryLimit"] == 10
+
+
+def test_kubectl_events_for_an_object_and_field_selector_values_as_upstream_parses_them(tmp_path):
+    """`kubectl events --for deployment/web` selects on involvedObject.apiVersion=apps/v1: a value
+    with a slash. Values hold anything, a backslash escapes `,` `=` `!`; an unknown field label is
+    400 with upstream's words."""
+    def event(name: str, kind: str, version: str, reason: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": "default"},
+                "involvedObject": {"kind": kind, "apiVersion": version, "name": "web", "namespace": "default"},
+                "reason": reason, "message": f"{reason} happened, x=1,y", "type": "Normal",
+                "source": {"component": "tests"}, "count": 1,
+                "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"}
+
+    with Cluster(tmp_path) as c:
+        c.kubectl("create", "deployment", "web", "--image=nginx")
+        c.kubectl("run", "web", "--image=nginx")
+        for e in (event("e1", "Deployment", "apps/v1", "ScalingReplicaSet"), event("e2", "Pod", "v1", "Scheduled")):
+            assert asyncio.run(http(c.port, "POST", "/api/v1/namespaces/default/events", e))[0] == 201
+        shown = c.kubectl("events", "--for", "deployment/web").stdout
+        assert "ScalingReplicaSet" in shown and "Scheduled" not in shown
+        shown = c.kubectl("events", "--for", "pod/web").stdout
+        assert "Scheduled" in shown and "ScalingReplicaSet" not in shown
+        path = "/api/v1/namespaces/default/events?fieldSelector="
+        status, body, _ = asyncio.run(http(c.port, "GET", path + "involvedObject.apiVersion%3Dapps%2Fv1"))
+        assert status == 200 and [e["metadata"]["name"] for e in body["items"]] == ["e1"]
+        status, body, _ = asyncio.run(http(c.port, "GET", path + "reason!%3DScheduled,type%3D%3DNormal"))
+        assert [e["metadata"]["name"] for e in body["items"]] == ["e1"]
+        status, body, _ = asyncio.run(http(c.port, "GET", path + "spec.nodeName%3Dx"))
+        assert (status, body["reason"], body["message"]) == (400, "BadRequest", "field label not supported: spec.nodeName")

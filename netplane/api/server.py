@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -77,11 +77,11 @@ def _split_terms(text: str) -> list[str]:
     return [t.strip() for t in terms if t.strip()]
 
 
-def _terms(text: str, param: str, set_based: bool = True) -> list[tuple[str, str, tuple[str, ...]]]:
+def _terms(text: str, param: str) -> list[tuple[str, str, tuple[str, ...]]]:
     """(key, op, values) for each term; op is one of = != in notin exists !exists."""
     terms = []
     for term in _split_terms(text):
-        found = _SET.fullmatch(term) if set_based else None
+        found = _SET.fullmatch(term)
         if found:
             key, op = found["key"], found["op"]
             values = tuple(v.strip() for v in found["values"].split(",") if v.strip())
@@ -95,9 +95,51 @@ def _terms(text: str, param: str, set_based: bool = True) -> list[tuple[str, str
                 op, key, value = ("!exists" if negated else "exists"), (term[1:] if negated else term).strip(), ""
             values = (value,)
         if not _KEY.fullmatch(key) or not all(_VALUE.fullmatch(v) for v in values):
-            supported = "k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a,b)" if set_based else "k=v, k==v, k!=v"
+            supported = "k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a,b)"
             raise bad_request(f"unable to parse requirement {term!r} in {param} (supported: {supported})")
         terms.append((key, op, values))
+    return terms
+
+
+def _unescaped(text: str) -> Iterator[tuple[int, str]]:
+    """(index, character) of each character of text that no backslash escapes."""
+    escaped = False
+    for i, c in enumerate(text):
+        if not escaped and c != "\\":
+            yield i, c
+        escaped = not escaped and c == "\\"
+
+
+def _split_terms_unescaped(text: str) -> list[str]:
+    cuts = [i for i, c in _unescaped(text) if c == ","]
+    return [text[a + 1:b] for a, b in zip([-1, *cuts], [*cuts, len(text)])]
+
+
+def _operator(term: str) -> tuple[str, str, str] | None:
+    """(key, op, value) at the first unescaped =, == or !=; None when there is none."""
+    for i, c in _unescaped(term):
+        if c == "!" and term.startswith("!=", i):
+            return term[:i], "!=", term[i + 2:]
+        if c == "=":
+            double = term.startswith("==", i)
+            return term[:i], "=", term[i + (2 if double else 1):]
+    return None
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _field_terms(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """fieldSelector terms as apimachinery's fields.ParseSelector reads them: k=v, k==v, k!=v, split
+    on commas, a value holding anything, with ``\\`` escaping ``,``, ``=``, ``!`` and itself."""
+    terms = []
+    for term in filter(str.strip, _split_terms_unescaped(text)):
+        found = _operator(term)
+        if found is None:
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
+        key, op, value = found
+        terms.append((key.strip(), op, (_unescape(value),)))
     return terms
 
 
@@ -122,12 +164,11 @@ def _field(obj: dict, path: str) -> str:
 def selector(query: Mapping[str, str], plural: str = "pods") -> Match:
     """The predicate of a request's labelSelector and fieldSelector on a resource."""
     labels = _terms(query.get("labelSelector", ""), "labelSelector")
-    fields = _terms(query.get("fieldSelector", ""), "fieldSelector", set_based=False)
+    fields = _field_terms(query.get("fieldSelector", ""))
     known = {**COMMON_FIELDS, **FIELDS.get(plural, {})}
-    for key, op, _ in fields:
-        if key not in known or op not in ("=", "!="):
-            supported = ", ".join(sorted(known))
-            raise bad_request(f'field label not supported: "{key}" (supported for {plural}: {supported}; =, ==, !=)')
+    for key, _, _ in fields:
+        if key not in known:
+            raise bad_request(f"field label not supported: {key}")  # upstream's words
     fields = [(known[key], op, values) for key, op, values in fields]
 
     def match(obj: dict) -> bool:
