@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from labtools import cli, default_lab_file, get, http, pod_ip, running_lab
+from labtools import cli, default_lab_file, eventually, get, http, pod_ip, running_lab
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import model
+from test_lab import apply_docs, echo_pod
 
 RESYNC = 3
 
@@ -109,3 +110,26 @@ def test_a_pods_veth_comes_back_after_it_is_deleted(lab):
     seconds = repair_time(lambda: http(name, "client", url, timeout=1).stdout == "web-1")
     print(f"\nrepair: {mode} lab, web-1's veth deleted on node-1: {seconds:.1f} s")
     assert pod_ip(name, "web-1") == web_1["status"]["podIP"]
+
+
+def test_a_healthy_pod_is_never_attached_again_even_with_a_hostport(lab, tmp_path):
+    """The periodic CNI CHECK must not mistake a chained plugin's CHECK for a broken pod (Debian's
+    portmap fails CHECK for every IPv4-only pod): across three resync periods no pod's veth is made
+    again (a re-attach gives it a new interface index) and a hostPort keeps answering."""
+    mode, name = lab
+    apply_docs(name, tmp_path / "hostport.yaml", [echo_pod("hostport", "node-1", {"app": "hostport"},
+                                                           [{"containerPort": 8080, "hostPort": 18081}])])
+    eventually(lambda: get(name, "pods", "hostport").get("status", {}).get("phase") == "Running")
+
+    def veths() -> dict[str, int]:
+        shown = subprocess.run(netns.command(names.node_netns(name, "node-1"), ["ip", "-o", "link", "show", "type",
+                                                                              "veth"]), capture_output=True, text=True)
+        return {line.split(": ")[1].split("@")[0]: int(line.split(":")[0]) for line in shown.stdout.splitlines()}
+
+    before = veths()
+    assert names.host_veth(get(name, "pods", "hostport")["metadata"]["uid"]) in before
+    time.sleep(3 * RESYNC + 1)
+    assert veths() == before
+    node_ip = get(name, "nodes", "node-1")["status"]["addresses"][0]["address"]
+    assert http(name, "client", f"http://{node_ip}:18081/hostname").stdout == "hostport"
+    cli(name, "delete", "pod", "hostport", check=True)

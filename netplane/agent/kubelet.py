@@ -130,6 +130,7 @@ class Kubelet:
         self.loop = Reconciler(f"kubelet/{node_name}", self.reconcile)
         self.pods.add_handler(self.loop.trigger)
         self.network_loop = Reconciler(f"pod-networks/{node_name}", self.check_networks, resync=resync_seconds)
+        self.chained_check_failed: set[str] = set()  # pods whose chained plugins' CHECK failed, said once
         self.sandboxes: dict[str, Sandbox] = {}
         self.busy: set[str] = set()
         self.retry: dict[str, tuple[float, float]] = {}  # uid -> (backoff, monotonic time of the next try)
@@ -165,6 +166,7 @@ class Kubelet:
         the kubelet's back (its veth or the bridge deleted, the veth off the bridge) is attached again."""
         if self.cni_conf is None:
             return
+        self.chained_check_failed &= set(self.sandboxes)
         for uid, box in list(self.sandboxes.items()):
             if uid in self.busy:
                 continue
@@ -173,6 +175,13 @@ class Kubelet:
             except CNIError as err:
                 if err.code == INCOMPATIBLE_VERSION:  # the network's cniVersion has no CHECK: nothing to go by
                     return
+                if err.plugin not in ("", self.cni_conf["plugins"][0]["type"]):
+                    # a chained plugin's CHECK is not the pod's interface (and Debian's portmap 1.1.1
+                    # fails CHECK for every IPv4-only pod, looking for IPv6 chains): said once
+                    if uid not in self.chained_check_failed:
+                        log.info("kubelet/%s: pod %s/%s: %s", self.node_name, *box.key, err)
+                        self.chained_check_failed.add(uid)
+                    continue
                 log.warning("kubelet/%s: pod %s/%s: CNI CHECK failed (%s); attaching it again", self.node_name,
                             *box.key, err)
                 self._spawn(uid, self._reattach(box))
