@@ -125,6 +125,50 @@ def test_a_deployment_spreads_scales_and_rolls_with_its_endpoints(lab):
     assert not json.loads(kubectl(lab, "get", "replicasets", "-o", "json").stdout)["items"]
 
 
+def test_rollout_history_and_undo_after_set_image(lab):
+    """kubectl's rollout undo patches the Deployment's annotations, which needs the revision the
+    controller writes there; each ReplicaSet carries its revision, and one that comes back is the
+    newest revision, with its earlier one in revision-history, as upstream's controller does it."""
+    kubectl(lab, "create", "deployment", "roll", "--image=netplane/echo", "--replicas=2")
+    kubectl(lab, "rollout", "status", "deployment/roll", "--timeout=60s")
+    kubectl(lab, "set", "image", "deployment/roll", "echo=netplane/echo:2")
+    kubectl(lab, "annotate", "deployment/roll", "kubernetes.io/change-cause=echo 2")  # goes to the newest ReplicaSet
+    kubectl(lab, "rollout", "status", "deployment/roll", "--timeout=60s")
+
+    def revision(what: str) -> str:
+        return json.loads(kubectl(lab, "get", what, "-o", "json").stdout)["metadata"]["annotations"][
+            "deployment.kubernetes.io/revision"]
+
+    assert eventually(lambda: revision("deployment/roll") == "2")
+    history = kubectl(lab, "rollout", "history", "deployment/roll").stdout
+    assert [line.split(None, 1) for line in history.splitlines()[-3:-1]] == [["1", "<none>"], ["2", "echo 2"]]
+    assert "rolled back" in kubectl(lab, "rollout", "undo", "deployment/roll").stdout
+    kubectl(lab, "rollout", "status", "deployment/roll", "--timeout=60s")
+    image = json.loads(kubectl(lab, "get", "deployment/roll", "-o", "json").stdout)["spec"]["template"]["spec"][
+        "containers"][0]["image"]
+    assert image == "netplane/echo" and eventually(lambda: revision("deployment/roll") == "3")
+    sets = json.loads(kubectl(lab, "get", "replicasets", "-l", "app=roll", "-o", "json").stdout)["items"]
+    notes = {r["spec"]["template"]["spec"]["containers"][0]["image"]: r["metadata"]["annotations"] for r in sets}
+    assert notes["netplane/echo"]["deployment.kubernetes.io/revision"] == "3"
+    assert notes["netplane/echo"].get("deployment.kubernetes.io/revision-history") == "1", notes
+    assert notes["netplane/echo:2"]["deployment.kubernetes.io/revision"] == "2"
+    assert "rolled back" in kubectl(lab, "rollout", "undo", "deployment/roll", "--to-revision=2").stdout
+    kubectl(lab, "rollout", "status", "deployment/roll", "--timeout=60s")
+    assert eventually(lambda: revision("deployment/roll") == "4")
+    kubectl(lab, "delete", "deployment", "roll")
+
+
+def test_a_foreground_delete_removes_the_deployment_after_its_replicasets_and_pods(lab):
+    kubectl(lab, "create", "deployment", "fg", "--image=netplane/echo", "--replicas=2")
+    kubectl(lab, "rollout", "status", "deployment/fg", "--timeout=60s")
+    kubectl(lab, "delete", "deployment", "fg", "--cascade=foreground", "--wait=false")
+    marked = json.loads(kubectl(lab, "get", "deployment", "fg", "-o", "json").stdout)["metadata"]
+    assert marked["deletionTimestamp"] and marked["finalizers"] == ["foregroundDeletion"]
+    kubectl(lab, "wait", "--for=delete", "deployment/fg", "--timeout=60s")
+    left = kubectl(lab, "get", "pods,replicasets", "-l", "app=fg", "-o", "name").stdout
+    assert left == "", f"the Deployment went before its dependents: {left}"
+
+
 def test_get_watch_sees_a_pod_go_from_pending_to_running(lab):
     watcher = subprocess.Popen(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), "get", "pods", "-w",
                                 "--field-selector", "metadata.name=watched", "--no-headers"],

@@ -106,6 +106,9 @@ def qos_class(spec: dict) -> str:
 def _template(spec: dict) -> None:
     template = _dict(spec, "template")
     if template is not None:
+        meta = template.get("metadata")
+        if isinstance(meta, dict) and "creationTimestamp" in meta and meta["creationTimestamp"] is None:
+            del meta["creationTimestamp"]  # Go clients send the zero time as null: the same template
         inner = _dict(template, "spec")
         if inner is not None:
             pod_spec(inner)

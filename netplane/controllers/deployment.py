@@ -14,6 +14,12 @@ from netplane.api.objects import write_status
 from netplane.controllers.workloads import TEMPLATE_HASH_LABEL, controller_ref, owned_by, template_hash
 
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+# a Deployment's annotations a ReplicaSet does not take over (upstream's annotationsToSkip)
+NOT_COPIED = frozenset({"kubectl.kubernetes.io/last-applied-configuration", REVISION, REVISION_HISTORY,
+                        DESIRED_REPLICAS, MAX_REPLICAS, "deprecated.deployment.rollback.to"})
 HISTORY_LIMIT = 10
 
 
@@ -71,6 +77,20 @@ def recreate_targets(replicas: int, new: RSView, olds: list[RSView]) -> dict[str
     return targets
 
 
+def replicaset_annotations(deploy: dict, rs_annotations: dict[str, str], revision: int) -> dict[str, str]:
+    """The annotations of a Deployment's newest ReplicaSet: the Deployment's own (so that
+    `kubernetes.io/change-cause` shows in `rollout history`), its revision and replica counts. A
+    ReplicaSet that comes back (a rollback) keeps its earlier revisions in revision-history."""
+    replicas = int(deploy["spec"].get("replicas", 1))
+    found = dict(rs_annotations)
+    earlier = found.get(REVISION)
+    if earlier and earlier != str(revision):
+        found[REVISION_HISTORY] = ",".join(filter(None, [found.get(REVISION_HISTORY), earlier]))
+    copied = {k: v for k, v in deploy["metadata"].get("annotations", {}).items() if k not in NOT_COPIED}
+    return found | copied | {REVISION: str(revision), DESIRED_REPLICAS: str(replicas),
+                             MAX_REPLICAS: str(replicas + surge_and_unavailable(deploy)[0])}
+
+
 def new_replicaset(deploy: dict, revision: int) -> dict:
     template = copy.deepcopy(deploy["spec"]["template"])
     digest = template_hash(deploy["spec"]["template"])
@@ -81,7 +101,8 @@ def new_replicaset(deploy: dict, revision: int) -> dict:
     return {
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": f"{meta['name']}-{digest}", "namespace": meta.get("namespace", "default"),
-                     "labels": dict(template["metadata"]["labels"]), "annotations": {REVISION: str(revision)},
+                     "labels": dict(template["metadata"]["labels"]),
+                     "annotations": replicaset_annotations(deploy, {}, revision),
                      "ownerReferences": [controller_ref(deploy)]},
         "spec": {"replicas": 0, "selector": selector, "template": template},
     }
@@ -134,10 +155,18 @@ class DeploymentController:
                     raise
                 return  # made by an earlier pass; the informer brings it
             owned.append(new)
-        elif view(new).revision < top:  # rolled back to an older template: it becomes the newest revision
-            new = copy.deepcopy(new)
-            new["metadata"]["annotations"][REVISION] = str(top + 1)
-            await self.client.update("replicasets", new)
+        else:  # an older template again (a rollback) becomes the newest revision
+            revision = top + 1 if view(new).revision < top else view(new).revision
+            wanted = replicaset_annotations(deploy, new["metadata"].get("annotations", {}), revision)
+            if wanted != new["metadata"].get("annotations", {}):
+                new = copy.deepcopy(new)
+                new["metadata"]["annotations"] = wanted
+                await self.client.update("replicasets", new)
+                return
+        if deploy["metadata"].get("annotations", {}).get(REVISION) != str(view(new).revision):
+            marked = copy.deepcopy(deploy)
+            marked["metadata"].setdefault("annotations", {})[REVISION] = str(view(new).revision)
+            await self.client.update("deployments", marked)
             return
         olds = [view(rs) for rs in owned if rs is not new]
         replicas = int(deploy["spec"].get("replicas", 1))
