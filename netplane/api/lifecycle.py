@@ -25,6 +25,10 @@ from netplane.api.errors import ApiError, bad_request, conflict, invalid
 from netplane.api.resources import Resource
 
 POLICIES = ("Orphan", "Background", "Foreground")
+FOREGROUND = "foregroundDeletion"  # the finalizer of an object deleted with propagationPolicy Foreground
+# the kinds whose objects own others here (the garbage collector follows them); another kind has no
+# dependents to wait for, so a foreground delete of it is a plain one
+OWNER_KINDS = ("Deployment", "ReplicaSet", "DaemonSet")
 DEFAULT_POD_GRACE = 30
 SCALABLE = frozenset({"deployments", "replicasets"})
 SCALE_API_VERSION = "autoscaling/v1"
@@ -182,6 +186,12 @@ def plan_delete(res: Resource, obj: dict, options: DeleteOptions, now: datetime)
         new = _deleting(obj, now, grace, bump=False)
         return ("remove", obj) if finished_deleting(new) else ("update", new)
     grace = pod_grace_period(obj, requested) if res.kind == "Pod" else 0
+    if options.propagation_policy == "Foreground" and res.kind in OWNER_KINDS:  # the collector removes it last
+        marked = _deleting(obj, now, grace, bump=True)
+        finalizers = marked["metadata"].setdefault("finalizers", [])
+        if FOREGROUND not in finalizers:
+            finalizers.append(FOREGROUND)
+        return "update", marked
     if grace > 0 or meta.get("finalizers"):
         return "update", _deleting(obj, now, grace, bump=True)
     return "remove", obj

@@ -1,10 +1,18 @@
 """The garbage collector: objects whose controlling owner is gone are deleted (background
 propagation), e.g. a Deployment's ReplicaSets and their pods. An owner missing from the caches is
-confirmed gone with a GET before anything is deleted, since caches of different kinds lag apart."""
+confirmed gone with a GET before anything is deleted, since caches of different kinds lag apart.
+
+Foreground propagation: an owner deleted with it carries the ``foregroundDeletion`` finalizer; its
+dependents are deleted (in the foreground too when they are owners themselves), and the finalizer
+is removed once none that blocks its deletion (``blockOwnerDeletion``) is left, so the owner goes
+last, as upstream's collector does it."""
 from __future__ import annotations
+
+import copy
 
 from netplane.api import resources
 from netplane.api.errors import ApiError
+from netplane.api.lifecycle import FOREGROUND
 from netplane.api.loop import Reconciler
 
 
@@ -29,6 +37,9 @@ class GarbageCollector:
     async def reconcile(self) -> None:
         uids = {kind: {o["metadata"].get("uid") for o in inf.cache.values()} for kind, inf in self.owners.items()}
         objects = [o for inf in self.dependents for o in inf.cache.values()]
+        for owner in [o for inf in self.owners.values() for o in inf.cache.values()]:
+            if FOREGROUND in owner["metadata"].get("finalizers", []) and "deletionTimestamp" in owner["metadata"]:
+                await self._delete_in_foreground(owner, objects)
         for obj, ref in orphans(objects, uids):
             namespace = obj["metadata"].get("namespace")
             owner = resources.by_kind(ref["kind"])
@@ -39,8 +50,29 @@ class GarbageCollector:
             except ApiError as err:
                 if err.code != 404:
                     raise
-            try:
-                await self.client.delete(resources.by_kind(obj["kind"]).plural, obj["metadata"]["name"], namespace)
-            except ApiError as err:
-                if err.code != 404:
-                    raise
+            await self._delete(obj)
+
+    async def _delete_in_foreground(self, owner: dict, objects: list[dict]) -> None:
+        uid = owner["metadata"]["uid"]
+        dependents = [(o, r) for o in objects for r in o["metadata"].get("ownerReferences", []) if r.get("uid") == uid]
+        for obj, _ in dependents:
+            if "deletionTimestamp" not in obj["metadata"]:
+                policy = "Foreground" if obj["kind"] in self.owners else "Background"
+                await self._delete(obj, policy)
+        if any(ref.get("blockOwnerDeletion") for _, ref in dependents):
+            return
+        done = copy.deepcopy(owner)
+        done["metadata"]["finalizers"] = [f for f in done["metadata"]["finalizers"] if f != FOREGROUND]
+        try:
+            await self.client.update(resources.by_kind(owner["kind"]).plural, done)
+        except ApiError as err:
+            if err.code != 404:
+                raise
+
+    async def _delete(self, obj: dict, policy: str | None = None) -> None:
+        try:
+            await self.client.delete(resources.by_kind(obj["kind"]).plural, obj["metadata"]["name"],
+                                     obj["metadata"].get("namespace"), propagation_policy=policy)
+        except ApiError as err:
+            if err.code != 404:
+                raise
