@@ -210,7 +210,7 @@ def test_errors_are_status_objects(tmp_path):
             assert_status(body, 404, "NotFound")
             assert body["message"] == 'deployments.apps "gone" not found'
             assert body["details"] == {"name": "gone", "group": "apps", "kind": "deployments"}
-            code, body = await raw(port, "PATCH", f"{pods}/a", b"{}", content_type="application/apply-patch+yaml")
+            code, body = await raw(port, "PATCH", f"{pods}/a", b"{}", content_type="text/plain")
             assert_status(body, 415, "UnsupportedMediaType")
             code, body = await raw(port, "POST", pods, json.dumps(pod("c")).encode(), content_type="text/plain")
             assert_status(body, 415, "UnsupportedMediaType")

@@ -450,7 +450,8 @@ def test_patch_in_three_formats_on_objects_and_status(tmp_path):
                 await api.patch("pods", "missing", {})
             assert e.value.code == 404
             for body, ctype, code, reason in [
-                ("{}", "application/apply-patch+yaml", 415, "UnsupportedMediaType"),
+                ("{}", "application/apply-patch+yaml", 422, "Invalid"),  # an apply without a fieldManager
+                ("{}", "text/plain", 415, "UnsupportedMediaType"),
                 ("{not json", "application/merge-patch+json", 400, "BadRequest"),
                 ("[]", "application/strategic-merge-patch+json", 400, "BadRequest"),
             ]:
@@ -968,7 +969,7 @@ def test_openapi_v3_tells_kubectl_the_server_validates_fields(tmp_path):
                                if "patch" in op and op["patch"]["x-kubernetes-group-version-kind"] == gvk]
                     assert patches, res.kind
                     assert any(p["name"] == "fieldValidation" and p["in"] == "query" for p in patches[0]["parameters"])
-                    assert set(patches[0]["requestBody"]["content"]) == set(patch.CONTENT_TYPES)
+                    assert set(patches[0]["requestBody"]["content"]) == {*patch.CONTENT_TYPES, "application/apply-patch+yaml"}
                 # no component carries a GVK: kubectl apply then builds its patches from its own types
                 assert not any("x-kubernetes-group-version-kind" in s for s in doc["components"]["schemas"].values())
             pod_schema = json.loads(openapi.document("api/v1"))["components"]["schemas"]["io.k8s.api.core.v1.Pod"]
@@ -1325,3 +1326,84 @@ def test_kubectl_events_for_an_object_and_field_selector_values_as_upstream_pars
         assert [e["metadata"]["name"] for e in body["items"]] == ["e1"]
         status, body, _ = asyncio.run(http(c.port, "GET", path + "spec.nodeName%3Dx"))
         assert (status, body["reason"], body["message"]) == (400, "BadRequest", "field label not supported: spec.nodeName")
+
+
+SSA_DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: nginx, image: "nginx:1.25"}]
+"""
+
+
+def test_server_side_apply_with_kubectl_conflicts_force_and_managed_fields(tmp_path):
+    """`kubectl apply --server-side` as against kube-apiserver: fields another manager set to other
+    values are a conflict worded as upstream's, --force-conflicts takes them over, and a field the
+    applier stops applying goes (back to its default)."""
+    def managers(c: Cluster) -> list[tuple[str, str]]:
+        meta = json.loads(c.kubectl("get", "deployment", "web", "-o", "json", "--show-managed-fields").stdout)["metadata"]
+        return [(m["manager"], m["operation"]) for m in meta["managedFields"]]
+
+    with Cluster(tmp_path) as c:
+        c.kubectl("create", "deployment", "web", "--image=nginx")
+        assert managers(c) == [("kubectl-create", "Update")]
+        refused = c.kubectl("apply", "--server-side", "-f", "-", stdin=SSA_DEPLOYMENT, ok=False)
+        assert refused.returncode != 0
+        assert ('error: Apply failed with 2 conflicts: conflicts with "kubectl-create" using apps/v1:\n'
+                '- .spec.replicas\n- .spec.template.spec.containers[name="nginx"].image') in refused.stderr
+        assert c.kubectl("get", "deployment", "web", "-o", "jsonpath={.spec.replicas}").stdout == "1"
+        applied = c.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=SSA_DEPLOYMENT)
+        assert applied.stdout.strip() == "deployment.apps/web serverside-applied"
+        assert managers(c) == [("kubectl", "Apply"), ("kubectl-create", "Update")]
+        obj = json.loads(c.kubectl("get", "deployment", "web", "-o", "json", "--show-managed-fields").stdout)
+        assert obj["spec"]["replicas"] == 3 and obj["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.25"
+        mine = next(m for m in obj["metadata"]["managedFields"] if m["manager"] == "kubectl")
+        assert mine["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"nginx"}'] == {
+            ".": {}, "f:image": {}, "f:name": {}}
+        create = next(m for m in obj["metadata"]["managedFields"] if m["manager"] == "kubectl-create")
+        assert "f:replicas" not in create["fieldsV1"]["f:spec"]  # taken over by the forced apply
+
+        rv = obj["metadata"]["resourceVersion"]
+        assert "serverside-applied" in c.kubectl("apply", "--server-side", "-f", "-", stdin=SSA_DEPLOYMENT).stdout
+        assert c.kubectl("get", "deployment", "web", "-o", "jsonpath={.metadata.resourceVersion}").stdout == rv
+        c.kubectl("apply", "--server-side", "-f", "-", stdin=SSA_DEPLOYMENT.replace("  replicas: 3\n", ""))
+        assert c.kubectl("get", "deployment", "web", "-o", "jsonpath={.spec.replicas}").stdout == "1"  # the default
+        created = c.kubectl("apply", "--server-side", "-f", "-", stdin=SSA_DEPLOYMENT.replace("name: web}", "name: api}"))
+        assert created.stdout.strip() == "deployment.apps/api serverside-applied"
+
+
+def test_server_side_apply_from_the_python_client_shares_equal_fields_and_conflicts_on_others(tmp_path):
+    import kubernetes
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "labels": {"team": "a"}},
+               "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}}
+    with Cluster(tmp_path) as c, kubernetes.client.ApiClient(kubernetes.client.Configuration(host=c.url)) as client:
+        services = kubernetes.dynamic.DynamicClient(client).resources.get(api_version="v1", kind="Service")
+        made = services.server_side_apply(body=service, namespace="default", field_manager="team-a")
+        assert made.spec.ports[0].port == 80 and made.spec.type == "ClusterIP"
+        same = dict(service, metadata={"name": "web", "labels": {"team": "a", "tier": "front"}})
+        shared = services.server_side_apply(body=same, namespace="default", field_manager="team-b")
+        owners = {m["manager"]: m["fieldsV1"] for m in shared.to_dict()["metadata"]["managedFields"]}
+        assert owners["team-a"]["f:metadata"]["f:labels"] == {"f:team": {}}
+        assert owners["team-b"]["f:metadata"]["f:labels"] == {"f:team": {}, "f:tier": {}}
+        other = dict(service, metadata={"name": "web", "labels": {"team": "b"}})
+        with pytest.raises(kubernetes.dynamic.exceptions.ConflictError) as conflict:
+            services.server_side_apply(body=other, namespace="default", field_manager="team-b")
+        status = json.loads(conflict.value.body)
+        assert (status["code"], status["reason"]) == (409, "Conflict")
+        assert status["message"] == 'Apply failed with 1 conflict: conflict with "team-a": .metadata.labels.team'
+        assert status["details"]["causes"] == [{"reason": "FieldManagerConflict", "field": ".metadata.labels.team",
+                                                "message": 'conflict with "team-a"'}]
+        status, body, _ = asyncio.run(http(c.port, "PATCH", "/api/v1/namespaces/default/services/web",
+                                           json.dumps(service), "application/apply-patch+yaml"))
+        assert (status, body["message"]) == (422, 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required '
+                                                  'value: is required for apply patch')
+        kubernetes.client.CoreV1Api(client).create_namespaced_service("default", dict(service, metadata={"name": "x"}))
+        made_by = c.kubectl("get", "service", "x", "-o", "jsonpath={.metadata.managedFields[0].manager}",
+                            "--show-managed-fields").stdout
+        assert made_by == "OpenAPI-Generator"  # no fieldManager: the User-Agent's product, as upstream

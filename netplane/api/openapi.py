@@ -25,11 +25,13 @@ from netplane.api import lifecycle
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
 from netplane.api.schema import KINDS, Node
 
-PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
+               "application/apply-patch+yaml")
 PATCH_SCHEMA = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
 _QUERY = {
+    "force": "Apply only: take over the fields other managers own instead of failing with a conflict.",
     "dryRun": "When present, modifications are not persisted. The only valid value is All.",
-    "fieldManager": "The name of the actor making the change (accepted, not recorded).",
+    "fieldManager": "The name of the actor making the change, recorded in metadata.managedFields.",
     "fieldValidation": "How unknown fields in the body are handled: Ignore, Warn (default) or Strict.",
     "pretty": "Accepted for compatibility; output is always compact.",
 }
@@ -51,7 +53,7 @@ def schema_of(node: Node) -> dict:
         if node.merge_key:
             out["x-kubernetes-patch-merge-key"] = node.merge_key
             out["x-kubernetes-list-type"] = "map"
-            out["x-kubernetes-list-map-keys"] = [node.merge_key]
+            out["x-kubernetes-list-map-keys"] = list(node.map_keys or (node.merge_key,))
         elif node.strategy and "merge" in node.strategy:
             out["x-kubernetes-list-type"] = "set"
         else:
@@ -123,7 +125,7 @@ def _item_operations(res: Resource, suffix: str, kind_schema: str, gvk: dict) ->
     ops = {
         "get": _operation("get", f"read{_camel(res)}{what}", gvk, [], None, ref),
         "put": _operation("put", f"replace{_camel(res)}{what}", gvk, write, _json_body(ref), ref),
-        "patch": _operation("patch", f"patch{_camel(res)}{what}", gvk, write, patch_body, ref),
+        "patch": _operation("patch", f"patch{_camel(res)}{what}", gvk, [*write, *_params(["force"])], patch_body, ref),
     }
     if not suffix:
         ops["delete"] = _operation("delete", f"delete{_camel(res)}{what}", gvk, _params(_DELETE_QUERY),

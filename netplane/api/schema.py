@@ -29,6 +29,7 @@ class Node:
     merge_key: str | None = None  # strategic merge: lists of objects merged by this field
     strategy: str | None = None  # strategic merge: "merge", "retainKeys", "merge,retainKeys"
     format: str | None = None
+    map_keys: tuple[str, ...] = ()  # a keyed list's key fields when more than its merge key (server-side apply)
 
     def child(self, name: str) -> Node:
         """The node of a field of this object (``ANY`` when unknown)."""
@@ -57,14 +58,14 @@ def open_obj(**fields: Node) -> Node:
     return Node("object", MappingProxyType(fields), open=True)
 
 
-def arr(item: Node, merge_key: str | None = None, strategy: str | None = None) -> Node:
+def arr(item: Node, merge_key: str | None = None, strategy: str | None = None, keys: tuple[str, ...] = ()) -> Node:
     if merge_key and not strategy:
         strategy = "merge"
-    return Node("array", item=item, merge_key=merge_key, strategy=strategy)
+    return Node("array", item=item, merge_key=merge_key, strategy=strategy, map_keys=keys)
 
 
 def with_strategy(node: Node, strategy: str) -> Node:
-    return Node(node.type, node.fields, node.open, node.item, node.merge_key, strategy, node.format)
+    return Node(node.type, node.fields, node.open, node.item, node.merge_key, strategy, node.format, node.map_keys)
 
 
 # -- shared types
@@ -86,7 +87,8 @@ CONDITIONS = arr(open_obj(type=STR, status=STR, reason=STR, message=STR), "type"
 
 _CONTAINER_FIELDS = dict(
     name=STR, image=STR, command=STR_LIST, args=STR_LIST, workingDir=STR,
-    ports=arr(obj(name=STR, hostPort=INT, containerPort=INT, protocol=STR, hostIP=STR), "containerPort"),
+    ports=arr(obj(name=STR, hostPort=INT, containerPort=INT, protocol=STR, hostIP=STR), "containerPort",
+              keys=("containerPort", "protocol")),
     envFrom=arr(ANY),
     env=arr(obj(name=STR, value=STR, valueFrom=ANY), "name"),
     resources=ANY, resizePolicy=arr(ANY), restartPolicy=STR,
@@ -129,7 +131,8 @@ POD_STATUS = open_obj(
     resourceClaimStatuses=arr(ANY, "name"),
 )
 SERVICE_SPEC = obj(
-    ports=arr(obj(name=STR, protocol=STR, appProtocol=STR, port=INT, targetPort=INT_OR_STR, nodePort=INT), "port"),
+    ports=arr(obj(name=STR, protocol=STR, appProtocol=STR, port=INT, targetPort=INT_OR_STR, nodePort=INT), "port",
+              keys=("port", "protocol")),
     selector=STR_MAP, clusterIP=STR, clusterIPs=STR_LIST, type=STR, externalIPs=STR_LIST,
     sessionAffinity=STR, loadBalancerIP=STR, loadBalancerSourceRanges=STR_LIST, externalName=STR,
     externalTrafficPolicy=STR, healthCheckNodePort=INT, publishNotReadyAddresses=BOOL,

@@ -566,6 +566,32 @@ def _list(store: Store, res: Resource, namespace: str | None, match: Match,
     return chunk, meta
 
 
+# -- field managers
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MAX_MANAGER = 128
+
+
+def _invalid_patch_options(field: str, message: str) -> ApiError:
+    return ApiError(422, "Invalid", f'PatchOptions.meta.k8s.io "" is invalid: {field}: {message}',
+                    {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+                        {"reason": "FieldValueRequired" if message.startswith("Required") else "FieldValueInvalid",
+                         "message": message, "field": field}]})
+
+
+def _manager(request: web.Request) -> str:
+    """The write's field manager: ``fieldManager``, else the User-Agent up to its first '/', as
+    kube-apiserver names it (kubectl, OpenAPI-Generator, ...), else "unknown"."""
+    given = request.query.get("fieldManager")
+    if given is not None:
+        if len(given.encode()) > MAX_MANAGER or not given.isprintable():
+            raise _invalid_patch_options("fieldManager", f'Invalid value: "{given}": must be at most {MAX_MANAGER} '
+                                                         "printable characters")
+        return given
+    agent = "".join(c for c in request.headers.get("User-Agent", "").split("/")[0] if c.isprintable())
+    return agent[:MAX_MANAGER] or "unknown"
+
+
 # -- resource handlers
 
 
@@ -603,7 +629,8 @@ class _Handlers:
         duplicates: list[str] = []
         body = await _body(request, request.match_info.get("namespace"), duplicates=duplicates)
         body = _fields_checked(request, self.res.kind, api_version(self.res), body, duplicates)
-        made = request.app[STORE].create(self.res.plural, body, dry_run=_dry_run(request.query))
+        made = request.app[STORE].create(self.res.plural, body, dry_run=_dry_run(request.query),
+                                         manager=_manager(request))
         return _encoded(request, made, status=201)
 
     async def get(self, request: web.Request) -> web.Response:
@@ -670,14 +697,19 @@ class _Handlers:
         namespace, name = self._where(request)
         body = await _body(request, namespace, name, duplicates)
         body = _fields_checked(request, *self._kind_of(subresource), body, duplicates)
-        updated = request.app[STORE].update(self.res.plural, body, subresource, dry_run=_dry_run(request.query))
+        updated = request.app[STORE].update(self.res.plural, body, subresource, dry_run=_dry_run(request.query),
+                                            manager=_manager(request))
         return _encoded(request, lifecycle.scale_of(updated) if subresource == "scale" else updated)
 
     async def _patch(self, request: web.Request, subresource: str | None) -> web.Response:
         media = _media_type(request)
+        if media == APPLY_PATCH and subresource is None:
+            return await self._apply(request)
         patch_type = patch.CONTENT_TYPES.get(media)
         if patch_type is None:
-            raise _unsupported_media(media, list(patch.CONTENT_TYPES))
+            raise _unsupported_media(media, [*patch.CONTENT_TYPES, APPLY_PATCH])
+        if "force" in request.query:
+            raise _invalid_patch_options("force", "Forbidden: may not be specified for non-apply patch")
         document = await _decode(request, "application/json")
         kind, version = self._kind_of(subresource)
         node = schema.for_kind(kind)
@@ -686,8 +718,20 @@ class _Handlers:
             return _fields_checked(request, kind, version, patch.apply(node, current, document, patch_type), [])
 
         patched = request.app[STORE].patch(self.res.plural, *self._where(request), change, subresource,
-                                           dry_run=_dry_run(request.query))
+                                           dry_run=_dry_run(request.query), manager=_manager(request))
         return _encoded(request, lifecycle.scale_of(patched) if subresource == "scale" else patched)
+
+    async def _apply(self, request: web.Request) -> web.Response:
+        """Server-side apply (``application/apply-patch+yaml``): 201 when it made the object."""
+        manager = request.query.get("fieldManager")
+        if not manager:
+            raise _invalid_patch_options("fieldManager", "Required value: is required for apply patch")
+        config = await _decode(request, "application/yaml")
+        config = _fields_checked(request, self.res.kind, api_version(self.res), config, [])
+        force = _bool_param(request.query, "force") or False
+        result, created = request.app[STORE].apply(self.res.plural, *self._where(request), config, _manager(request),
+                                                   force, dry_run=_dry_run(request.query))
+        return _encoded(request, result, status=201 if created else 200)
 
 
 def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from netplane.api import lifecycle, validation
+from netplane.api import lifecycle, managed, schema, validation
 from netplane.api.backends import ADDED, DELETED, MODIFIED, Event, Stale, open_backend
 from netplane.api.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from netplane.api.lifecycle import DeleteOptions, clone
@@ -88,7 +88,8 @@ class Store:
 
     # -- writes
 
-    def create(self, plural: str, obj: dict, dry_run: bool = False) -> dict:
+    def create(self, plural: str, obj: dict, dry_run: bool = False, manager: str | None = None) -> dict:
+        """``manager``: the field manager the new object's fields are recorded for (managedFields)."""
         res = by_plural(plural)
         obj = _checked_copy(res, obj)
         meta = obj["metadata"]
@@ -105,11 +106,13 @@ class Store:
                 raise already_exists(plural, meta["name"], res.group)
             lifecycle.prepare_create(res, obj, _now())
             obj = self._admitted("create", plural, obj, None)
+            self._track(res, None, obj, manager, None)
             if dry_run:
                 return clone(obj)
             return clone(self._commit([(ADDED, plural, obj)])[0][3])
 
-    def update(self, plural: str, obj: dict, subresource: str | None = None, dry_run: bool = False) -> dict:
+    def update(self, plural: str, obj: dict, subresource: str | None = None, dry_run: bool = False,
+               manager: str | None = None) -> dict:
         """Replaces an object; the main resource keeps the stored status, ``status`` keeps the rest,
         ``scale`` takes an autoscaling/v1 Scale and changes only ``spec.replicas``."""
         res = by_plural(plural)
@@ -120,14 +123,14 @@ class Store:
                 raise bad_request("the request body must be an autoscaling/v1 Scale with metadata.name")
             with self._lock:
                 old = self._existing(res, meta.get("namespace"), meta["name"])
-                return self._replace(res, old, lifecycle.apply_scale(res, old, obj), None, dry_run)
+                return self._replace(res, old, lifecycle.apply_scale(res, old, obj), None, dry_run, manager, "scale")
         new = _checked_copy(res, obj)
         meta = new["metadata"]
         ns, name = _namespace(res, meta.get("namespace")), meta.get("name")
         if not name:
             raise invalid(res.kind, "", "metadata.name", "Required value: name is required")
         with self._lock:
-            return self._replace(res, self._existing(res, ns, name), new, subresource, dry_run)
+            return self._replace(res, self._existing(res, ns, name), new, subresource, dry_run, manager)
 
     def patch(
         self,
@@ -137,6 +140,7 @@ class Store:
         change: Change,
         subresource: str | None = None,
         dry_run: bool = False,
+        manager: str | None = None,
     ) -> dict:
         """Applies ``change`` to the stored object (or to its Scale) and stores the result as an
         update would, atomically; a resourceVersion the change leaves behind must be current."""
@@ -146,13 +150,35 @@ class Store:
             old = self._existing(res, namespace, name)
             if subresource == "scale":
                 new = lifecycle.apply_scale(res, old, change(lifecycle.scale_of(old)))
-                return self._replace(res, old, new, None, dry_run)
+                return self._replace(res, old, new, None, dry_run, manager, "scale")
             new = _checked_copy(res, change(clone(old)))
             for key in ("name", "namespace"):
                 if new["metadata"].get(key) != old["metadata"].get(key):
                     raise bad_request(f"a patch cannot change metadata.{key} "
                                       f"({old['metadata'].get(key)} -> {new['metadata'].get(key)})")
-            return self._replace(res, old, new, subresource, dry_run)
+            return self._replace(res, old, new, subresource, dry_run, manager)
+
+    def apply(self, plural: str, namespace: str | None, name: str, config: Any, manager: str, force: bool = False,
+              dry_run: bool = False) -> tuple[dict, bool]:
+        """Server-side apply of ``config`` by ``manager`` (managed.py): the object, and whether it was
+        created by it. A field another manager owns with another value is a 409 unless ``force``."""
+        res = by_plural(plural)
+        config = _checked_copy(res, config)
+        meta = config["metadata"]
+        if meta.get("name", name) != name:
+            raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+        if meta.get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil")
+        meta["name"] = name
+        if res.namespaced:
+            meta["namespace"] = _namespace(res, namespace)
+        who = managed.Manager(manager, "Apply", api_version(res))
+        with self._lock:
+            live = self._load(plural, _namespace(res, namespace), name)
+            merged = managed.apply(live, config, schema.for_kind(res.kind), who, force, lifecycle.timestamp(_now()))
+            if live is None:
+                return self.create(plural, merged, dry_run), True
+            return self._replace(res, live, merged, None, dry_run), False
 
     def delete(
         self,
@@ -229,9 +255,11 @@ class Store:
             raise not_found(res.plural, name, res.group)
         return obj
 
-    def _replace(self, res: Resource, old: dict, new: dict, subresource: str | None, dry_run: bool) -> dict:
-        """The update path shared by PUT and PATCH: rv check, admission, generation, and the removal
-        of a deleting object whose last finalizer went."""
+    def _replace(self, res: Resource, old: dict, new: dict, subresource: str | None, dry_run: bool,
+                 manager: str | None = None, tracked_as: str | None = None) -> dict:
+        """The update path shared by PUT, PATCH and apply: rv check, admission, generation, managed
+        fields, and the removal of a deleting object whose last finalizer went. ``tracked_as``: the
+        subresource the write is recorded for when it is not ``subresource`` (a Scale's)."""
         current = old["metadata"]["resourceVersion"]
         if new["metadata"].get("resourceVersion") not in (None, "", current):
             raise conflict(res.plural, old["metadata"]["name"], res.group)
@@ -240,6 +268,7 @@ class Store:
             validation.check(res, new)
         new = self._admitted("update/status" if subresource else "update", res.plural, new, old)
         lifecycle.after_admission(old, new)
+        self._track(res, old, new, manager, tracked_as or subresource)
         new["metadata"]["resourceVersion"] = current
         if new == old:  # a no-op write keeps its rv and sends no event, as the apiserver does
             return old
@@ -247,6 +276,22 @@ class Store:
         if dry_run:
             return clone(new)
         return clone(self._commit(changes)[-1][3])
+
+    @staticmethod
+    def _track(res: Resource, old: dict | None, new: dict, manager: str | None, subresource: str | None) -> None:
+        """Record what a write by manager changed in new's managedFields; a write without a manager
+        (the store's own callers) leaves them as they were."""
+        meta = new["metadata"]
+        if manager is None:
+            if old is not None and "managedFields" not in meta and old["metadata"].get("managedFields"):
+                meta["managedFields"] = old["metadata"]["managedFields"]
+            return
+        who = managed.Manager(manager, "Update", api_version(res), subresource or "")
+        fields = managed.track(old, new, schema.for_kind(res.kind), who, lifecycle.timestamp(_now()))
+        if fields:
+            meta["managedFields"] = fields
+        else:
+            meta.pop("managedFields", None)
 
     def _removal(self, plural: str, obj: dict) -> list[tuple[str, str, dict]]:
         """The changes that remove an object: a Namespace takes what is inside it along."""
