@@ -23,13 +23,13 @@ it from ``commit``; etcd from its watch, so writes of other API servers on the s
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from netplane.api import codec
 from netplane.api.errors import ApiError, Gone
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
@@ -105,7 +105,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _dumps(obj: dict) -> str:
+    return codec.dumps(obj).decode()
 
 
 class SqliteBackend:
@@ -142,7 +145,7 @@ class SqliteBackend:
                 "SELECT json FROM objects WHERE plural = ? AND namespace = ? AND name = ?",
                 (plural, namespace, name),
             ).fetchone()
-        return json.loads(row[0]) if row else None
+        return codec.loads(row[0]) if row else None
 
     def list(self, plural: str, namespace: str | None, rv: int | None = None) -> tuple[list[dict], int]:
         sql, args = "SELECT json FROM objects WHERE plural = ?", [plural]
@@ -150,7 +153,7 @@ class SqliteBackend:
             sql, args = sql + " AND namespace = ?", [plural, namespace]
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY namespace, name", args).fetchall()
-            items = [json.loads(text) for (text,) in rows]
+            items = [codec.loads(text) for (text,) in rows]
             if rv is None or rv == self._rv:
                 return items, self._rv
             return self._as_of(plural, args[1:], items, rv), rv
@@ -177,7 +180,7 @@ class SqliteBackend:
                 "ORDER BY rv DESC LIMIT 1", (plural, *key, rv)).fetchone()
             if row is None:  # its version at rv is older than the log
                 raise Gone(f"too old resource version: {rv}: the state of {plural} at it was compacted")
-            state[key] = json.loads(row[0])
+            state[key] = codec.loads(row[0])
         return [state[key] for key in sorted(state)]
 
     def events_since(self, rv: int) -> list[Event]:
@@ -187,7 +190,7 @@ class SqliteBackend:
             rows = self._db.execute(
                 "SELECT rv, type, plural, json FROM events WHERE rv > ? ORDER BY rv", (rv,)
             ).fetchall()
-        return [(r, t, p, json.loads(text)) for r, t, p, text in rows]
+        return [(r, t, p, codec.loads(text)) for r, t, p, text in rows]
 
     def commit(self, changes: list[Change]) -> list[Event]:
         with self._lock:
@@ -206,7 +209,7 @@ class SqliteBackend:
                             raise Stale(i)
                     rv += 1
                     meta["resourceVersion"] = str(rv)
-                    text = _DUMPS(obj)
+                    text = _dumps(obj)
                     if type_ == DELETED:
                         self._db.execute(
                             "DELETE FROM objects WHERE plural = ? AND namespace = ? AND name = ?", key

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from netplane.api import auth
+from netplane.api import auth, codec
 from netplane.api.errors import ApiError
 from netplane.api.resources import base_path, by_plural
 from netplane.api.tls import client_context
@@ -113,12 +113,12 @@ class Client:
             if content_type is None:
                 request = self._http().request(method, server + path, json=body, params=params)
             else:
-                request = self._http().request(method, server + path, data=json.dumps(body), params=params,
+                request = self._http().request(method, server + path, data=codec.dumps(body), params=params,
                                                headers={"Content-Type": content_type})
             try:
                 async with request as resp:
                     await _raise_for_status(resp)
-                    return await resp.json(content_type=None)
+                    return await resp.json(content_type=None, loads=codec.loads)
             except (aiohttp.ClientConnectorError, asyncio.TimeoutError):
                 # not connected, or no answer in time: the next server (a create that did land
                 # in the store answers 409 AlreadyExists there)
@@ -240,7 +240,7 @@ class Client:
                     del buffer[: end + 1]
                     if not line.strip():
                         continue
-                    event = json.loads(line)
+                    event = codec.loads(line)
                     if event.get("type") == "ERROR":
                         raise ApiError.from_status(event.get("object") or {})
                     yield event

@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from netplane.api import codec
 from netplane.api.backends import ADDED, DELETED, MODIFIED, Change, Event, Publish, Stale, expected_rv, too_large
 from netplane.api.errors import ApiError, Gone
 from netplane.api.resources import RESOURCES, by_kind
@@ -119,7 +120,7 @@ class Gateway:
         return http.client.HTTPConnection(host, port, timeout=timeout)
 
     def call(self, path: str, body: dict) -> dict:
-        data = json.dumps(body).encode()
+        data = codec.dumps(body)
         error: Exception | None = None
         for _ in range(len(self.endpoints) + 1):
             conn = getattr(self._local, "conn", None)
@@ -139,7 +140,7 @@ class Gateway:
                     self.next_endpoint((conn.host, conn.port))
                 continue
             try:
-                reply = json.loads(text)
+                reply = codec.loads(text)
             except ValueError:
                 reply = {}
             if resp.status != 200 or not isinstance(reply, dict):
@@ -430,7 +431,7 @@ class EtcdBackend:
 
 
 def _decode(kv: dict) -> dict:
-    obj = json.loads(base64.b64decode(kv["value"]))
+    obj = codec.loads(base64.b64decode(kv["value"]))
     obj["metadata"]["resourceVersion"] = kv["mod_revision"]
     return obj
 

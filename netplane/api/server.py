@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from netplane.api import auth, lifecycle, openapi, paging, patch, protobuf, schema, tables
+from netplane.api import auth, codec, lifecycle, openapi, paging, patch, protobuf, schema, tables
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
@@ -184,7 +184,7 @@ def selector(query: Mapping[str, str], plural: str = "pods") -> Match:
 
 
 def _json(data: dict, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, separators=(",", ":")))
+    return web.Response(body=codec.dumps(data), status=status, content_type="application/json")
 
 
 def _int_param(query: Mapping[str, str], name: str) -> int | None:
@@ -402,9 +402,8 @@ class _Events:
 
     async def send(self, events: list[tuple[str, dict]]) -> None:
         if events:
-            lines = (json.dumps({"type": t, "object": self._object(t, o)}, separators=(",", ":")) + "\n"
-                     for t, o in events)
-            await self.resp.write("".join(lines).encode())
+            lines = (codec.dumps({"type": t, "object": self._object(t, o)}) + b"\n" for t, o in events)
+            await self.resp.write(b"".join(lines))
 
     async def bookmark(self, rv: int, initial_events_end: bool = False) -> None:
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
