@@ -212,6 +212,10 @@ def test_errors_are_status_objects(tmp_path):
             assert body["details"] == {"name": "gone", "group": "apps", "kind": "deployments"}
             code, body = await raw(port, "PATCH", f"{pods}/a", b"{}", content_type="text/plain")
             assert_status(body, 415, "UnsupportedMediaType")
+            assert body["message"] == (  # kube-apiserver's words
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, "
+                "application/apply-patch+yaml")
             code, body = await raw(port, "POST", pods, json.dumps(pod("c")).encode(), content_type="text/plain")
             assert_status(body, 415, "UnsupportedMediaType")
             code, body = await raw(port, "POST", f"{pods}/a", b"{}")

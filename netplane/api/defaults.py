@@ -114,31 +114,28 @@ def _template(spec: dict) -> None:
             pod_spec(inner)
 
 
+def _rolling(spec: dict, key: str, max_unavailable: int | str, max_surge: int | str) -> None:
+    """A strategy of type RollingUpdate by default, with its rollingUpdate's defaults."""
+    strategy = _dict(spec, key)
+    if strategy is not None:
+        strategy.setdefault("type", "RollingUpdate")
+        rolling = _dict(strategy, "rollingUpdate") if strategy["type"] == "RollingUpdate" else None
+        if rolling is not None:
+            rolling.setdefault("maxUnavailable", max_unavailable)
+            rolling.setdefault("maxSurge", max_surge)
+
+
 def _deployment(spec: dict) -> None:
     spec.setdefault("replicas", 1)
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
-    strategy = _dict(spec, "strategy")
-    if strategy is not None:
-        strategy.setdefault("type", "RollingUpdate")
-        if strategy["type"] == "RollingUpdate":
-            rolling = _dict(strategy, "rollingUpdate")
-            if rolling is not None:
-                rolling.setdefault("maxUnavailable", "25%")
-                rolling.setdefault("maxSurge", "25%")
+    _rolling(spec, "strategy", "25%", "25%")
     _template(spec)
 
 
 def _daemonset(spec: dict) -> None:
     spec.setdefault("revisionHistoryLimit", 10)
-    strategy = _dict(spec, "updateStrategy")
-    if strategy is not None:
-        strategy.setdefault("type", "RollingUpdate")
-        if strategy["type"] == "RollingUpdate":
-            rolling = _dict(strategy, "rollingUpdate")
-            if rolling is not None:
-                rolling.setdefault("maxUnavailable", 1)
-                rolling.setdefault("maxSurge", 0)
+    _rolling(spec, "updateStrategy", 1, 0)
     _template(spec)
 
 

@@ -129,20 +129,25 @@ def decode(fields: Any, prefix: Path = ()) -> FieldSet:
 
 # -- reading, merging and removing by path
 
+def _step(obj: Any, node: Node, element: str) -> tuple[Any, Node] | None:
+    """The value one path element names below obj (a field, a keyed item, a set member), or None."""
+    kind, _, text = element.partition(":")
+    if kind == "f" and isinstance(obj, dict) and text in obj:
+        return obj[text], _child(node, text)
+    if kind == "k" and isinstance(obj, list):
+        found = [i for i in obj if isinstance(i, dict) and _item_key(i, node) == element]
+        return (found[0], node.item or ANY) if found else None
+    if kind == "v" and isinstance(obj, list) and json.loads(text) in obj:
+        return json.loads(text), node
+    return None
+
+
 def value_at(obj: Any, path: Path, node: Node) -> Any:
     for element in path:
-        kind, _, text = element.partition(":")
-        if kind == "f" and isinstance(obj, dict) and text in obj:
-            obj, node = obj[text], _child(node, text)
-        elif kind == "k" and isinstance(obj, list):
-            found = [i for i in obj if isinstance(i, dict) and _item_key(i, node) == element]
-            if not found:
-                return MISSING
-            obj, node = found[0], node.item or ANY
-        elif kind == "v" and isinstance(obj, list) and json.loads(text) in obj:
-            obj = json.loads(text)
-        else:
+        found = _step(obj, node, element)
+        if found is None:
             return MISSING
+        obj, node = found
     return obj
 
 
@@ -172,26 +177,18 @@ def merge(live: Any, config: Any, node: Node) -> Any:
 def remove(obj: Any, path: Path, node: Node) -> None:
     """Remove what path names from obj (in place); nothing when it is not there."""
     *parents, last = path
-    holder, holder_node = obj, node
     for element in parents:
-        kind, _, text = element.partition(":")
-        if kind == "f" and isinstance(holder, dict) and text in holder:
-            holder, holder_node = holder[text], _child(holder_node, text)
-        elif kind == "k" and isinstance(holder, list):
-            found = [i for i in holder if isinstance(i, dict) and _item_key(i, holder_node) == element]
-            if not found:
-                return
-            holder, holder_node = found[0], holder_node.item or ANY
-        else:
+        found = _step(obj, node, element)
+        if found is None:
             return
+        obj, node = found
     kind, _, text = last.partition(":")
-    if kind == "f" and isinstance(holder, dict):
-        holder.pop(text, None)
-    elif kind == "k" and isinstance(holder, list):
-        holder[:] = [i for i in holder if not (isinstance(i, dict) and _item_key(i, holder_node) == last)]
-    elif kind == "v" and isinstance(holder, list):
-        value = json.loads(text)
-        holder[:] = [i for i in holder if i != value]
+    if kind == "f" and isinstance(obj, dict):
+        obj.pop(text, None)
+    elif kind == "k" and isinstance(obj, list):
+        obj[:] = [i for i in obj if not (isinstance(i, dict) and _item_key(i, node) == last)]
+    elif kind == "v" and isinstance(obj, list):
+        obj[:] = [i for i in obj if i != json.loads(text)]
 
 
 def changed(old: dict, new: dict, node: Node, subresource: str | None = None) -> tuple[FieldSet, FieldSet]:

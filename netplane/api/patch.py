@@ -22,9 +22,9 @@ from netplane.api.errors import ApiError, bad_request
 from netplane.api.schema import ANY, Node
 
 MERGE, JSON, STRATEGIC = "merge", "json", "strategic"
-CONTENT_TYPES = {
-    "application/merge-patch+json": MERGE,
+CONTENT_TYPES = {  # in kube-apiserver's order, which its 415 lists
     "application/json-patch+json": JSON,
+    "application/merge-patch+json": MERGE,
     "application/strategic-merge-patch+json": STRATEGIC,
 }
 

@@ -225,10 +225,10 @@ def _media_type(request: web.Request) -> str:
     return header.split(";")[0].strip().lower() or "application/json"
 
 
-def _unsupported_media(media: str, accepted: list[str]) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType",
-                    f'the body of the request was in an unknown format ("{media}") - accepted media types '
-                    f"include: {', '.join(accepted)}")
+def _unsupported_media(accepted: list[str]) -> ApiError:
+    """Upstream's words (which do not name the type that was sent)."""
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media "
+                                                 f"types include: {', '.join(accepted)}")
 
 
 async def _decode(request: web.Request, media: str, duplicates: list[str] | None = None) -> Any:
@@ -267,7 +267,7 @@ async def _body(request: web.Request, namespace: str | None, name: str | None = 
     elif media in JSON_TYPES | YAML_TYPES:
         body = await _decode(request, media, duplicates)
     else:
-        raise _unsupported_media(media, sorted(JSON_TYPES | YAML_TYPES) + [protobuf.MEDIA_TYPE])
+        raise _unsupported_media(sorted(JSON_TYPES | YAML_TYPES) + [protobuf.MEDIA_TYPE])
     if not isinstance(body, dict) or not isinstance(body.setdefault("metadata", {}), dict):
         raise bad_request("the request body must be a JSON object with an object 'metadata'")
     meta = body["metadata"]
@@ -663,7 +663,7 @@ class _Handlers:
         if (await request.read()).strip():
             media = _media_type(request)
             if media not in JSON_TYPES | YAML_TYPES:
-                raise _unsupported_media(media, sorted(JSON_TYPES | YAML_TYPES))
+                raise _unsupported_media(sorted(JSON_TYPES | YAML_TYPES))
             body = await _decode(request, media)
         options = DeleteOptions.parse(body, request.query)
         return options, _dry_run(request.query) or options.dry_run
@@ -706,7 +706,7 @@ class _Handlers:
             return await self._apply(request)
         patch_type = patch.CONTENT_TYPES.get(media)
         if patch_type is None:
-            raise _unsupported_media(media, [*patch.CONTENT_TYPES, APPLY_PATCH])
+            raise _unsupported_media([*patch.CONTENT_TYPES, APPLY_PATCH])
         if "force" in request.query:
             raise _invalid_patch_options("force", "Forbidden: may not be specified for non-apply patch")
         document = await _decode(request, "application/json")

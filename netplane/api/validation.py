@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from netplane.api.errors import ApiError
 from netplane.api.resources import Resource
+from netplane.controllers.workloads import matches
 
 ANNOTATIONS_MAX_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
 PROTOCOLS = ("SCTP", "TCP", "UDP")
@@ -222,35 +224,28 @@ def labels(field: str, found: Any) -> list[Problem]:
 
 # -- kinds
 
+def _unsupported(field: str, value: Any, allowed: tuple[str, ...]) -> list[Problem]:
+    if value in allowed:
+        return []
+    return [Problem(field, "Unsupported value", value, "supported values: " + ", ".join(f'"{a}"' for a in allowed))]
+
+
 def _service(spec: dict) -> list[Problem]:
-    out = labels("spec.selector", spec.get("selector"))
-    kind = spec.get("type", "ClusterIP")
-    if kind not in SERVICE_TYPES:
-        supported = ", ".join(f'"{t}"' for t in SERVICE_TYPES)
-        out.append(Problem("spec.type", "Unsupported value", kind, f"supported values: {supported}"))
+    out = labels("spec.selector", spec.get("selector")) + _unsupported("spec.type", spec.get("type", "ClusterIP"),
+                                                                        SERVICE_TYPES)
     ports = spec.get("ports") or []
-    if not ports and kind != "ExternalName" and spec.get("clusterIP") != "None":
+    if not ports and spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None":
         out.append(required("spec.ports"))
     names: set[str] = set()
     keys: set[tuple[Any, str]] = set()
-    for i, port in enumerate(ports if isinstance(ports, list) else []):
-        at = f"spec.ports[{i}]"
-        if not isinstance(port, dict):
-            out.append(invalid(at, port, "must be an object"))
-            continue
-        name = port.get("name") or ""
-        if not name and len(ports) > 1:
+    for at, port in _items("spec.ports", ports, out):
+        if port.get("name"):
+            out += _named(at, port["name"], dns1123_label, names)
+        elif len(ports) > 1:
             out.append(required(f"{at}.name"))
-        elif name:
-            out += _each(f"{at}.name", name, dns1123_label)
-            if name in names:
-                out.append(duplicate(f"{at}.name", name))
-            names.add(name)
         out += _port_number(f"{at}.port", port.get("port"))
         protocol = port.get("protocol", "TCP")
-        if protocol not in PROTOCOLS:
-            supported = ", ".join(f'"{p}"' for p in PROTOCOLS)
-            out.append(Problem(f"{at}.protocol", "Unsupported value", protocol, f"supported values: {supported}"))
+        out += _unsupported(f"{at}.protocol", protocol, PROTOCOLS)
         target = port.get("targetPort")
         if isinstance(target, str) and target:
             out += _each(f"{at}.targetPort", target, port_name)
@@ -269,24 +264,29 @@ def _service_port_key(port: Any, protocol: str) -> Go:
               'TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:""}, NodePort:0}')
 
 
+def _items(field: str, items: Any, out: list[Problem]) -> Iterator[tuple[str, dict]]:
+    """(path, item) of each object in a list; what is not an object is reported in out."""
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if isinstance(item, dict):
+            yield f"{field}[{i}]", item
+        else:
+            out.append(invalid(f"{field}[{i}]", item, "must be an object"))
+
+
+def _named(at: str, name: str, rule, seen: set[str]) -> list[Problem]:
+    """A list item's name checked by rule and against the names before it."""
+    found = _each(f"{at}.name", name, rule) + ([duplicate(f"{at}.name", name)] if name in seen else [])
+    seen.add(name)
+    return found
+
+
 def _containers(field: str, containers: Any) -> list[Problem]:
     if not containers:
         return [required(field)]
-    out = []
+    out: list[Problem] = []
     seen: set[str] = set()
-    for i, c in enumerate(containers if isinstance(containers, list) else []):
-        at = f"{field}[{i}]"
-        if not isinstance(c, dict):
-            out.append(invalid(at, c, "must be an object"))
-            continue
-        name = c.get("name") or ""
-        if not name:
-            out.append(required(f"{at}.name"))
-        else:
-            out += _each(f"{at}.name", name, dns1123_label)
-            if name in seen:
-                out.append(duplicate(f"{at}.name", name))
-            seen.add(name)
+    for at, c in _items(field, containers, out):
+        out += _named(at, c["name"], dns1123_label, seen) if c.get("name") else [required(f"{at}.name")]
         if not c.get("image"):
             out.append(required(f"{at}.image"))
         out += _container_ports(f"{at}.ports", c.get("ports") or [])
@@ -294,18 +294,11 @@ def _containers(field: str, containers: Any) -> list[Problem]:
 
 
 def _container_ports(field: str, ports: Any) -> list[Problem]:
-    out = []
+    out: list[Problem] = []
     names: set[str] = set()
-    for i, port in enumerate(ports if isinstance(ports, list) else []):
-        at = f"{field}[{i}]"
-        if not isinstance(port, dict):
-            out.append(invalid(at, port, "must be an object"))
-            continue
+    for at, port in _items(field, ports, out):
         if port.get("name"):
-            out += _each(f"{at}.name", port["name"], port_name)
-            if port["name"] in names:
-                out.append(duplicate(f"{at}.name", port["name"]))
-            names.add(port["name"])
+            out += _named(at, port["name"], port_name, names)
         if not port.get("containerPort"):
             out.append(required(f"{at}.containerPort"))
         else:
@@ -329,7 +322,6 @@ EMPTY_SELECTOR = Go("v1.LabelSelector{MatchLabels:map[string]string(nil), "
 
 
 def _workload(kind: str, spec: dict) -> list[Problem]:
-    from netplane.controllers.workloads import matches
     selector = spec.get("selector")
     template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
     template_labels = (template.get("metadata") or {}).get("labels") or {}
