@@ -1407,3 +1407,82 @@ def test_server_side_apply_from_the_python_client_shares_equal_fields_and_confli
         made_by = c.kubectl("get", "service", "x", "-o", "jsonpath={.metadata.managedFields[0].manager}",
                             "--show-managed-fields").stdout
         assert made_by == "OpenAPI-Generator"  # no fieldManager: the User-Agent's product, as upstream
+
+
+def test_the_proxy_subresources_reach_a_pod_and_a_services_endpoint(tmp_path):
+    """pods/NAME[:PORT]/proxy/PATH and services/NAME:PORT/proxy/PATH pass a request on and its answer
+    back (status, headers, body); here the server's own namespace is the network and the "pod" is an
+    HTTP server on 127.0.0.1 (tests/test_kubectl_lab.py goes through a lab with kubectl proxy)."""
+    import socketserver
+    from http.server import BaseHTTPRequestHandler
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            body = f"{self.command} {self.path}".encode()
+            self.send_response(418 if "teapot" in self.path else 200)
+            self.send_header("X-Backend", "echo")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    backend = socketserver.TCPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    port = backend.server_address[1]
+    try:
+        with Cluster(tmp_path) as c:
+            made = c.store.create("pods", {"metadata": {"name": "web", "namespace": "default"}, "spec": {
+                "containers": [{"name": "web", "image": "nginx", "ports": [{"name": "http", "containerPort": port}]}]}})
+            c.store.update("pods", {**made, "status": {"phase": "Running", "podIP": "127.0.0.1"}}, "status")
+            c.store.create("services", {"metadata": {"name": "web", "namespace": "default"}, "spec": {
+                "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": port}]}})
+            c.store.create("endpointslices", {"metadata": {"name": "web-1", "namespace": "default", "labels": {
+                "kubernetes.io/service-name": "web"}}, "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}]})
+            for path in ("pods/web/proxy/a/b?x=1", f"pods/web:{port}/proxy/a/b?x=1", "pods/web:http/proxy/a/b?x=1",
+                         "services/web:http/proxy/a/b?x=1"):
+                status, body = asyncio.run(raw_get(c.port, f"/api/v1/namespaces/default/{path}"))
+                assert (status, body) == (200, b"GET /a/b?x=1"), path
+            assert asyncio.run(raw_get(c.port, "/api/v1/namespaces/default/pods/web/proxy/teapot"))[0] == 418
+            status, body = asyncio.run(raw_get(c.port, "/api/v1/namespaces/default/services/web:nope/proxy/"))
+            assert status == 503 and b'no service port \\"nope\\" found for service \\"web\\"' in body
+            status, listed, _ = asyncio.run(http(c.port, "GET", "/api/v1"))
+            assert {"pods/proxy", "services/proxy"} <= {r["name"] for r in listed["resources"]}
+    finally:
+        backend.shutdown()
+
+
+async def raw_get(port: int, path: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+            return resp.status, await resp.read()
+
+
+def test_kubectl_drain_evicts_through_the_eviction_subresource_in_protobuf(tmp_path):
+    """kubectl drain cordons the node, then POSTs a policy/v1 Eviction per pod (in protobuf, as
+    client-go's typed client sends it); each eviction deletes its pod with the Eviction's options."""
+    with Cluster(tmp_path) as c:
+        c.kubectl("apply", "-f", "-", stdin=WORKLOAD)
+        c.store.create("pods", {**pod("stray", {"app": "x"}, node="node-1")})
+        drained = c.kubectl("drain", "node-1", "--force", "--grace-period=0", "--timeout=30s")
+        assert "evicting pod default/stray" in drained.stdout and "pod/stray evicted" in drained.stdout
+        assert "node/node-1 drained" in drained.stdout
+        assert c.kubectl("get", "pods", "-o", "name").stdout == "pod/web-1\n"  # not on node-1
+        assert json.loads(c.kubectl("get", "node", "node-1", "-o", "json").stdout)["spec"]["unschedulable"] is True
+        c.kubectl("run", "late", "--image=nginx", "--overrides", '{"spec":{"nodeName":"node-1"}}')
+        status, body, _ = asyncio.run(http(c.port, "POST", f"{PODS}/late/eviction", {
+            "apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "late"},
+            "deleteOptions": {"gracePeriodSeconds": 30}}))
+        assert (status, body["status"], body["code"]) == (201, "Success", 201)
+        assert json.loads(c.kubectl("get", "pod", "late", "-o", "json").stdout)["metadata"]["deletionTimestamp"]
+        eviction = _pb(1, _pb(1, "late")) + _pb(2, _pb(1, 0))  # metadata.name, deleteOptions.gracePeriodSeconds 0
+        wire = b"k8s\x00" + _pb(1, _pb(1, "policy/v1") + _pb(2, "Eviction")) + _pb(2, eviction)
+        status, body, _ = asyncio.run(http(c.port, "POST", f"{PODS}/late/eviction", wire,
+                                           "application/vnd.kubernetes.protobuf"))
+        assert (status, body["status"]) == (201, "Success")  # client-go's typed clients send protobuf
+        assert c.kubectl("get", "pods", "-o", "name").stdout == "pod/web-1\n"

@@ -74,8 +74,8 @@ def web_pods(lab: str) -> list[dict]:
     return json.loads(kubectl(lab, "get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
 
 
-def endpoints(lab: str) -> set[str]:
-    slices = json.loads(kubectl(lab, "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+def endpoints(lab: str, service: str = "web") -> set[str]:
+    slices = json.loads(kubectl(lab, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}",
                                 "-o", "json").stdout)["items"]
     return {a for s in slices for e in s["endpoints"] or [] if e["conditions"].get("ready") for a in e["addresses"]}
 
@@ -345,3 +345,43 @@ def test_a_container_that_exits_is_restarted(lab):
                            ["status"]["containerStatuses"][0]["restartCount"] >= 1, timeout=20)
     assert restarted
     kubectl(lab, "delete", "pod", "crasher", "--grace-period=0", "--force")
+
+
+PROXIED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: px, labels: {app: px}}
+spec:
+  nodeName: node-2
+  containers: [{name: echo, image: netplane/echo, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: px}
+spec:
+  selector: {app: px}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+
+def test_kubectl_proxy_reaches_a_pod_and_a_service_through_the_labs_data_plane(lab):
+    """The Kubernetes Basics tutorial's step: `kubectl proxy`, then the pod at
+    /api/v1/namespaces/default/pods/NAME/proxy/; the API server's connection starts in a node's
+    namespace and crosses the overlay to the pod on node-2."""
+    import urllib.request
+    kubectl(lab, "apply", "-f", "-", stdin=PROXIED)
+    kubectl(lab, "wait", "--for=condition=Ready", "pod/px", "--timeout=60s")
+    eventually(lambda: endpoints(lab, "px"))
+    proxy = subprocess.Popen(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), "proxy", "--port=0"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proxy.stdout.readline().strip().rsplit(":", 1)[1])
+        base = f"http://127.0.0.1:{port}/api/v1/namespaces/default"
+        for path in ("pods/px/proxy/hostname", "pods/px:8080/proxy/hostname", "services/px:http/proxy/hostname"):
+            with urllib.request.urlopen(f"{base}/{path}", timeout=10) as resp:
+                assert resp.read().decode() == "px", path
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+    kubectl(lab, "delete", "-f", "-", stdin=PROXIED)
+

@@ -1,6 +1,6 @@
 """Request bodies in Kubernetes protobuf, for the kubectl commands that send nothing else.
 
-client-go's typed clients (kubectl ``create namespace|service|deployment``) POST
+client-go's typed clients (kubectl ``create namespace|service|deployment``, ``drain``'s evictions) POST
 ``application/vnd.kubernetes.protobuf`` and, unlike for CBOR, do not fall back to JSON on a 415.
 They accept JSON answers, so only *decoding* is needed, and only for what those generators write.
 
@@ -108,6 +108,12 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
     "DeploymentStatus": {1: _f("observedGeneration", "int"), 2: _f("replicas", "int"), 3: _f("updatedReplicas", "int"),
                          7: _f("readyReplicas", "int"), 4: _f("availableReplicas", "int"),
                          5: _f("unavailableReplicas", "int"), 8: _f("collisionCount", "int", keep_zero=True)},
+    # policy/v1 (kubectl drain) and meta/v1
+    "Eviction": {1: _f("metadata", "ObjectMeta"), 2: _f("deleteOptions", "DeleteOptions")},
+    "DeleteOptions": {1: _f("gracePeriodSeconds", "int", keep_zero=True), 2: _f("preconditions", "Preconditions"),
+                      3: _f("orphanDependents", "bool", keep_zero=True), 4: _f("propagationPolicy"),
+                      5: _f("dryRun", repeated=True)},
+    "Preconditions": {1: _f("uid"), 2: _f("resourceVersion")},
     # the small well-known types
     "Time": {1: _f("seconds", "int"), 2: _f("nanos", "int")},
     "IntOrString": {1: _f("type", "int"), 2: _f("intVal", "int"), 3: _f("strVal")},
@@ -115,7 +121,8 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
     "MapEntry:string": {1: _f("key"), 2: _f("value")},
     "MapEntry:quantity": {1: _f("key"), 2: _f("value", "quantity")},
 }
-ROOTS = {("v1", "Namespace"): "Namespace", ("v1", "Service"): "Service", ("apps/v1", "Deployment"): "Deployment"}
+ROOTS = {("v1", "Namespace"): "Namespace", ("v1", "Service"): "Service", ("apps/v1", "Deployment"): "Deployment",
+         ("policy/v1", "Eviction"): "Eviction"}
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

@@ -18,11 +18,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from netplane.api import auth, codec, lifecycle, openapi, paging, patch, protobuf, schema, tables
+from netplane.api import auth, codec, lifecycle, openapi, paging, patch, protobuf, proxy, schema, tables
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
 from netplane.api.store import Store
+from netplane.controllers.endpointslice import SERVICE_NAME_LABEL
 
 MAX_BODY = 3 * 1024 * 1024
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez"})
@@ -40,6 +41,8 @@ VERSION = {
 }
 STORE = web.AppKey("store", Store)
 WATCHES = web.AppKey("watches", set)  # the queues of open watches, ended on shutdown
+DIAL = web.AppKey("dial", object)  # how the proxy subresources connect to pods (proxy.Dial)
+PROXIED = ("pods", "services")  # the resources with a proxy subresource
 
 Match = Callable[[dict], bool]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -691,6 +694,34 @@ class _Handlers:
         return _encoded(request, {"kind": f"{self.res.kind}List", "apiVersion": api_version(self.res),
                                   "metadata": {"resourceVersion": str(store.resource_version)}, "items": deleted})
 
+    async def evict(self, request: web.Request) -> web.Response:
+        """pods/NAME/eviction (kubectl drain): a policy/v1 Eviction deletes the pod with its
+        deleteOptions; no PodDisruptionBudget is served, so none refuses it. 201 Success, as upstream."""
+        namespace, name = self._where(request)
+        eviction = await _body(request, namespace, name)
+        if (eviction.get("apiVersion"), eviction.get("kind")) not in (("policy/v1", "Eviction"), (None, None)):
+            raise bad_request(f"the body must be a policy/v1 Eviction, not {eviction.get('apiVersion')} "
+                              f"{eviction.get('kind')}")
+        options = DeleteOptions.parse(eviction.get("deleteOptions") or None, request.query)
+        request.app[STORE].delete("pods", namespace, name, options, dry_run=_dry_run(request.query) or options.dry_run)
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201},
+                     status=201)
+
+    async def proxy(self, request: web.Request) -> web.Response:
+        """pods/NAME[:PORT]/proxy/PATH and services/NAME[:PORT]/proxy/PATH (proxy.py)."""
+        scheme, name, port = proxy.split_name(request.match_info["name"])
+        if scheme not in ("", "http"):
+            raise bad_request(f"the proxy speaks http to {self.res.plural}, not {scheme}")
+        store, namespace = request.app[STORE], request.match_info.get("namespace")
+        target = store.get(self.res.plural, namespace, name)
+        if self.res.plural == "pods":
+            host, number = proxy.pod_target(target, port)
+        else:
+            slices = [s for s in store.list("endpointslices", namespace)[0]
+                      if s["metadata"].get("labels", {}).get(SERVICE_NAME_LABEL) == name]
+            host, number = proxy.service_target(target, slices, port)
+        return await proxy.forward(request, request.app[DIAL], host, number, request.match_info.get("path", ""))
+
     async def _update(self, request: web.Request, subresource: str | None) -> web.Response:
         duplicates: list[str] = []
         namespace, name = self._where(request)
@@ -752,6 +783,11 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
         router.add_get(item + "/status", h.get)
         router.add_put(item + "/status", h.replace_status)
         router.add_patch(item + "/status", h.patch_status)
+    if res.plural == "pods":
+        router.add_post(item + "/eviction", h.evict)
+    if res.plural in PROXIED:
+        router.add_route("*", item + "/proxy", h.proxy)
+        router.add_route("*", item + "/proxy/{path:.*}", h.proxy)
     if lifecycle.scale_subresource_of(res):
         router.add_get(item + "/scale", h.get_scale)
         router.add_put(item + "/scale", h.replace_scale)
@@ -784,6 +820,12 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
         if r.has_status:
             entries.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
                             "kind": r.kind, "verbs": ["get", "patch", "update"]})
+        if r.plural == "pods":  # kubectl drain looks for it here
+            entries.append({"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
+                            "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+        if r.plural in PROXIED:
+            entries.append({"name": f"{r.plural}/proxy", "singularName": "", "namespaced": r.namespaced,
+                            "kind": f"{r.kind}ProxyOptions", "verbs": ["create", "delete", "get", "patch", "update"]})
         if lifecycle.scale_subresource_of(r):  # kubectl scale finds the Scale kind here
             entries.append({"name": f"{r.plural}/scale", "singularName": "", "namespaced": r.namespaced,
                             "group": "autoscaling", "version": "v1", "kind": "Scale",
@@ -904,13 +946,15 @@ def _accepting(token: str | auth.TokenFile) -> Callable[[str], bool]:
 
 
 def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_interval: float = 10.0,
-              ca_pem: bytes | None = None) -> web.Application:
-    """The API server's application; with a TokenFile and the CA, also the open discovery path."""
+              ca_pem: bytes | None = None, dial: proxy.Dial = proxy.dial_here) -> web.Application:
+    """The API server's application; with a TokenFile and the CA, also the open discovery path.
+    ``dial`` connects the proxy subresources to pods."""
     middlewares = [_errors_as_status] + ([_bearer(_accepting(token))] if token else [])
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STORE] = store
     app[WATCHES] = set()
     app[BOOKMARK_INTERVAL] = bookmark_interval
+    app[DIAL] = dial
     app.on_shutdown.append(_end_watches)
     for path in OPEN_PATHS:
         app.router.add_get(path, _ok)
@@ -931,11 +975,12 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
 async def start(
     store: Store, host: str = "127.0.0.1", port: int = 0, token: str | auth.TokenFile | None = None,
     ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 10.0, ca_pem: bytes | None = None,
+    dial: proxy.Dial = proxy.dial_here,
 ) -> tuple[web.AppRunner, int]:
     """Serves the store (over TLS when given a context); returns the runner (``await runner.cleanup()``
     stops it) and the bound port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""
     # handler_cancellation: a watch whose client hangs up is cancelled at once and unsubscribes.
-    app = build_app(store, token, bookmark_interval, ca_pem)
+    app = build_app(store, token, bookmark_interval, ca_pem, dial)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,7 @@ from netplane.api.client import Client
 from netplane.api import tls
 from netplane.api.informer import Informers
 from netplane.api.main import setup_logging
+from netplane.api.proxy import Dial
 from netplane.api.server import start
 from netplane.api.store import Store
 from netplane.api.errors import ApiError
@@ -33,6 +35,7 @@ from netplane.controllers.nodelifecycle import NodeLifecycleController
 from netplane.controllers.replicaset import ReplicaSetController
 from netplane.controllers.scheduler import Scheduler
 from netplane.controllers.serviceip import admitter
+from netplane.kernel import netns
 from netplane.lab import cloud, hosts
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState
@@ -113,11 +116,28 @@ async def until_stopped(parts: dict[str, Callable[[], Awaitable]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def dial_in(space: str) -> Dial:
+    """The proxy subresources' Dial from a node's network namespace: the API server reaches a pod
+    through the lab's data plane, as a control-plane node's kube-apiserver does."""
+    async def dial(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = netns.socket_in(space, socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
+
+    return dial
+
+
 async def run_embedded(state: LabState, lab: Lab) -> None:
     token = state.token()
     certs = tls.ensure(state.pki, lab.name, ["127.0.0.1", "localhost"])
     store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage, admit=admitter(lab.network.serviceCIDR))
-    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context())
+    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(),
+                               dial=dial_in(names.node_netns(lab.name, lab.nodes[0])))
     server = f"https://127.0.0.1:{port}"
     # one client and one set of informers for the controllers and every node agent: a Node or
     # Service change is decoded once, not once per agent

@@ -1,0 +1,120 @@
+"""The proxy subresources: ``pods/NAME[:PORT]/proxy/PATH`` and ``services/NAME[:PORT]/proxy/PATH``,
+as kube-apiserver serves them (``kubectl proxy`` then reaches a pod at
+``/api/v1/namespaces/NS/pods/NAME/proxy/``, as the Kubernetes Basics tutorial does).
+
+The name may be ``name``, ``name:port`` or ``scheme:name:port``. A pod's port is a number (a
+container port's name is taken too), else the first container port, else 80. A Service's port is one
+of its ports' names (an unnamed port is ``name`` alone; a number is taken too); the request goes to
+a ready endpoint of it, at that port's target, as upstream's service proxy picks one (not through
+the ClusterIP).
+
+The request is sent as HTTP/1.0 with ``Connection: close`` over a connection made by the server's
+``Dial`` (in a lab: a socket in a node's network namespace, so that it crosses the lab's data plane),
+and the answer is passed back as it came: status, headers (but hop-by-hop ones) and body.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from netplane.api.errors import ApiError, bad_request
+
+Dial = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                        "transfer-encoding", "upgrade", "content-length"})
+TIMEOUT = 30.0
+
+
+async def dial_here(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The default Dial: a TCP connection from the server's own network namespace."""
+    return await asyncio.open_connection(host, port)
+
+
+def split_name(text: str) -> tuple[str, str, str]:
+    """(scheme, name, port) of ``name``, ``name:port`` or ``scheme:name:port``."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        return "", parts[0], ""
+    if len(parts) == 2:
+        return "", parts[0], parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise bad_request(f"invalid resource name {text!r}: expected name, name:port or scheme:name:port")
+
+
+def _unavailable(message: str) -> ApiError:
+    return ApiError(503, "ServiceUnavailable", message)
+
+
+def pod_target(pod: dict, port: str) -> tuple[str, int]:
+    """(pod IP, port) the proxy goes to."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        raise _unavailable(f'address not allowed: pod "{pod["metadata"]["name"]}" has no IP yet')
+    ports = [p for c in pod.get("spec", {}).get("containers", []) for p in c.get("ports") or []]
+    if not port:
+        return ip, int(ports[0]["containerPort"]) if ports else 80
+    if port.isdigit():
+        return ip, int(port)
+    named = [p["containerPort"] for p in ports if p.get("name") == port]
+    if not named:
+        raise bad_request(f'pod "{pod["metadata"]["name"]}" has no container port named {port!r}')
+    return ip, int(named[0])
+
+
+def service_target(service: dict, slices: list[dict], port: str) -> tuple[str, int]:
+    """(endpoint IP, port) of a ready endpoint behind the Service's port (by name, as upstream; a
+    number is taken too)."""
+    name = service["metadata"]["name"]
+    ports = [p for p in service.get("spec", {}).get("ports") or [] if port in (p.get("name", ""), str(p.get("port")))]
+    if not ports:
+        raise _unavailable(f'no service port "{port}" found for service "{name}"')
+    port_name = ports[0].get("name", "")
+    choices = [(address, p["port"]) for s in slices for p in s.get("ports") or [] if p.get("name", "") == port_name
+               for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready", True)
+               for address in e.get("addresses") or []]
+    if not choices:
+        raise _unavailable(f'no endpoints available for service "{name}"')
+    return random.choice(choices)
+
+
+async def forward(request: web.Request, dial: Dial, host: str, port: int, path: str) -> web.Response:
+    """Send the request to host:port and pass the answer back."""
+    query = f"?{request.query_string}" if request.query_string else ""
+    head = [f"{request.method} /{path}{query} HTTP/1.0", f"Host: {host}:{port}", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in request.headers.items()
+             if k.lower() not in HOP_BY_HOP | {"host", "authorization"}]
+    body = await request.read()
+    if body:
+        head.append(f"Content-Length: {len(body)}")
+    try:
+        reader, writer = await asyncio.wait_for(dial(host, port), TIMEOUT)
+    except (OSError, asyncio.TimeoutError) as err:
+        raise _unavailable(f"error trying to reach service: dial tcp {host}:{port}: {err}") from None
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), TIMEOUT)
+    except (OSError, asyncio.TimeoutError) as err:
+        raise _unavailable(f"error trying to reach service: {err}") from None
+    finally:
+        writer.close()
+    return _response(raw)
+
+
+def _response(raw: bytes) -> web.Response:
+    header, _, body = raw.partition(b"\r\n\r\n")
+    lines = header.decode("iso-8859-1").split("\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        raise _unavailable("error trying to reach service: the backend's answer is not HTTP") from None
+    resp = web.Response(status=status, body=body)
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key and key.lower() not in HOP_BY_HOP:
+            resp.headers.add(key.strip(), value.strip())
+    return resp
