@@ -970,11 +970,15 @@ def test_openapi_v3_tells_kubectl_the_server_validates_fields(tmp_path):
                     assert patches, res.kind
                     assert any(p["name"] == "fieldValidation" and p["in"] == "query" for p in patches[0]["parameters"])
                     assert set(patches[0]["requestBody"]["content"]) == {*patch.CONTENT_TYPES, "application/apply-patch+yaml"}
-                # no component carries a GVK: kubectl apply then builds its patches from its own types
-                assert not any("x-kubernetes-group-version-kind" in s for s in doc["components"]["schemas"].values())
-            pod_schema = json.loads(openapi.document("api/v1"))["components"]["schemas"]["io.k8s.api.core.v1.Pod"]
-            containers = pod_schema["properties"]["spec"]["properties"]["containers"]
+                tagged = {g["kind"] for s in doc["components"]["schemas"].values()
+                          for g in s.get("x-kubernetes-group-version-kind", [])}
+                assert {r.kind for r in served} <= tagged  # kubectl explain and apply find each kind by it
+            schemas = json.loads(openapi.document("api/v1"))["components"]["schemas"]
+            containers = schemas["io.netplane.PodSpec"]["properties"]["containers"]
             assert containers["x-kubernetes-patch-merge-key"] == "name"
+            assert containers["x-kubernetes-list-map-keys"] == ["name"] and containers["description"]
+            ports = schemas["io.netplane.Container"]["properties"]["ports"]
+            assert ports["x-kubernetes-list-map-keys"] == ["containerPort", "protocol"]
             status, body, _ = await http(port, "GET", "/openapi/v3/apis/batch/v1")
             assert status == 404
 
@@ -1486,3 +1490,48 @@ def test_kubectl_drain_evicts_through_the_eviction_subresource_in_protobuf(tmp_p
                                            "application/vnd.kubernetes.protobuf"))
         assert (status, body["status"]) == (201, "Success")  # client-go's typed clients send protobuf
         assert c.kubectl("get", "pods", "-o", "name").stdout == "pod/web-1\n"
+
+
+EVERY_FIELD_KIND = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  strategy: {rollingUpdate: {maxSurge: 1}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [
+        {matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}
+      volumes: [{name: v, emptyDir: {sizeLimit: 1Gi}}]
+      securityContext: {runAsUser: 1000}
+      containers:
+      - name: web
+        image: nginx
+        resources: {limits: {cpu: 100m, memory: 64Mi}}
+        readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 5}
+        volumeMounts: [{name: v, mountPath: /v}]
+"""
+
+
+def test_kubectl_explain_and_apply_read_the_served_schemas(tmp_path):
+    """Each kind's schema carries its group-version-kind and every field, with upstream's
+    descriptions (read from the official client's models): kubectl explain prints them, and
+    kubectl apply computes its patches from them without a warning, down to affinity and probes."""
+    with Cluster(tmp_path) as c:
+        explained = c.kubectl("explain", "pod.spec.containers.ports").stdout
+        assert "FIELD: ports <[]ContainerPort>" in explained and "List of ports to expose" in explained
+        assert "containerPort\t<integer> -required-" in explained and "hostIP\t<string>\n" in explained
+        assert "maxSurge" in c.kubectl("explain", "deployment.spec.strategy.rollingUpdate").stdout
+        assert "involvedObject" in c.kubectl("explain", "events").stdout
+        c.kubectl("apply", "-f", "-", stdin=EVERY_FIELD_KIND)
+        changed = EVERY_FIELD_KIND.replace("periodSeconds: 5", "periodSeconds: 7").replace("values: [a]", "values: [a, b]")
+        applied = c.kubectl("apply", "-f", "-", stdin=changed.replace("memory: 64Mi", "memory: 128Mi"))
+        assert applied.stdout.strip() == "deployment.apps/web configured" and applied.stderr == ""
+        spec = json.loads(c.kubectl("get", "deployment", "web", "-o", "json").stdout)["spec"]["template"]["spec"]
+        assert spec["containers"][0]["readinessProbe"]["periodSeconds"] == 7
+        assert spec["containers"][0]["resources"]["limits"]["memory"] == "128Mi"
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert terms[0]["matchExpressions"][0]["values"] == ["a", "b"]

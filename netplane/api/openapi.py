@@ -9,11 +9,13 @@ What kubectl 1.32 does with them (cli-runtime ``QueryParamVerifierV3``, kubectl 
   to client-side validation against ``/openapi/v2`` in protobuf, which this server does not serve;
   so every kind needs that operation.
 - ``apply`` computes its strategic merge patch from the component schema tagged with the kind's
-  GVK if there is one, and fails on any field that schema does not describe. Our schemas are partial
-  (schema.py leaves statuses, probes, volume sources ... open), so the component schemas carry *no*
-  GVK tag: kubectl then computes the patch from its own compiled-in types, which know every field.
+  GVK, and warns (falling back to its compiled-in types) on any field that schema does not describe;
+  ``explain`` prints that schema's fields and descriptions. So each kind's schema is whole: its
+  field tree and upstream's descriptions come from the official client's models (fulltypes.py),
+  with schema.py's merge keys and patch strategies laid over them.
 
-Everything is generated from resources.py and schema.py; nothing is hand-written per kind.
+Everything is generated from resources.py, schema.py and the client's models; nothing is hand-written
+per kind.
 """
 from __future__ import annotations
 
@@ -21,9 +23,8 @@ import hashlib
 import json
 from functools import cache
 
-from netplane.api import lifecycle
+from netplane.api import fulltypes, lifecycle
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
-from netplane.api.schema import KINDS, Node
 
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
                "application/apply-patch+yaml")
@@ -38,39 +39,6 @@ _QUERY = {
 _LIST_QUERY = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "resourceVersionMatch",
                "watch", "allowWatchBookmarks", "sendInitialEvents", "timeoutSeconds")
 _DELETE_QUERY = ("gracePeriodSeconds", "propagationPolicy", "orphanDependents", "dryRun")
-
-
-def schema_of(node: Node) -> dict:
-    """The OpenAPI schema of a schema.py node, with the strategic merge extensions."""
-    if node.type == "object":
-        out: dict = {"type": "object"}
-        if node.fields:
-            out["properties"] = {name: schema_of(child) for name, child in node.fields.items()}
-        if node.open or not node.fields:
-            out["x-kubernetes-preserve-unknown-fields"] = True
-    elif node.type == "array":
-        out = {"type": "array", "items": schema_of(node.item) if node.item else {}}
-        if node.merge_key:
-            out["x-kubernetes-patch-merge-key"] = node.merge_key
-            out["x-kubernetes-list-type"] = "map"
-            out["x-kubernetes-list-map-keys"] = list(node.map_keys or (node.merge_key,))
-        elif node.strategy and "merge" in node.strategy:
-            out["x-kubernetes-list-type"] = "set"
-        else:
-            out["x-kubernetes-list-type"] = "atomic"
-    elif node.type == "map":
-        out = {"type": "object", "additionalProperties": schema_of(node.item) if node.item else {}}
-    elif node.type == "int-or-string":
-        out = {"x-kubernetes-int-or-string": True}
-    elif node.type == "any":
-        out = {"x-kubernetes-preserve-unknown-fields": True}
-    else:
-        out = {"type": node.type}
-    if node.format:
-        out["format"] = node.format
-    if node.strategy:
-        out["x-kubernetes-patch-strategy"] = node.strategy
-    return out
 
 
 def schema_name(res_or_kind: Resource | str) -> str:
@@ -175,6 +143,12 @@ def group_versions() -> dict[str, list[Resource]]:
     return out
 
 
+def _tagged(kind: str, gvk: dict) -> dict:
+    """A kind's schema with its group-version-kind, by which kubectl finds it (explain, apply's patches)."""
+    whole = fulltypes.components((kind,))[fulltypes.component_name(fulltypes.model_of(kind))]
+    return {**whole, "x-kubernetes-group-version-kind": [gvk]}
+
+
 @cache
 def document(gv_path: str) -> bytes:
     """The OpenAPI v3 document of one group-version, as JSON bytes."""
@@ -183,11 +157,13 @@ def document(gv_path: str) -> bytes:
     schemas: dict[str, dict] = {PATCH_SCHEMA: {
         "type": "object",
         "description": "The body of a PATCH: a JSON patch, a merge patch or a strategic merge patch."}}
+    kinds = [res.kind for res in resources] + (["Scale"] if any(map(lifecycle.scale_subresource_of, resources)) else [])
+    schemas |= fulltypes.components(tuple(kinds))
     for res in resources:
         paths.update(_resource_paths(res))
-        schemas[schema_name(res)] = {**schema_of(KINDS[res.kind]), "description": f"{res.kind} ({api_version(res)})"}
-        if lifecycle.scale_subresource_of(res):
-            schemas[schema_name("Scale")] = {**schema_of(KINDS["Scale"]), "description": "Scale (autoscaling/v1)"}
+        schemas[schema_name(res)] = _tagged(res.kind, _gvk(res.group, res.version, res.kind))
+    if "Scale" in kinds:
+        schemas[schema_name("Scale")] = _tagged("Scale", _gvk("autoscaling", "v1", "Scale"))
     doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},
            "paths": paths, "components": {"schemas": schemas}}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
