@@ -376,6 +376,8 @@ def test_kubectl_proxy_reaches_a_pod_and_a_service_through_the_labs_data_plane(l
                              stdout=subprocess.PIPE, text=True)
     try:
         port = int(proxy.stdout.readline().strip().rsplit(":", 1)[1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:  # the seeds' first look
+            assert {"/api", "/api/v1", "/apis", "/openapi/v3", "/version"} <= set(json.loads(resp.read())["paths"])
         base = f"http://127.0.0.1:{port}/api/v1/namespaces/default"
         for path in ("pods/px/proxy/hostname", "pods/px:8080/proxy/hostname", "services/px:http/proxy/hostname"):
             with urllib.request.urlopen(f"{base}/{path}", timeout=10) as resp:

@@ -835,13 +835,15 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
     }
 
 
-def _add_discovery_routes(router: web.UrlDispatcher) -> None:
+def _add_discovery_routes(router: web.UrlDispatcher) -> list[str]:
     """/version, /api, /apis and each group and group-version, with or without a trailing slash
-    (kube-apiserver answers both; some clients ask for ``/api/``)."""
+    (kube-apiserver answers both; some clients ask for ``/api/``); the paths, for ``GET /``."""
+    paths = ["/apis/"]
 
     def add(path: str, handler: Handler) -> None:
         router.add_get(path, handler)
         router.add_get(path + "/", handler)
+        paths.append(path)
 
     by_gv: dict[str, list[Resource]] = {}
     for r in RESOURCES:
@@ -864,6 +866,7 @@ def _add_discovery_routes(router: web.UrlDispatcher) -> None:
 
     add("/api", api_versions)
     add("/version", _constant(VERSION))
+    return paths
 
 
 def _add_openapi_routes(router: web.UrlDispatcher) -> None:
@@ -882,6 +885,7 @@ def _add_openapi_routes(router: web.UrlDispatcher) -> None:
         return web.Response(body=openapi.document(gv), content_type="application/json", headers=headers)
 
     router.add_get("/openapi/v3", index)
+    router.add_get("/openapi/v3/", index)
     router.add_get("/openapi/v3/{gv:.+}", document)
 
 
@@ -965,8 +969,9 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
             return _json(tokens.cluster_info(ca_pem))
 
         app.router.add_get(auth.CLUSTER_INFO_PATH, cluster_info)
-    _add_discovery_routes(app.router)
+    discovery = _add_discovery_routes(app.router)
     _add_openapi_routes(app.router)
+    app.router.add_get("/", _constant({"paths": sorted([*discovery, *OPEN_PATHS, "/openapi/v3", "/openapi/v3/"])}))
     for res in RESOURCES:
         _add_resource_routes(app.router, res)
     return app
