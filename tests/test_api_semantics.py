@@ -1540,3 +1540,24 @@ def test_kubectl_explain_and_apply_read_the_served_schemas(tmp_path):
         assert spec["containers"][0]["resources"]["limits"]["memory"] == "128Mi"
         terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
         assert terms[0]["matchExpressions"][0]["values"] == ["a", "b"]
+
+
+def test_openapi_v2_is_a_swagger_document_of_every_served_path(tmp_path):
+    """/openapi/v2 as JSON, which Swagger's editor opens (the seeds read the API that way): Swagger
+    2.0, every served path, references into ``definitions`` that all resolve; protobuf is not served."""
+    async def main():
+        async with serving(tmp_path) as (_, _api, port):
+            status, doc, _ = await http(port, "GET", "/openapi/v2")
+            assert status == 200 and doc["swagger"] == "2.0"
+            assert "/api/v1/namespaces/{namespace}/pods/{name}" in doc["paths"]
+            assert "/apis/apps/v1/namespaces/{namespace}/deployments" in doc["paths"]
+            refs = set(re.findall(r'"\$ref":"#/definitions/([^"]+)"', json.dumps(doc, separators=(",", ":"))))
+            assert refs and refs <= set(doc["definitions"])
+            create = doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"]
+            assert any(p["in"] == "body" and p["schema"]["$ref"] == "#/definitions/io.k8s.api.core.v1.Pod"
+                       for p in create["parameters"])
+            status, body, _ = await http(port, "GET", "/openapi/v2",
+                                         accept="application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+            assert (status, body["reason"]) == (406, "NotAcceptable")
+
+    asyncio.run(main())

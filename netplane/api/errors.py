@@ -8,6 +8,7 @@ REASONS = {
     401: "Unauthorized",
     404: "NotFound",
     405: "MethodNotAllowed",
+    406: "NotAcceptable",
     409: "Conflict",
     410: "Gone",
     413: "RequestEntityTooLarge",

@@ -178,3 +178,52 @@ def index() -> bytes:
     """``/openapi/v3``: where each group-version's document is, with its hash for client caches."""
     paths = {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest(gv)}"} for gv in group_versions()}
     return json.dumps({"paths": paths}, separators=(",", ":")).encode()
+
+
+def _v2(value: object) -> object:
+    """A v3 schema fragment in Swagger 2.0's terms: its references point at ``definitions``."""
+    if isinstance(value, dict):
+        return {k: (v.replace("#/components/schemas/", "#/definitions/") if k == "$ref" else _v2(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_v2(v) for v in value]
+    return value
+
+
+def _v2_parameters(parameters: list[dict]) -> list[dict]:
+    """Path and query parameters with their type inline, as Swagger 2.0 has them."""
+    return [{k: v for k, v in p.items() if k != "schema"} | p.get("schema", {}) for p in parameters]
+
+
+def _v2_operation(op: dict) -> dict:
+    """A v3 operation as Swagger 2.0 writes it: typed parameters, the body as an ``in: body`` one."""
+    out = {k: v for k, v in op.items() if k not in ("parameters", "requestBody", "responses")}
+    out["parameters"] = _v2_parameters(op.get("parameters", []))
+    if "requestBody" in op:
+        content = op["requestBody"]["content"]
+        out["consumes"] = sorted(content)
+        out["parameters"].append({"name": "body", "in": "body", "required": True,
+                                  "schema": _v2(next(iter(content.values()))["schema"])})
+    out["produces"] = ["application/json", "application/yaml"]
+    out["responses"] = {code: {"description": r["description"], "schema": _v2(r["content"]["application/json"]["schema"])}
+                        for code, r in op.get("responses", {}).items()}
+    return out
+
+
+@cache
+def swagger() -> bytes:
+    """``/openapi/v2`` as JSON: every group-version's paths and schemas in one Swagger 2.0 document,
+    which Swagger's editor opens (the seeds' way to read the API)."""
+    paths: dict[str, dict] = {}
+    definitions: dict[str, dict] = {}
+    for gv in group_versions():
+        doc = json.loads(document(gv))
+        definitions |= _v2(doc["components"]["schemas"])
+        for path, item in doc["paths"].items():
+            paths[path] = {verb: (_v2_operation(op) if isinstance(op, dict) and "responses" in op else op)
+                           for verb, op in item.items() if verb != "parameters"}
+            if item.get("parameters"):
+                paths[path]["parameters"] = _v2_parameters(item["parameters"])
+    doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},
+           "paths": paths, "definitions": definitions}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()

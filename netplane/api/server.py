@@ -884,6 +884,13 @@ def _add_openapi_routes(router: web.UrlDispatcher) -> None:
                    "Etag": f'"{openapi.digest(gv)}"'}
         return web.Response(body=openapi.document(gv), content_type="application/json", headers=headers)
 
+    async def swagger(request: web.Request) -> web.Response:
+        accept = request.headers.get("Accept") or "*/*"
+        if "json" not in accept and "*/*" not in accept:  # kubectl asks for protobuf, which is not served
+            raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json")
+        return web.Response(body=openapi.swagger(), content_type="application/json")
+
+    router.add_get("/openapi/v2", swagger)
     router.add_get("/openapi/v3", index)
     router.add_get("/openapi/v3/", index)
     router.add_get("/openapi/v3/{gv:.+}", document)
@@ -971,7 +978,7 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
         app.router.add_get(auth.CLUSTER_INFO_PATH, cluster_info)
     discovery = _add_discovery_routes(app.router)
     _add_openapi_routes(app.router)
-    app.router.add_get("/", _constant({"paths": sorted([*discovery, *OPEN_PATHS, "/openapi/v3", "/openapi/v3/"])}))
+    app.router.add_get("/", _constant({"paths": sorted([*discovery, *OPEN_PATHS, "/openapi/v2", "/openapi/v3", "/openapi/v3/"])}))
     for res in RESOURCES:
         _add_resource_routes(app.router, res)
     return app
