@@ -1556,8 +1556,20 @@ def test_openapi_v2_is_a_swagger_document_of_every_served_path(tmp_path):
             create = doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"]
             assert any(p["in"] == "body" and p["schema"]["$ref"] == "#/definitions/io.k8s.api.core.v1.Pod"
                        for p in create["parameters"])
-            status, body, _ = await http(port, "GET", "/openapi/v2",
-                                         accept="application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+            status, body, _ = await http(port, "GET", "/openapi/v2", accept="text/csv")
             assert (status, body["reason"]) == (406, "NotAcceptable")
 
     asyncio.run(main())
+
+
+def test_a_kind_the_server_does_not_serve_is_no_match_for_kubectl_as_upstream_says(tmp_path):
+    """kubectl validates a kind that OpenAPI v3 lacks against /openapi/v2 in protobuf; served (as
+    kube-openapi serves it), that ends in kubectl's own words instead of "failed to download openapi"."""
+    with Cluster(tmp_path) as c:
+        for manifest, kind, version in (("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "ConfigMap", "v1"),
+                                        ("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n",
+                                         "Widget", "example.com/v1")):
+            refused = c.kubectl("apply", "-f", "-", stdin=manifest, ok=False)
+            assert refused.returncode != 0
+            assert f'no matches for kind "{kind}" in version "{version}"' in refused.stderr, refused.stderr
+            assert "openapi" not in refused.stderr

@@ -23,7 +23,7 @@ import hashlib
 import json
 from functools import cache
 
-from netplane.api import fulltypes, lifecycle
+from netplane.api import fulltypes, lifecycle, openapi_pb
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
 
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
@@ -181,8 +181,12 @@ def index() -> bytes:
 
 
 def _v2(value: object) -> object:
-    """A v3 schema fragment in Swagger 2.0's terms: its references point at ``definitions``."""
+    """A v3 schema fragment in Swagger 2.0's terms: its references point at ``definitions``, and a
+    field that is one referenced type is a ``$ref`` beside its description, as upstream writes it."""
     if isinstance(value, dict):
+        parts = value.get("allOf")
+        if isinstance(parts, list) and len(parts) == 1 and set(parts[0]) == {"$ref"}:
+            value = {**{k: v for k, v in value.items() if k != "allOf"}, "$ref": parts[0]["$ref"]}
         return {k: (v.replace("#/components/schemas/", "#/definitions/") if k == "$ref" else _v2(v))
                 for k, v in value.items()}
     if isinstance(value, list):
@@ -205,7 +209,8 @@ def _v2_operation(op: dict) -> dict:
         out["parameters"].append({"name": "body", "in": "body", "required": True,
                                   "schema": _v2(next(iter(content.values()))["schema"])})
     out["produces"] = ["application/json", "application/yaml"]
-    out["responses"] = {code: {"description": r["description"], "schema": _v2(r["content"]["application/json"]["schema"])}
+    out["responses"] = {code: {"description": r["description"],
+                               "schema": _v2(r["content"]["application/json"]["schema"])}
                         for code, r in op.get("responses", {}).items()}
     return out
 
@@ -227,3 +232,9 @@ def swagger() -> bytes:
     doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},
            "paths": paths, "definitions": definitions}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+@cache
+def swagger_protobuf() -> bytes:
+    """``/openapi/v2`` in protobuf, for client-go (openapi_pb.py says what it holds)."""
+    return openapi_pb.document(json.loads(swagger()))

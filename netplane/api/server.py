@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from netplane.api import auth, codec, lifecycle, openapi, paging, patch, protobuf, proxy, schema, tables
+from netplane.api import auth, codec, lifecycle, openapi, openapi_pb, paging, patch, protobuf, proxy, schema, tables
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
@@ -886,8 +886,11 @@ def _add_openapi_routes(router: web.UrlDispatcher) -> None:
 
     async def swagger(request: web.Request) -> web.Response:
         accept = request.headers.get("Accept") or "*/*"
-        if "json" not in accept and "*/*" not in accept:  # kubectl asks for protobuf, which is not served
-            raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json")
+        if openapi_pb.ASKED_AS in accept:  # client-go, for kubectl's client-side validation
+            return web.Response(body=openapi.swagger_protobuf(), content_type=openapi_pb.MEDIA_TYPE)
+        if "json" not in accept and "*/*" not in accept:
+            raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json, "
+                                                 f"{openapi_pb.MEDIA_TYPE}")
         return web.Response(body=openapi.swagger(), content_type="application/json")
 
     router.add_get("/openapi/v2", swagger)
@@ -978,7 +981,8 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
         app.router.add_get(auth.CLUSTER_INFO_PATH, cluster_info)
     discovery = _add_discovery_routes(app.router)
     _add_openapi_routes(app.router)
-    app.router.add_get("/", _constant({"paths": sorted([*discovery, *OPEN_PATHS, "/openapi/v2", "/openapi/v3", "/openapi/v3/"])}))
+    root = [*discovery, *OPEN_PATHS, "/openapi/v2", "/openapi/v3", "/openapi/v3/"]
+    app.router.add_get("/", _constant({"paths": sorted(root)}))
     for res in RESOURCES:
         _add_resource_routes(app.router, res)
     return app
