@@ -1573,3 +1573,23 @@ def test_a_kind_the_server_does_not_serve_is_no_match_for_kubectl_as_upstream_sa
             assert refused.returncode != 0
             assert f'no matches for kind "{kind}" in version "{version}"' in refused.stderr, refused.stderr
             assert "openapi" not in refused.stderr
+
+
+def test_a_client_side_apply_then_a_server_side_one_takes_over_without_conflict(tmp_path):
+    """kubectl's move from client-side to server-side apply: the fields the last-applied annotation
+    covers go to the `kubectl` manager without a conflict, and the annotation follows the new config;
+    another manager's field still conflicts."""
+    with Cluster(tmp_path) as c:
+        c.kubectl("apply", "-f", "-", stdin=SSA_DEPLOYMENT)
+        c.kubectl("annotate", "deployment", "web", "owner=ops", "--field-manager=ops")
+        four = SSA_DEPLOYMENT.replace("replicas: 3", "replicas: 4")
+        moved = c.kubectl("apply", "--server-side", "-f", "-", stdin=four)
+        assert moved.stdout.strip() == "deployment.apps/web serverside-applied", moved.stderr
+        obj = json.loads(c.kubectl("get", "deployment", "web", "-o", "json").stdout)
+        assert obj["spec"]["replicas"] == 4
+        last = json.loads(obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"])
+        assert last["spec"]["replicas"] == 4
+        clash = SSA_DEPLOYMENT.replace("metadata: {name: web}", "metadata: {name: web, annotations: {owner: dev}}")
+        refused = c.kubectl("apply", "--server-side", "-f", "-", stdin=clash, ok=False)
+        assert refused.returncode != 0
+        assert 'conflict with "ops" using apps/v1: .metadata.annotations.owner' in refused.stderr

@@ -298,9 +298,24 @@ def conflict_error(conflicts: dict[Manager, list[Path]]) -> ApiError:
     return ApiError(409, "Conflict", message, {"causes": causes})
 
 
+KUBECTL = "kubectl"  # kubectl apply --server-side's manager
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"  # what a client-side apply leaves
+
+
+def _last_applied(live: dict, node: Node) -> FieldSet:
+    """The fields of the configuration a client-side `kubectl apply` left on the object."""
+    text = (live.get("metadata") or {}).get("annotations", {}).get(LAST_APPLIED)
+    try:
+        return field_set(json.loads(text), node) if text else frozenset()
+    except ValueError:
+        return frozenset()
+
+
 def apply(live: dict | None, config: dict, node: Node, who: Manager, force: bool, now: str) -> dict:
     """The object after server-side apply of config by who (managedFields included); raises the
-    conflict error when another manager owns a field it changes and force is not set."""
+    conflict error when another manager owns a field it changes and force is not set. As upstream,
+    kubectl's apply takes over without a conflict the fields its client-side apply had applied
+    (the last-applied annotation), and keeps that annotation to what it applies now."""
     live = live or {}
     owners = owners_of(live)
     if live and not owners:  # an object no one has applied to: all its fields were someone's before
@@ -313,13 +328,17 @@ def apply(live: dict | None, config: dict, node: Node, who: Manager, force: bool
     for path in sorted(previous - applied, key=len, reverse=True):
         if not any(path in fields for _, fields, _ in others.values()):
             remove(merged, path, node)
+    last_applied = _last_applied(live, node) if who.name == KUBECTL else frozenset()
     conflicts: dict[Manager, list[Path]] = {}
     for other, fields, _ in others.values():
         clash = [p for p in fields & applied if _leaf(p) and value_at(live, p, node) != value_at(merged, p, node)]
         if clash:
             conflicts[other] = clash
-    if conflicts and not force:
-        raise conflict_error(conflicts)
+    unforced = {who: [p for p in paths if p not in last_applied] for who, paths in conflicts.items()}
+    if any(unforced.values()) and not force:
+        raise conflict_error({who: paths for who, paths in unforced.items() if paths})
+    if LAST_APPLIED in (live.get("metadata") or {}).get("annotations", {}):
+        merged["metadata"]["annotations"][LAST_APPLIED] = json.dumps(config, separators=(",", ":"))
     taken = frozenset(p for paths in conflicts.values() for p in paths)
     owners = _without(owners, taken, but=who.identity())
     time = now if merged != live or who.identity() not in owners else owners[who.identity()][2]
