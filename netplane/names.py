@@ -31,6 +31,7 @@ MASQ_MARK = 0x4000
 LEASE_NAMESPACE = "kube-node-lease"  # the nodes' heartbeat Leases
 LEADER_LEASE = "netplane-controllers"  # in kube-system: which `netplane server` runs the controllers
 NFT_TABLE = "kube-proxy"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # an EndpointSlice's Service
 
 
 def short_hash(text: str, length: int = 8) -> str:

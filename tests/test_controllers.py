@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from netplane import names
 from netplane.api import defaults
 from netplane.api.errors import ApiError
 from netplane.api.resources import by_plural
@@ -101,7 +102,7 @@ def test_slices_resolve_named_ports_and_keep_only_pods_with_ips():
     slices = endpointslice.desired_slices(service(), pods)
     assert len(slices) == 1
     s = slices[0]
-    assert s["metadata"]["labels"][endpointslice.SERVICE_NAME_LABEL] == "web"
+    assert s["metadata"]["labels"][names.SERVICE_NAME_LABEL] == "web"
     assert s["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080}]
     assert [(e["addresses"], e["nodeName"], e["conditions"]["ready"]) for e in s["endpoints"]] == [
         (["10.244.1.2"], "node-1", True), (["10.244.2.2"], "node-2", True)]

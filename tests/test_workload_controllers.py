@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from netplane.api import objects
 from netplane.controllers import daemonset, deployment, gc, nodelifecycle, replicaset, workloads
 
 
@@ -27,10 +28,10 @@ def pod(name, owner_obj=None, node="node-1", ready=True, phase="Running", create
 def test_label_selectors_with_expressions():
     sel = {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
                                                                {"key": "canary", "operator": "DoesNotExist"}]}
-    assert workloads.matches(sel, {"app": "web", "tier": "a"})
-    assert not workloads.matches(sel, {"app": "web", "tier": "c"})
-    assert not workloads.matches(sel, {"app": "web", "tier": "a", "canary": "1"})
-    assert not workloads.matches({}, {"app": "web"})
+    assert objects.matches(sel, {"app": "web", "tier": "a"})
+    assert not objects.matches(sel, {"app": "web", "tier": "c"})
+    assert not objects.matches(sel, {"app": "web", "tier": "a", "canary": "1"})
+    assert not objects.matches({}, {"app": "web"})
     assert workloads.selector_string(sel) == "app=web,tier in (a,b),!canary"
 
 

@@ -34,3 +34,18 @@ async def write_status(client, plural: str, obj: dict, status: dict, merge: bool
     fresh["metadata"].pop("resourceVersion", None)
     fresh["status"] = {**obj.get("status", {}), **status} if merge else status
     return await client.update_status(plural, fresh)
+
+
+def matches(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; an empty one matches nothing."""
+    if not selector:
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        if not ok:
+            return False
+    return True

@@ -18,12 +18,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from netplane import names
 from netplane.api import auth, codec, lifecycle, openapi, openapi_pb, paging, patch, protobuf, proxy, schema, tables
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
 from netplane.api.store import Store
-from netplane.controllers.endpointslice import SERVICE_NAME_LABEL
 
 MAX_BODY = 3 * 1024 * 1024
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez"})
@@ -718,7 +718,7 @@ class _Handlers:
             host, number = proxy.pod_target(target, port)
         else:
             slices = [s for s in store.list("endpointslices", namespace)[0]
-                      if s["metadata"].get("labels", {}).get(SERVICE_NAME_LABEL) == name]
+                      if s["metadata"].get("labels", {}).get(names.SERVICE_NAME_LABEL) == name]
             host, number = proxy.service_target(target, slices, port)
         return await proxy.forward(request, request.app[DIAL], host, number, request.match_info.get("path", ""))
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from netplane.api.errors import ApiError
+from netplane.api.objects import matches
 from netplane.api.resources import Resource
-from netplane.controllers.workloads import matches
 
 ANNOTATIONS_MAX_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
 PROTOCOLS = ("SCTP", "TCP", "UDP")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from netplane import names
 from netplane.api.loop import Reconciler
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -68,7 +67,7 @@ def _slice(service: dict, ports: tuple, endpoints: list[dict]) -> dict:
         "metadata": {
             "name": f"{meta['name']}-{names.short_hash(repr(ports), 5).lower()}",
             "namespace": meta["namespace"],
-            "labels": {SERVICE_NAME_LABEL: meta["name"], MANAGED_BY_LABEL: MANAGED_BY},
+            "labels": {names.SERVICE_NAME_LABEL: meta["name"], MANAGED_BY_LABEL: MANAGED_BY},
             "ownerReferences": [{
                 "apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta.get("uid"),
                 "controller": True, "blockOwnerDeletion": True,

@@ -21,7 +21,6 @@ from netplane.trace.hops import UNDERLAY
 from netplane.trace.probe import PROTOCOLS
 
 DEFAULT_PORT = 8080  # the echo server's HTTP/UDP port in the demo app
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SERVICE_PREFIXES = ("svc/", "service/", "services/")
 POD_PREFIXES = ("pod/", "po/", "pods/")
 NODE_PREFIXES = ("node/", "nodes/", "no/")
@@ -196,7 +195,7 @@ class Resolver:
             port = service_port(svc, spec, proto)
             proto, dport = port.get("protocol", "TCP").lower(), int(port["port"])
         slices = (await self.client.list("endpointslices", svc["metadata"].get("namespace", "default"),
-                                         label_selector=f"{SERVICE_NAME_LABEL}={name}"))["items"]
+                                         label_selector=f"{names.SERVICE_NAME_LABEL}={name}"))["items"]
         places = [Place(names.pod_netns(self.prefix, ep["namespace"], ep["pod"]), ep["node"])
                   for ep in slice_endpoints(slices, port) if ep["pod"]]
         label = f"svc/{name}" + (f":{port.get('name') or port['port']}" if dport is not None else "")

@@ -16,7 +16,6 @@ from functools import cached_property
 
 from netplane import names
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_SECONDS = 10800
 
 
@@ -154,7 +153,7 @@ def ports_of(svc: dict, slices: list[dict]) -> list[ServicePort]:
 
 def slice_owner(eps: dict) -> ServiceKey | None:
     meta = eps["metadata"]
-    service = meta.get("labels", {}).get(SERVICE_NAME_LABEL)
+    service = meta.get("labels", {}).get(names.SERVICE_NAME_LABEL)
     return (meta.get("namespace", ""), service) if service else None
 
 
