@@ -158,8 +158,25 @@ def test_rollout_history_and_undo_after_set_image(lab):
     kubectl(lab, "delete", "deployment", "roll")
 
 
+SLOW_TO_STOP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fg}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: fg}}
+  template:
+    metadata: {labels: {app: fg}}
+    spec:
+      terminationGracePeriodSeconds: 3
+      containers: [{name: shell, image: netplane/echo, command: [sh, -c, "trap '' TERM; sleep 600"]}]
+"""
+
+
 def test_a_foreground_delete_removes_the_deployment_after_its_replicasets_and_pods(lab):
-    kubectl(lab, "create", "deployment", "fg", "--image=netplane/echo", "--replicas=2")
+    """Pods that ignore SIGTERM take their 3 s grace period to go; all that while the Deployment
+    stays, marked, and it goes only once they and their ReplicaSet have."""
+    kubectl(lab, "apply", "-f", "-", stdin=SLOW_TO_STOP)
     kubectl(lab, "rollout", "status", "deployment/fg", "--timeout=60s")
     kubectl(lab, "delete", "deployment", "fg", "--cascade=foreground", "--wait=false")
     marked = json.loads(kubectl(lab, "get", "deployment", "fg", "-o", "json").stdout)["metadata"]
