@@ -75,16 +75,19 @@ def members(value: Any, node: Node, prefix: Path = ()) -> dict[Path, Any]:
     return {prefix: value}
 
 
-def field_set(obj: dict, node: Node, subresource: str | None = None) -> FieldSet:
-    """The paths a write of obj may own: not identity or server fields, not status on the main
+def _ownable(path: Path, subresource: str | None) -> bool:
+    """Whether a write may own the path: not identity or server fields, not status on the main
     resource, only status on the status subresource."""
-    def owned(path: Path) -> bool:
-        if not path or path[0] in ("f:apiVersion", "f:kind"):
-            return False
-        if path[0] == "f:metadata" and (len(path) == 1 or path[1][2:] in STRIPPED_META):
-            return False
-        return (path[0] == "f:status") == (subresource == "status")
-    return frozenset(p for p in members(obj, node) if owned(p))
+    if not path or path[0] in ("f:apiVersion", "f:kind"):
+        return False
+    if path[0] == "f:metadata" and (len(path) == 1 or path[1][2:] in STRIPPED_META):
+        return False
+    return (path[0] == "f:status") == (subresource == "status")
+
+
+def field_set(obj: dict, node: Node, subresource: str | None = None) -> FieldSet:
+    """The paths of obj a write of it may own."""
+    return frozenset(p for p in members(obj, node) if _ownable(p, subresource))
 
 
 def _leaf(path: Path) -> bool:
@@ -194,9 +197,9 @@ def remove(obj: Any, path: Path, node: Node) -> None:
 def changed(old: dict, new: dict, node: Node, subresource: str | None = None) -> tuple[FieldSet, FieldSet]:
     """(added or modified, removed) between two versions of an object."""
     before, after = members(old, node), members(new, node)
-    ours = field_set(new, node, subresource) | field_set(old, node, subresource)
-    touched = {p for p in after if p in ours and (p not in before or (_leaf(p) and before[p] != after[p]))}
-    gone = {p for p in before if p in ours and p not in after}
+    touched = {p for p in after
+               if _ownable(p, subresource) and (p not in before or (_leaf(p) and before[p] != after[p]))}
+    gone = {p for p in before if _ownable(p, subresource) and p not in after}
     return frozenset(touched), frozenset(gone)
 
 
