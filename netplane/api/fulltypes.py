@@ -7,7 +7,6 @@ over them, so that both describe the same lists.
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any
 
 from netplane.api.schema import KINDS, Node
@@ -93,7 +92,6 @@ class _Builder:
                               **({"required": required} if required else {})}
 
 
-@cache
 def components(kinds: tuple[str, ...]) -> dict[str, dict]:
     """The component schemas of these kinds and of every type in them."""
     builder = _Builder()

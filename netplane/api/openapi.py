@@ -143,9 +143,10 @@ def group_versions() -> dict[str, list[Resource]]:
     return out
 
 
-def _tagged(kind: str, gvk: dict) -> dict:
-    """A kind's schema with its group-version-kind, by which kubectl finds it (explain, apply's patches)."""
-    whole = fulltypes.components((kind,))[fulltypes.component_name(fulltypes.model_of(kind))]
+def _tagged(schemas: dict[str, dict], kind: str, gvk: dict) -> dict:
+    """A kind's schema, from the document's components, with its group-version-kind, by which
+    kubectl finds it (explain, apply's patches)."""
+    whole = schemas[fulltypes.component_name(fulltypes.model_of(kind))]
     return {**whole, "x-kubernetes-group-version-kind": [gvk]}
 
 
@@ -161,9 +162,9 @@ def document(gv_path: str) -> bytes:
     schemas |= fulltypes.components(tuple(kinds))
     for res in resources:
         paths.update(_resource_paths(res))
-        schemas[schema_name(res)] = _tagged(res.kind, _gvk(res.group, res.version, res.kind))
+        schemas[schema_name(res)] = _tagged(schemas, res.kind, _gvk(res.group, res.version, res.kind))
     if "Scale" in kinds:
-        schemas[schema_name("Scale")] = _tagged("Scale", _gvk("autoscaling", "v1", "Scale"))
+        schemas[schema_name("Scale")] = _tagged(schemas, "Scale", _gvk("autoscaling", "v1", "Scale"))
     doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},
            "paths": paths, "components": {"schemas": schemas}}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
