@@ -40,6 +40,10 @@ class Range:
     end: Address
     gateway: Address
 
+    def holds(self, ip: Address) -> bool:
+        """Whether ip lies in this range (its subnet, from start to end)."""
+        return ip in self.subnet and int(self.start) <= int(ip) <= int(self.end)
+
     def usable(self, ip: Address) -> bool:
         """Whether ip may be handed out: never the network, broadcast or gateway address."""
         broadcast = self.subnet.broadcast_address if self.subnet.version == 4 else None
@@ -116,8 +120,7 @@ def parse_config(conf: dict) -> Config:
 def _candidates(ranges: tuple[Range, ...], last: Address | None) -> Iterator[tuple[Range, Address]]:
     """Every usable address of a range set once, starting after last (host-local's round-robin)."""
     spans = [(r, int(r.start), int(r.end)) for r in ranges]
-    here = next((i for i, (r, lo, hi) in enumerate(spans)
-                 if last is not None and last in r.subnet and lo <= int(last) <= hi), None)
+    here = next((i for i, (r, _, _) in enumerate(spans) if last is not None and r.holds(last)), None)
     if here is not None:
         r, lo, hi = spans[here]
         spans = [(r, int(last) + 1, hi), *spans[here + 1:], *spans[:here], (r, lo, int(last))]
@@ -170,7 +173,7 @@ def requested_ips(args: Args) -> list[Address]:
 
 def _reserve_requested(directory: Path, ranges: tuple[Range, ...], ip: Address, args: Args) -> dict:
     """The requested address from this range set, or an error when another holds it."""
-    r = next(r for r in ranges if int(r.start) <= int(ip) <= int(r.end) and ip in r.subnet)
+    r = next(r for r in ranges if r.holds(ip))
     if not r.usable(ip):
         raise CNIError(INTERNAL, f"requested IP address {ip} is not usable in {r.subnet}")
     try:
@@ -184,7 +187,7 @@ def _reserve_requested(directory: Path, ranges: tuple[Range, ...], ip: Address, 
 
 
 def _in_set(ranges: tuple[Range, ...], ip: Address) -> bool:
-    return any(ip.version == r.start.version and int(r.start) <= int(ip) <= int(r.end) for r in ranges)
+    return any(r.holds(ip) for r in ranges)
 
 
 def _reserve(directory: Path, index: int, ranges: tuple[Range, ...], args: Args,
