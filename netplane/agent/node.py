@@ -107,6 +107,7 @@ def network_config(cni: str, pod_cidr: str, mtu: int, data_dir: Path) -> dict:
 
 
 def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
+    machine = capacity()
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
@@ -115,7 +116,7 @@ def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
         "status": {
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "conditions": [ready_condition(False, "KubeletNotReady", "network not ready: waiting for a podCIDR")],
-            "capacity": capacity(), "allocatable": allocatable(capacity()),
+            "capacity": machine, "allocatable": allocatable(machine),
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": node_info(name),
         },
@@ -134,9 +135,8 @@ def node_info(name: str) -> dict:
     """The kubelet's NodeSystemInfo. Every emulated node is a machine of its own, so its machineID
     and systemUUID are derived from the host's and the node's name; they share the host's kernel,
     so its bootID is the host's."""
-    host = _first_line("/etc/machine-id") or _first_line("/proc/sys/kernel/random/boot_id")
-    machine = uuid.uuid5(uuid.NAMESPACE_OID, f"{host}/{name}")
     boot = _first_line("/proc/sys/kernel/random/boot_id")
+    machine = uuid.uuid5(uuid.NAMESPACE_OID, f"{_first_line('/etc/machine-id') or boot}/{name}")
     return {"machineID": machine.hex, "systemUUID": str(machine), "bootID": boot, "kernelVersion": platform.release(),
             "osImage": os_image(), "containerRuntimeVersion": "netplane://0.1.0", "kubeletVersion": VERSION,
             "kubeProxyVersion": VERSION, "operatingSystem": "linux", "architecture": "amd64"}
