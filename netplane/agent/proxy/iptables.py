@@ -312,14 +312,19 @@ def update(fragments: dict[str, Fragment], changes: Diff) -> str:
     return restore({**top_rules(fragments), **dict(sorted(changes.write_chains.items()))}, changes.delete_chains)
 
 
-def intact(fragments: dict[str, Fragment], saved: Saved) -> bool:
-    """Whether the kernel still holds what a sync of these fragments wrote: every jump from the
+def rule_counts(fragments: dict[str, Fragment]) -> dict[str, int]:
+    """How many rules a sync of these fragments writes in each chain ("table chain")."""
+    written = {**top_rules(fragments), **merge(fragments[k] for k in sorted(fragments)).chains}
+    return {chain: len(rules) for chain, rules in written.items()}
+
+
+def intact(counts: dict[str, int], saved: Saved) -> bool:
+    """Whether the kernel still holds what a sync wrote (its rule_counts): every jump from the
     built-in chains, every chain with as many rules as written (a flushed table, a deleted chain or
     rule, a lost jump all show)."""
     present = {(j.table, j.chain, j.target) for j in saved.jumps}
-    written = {**top_rules(fragments), **merge(fragments[k] for k in sorted(fragments)).chains}
     return (all((j.table, j.chain, j.target) in present for j in JUMPS)
-            and all(saved.rules.get(chain) == len(rules) for chain, rules in written.items()))
+            and all(saved.rules.get(chain) == count for chain, count in counts.items()))
 
 
 def removal(chains: Iterable[str], jumps: Iterable[Jump]) -> str:

@@ -76,6 +76,7 @@ class IptablesMode:
         self.cache = FragmentCache(lambda sp: proxy_iptables.fragment(sp, node, cluster_cidr))
         self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
         self.generation = -1  # with the nft backend: the nf_tables generation right after the last sync
+        self.counts: dict[str, int] = {}  # with the legacy backend: the rules per chain the last sync wrote
 
     async def tampered(self) -> bool:
         """With the nft backend the ruleset's generation tells (as in nftables mode); x_tables has
@@ -85,7 +86,7 @@ class IptablesMode:
             return False
         if self.backend == "nft":
             return await nft.generation(self.netns) != self.generation
-        return not proxy_iptables.intact(self.applied, await iptables.save(self.netns, self.backend))
+        return not proxy_iptables.intact(self.counts, await iptables.save(self.netns, self.backend))
 
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
         fragments = self.cache.fragments(ports)
@@ -103,6 +104,8 @@ class IptablesMode:
         await iptables.restore(self.netns, self.backend, script)
         if self.backend == "nft":
             self.generation = await nft.generation(self.netns)
+        else:
+            self.counts = proxy_iptables.rule_counts(fragments)
         self.applied = fragments
         return True
 
