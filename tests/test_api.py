@@ -119,7 +119,7 @@ def test_lookup_accepts_plural_singular_and_alias_and_lists_the_supported_ones()
     assert resources.lookup("endpointslice").group == "discovery.k8s.io"
     assert resources.by_kind("Node").namespaced is False
     with pytest.raises(KeyError, match="supported: namespaces \\(ns\\)"):
-        resources.lookup("configmaps")
+        resources.lookup("widgets")
 
 
 def test_paths_follow_the_api_groups():

@@ -295,7 +295,11 @@ def test_protobuf_bodies_of_kubectls_typed_clients_decode_to_json():
     port = _pb(3, 80) + _pb(4, _pb(1, 1) + _pb(3, "http")) + _pb(5, 0)
     service = protobuf.MAGIC + _pb(1, _pb(1, "v1") + _pb(2, "Service")) + _pb(2, _pb(1, _pb(1, "s")) + _pb(2, _pb(1, port)))
     assert protobuf.decode(service)["spec"] == {"ports": [{"port": 80, "targetPort": "http"}]}
-    for bad, code in [(b"{}", 400), (protobuf.MAGIC + _pb(1, _pb(1, "v1") + _pb(2, "Secret")), 415),
+    secret = protobuf.MAGIC + _pb(1, _pb(1, "v1") + _pb(2, "Secret")) + _pb(2, _pb(1, _pb(1, "s")) + _pb(
+        2, _pb(1, "key") + _pb(2, b"\x00\xff")) + _pb(3, "Opaque"))
+    assert protobuf.decode(secret) == {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                                       "data": {"key": "AP8="}, "type": "Opaque"}  # []byte: base64 in JSON
+    for bad, code in [(b"{}", 400), (protobuf.MAGIC + _pb(1, _pb(1, "v1") + _pb(2, "PodTemplate")), 415),
                       (protobuf.MAGIC + _pb(1, _pb(1, "v1") + _pb(2, "Namespace")) + _pb(2, _pb(99, "x")), 400)]:
         with pytest.raises(ApiError) as e:
             protobuf.decode(bad)
@@ -1566,7 +1570,8 @@ def test_a_kind_the_server_does_not_serve_is_no_match_for_kubectl_as_upstream_sa
     """kubectl validates a kind that OpenAPI v3 lacks against /openapi/v2 in protobuf; served (as
     kube-openapi serves it), that ends in kubectl's own words instead of "failed to download openapi"."""
     with Cluster(tmp_path) as c:
-        for manifest, kind, version in (("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "ConfigMap", "v1"),
+        for manifest, kind, version in (("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: x}\n",
+                                         "PersistentVolumeClaim", "v1"),
                                         ("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n",
                                          "Widget", "example.com/v1")):
             refused = c.kubectl("apply", "-f", "-", stdin=manifest, ok=False)

@@ -404,3 +404,31 @@ def test_kubectl_proxy_reaches_a_pod_and_a_service_through_the_labs_data_plane(l
         proxy.wait(10)
     kubectl(lab, "delete", "-f", "-", stdin=PROXIED)
 
+
+
+def test_every_namespace_gets_a_default_service_account_and_the_root_ca(lab):
+    """As kube-controller-manager's serviceaccount and root-ca-cert-publisher controllers: made in a
+    new namespace, made again when deleted, put back when changed."""
+    ca = LabState(lab).kubeconfig.read_text()
+    kubectl(lab, "create", "namespace", "team-a")
+    try:
+        def published(ns: str) -> bool:
+            got = kubectl(lab, "get", "configmap", "kube-root-ca.crt", "-n", ns, "-o", "json", check=False)
+            if got.returncode:
+                return False
+            pem = json.loads(got.stdout)["data"]["ca.crt"]
+            return base64.b64encode(pem.encode()).decode() in ca  # the kubeconfig's certificate-authority-data
+
+        for ns in ("default", "kube-system", "team-a"):
+            assert eventually(lambda: kubectl(lab, "get", "serviceaccount", "default", "-n", ns,
+                                              check=False).returncode == 0), ns
+            assert eventually(lambda: published(ns)), ns
+        kubectl(lab, "delete", "serviceaccount", "default", "-n", "team-a")
+        kubectl(lab, "patch", "configmap", "kube-root-ca.crt", "-n", "team-a", "-p", '{"data":{"ca.crt":"x"}}')
+        assert eventually(lambda: kubectl(lab, "get", "serviceaccount", "default", "-n", "team-a",
+                                          check=False).returncode == 0)
+        assert eventually(lambda: published("team-a"))
+        listed = kubectl(lab, "get", "serviceaccounts", "-n", "team-a").stdout.split("\n")
+        assert listed[0].split() == ["NAME", "SECRETS", "AGE"] and listed[1].split()[:2] == ["default", "0"]
+    finally:
+        kubectl(lab, "delete", "namespace", "team-a", "--wait=false")

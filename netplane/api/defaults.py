@@ -178,6 +178,8 @@ def apply(res: Resource, obj: dict) -> None:
         spec = _dict(obj, "spec")
         if spec is not None:
             spec.setdefault("finalizers", ["kubernetes"])
+    if res.kind == "Secret":
+        obj["type"] = obj.get("type") or "Opaque"
     fill = SPEC_DEFAULTS.get(res.kind)
     spec = obj.get("spec")
     if fill is not None and isinstance(spec, dict):

@@ -16,7 +16,7 @@ _LIST = re.compile(r"(?:List|list)\[(.+)\]")
 _DICT = re.compile(r"(?:Dict\[str, |dict\(str, )(.+)[\])]")
 _PRIMITIVES = {"str": {"type": "string"}, "int": {"type": "integer", "format": "int64"}, "bool": {"type": "boolean"},
                "float": {"type": "number", "format": "double"}, "datetime": {"type": "string", "format": "date-time"},
-               "date": {"type": "string", "format": "date"},
+               "date": {"type": "string", "format": "date"}, "bytes": {"type": "string", "format": "byte"},
                "object": {"type": "string", "format": "int-or-string"}}  # IntOrString: the client's "object"
 
 

@@ -14,6 +14,7 @@ pointer fields (``replicas: 0`` stays), empty messages stay ``{}``, a zero Time 
 """
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -26,7 +27,7 @@ MAGIC = b"k8s\x00"
 
 class Field(NamedTuple):
     name: str
-    type: str  # string int bool time intstr quantity, map:<value type>, or a message name
+    type: str  # string bytes base64 int bool time intstr quantity, map:<value type>, or a message name
     repeated: bool = False
     keep_zero: bool = False  # a pointer in Go: present means set, even to 0, "" or false
 
@@ -93,6 +94,16 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
                       4: _f("protocol"), 5: _f("hostIP")},
     "EnvVar": {1: _f("name"), 2: _f("value")},
     "ResourceRequirements": {1: _f("limits", "map:quantity"), 2: _f("requests", "map:quantity")},
+    "ConfigMap": {1: _f("metadata", "ObjectMeta"), 2: _f("data", "map:string"), 3: _f("binaryData", "map:base64"),
+                  4: _f("immutable", "bool", keep_zero=True)},
+    "Secret": {1: _f("metadata", "ObjectMeta"), 2: _f("data", "map:base64"), 3: _f("type"),
+               4: _f("stringData", "map:string"), 5: _f("immutable", "bool", keep_zero=True)},
+    "ServiceAccount": {1: _f("metadata", "ObjectMeta"), 2: _f("secrets", "ObjectReference", True),
+                       3: _f("imagePullSecrets", "LocalObjectReference", True),
+                       4: _f("automountServiceAccountToken", "bool", keep_zero=True)},
+    "ObjectReference": {1: _f("kind"), 2: _f("namespace"), 3: _f("name"), 4: _f("uid"), 5: _f("apiVersion"),
+                        6: _f("resourceVersion"), 7: _f("fieldPath")},
+    "LocalObjectReference": {1: _f("name")},
     # apps/v1
     "Deployment": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "DeploymentSpec"),
                    3: _f("status", "DeploymentStatus")},
@@ -120,8 +131,10 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
     "Quantity": {1: _f("string")},
     "MapEntry:string": {1: _f("key"), 2: _f("value")},
     "MapEntry:quantity": {1: _f("key"), 2: _f("value", "quantity")},
+    "MapEntry:base64": {1: _f("key"), 2: _f("value", "base64")},
 }
-ROOTS = {("v1", "Namespace"): "Namespace", ("v1", "Service"): "Service", ("apps/v1", "Deployment"): "Deployment",
+ROOTS = {("v1", "Namespace"): "Namespace", ("v1", "Service"): "Service", ("v1", "ConfigMap"): "ConfigMap",
+         ("v1", "Secret"): "Secret", ("v1", "ServiceAccount"): "ServiceAccount", ("apps/v1", "Deployment"): "Deployment",
          ("policy/v1", "Eviction"): "Eviction"}
 
 
@@ -170,6 +183,8 @@ def _scalar(type_: str, wire: int, value: Any, where: str) -> Any:
         return bool(value) if type_ == "bool" else _signed(value)
     if wire != 2:
         raise bad_request(f"protobuf field {where}: expected bytes")
+    if type_ == "base64":  # a []byte, which JSON carries as base64
+        return base64.b64encode(value).decode()
     if type_ in ("string", "bytes"):
         try:
             return value.decode() if type_ == "string" else value

@@ -71,6 +71,7 @@ def with_strategy(node: Node, strategy: str) -> Node:
 # -- shared types
 
 OWNER_REFERENCE = obj(apiVersion=STR, kind=STR, name=STR, uid=STR, controller=BOOL, blockOwnerDeletion=BOOL)
+OBJECT_REFERENCE = obj(kind=STR, namespace=STR, name=STR, uid=STR, apiVersion=STR, resourceVersion=STR, fieldPath=STR)
 OBJECT_META = obj(
     name=STR, generateName=STR, namespace=STR, selfLink=STR, uid=STR, resourceVersion=STR,
     generation=INT, creationTimestamp=TIME, deletionTimestamp=TIME, deletionGracePeriodSeconds=INT,
@@ -116,7 +117,7 @@ POD_SPEC = obj(
     restartPolicy=STR, terminationGracePeriodSeconds=INT, activeDeadlineSeconds=INT, dnsPolicy=STR,
     nodeSelector=STR_MAP, serviceAccountName=STR, serviceAccount=STR, automountServiceAccountToken=BOOL,
     nodeName=STR, hostNetwork=BOOL, hostPID=BOOL, hostIPC=BOOL, shareProcessNamespace=BOOL,
-    securityContext=ANY, imagePullSecrets=arr(obj(name=STR), "name"), hostname=STR, subdomain=STR,
+    securityContext=ANY, imagePullSecrets=arr(obj(name=STR)), hostname=STR, subdomain=STR,
     affinity=ANY, schedulerName=STR, tolerations=arr(ANY),
     hostAliases=arr(obj(ip=STR, hostnames=STR_LIST), "ip"),
     priorityClassName=STR, priority=INT, dnsConfig=ANY, readinessGates=arr(obj(conditionType=STR)),
@@ -181,6 +182,10 @@ KINDS: Mapping[str, Node] = MappingProxyType({
         addressType=STR, endpoints=arr(ENDPOINT),
         ports=arr(obj(name=STR, protocol=STR, port=INT, appProtocol=STR)),
     ),
+    "ConfigMap": _kind(data=STR_MAP, binaryData=STR_MAP, immutable=BOOL),
+    "Secret": _kind(data=STR_MAP, stringData=STR_MAP, type=STR, immutable=BOOL),
+    "ServiceAccount": _kind(secrets=arr(OBJECT_REFERENCE, "name"), imagePullSecrets=arr(obj(name=STR)),
+                            automountServiceAccountToken=BOOL),
     "Deployment": _kind(spec=DEPLOYMENT_SPEC, status=WORKLOAD_STATUS),
     "ReplicaSet": _kind(spec=REPLICA_SET_SPEC, status=WORKLOAD_STATUS),
     "DaemonSet": _kind(spec=DAEMON_SET_SPEC, status=WORKLOAD_STATUS),

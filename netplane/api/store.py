@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from netplane.api import lifecycle, managed, schema, validation
+from netplane.api import conversion, lifecycle, managed, schema, validation
 from netplane.api.backends import ADDED, DELETED, MODIFIED, Event, Stale, open_backend
 from netplane.api.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from netplane.api.lifecycle import DeleteOptions, clone
@@ -265,7 +265,7 @@ class Store:
             raise conflict(res.plural, old["metadata"]["name"], res.group)
         new = lifecycle.prepare_update(res, new, old, subresource)
         if subresource is None:
-            validation.check(res, new)
+            validation.check(res, new, old)
         new = self._admitted("update/status" if subresource else "update", res.plural, new, old)
         lifecycle.after_admission(old, new)
         self._track(res, old, new, manager, tracked_as or subresource)
@@ -370,7 +370,8 @@ def _check_subresource(res: Resource, subresource: str | None) -> None:
 
 
 def _checked_copy(res: Resource, obj: Any) -> dict:
-    """A deep copy of a request body, with kind and apiVersion checked against the resource."""
+    """A deep copy of a request body, with kind and apiVersion checked against the resource, decoded
+    as the internal type holds it (conversion.py)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
         raise bad_request("the request body must be a JSON object with an object 'metadata'")
     want = api_version(res)
@@ -384,4 +385,5 @@ def _checked_copy(res: Resource, obj: Any) -> dict:
     meta = obj.setdefault("metadata", {})
     if not res.namespaced:
         meta.pop("namespace", None)
+    conversion.decode(res, obj)
     return obj

@@ -8,6 +8,7 @@ Service port's protocol, targetPort), so the checks read them as their defaults.
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "DaemonSet")
 
 _REASONS = {"Invalid value": "FieldValueInvalid", "Required value": "FieldValueRequired",
             "Duplicate value": "FieldValueDuplicate", "Unsupported value": "FieldValueNotSupported",
-            "Too long": "FieldValueTooLong"}
+            "Too long": "FieldValueTooLong", "Forbidden": "FieldValueForbidden"}
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,20 @@ def qualified_name(value: str) -> list[str]:
 
 def label_value(value: str) -> list[str]:
     return _length(value, 63) + ([] if _matches(_LABEL_VALUE, value) else [LABEL_VALUE_MESSAGE])
+
+
+_CONFIG_KEY_MESSAGE = _regex_error("a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                                   "[-._a-zA-Z0-9]+", "key.name", "KEY_NAME", "key-name")
+
+
+def config_key(value: str) -> list[str]:
+    """IsConfigMapKey: a key of a ConfigMap's or Secret's data, which becomes a file name."""
+    out = _length(value, 253) + ([] if _matches("[-._a-zA-Z0-9]+", value) else [_CONFIG_KEY_MESSAGE])
+    if value in (".", ".."):
+        out.append(f"must not be '{value}'")
+    elif value.startswith(".."):
+        out.append("must not start with '..'")
+    return out
 
 
 def port_name(value: str) -> list[str]:
@@ -340,8 +355,64 @@ def _workload(kind: str, spec: dict) -> list[Problem]:
     return out + _pod_spec("spec.template.spec", template.get("spec"))
 
 
-def problems(res: Resource, obj: dict) -> list[Problem]:
-    """Everything wrong with an object that is about to be written, in upstream's order."""
+MAX_DATA_BYTES = 1024 * 1024  # corev1.MaxSecretSize, which ConfigMaps share
+SECRET_KEYS_REQUIRED = {  # a Secret type's data keys, all of them required
+    "kubernetes.io/dockercfg": (".dockercfg",), "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",), "kubernetes.io/tls": ("tls.key", "tls.crt"),
+}
+
+
+def _data_size(data: Any, base64_values: bool) -> int:
+    """The bytes a data map holds (base64 values decoded; the decoder let only valid ones through)."""
+    if not isinstance(data, dict):
+        return 0
+    return sum(len(base64.b64decode(str(v))) if base64_values else len(str(v).encode()) for v in data.values())
+
+
+def _data_keys(field: str, data: Any) -> list[Problem]:
+    return [invalid(f"{field}[{key}]", key, m) for key in (data or {}) for m in config_key(str(key))]
+
+
+def _config_map(obj: dict) -> list[Problem]:
+    data, binary = obj.get("data") or {}, obj.get("binaryData") or {}
+    out = _data_keys("data", data) + _data_keys("binaryData", binary)
+    out += [invalid(f"binaryData[{key}]", key, "duplicate of key present in data") for key in binary if key in data]
+    if _data_size(data, False) + _data_size(binary, True) > MAX_DATA_BYTES:
+        out.append(Problem("", "Too long", detail=f"must have at most {MAX_DATA_BYTES} bytes"))
+    return out
+
+
+def _secret(obj: dict) -> list[Problem]:
+    data, kind = obj.get("data") or {}, obj.get("type") or "Opaque"
+    out = _data_keys("data", data)
+    if _data_size(data, True) > MAX_DATA_BYTES:
+        out.append(Problem("data", "Too long", detail=f"must have at most {MAX_DATA_BYTES} bytes"))
+    if kind == "kubernetes.io/service-account-token":
+        if not (obj["metadata"].get("annotations") or {}).get("kubernetes.io/service-account.name"):
+            out.append(required("metadata.annotations[kubernetes.io/service-account.name]"))
+    elif kind == "kubernetes.io/basic-auth" and "username" not in data and "password" not in data:
+        out += [required("data[username]"), required("data[password]")]
+    out += [required(f"data[{key}]") for key in SECRET_KEYS_REQUIRED.get(kind, ()) if key not in data]
+    return out
+
+
+def _immutable_data(res: Resource, obj: dict, old: dict) -> list[Problem]:
+    """What an update of a ConfigMap or Secret may not change."""
+    detail = "field is immutable when `immutable` is set"
+    out = []
+    if res.kind == "Secret" and obj.get("type") != old.get("type"):
+        out.append(invalid("type", obj.get("type"), "field is immutable"))
+    if old.get("immutable"):
+        if not obj.get("immutable"):
+            out.append(Problem("immutable", "Forbidden", detail=detail))
+        out += [Problem(key, "Forbidden", detail=detail) for key in ("data", "binaryData")
+                if (obj.get(key) or {}) != (old.get(key) or {})]
+    return out
+
+
+def problems(res: Resource, obj: dict, old: dict | None = None) -> list[Problem]:
+    """Everything wrong with an object that is about to be written (over ``old`` when an update),
+    in upstream's order."""
     out = _metadata(res, obj.get("metadata") or {})
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
     if res.kind == "Service":
@@ -350,11 +421,17 @@ def problems(res: Resource, obj: dict) -> list[Problem]:
         out += _pod_spec("spec", obj.get("spec"))
     elif res.kind in WORKLOAD_KINDS:
         out += _workload(res.kind, spec)
+    elif res.kind == "ConfigMap":
+        out += _config_map(obj)
+    elif res.kind == "Secret":
+        out += _secret(obj)
+    if old is not None and res.kind in ("ConfigMap", "Secret"):
+        out += _immutable_data(res, obj, old)
     return out
 
 
-def check(res: Resource, obj: dict) -> None:
-    """Raise every problem of the object as one 422 Invalid."""
-    found = problems(res, obj)
+def check(res: Resource, obj: dict, old: dict | None = None) -> None:
+    """Raise every problem of the object (an update of ``old``) as one 422 Invalid."""
+    found = problems(res, obj, old)
     if found:
         raise error(res, obj.get("metadata", {}).get("name", ""), found)

@@ -34,6 +34,7 @@ from netplane.controllers.nodeipam import NodeIPAM
 from netplane.controllers.nodelifecycle import NodeLifecycleController
 from netplane.controllers.replicaset import ReplicaSetController
 from netplane.controllers.scheduler import Scheduler
+from netplane.controllers.serviceaccount import RootCAPublisher, ServiceAccountsController
 from netplane.controllers.serviceip import admitter
 from netplane.kernel import netns
 from netplane.lab import cloud, hosts
@@ -43,11 +44,14 @@ from netplane.lab.state import LabState
 log = logging.getLogger("netplane.daemon")
 
 
-def controllers(informers: Informers, cluster_cidr: str, lease_seconds: int) -> dict[str, Callable[[], Awaitable]]:
-    """The controller manager: every controller's loop, by name, on informers its caller runs."""
+def controllers(informers: Informers, cluster_cidr: str, lease_seconds: int,
+                ca_pem: str) -> dict[str, Callable[[], Awaitable]]:
+    """The controller manager: every controller's loop, by name, on informers its caller runs;
+    ``ca_pem`` is the API server's CA, published in every namespace."""
     client = informers.client
     inf = {plural: informers.get(plural) for plural in (
-        "nodes", "pods", "services", "endpointslices", "endpoints", "replicasets", "deployments", "daemonsets")}
+        "nodes", "pods", "services", "endpointslices", "endpoints", "replicasets", "deployments", "daemonsets",
+        "namespaces", "serviceaccounts", "configmaps")}
     inf["leases"] = informers.get("leases", names.LEASE_NAMESPACE)
     loops = [
         NodeIPAM(client, inf["nodes"], cluster_cidr).loop,
@@ -58,6 +62,8 @@ def controllers(informers: Informers, cluster_cidr: str, lease_seconds: int) -> 
         DeploymentController(client, inf["deployments"], inf["replicasets"]).loop,
         DaemonSetController(client, inf["daemonsets"], inf["nodes"], inf["pods"]).loop,
         NodeLifecycleController(client, inf["nodes"], inf["leases"], inf["pods"], lease_seconds).loop,
+        ServiceAccountsController(client, inf["namespaces"], inf["serviceaccounts"]).loop,
+        RootCAPublisher(client, inf["namespaces"], inf["configmaps"], ca_pem).loop,
         GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
                                   "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
     ]
@@ -153,7 +159,7 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
         for node in lab.nodes
     ]
     await system_namespaces(client)
-    parts = controllers(informers, lab.network.clusterCIDR, lab.nodeLeaseSeconds)
+    parts = controllers(informers, lab.network.clusterCIDR, lab.nodeLeaseSeconds, certs.ca.read_text())
     parts.update(cloud.components(informers, lab.name, lab.network.loadBalancerPool))
     parts.update({f"agent/{a.config.node_name}": a.run for a in agents})
     parts.update(informers.parts())

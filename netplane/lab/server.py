@@ -91,7 +91,7 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     try:
         await daemon.system_namespaces(client)
         informers = Informers(client)
-        parts = daemon.controllers(informers, cfg.cluster_cidr, cfg.lease_seconds) | informers.parts()
+        parts = daemon.controllers(informers, cfg.cluster_cidr, cfg.lease_seconds, certs.ca.read_text()) | informers.parts()
         identity = f"{socket.gethostname()}_{url}_{secrets.token_hex(3)}"
         elector = LeaderElector(client, names.LEADER_LEASE, "kube-system", identity, *cfg.election)
 
