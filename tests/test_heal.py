@@ -38,6 +38,13 @@ def break_on_node(lab: str, fault: str, broken: str) -> None:
     assert done.returncode == 0, f"{script}: {done.stdout}{done.stderr}"
 
 
+def link_deleted(link: str) -> tuple[str, str]:
+    """Delete a link; the check holds while it is gone or once it is back as a new device (another
+    ifindex): the agent may make it again between the two commands."""
+    index = f"ip -o link show {link} 2>/dev/null | cut -d: -f1"
+    return f"before=$({index}); ip link del {link}", f'[ "$before" != "$({index})" ]'
+
+
 def repair_time(works, deadline: float = RESYNC + 5) -> float:
     """Seconds until works() holds again."""
     started = time.monotonic()
@@ -81,7 +88,7 @@ def test_flannel_1_comes_back_after_it_is_deleted(lab):
     mode, name = lab
     url = f"http://{pod_ip(name, 'web-2')}:8080/hostname"
     assert http(name, "client", url).stdout == "web-2"
-    break_on_node(name, f"ip link del {names.VXLAN_IF}", f"! ip link show {names.VXLAN_IF} 2>/dev/null")
+    break_on_node(name, *link_deleted(names.VXLAN_IF))
     seconds = repair_time(lambda: http(name, "client", url, timeout=1).stdout == "web-2")
     print(f"\nrepair: {mode} lab, flannel.1 deleted on node-1: {seconds:.1f} s")
     routes = cli(name, "exec", "node/node-1", "--", "ip", "route", check=True).stdout
@@ -93,7 +100,7 @@ def test_the_bridge_comes_back_after_it_is_deleted_and_the_pods_keep_their_addre
     before = {pod: pod_ip(name, pod) for pod in ("client", "web-1")}
     url = f"http://{pod_ip(name, 'web-2')}:8080/hostname"
     assert http(name, "client", url).stdout == "web-2"
-    break_on_node(name, f"ip link del {names.BRIDGE_IF}", f"! ip link show {names.BRIDGE_IF} 2>/dev/null")
+    break_on_node(name, *link_deleted(names.BRIDGE_IF))
     seconds = repair_time(lambda: http(name, "client", url, timeout=1).stdout == "web-2")
     print(f"\nrepair: {mode} lab, {names.BRIDGE_IF} deleted on node-1: {seconds:.1f} s")
     assert {pod: pod_ip(name, pod) for pod in before} == before
@@ -106,7 +113,7 @@ def test_a_pods_veth_comes_back_after_it_is_deleted(lab):
     veth = names.host_veth(web_1["metadata"]["uid"])
     url = f"http://{pod_ip(name, 'web-1')}:8080/hostname"
     assert http(name, "client", url).stdout == "web-1"
-    break_on_node(name, f"ip link del {veth}", f"! ip link show {veth} 2>/dev/null")
+    break_on_node(name, *link_deleted(veth))
     seconds = repair_time(lambda: http(name, "client", url, timeout=1).stdout == "web-1")
     print(f"\nrepair: {mode} lab, web-1's veth deleted on node-1: {seconds:.1f} s")
     assert pod_ip(name, "web-1") == web_1["status"]["podIP"]
