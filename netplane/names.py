@@ -52,6 +52,12 @@ def check_lab_name(name: object) -> str:
     return name  # type: ignore[return-value]
 
 
+def cluster_dns_ip(service_cidr: str) -> str:
+    """The cluster DNS Service's address: the 10th of the service CIDR, as kubeadm picks it."""
+    import ipaddress
+    return str(ipaddress.ip_network(service_cidr).network_address + 10)
+
+
 def lab_prefix(lab: str) -> str:
     """`np.<lab>.`: every namespace of the lab, and of no other lab, starts with it."""
     return f"{NETNS_PREFIX}{check_lab_name(lab)}."

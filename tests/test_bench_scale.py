@@ -30,8 +30,8 @@ def test_a_small_run_measures_both_sides_and_leaves_nothing(mininet):
     row = rows[0]
     assert (row.nodes, row.pods_per_node) == (3, 2)
     ours, peer = row.netplane, row.mininet
-    assert ours.pods == 6 and ours.detail["pod_processes"] == 6  # one echo process per pod
-    assert ours.detail["launchers"] == 3  # one echo launcher per node
+    assert ours.pods == 6 and ours.detail["pod_processes"] == 12  # per pod: its pause process and its echo server
+    assert ours.detail["launchers"] == 3  # one launcher per node
     assert 0 < ours.up and 0 < ours.down
     assert 0 < ours.per_pod.pss <= ours.per_pod.rss <= ours.per_pod_max.rss
     assert ours.own_per_node.rss > 0 and ours.own_per_node.pss > 0

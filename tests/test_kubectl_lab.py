@@ -349,18 +349,23 @@ def test_readiness_probes_decide_the_endpoints(lab):
 
 
 def test_a_container_that_exits_is_restarted(lab):
+    """As upstream's kubelet: the first restart at once, then CrashLoopBackOff (10 s, doubling), with
+    the real exit code in lastState."""
     crasher = ("apiVersion: v1\nkind: Pod\nmetadata: {name: crasher}\n"
-               "spec: {containers: [{name: c, image: netplane/echo, command: [sh, -c, 'sleep 0.5; exit 3']}]}\n")
+               "spec: {containers: [{name: c, image: busybox, command: [sh, -c, 'sleep 0.5; exit 3']}]}\n")
     kubectl(lab, "apply", "-f", "-", stdin=crasher)
-    status = eventually(lambda: (s := json.loads(kubectl(lab, "get", "pod", "crasher", "-o", "json").stdout)["status"])
-                        .get("containerStatuses", [{}])[0].get("lastState", {}).get("terminated") and s, timeout=20)
-    container = status["containerStatuses"][0]
-    assert container["lastState"]["terminated"]["exitCode"] == 3
-    assert container["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+
+    def container() -> dict:
+        return json.loads(kubectl(lab, "get", "pod", "crasher", "-o", "json").stdout)["status"]["containerStatuses"][0]
+
+    backing_off = eventually(lambda: (c := container())["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff"
+                             and c, timeout=20)
+    assert backing_off["lastState"]["terminated"]["exitCode"] == 3
+    assert backing_off["lastState"]["terminated"]["reason"] == "Error"
+    assert backing_off["restartCount"] == 1  # it ran twice: once, then at once again
+    assert "back-off 10s restarting failed container=c pod=crasher_default" in backing_off["state"]["waiting"]["message"]
     assert "CrashLoopBackOff" in kubectl(lab, "get", "pod", "crasher").stdout
-    restarted = eventually(lambda: json.loads(kubectl(lab, "get", "pod", "crasher", "-o", "json").stdout)
-                           ["status"]["containerStatuses"][0]["restartCount"] >= 1, timeout=20)
-    assert restarted
+    assert eventually(lambda: container()["restartCount"] == 2, timeout=20)
     kubectl(lab, "delete", "pod", "crasher", "--grace-period=0", "--force")
 
 

@@ -132,3 +132,22 @@ def test_a_file_that_is_not_yaml_text_is_refused_without_a_traceback(tmp_path):
         model.load(str(binary))
     with pytest.raises(model.LabError, match="is a directory"):
         model.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("images, where, message", [
+    ([], "images", "give a mapping of image names"),
+    ({"app": "python3"}, "images.app", "give a mapping with entrypoint"),
+    ({"app": {"entrypoint": "python3"}}, "images.app.entrypoint", "give a list of strings"),
+    ({"app": {"env": {"A": "1"}}}, "images.app", "give an entrypoint or a cmd"),
+    ({"app": {"cmd": ["x"], "workingDir": "srv"}}, "images.app.workingDir", "give an absolute path"),
+    ({"app": {"cmd": ["x"], "user": "nobody"}}, "images.app.user", "unknown field"),
+])
+def test_lab_images_are_checked_with_the_field_and_the_fix(images, where, message):
+    with pytest.raises(model.LabError, match=message) as err:
+        model.parse({"images": images})
+    assert err.value.field == where
+
+
+def test_lab_images_survive_the_state_file():
+    lab = model.parse({"images": {"registry.local/*": {"cmd": ["sleep", "9"], "env": {"A": "1"}}}})
+    assert model.from_dict(lab.to_dict()) == lab

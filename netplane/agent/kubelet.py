@@ -1,10 +1,20 @@
-"""The kubelet's side of pods: for each pod bound to this node, a network namespace wired by CNI and
-the pod's containers as processes inside it, readiness probes, restarts after a container exits,
-and a status computed from all that and written whenever the API's copy differs (so a status that
-the node lifecycle controller marked NotReady is put right once this node is back).
+"""The kubelet's side of pods: for each pod bound to this node, a network namespace wired by CNI, a
+sandbox (a pause process holding the pod's UTS, IPC and PID namespaces, its hostname the pod's),
+and the pod's containers forked into it by the node's launcher, each in a mount namespace of its
+own over the machine's files (agent/rootfs.py) with the kubelet's /etc/hosts, /etc/hostname and
+/etc/resolv.conf, running what its image runs (agent/images.py) with the environment the kubelet
+gives it (agent/podenv.py). Readiness probes, restarts as the pod's restartPolicy says with
+upstream's back-off, and a status computed from all that and written whenever the API's copy
+differs (so a status that the node lifecycle controller marked NotReady is put right once this
+node is back).
+
+A container that cannot run is never reported running: an image the catalog does not know waits
+in ErrImagePull then ImagePullBackOff, a missing ConfigMap or Secret in CreateContainerConfigError,
+a command that cannot be exec'd ends as StartError (exit code 128), each with upstream's message.
 
 A pod with a deletionTimestamp is terminated as upstream does: SIGTERM to its containers, SIGKILL
-after its grace period, CNI DEL, the namespace removed, then the API object deleted for good.
+after its grace period, its pause process, CNI DEL, the namespace removed, then the API object
+deleted for good.
 
 Container ports with a hostPort reach CNI as the `portMappings` capability args, as containerd and
 CRI-O pass them (the kubelet itself makes no hostPort rules): a `portmap` plugin in the chain DNATs
@@ -13,20 +23,22 @@ the node's hostPort to the pod.
 Each resync period every running pod's attachment gets a CNI CHECK; one that fails (the bridge, the
 pod's veth, or its place on the bridge lost by hand) is attached again with CNI DEL and ADD, keeping
 the pod's address. Upstream's kubelet leaves that to the node's owner; a lab heals, as its
-proxy and overlay do.
+proxy and overlay do. A sandbox whose pause process ends is made again, as upstream's kubelet does.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-import os
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from netplane import names
-from netplane.agent import containers, probes
+from netplane.agent import containers, images, podenv, probes, rootfs, volumes
 from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
@@ -37,7 +49,9 @@ from netplane.kernel import netns
 
 log = logging.getLogger(__name__)
 RETRY_START, RETRY_MAX = 1.0, 10.0  # a pod that failed to start: doubling, to upstream's pod worker backoff
-BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # CrashLoopBackOff, as upstream
+BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # CrashLoopBackOff and ImagePullBackOff, as upstream
+BACKOFF_RESET = 600.0  # a container that ran this long starts its back-off again from the start
+START_ERROR_CODE = 128  # what runtimes report for a container whose process could not be started
 
 
 def now() -> str:
@@ -50,9 +64,10 @@ class Container:
     running: containers.Running | None = None
     probe: probes.ProbeState | None = None
     restarts: int = 0
-    last_exit: int | None = None
-    last_finished: str = ""
-    waiting: str = ""  # a reason while it is not running (CrashLoopBackOff)
+    waiting: str = "ContainerCreating"  # the reason while it is not running
+    message: str = ""
+    terminated: dict | None = None  # it ended and stays ended (restartPolicy)
+    last: dict | None = None  # lastState.terminated
 
     @property
     def ready(self) -> bool:
@@ -63,13 +78,17 @@ class Container:
         state: dict
         if self.running is not None and self.waiting == "":
             state = {"running": {"startedAt": self.running.started_at}}
+        elif self.terminated is not None:
+            state = {"terminated": self.terminated}
         else:
-            state = {"waiting": {"reason": self.waiting or "ContainerCreating"}}
+            state = {"waiting": {"reason": self.waiting, **({"message": self.message} if self.message else {})}}
+        pid = self.running.pid if self.running else 0
         out = {"name": self.spec["name"], "image": self.spec.get("image", ""), "imageID": "",
-               "containerID": f"netplane://{self.running.pid or 0 if self.running else 0}",
-               "ready": self.ready, "started": self.running is not None, "restartCount": self.restarts, "state": state}
-        if self.last_exit is not None:
-            out["lastState"] = {"terminated": {"exitCode": self.last_exit, "finishedAt": self.last_finished}}
+               "containerID": f"netplane://{pid}", "ready": self.ready,
+               "started": self.running is not None and self.waiting == "", "restartCount": self.restarts,
+               "state": state}
+        if self.last is not None:
+            out["lastState"] = {"terminated": self.last}
         return out
 
 
@@ -90,6 +109,7 @@ class Sandbox:
     capabilities: dict = field(default_factory=dict)  # the CNI capability args of ADD, again for DEL
     ip: str = ""
     mac: str = ""  # the pod interface's, asked for again when it is re-attached
+    pause: containers.Running | None = None
     containers: dict[str, Container] = field(default_factory=dict)
     ready_since: str = ""
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -104,41 +124,92 @@ class Sandbox:
         self.mac = next((i.get("mac", "") for i in result.get("interfaces", []) if i.get("sandbox")), "")
 
 
-def pod_status(box: Sandbox, host_ip: str) -> dict:
+def pod_phase(restart_policy: str, statuses: list[dict]) -> str:
+    """The pod's phase from its containers, as the kubelet's getPhase."""
+    running = waiting = stopped = succeeded = 0
+    for s in statuses:
+        state = s["state"]
+        if "running" in state:
+            running += 1
+        elif "terminated" in state:
+            stopped += 1
+            succeeded += state["terminated"].get("exitCode") == 0
+        elif "terminated" in s.get("lastState", {}):
+            stopped += 1
+        else:
+            waiting += 1
+    if waiting:
+        return "Pending"
+    if running:
+        return "Running"
+    if stopped and restart_policy != "Always":
+        if stopped == succeeded:
+            return "Succeeded"
+        return "Failed" if restart_policy == "Never" else "Running"
+    return "Running" if stopped else "Pending"
+
+
+def pod_status(box: Sandbox, host_ip: str, restart_policy: str) -> dict:
     """The status a kubelet reports for a pod whose sandbox is up."""
-    ready = "True" if box.ready else "False"
+    statuses = [c.status() for c in box.containers.values()]
+    phase = pod_phase(restart_policy, statuses)
+    ready = "True" if box.ready and phase == "Running" else "False"
     since = box.ready_since or box.started_at
     conditions = [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": box.started_at}
                   for t in ("PodReadyToStartContainers", "Initialized", "PodScheduled")]
     conditions += [{"type": t, "status": ready, "lastProbeTime": None, "lastTransitionTime": since}
                    for t in ("ContainersReady", "Ready")]
     return {
-        "phase": "Running", "podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": host_ip,
+        "phase": phase, "podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}], "startTime": box.started_at, "conditions": conditions,
-        "containerStatuses": [c.status() for c in box.containers.values()],
+        "containerStatuses": statuses,
     }
+
+
+def _env_references(spec: dict) -> set[tuple[str, str]]:
+    """The (plural, name) of the ConfigMaps and Secrets a container's env and envFrom read."""
+    wanted = set()
+    for source in [*(spec.get("envFrom") or []), *((v.get("valueFrom") or {}) for v in spec.get("env") or [])]:
+        for key, plural in (("configMapRef", "configmaps"), ("configMapKeyRef", "configmaps"),
+                            ("secretRef", "secrets"), ("secretKeyRef", "secrets")):
+            if key in source:
+                wanted.add((plural, source[key].get("name", "")))
+    return wanted
+
+
+def _terminated(code: int | None, started: str, reason: str = "", message: str = "") -> dict:
+    code = START_ERROR_CODE if code is None else code
+    out = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
+           "startedAt": started or None, "finishedAt": now()}
+    return out | ({"message": message} if message else {})
 
 
 class Kubelet:
     def __init__(self, informers: Informers, node_name: str, node_netns: str | None, pod_netns_prefix: str,
-                 state_dir: Path, runtime: Runtime, resync_seconds: float = 30.0) -> None:
+                 state_dir: Path, runtime: Runtime, resync_seconds: float = 30.0,
+                 cluster_dns: tuple[str, ...] = (), resolv_conf: str = "/etc/resolv.conf",
+                 images_extra: Mapping[str, Mapping] | None = None) -> None:
         self.client, self.node_name, self.node_netns = informers.client, node_name, node_netns
         self.pod_netns_prefix, self.state_dir, self.runtime = pod_netns_prefix, state_dir, runtime
+        self.cluster_dns, self.resolv_conf = list(cluster_dns), resolv_conf
+        self.catalog = images.Catalog(images_extra)
         self.host_ip = ""  # the node agent sets it once it has read its underlay address
         self.cni_conf: dict | None = None
         self.pods = informers.get("pods", field_selector=f"spec.nodeName={node_name}")
+        self.services = informers.get("services")
+        self.nodes = informers.get("nodes")
         self.loop = Reconciler(f"kubelet/{node_name}", self.reconcile)
         self.pods.add_handler(self.loop.trigger)
         self.network_loop = Reconciler(f"pod-networks/{node_name}", self.check_networks, resync=resync_seconds)
         self.chained_check_failed: set[str] = set()  # pods whose chained plugins' CHECK failed, said once
         self.sandboxes: dict[str, Sandbox] = {}
+        self.finished: set[str] = set()  # pods whose containers are done for good: never started again
         self.busy: set[str] = set()
         self.retry: dict[str, tuple[float, float]] = {}  # uid -> (backoff, monotonic time of the next try)
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.tasks: set[asyncio.Task] = set()
-        # NETPLANE_ECHO_LAUNCHER=off: a fresh interpreter per echo container (to compare, or to debug)
-        self.launcher = (None if os.environ.get("NETPLANE_ECHO_LAUNCHER") == "off"
-                         else containers.Launcher(node_netns, state_dir / "echo-launcher.log"))
+        self.launcher = containers.Launcher(node_netns, state_dir / "launcher.log")
+        self.machine_root = rootfs.machine_root()
 
     async def reconcile(self) -> None:
         if self.cni_conf is None or not self.pods.synced.is_set():
@@ -150,14 +221,20 @@ class Kubelet:
             pod = pods.get(uid)
             if pod is None or "deletionTimestamp" in pod["metadata"]:
                 self._spawn(uid, self._terminate(box, pod))
-            else:
-                await self._write_status(pod, pod_status(box, self.host_ip))
+                continue
+            status = pod_status(box, self.host_ip, pod["spec"].get("restartPolicy", "Always"))
+            await self._write_status(pod, status)
+            if status["phase"] in ("Succeeded", "Failed"):  # done: its sandbox goes, its logs stay
+                self.finished.add(uid)
+                self._spawn(uid, self._retire(box))
+        self.finished &= set(pods)
         for uid, pod in pods.items():
             if uid in self.sandboxes or uid in self.busy:
                 continue
             if "deletionTimestamp" in pod["metadata"]:
                 self._spawn(uid, self._finalize(pod))  # never started here: nothing to stop
-            elif pod.get("status", {}).get("phase") not in ("Succeeded", "Failed") and self._due(uid):
+            elif uid not in self.finished and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed") \
+                    and self._due(uid):
                 self._spawn(uid, self._start(pod))
         self.retry = {uid: r for uid, r in self.retry.items() if uid in pods}
 
@@ -227,40 +304,43 @@ class Kubelet:
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
 
-    def _record(self, key: tuple[str, str], uid: str) -> Path:
-        """Where a sandbox is written down, so that a restarted agent adopts it instead of remaking it."""
-        return self.state_dir / "pods" / names.fitted(f"{key[0]}_{key[1]}_{uid}") / "sandbox.json"
+    def _pod_dir(self, key: tuple[str, str], uid: str) -> Path:
+        """The pod's own files: its sandbox record, /etc files, container logs and roots, volumes."""
+        return self.state_dir / "pods" / names.fitted(f"{key[0]}_{key[1]}_{uid}")
 
     def _save(self, box: Sandbox) -> None:
-        record = {"ip": box.ip, "mac": box.mac, "startedAt": box.started_at, "containers": {
-            name: {"pid": c.running.pid if c.running else None, "startedAt": c.running.started_at if c.running else "",
-                   "restarts": c.restarts} for name, c in box.containers.items()}}
-        self._record(box.key, box.uid).write_text(json.dumps(record))
+        record = {"ip": box.ip, "mac": box.mac, "startedAt": box.started_at,
+                  "pause": box.pause.pid if box.pause else None, "containers": {
+                      name: {"pid": c.running.pid if c.running else None,
+                             "startedAt": c.running.started_at if c.running else "", "restarts": c.restarts}
+                      for name, c in box.containers.items()}}
+        (self._pod_dir(box.key, box.uid) / "sandbox.json").write_text(json.dumps(record))
 
     async def _adopt(self, pod: dict, box: Sandbox) -> bool:
-        """Take over a sandbox an earlier run of this agent made: same namespace, address and processes;
-        a container whose process has gone is started again."""
+        """Take over a sandbox an earlier run of this agent made: same namespaces, address and
+        processes; a container whose process has gone is started again."""
         try:
-            record = json.loads(self._record(box.key, box.uid).read_text())
+            record = json.loads((self._pod_dir(box.key, box.uid) / "sandbox.json").read_text())
         except (FileNotFoundError, ValueError):
             return False
-        if not netns.exists(box.netns):
+        pause = containers.Running(record["pause"], record["startedAt"]) if record.get("pause") else None
+        if not netns.exists(box.netns) or pause is None or not pause.alive():
+            await self._teardown(box, grace=0)  # what is left of it is made again
+            (self._pod_dir(box.key, box.uid) / "sandbox.json").unlink(missing_ok=True)
             return False
-        box.ip, box.mac, box.started_at = record["ip"], record.get("mac", ""), record["startedAt"]
-        inside = set(netns.pids_in([box.netns]))
-        logs = self._record(box.key, box.uid).parent
-        for spec in pod["spec"].get("containers", []):
-            seen = record["containers"].get(spec["name"], {})
-            c = Container(spec, probe=probes.ProbeState(spec["readinessProbe"]) if spec.get("readinessProbe") else None,
-                          restarts=seen.get("restarts", 0))
-            box.containers[spec["name"]] = c
-            pid = seen.get("pid")
-            if (pid is None and containers.argv_for(spec, box.key[1]) is None) or pid in inside:
-                c.running = containers.Running(spec["name"], pid, str(logs / f"{spec['name']}.log"), seen["startedAt"])
-            else:
-                c.restarts += 1
-                await self._run(box, c)
+        box.ip, box.mac, box.started_at, box.pause = record["ip"], record.get("mac", ""), record["startedAt"], pause
+        box.containers = self._containers(pod)
+        for name, c in box.containers.items():
+            seen = record["containers"].get(name, {})
+            c.restarts = seen.get("restarts", 0)
+            if seen.get("pid") and containers.Running(seen["pid"]).alive():
+                c.running, c.waiting = containers.Running(seen["pid"], seen["startedAt"]), ""
         return True
+
+    @staticmethod
+    def _containers(pod: dict) -> dict[str, Container]:
+        return {c["name"]: Container(c, probe=probes.ProbeState(c["readinessProbe"]) if c.get("readinessProbe")
+                                     else None) for c in pod["spec"].get("containers", [])}
 
     async def _start(self, pod: dict) -> None:
         meta = pod["metadata"]
@@ -276,60 +356,207 @@ class Kubelet:
                 raise RuntimeError(f"pod {key[0]}/{key[1]} failed to start: {err}") from err
             self.sandboxes[box.uid] = box
             self._save(box)
-        box.ready_since = box.started_at if box.ready else ""
+        box.tasks.append(asyncio.create_task(self._watch_sandbox(box)))
+        box.tasks.append(asyncio.create_task(self._run_pod(pod, box)))
+
+    async def _run_pod(self, pod: dict, box: Sandbox) -> None:
+        """The pod's volumes, then its containers, each supervised on its own."""
+        prepared = await self._volumes(pod, box)
         for c in box.containers.values():
-            box.tasks.append(asyncio.create_task(self._watch_container(pod, box, c)))
+            box.tasks.append(asyncio.create_task(self._supervise(pod, box, c, prepared)))
             if c.probe is not None:
                 box.tasks.append(asyncio.create_task(self._probe_loop(box, c)))
 
+    async def _volumes(self, pod: dict, box: Sandbox) -> dict[str, str]:
+        """Set up the pod's volumes, again every BACKOFF_START seconds while one cannot be (its
+        containers wait in ContainerCreating, a FailedMount event says why)."""
+        while True:
+            lookup = await self._objects(pod, volumes.referenced(pod))
+            try:
+                return await asyncio.to_thread(volumes.prepare, pod, self._pod_dir(box.key, box.uid), lookup,
+                                               self._allocatable())
+            except volumes.VolumeError as err:
+                await self._event(pod, "FailedMount", str(err))
+            await asyncio.sleep(BACKOFF_START)
+
+    async def _event(self, pod: dict, reason: str, message: str) -> None:
+        """A Warning Event about the pod from this kubelet; one already said is counted again."""
+        meta = pod["metadata"]
+        digest = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:16]
+        name = f"{meta['name'][:236]}.{digest}"  # a name of at most 253 characters, as every object's
+        ts = now()
+        try:
+            old = await self.client.get("events", name, meta["namespace"])
+            await self.client.patch("events", name, {"count": old.get("count", 1) + 1, "lastTimestamp": ts},
+                                    meta["namespace"])
+            return
+        except ApiError as err:
+            if err.code != 404:
+                raise
+        await self.client.create("events", {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "reason": reason, "message": message, "type": "Warning", "count": 1, "firstTimestamp": ts,
+            "lastTimestamp": ts, "source": {"component": "kubelet", "host": self.node_name},
+            "reportingComponent": "kubelet", "reportingInstance": self.node_name})
+
+    def _allocatable(self) -> dict:
+        return (self.nodes.cache.get(("", self.node_name)) or {}).get("status", {}).get("allocatable") or {}
+
     async def _create(self, pod: dict, box: Sandbox) -> None:
+        """The pod's network and sandbox; its containers start afterwards, each on its own."""
+        pod_dir = self._pod_dir(box.key, box.uid)
+        pod_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(netns.create, box.netns)
         result = await self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities)
         box.attached(result)
-        specs = pod["spec"].get("containers", [])
-        box.containers = {c["name"]: Container(c, probe=probes.ProbeState(c["readinessProbe"])
-                                               if c.get("readinessProbe") else None) for c in specs}
-        started = await asyncio.gather(*(self._run(box, c) for c in box.containers.values()), return_exceptions=True)
-        errors = [e for e in started if isinstance(e, BaseException)]
-        if errors:
-            raise errors[0]
+        hostname, _ = podenv.hostname_and_domain(pod)
+        (pod_dir / "etc-hosts").write_text(podenv.hosts_file(pod, [box.ip]))
+        (pod_dir / "etc-hostname").write_text(hostname + "\n")
+        (pod_dir / "resolv.conf").write_text(podenv.resolv_conf(pod, self.cluster_dns, self._node_resolv()))
+        box.pause = await self.launcher.sandbox(box.netns, hostname, box.started_at)
+        box.containers = self._containers(pod)
 
-    async def _run(self, box: Sandbox, c: Container) -> None:
-        logs = self._record(box.key, box.uid).parent
-        os.makedirs(logs, exist_ok=True)
-        c.running = await containers.start(c.spec, box.key[1], box.netns, str(logs / f"{c.spec['name']}.log"), now(),
-                                           self.launcher)
-        c.waiting = ""
+    def _node_resolv(self) -> podenv.Resolv:
+        try:
+            return podenv.parse_resolv(Path(self.resolv_conf).read_text())
+        except OSError:
+            return podenv.Resolv()
 
-    async def _watch_container(self, pod: dict, box: Sandbox, c: Container) -> None:
-        """Restart a container that exits, with upstream's back-off, as its pod's restartPolicy says."""
+    async def _watch_sandbox(self, box: Sandbox) -> None:
+        """A pause process that ends takes the pod's namespaces with it: the pod is made again."""
+        assert box.pause is not None
+        await box.pause.wait()
+        if box.uid not in self.sandboxes or box.uid in self.busy:
+            return  # it is being stopped
+        log.warning("kubelet/%s: pod %s/%s: its sandbox ended; making it again", self.node_name, *box.key)
+        self._spawn(box.uid, self._retire(box))
+
+    async def _container_request(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str]) -> dict:
+        """What the launcher needs to start a container (images.ImageError, podenv.ConfigError when
+        it cannot be); ``prepared``: the pod's volumes, by name."""
+        image, argv = self.catalog.resolve(c.spec)
+        lookup = await self._objects(pod, _env_references(c.spec))
+        services = [s for s in self.services.cache.values() if (
+            s["metadata"].get("namespace") == box.key[0] and pod["spec"].get("enableServiceLinks", True)) or (
+            s["metadata"].get("namespace") == "default" and s["metadata"]["name"] == "kubernetes")]
+        known = {"podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}]}
+        seen = {**pod, "status": {**pod.get("status", {}), **known}}  # its addresses, before the API has them
+        env = {**image.env, "HOSTNAME": podenv.hostname_and_domain(pod)[0], "HOME": "/root",
+               **podenv.container_env(seen, c.spec, services, lookup, self._allocatable())}
+        argv = [podenv.expand(a, env) for a in argv]
+        pod_dir = self._pod_dir(box.key, box.uid)
+        stage = pod_dir / f"{c.spec['name']}.root"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        kubelet_files = {"/etc/hosts": str(pod_dir / "etc-hosts"), "/etc/hostname": str(pod_dir / "etc-hostname"),
+                         "/etc/resolv.conf": str(pod_dir / "resolv.conf")}
+        mounts = rootfs.plan(str(stage), self.machine_root, rootfs.machine_mounts(), image.layer, kubelet_files,
+                             volumes.mounts(c.spec, prepared))
+        security = {**(pod["spec"].get("securityContext") or {}), **(c.spec.get("securityContext") or {})}
+        request = {"sandbox": box.pause.pid, "mounts": mounts, "env": env, "log": str(pod_dir / f"{c.spec['name']}.log"),
+                   "cwd": c.spec.get("workingDir") or image.working_dir,
+                   "uid": security.get("runAsUser"), "gid": security.get("runAsGroup")}
+        if argv[0] == images.ECHO:
+            ports = c.spec.get("ports") or []
+            tcp = [p["containerPort"] for p in ports if p.get("protocol", "TCP") == "TCP"]
+            udp = [p["containerPort"] for p in ports if p.get("protocol") == "UDP"]
+            request["builtin"] = {"name": podenv.hostname_and_domain(pod)[0], "tcp": tcp if ports else [8080],
+                                  "udp": udp if ports else [8081]}
+        elif argv[0] == images.PAUSE:
+            request["builtin"] = {"name": "pause", "title": "pause"}
+        else:
+            request["argv"] = argv
+        return request
+
+    async def _objects(self, pod: dict, wanted: set[tuple[str, str]]) -> podenv.Lookup:
+        """The ConfigMaps and Secrets (plural, name) of the pod's namespace that it names, read now."""
+        found: dict[tuple[str, str], dict] = {}
+        for plural, name in wanted:
+            try:
+                found[(plural, name)] = await self.client.get(plural, name, pod["metadata"]["namespace"])
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+        return lambda plural, name: found.get((plural, name))
+
+    async def _run(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str]) -> None:
+        """Start the container's process; raises when it cannot be."""
+        request = await self._container_request(pod, box, c, prepared)
+        c.running = await self.launcher.start(request, now())
+        c.waiting, c.message = "", ""
+        self._save(box)
+
+    async def _supervise(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str]) -> None:
+        """Run a container, and again after it ends as the pod's restartPolicy says, with upstream's
+        back-offs: CrashLoopBackOff (the first restart at once, then 10 s doubling to 5 min, from the
+        start again after 10 min of running), ImagePullBackOff, CreateContainerConfigError."""
         policy = pod["spec"].get("restartPolicy", "Always")
-        backoff = BACKOFF_START
-        while c.running is not None and c.running.pid is not None:
-            code = await c.running.wait()
-            c.last_exit, c.last_finished = code, now()
+        backoff, crashed_before = BACKOFF_START, False
+        clock = asyncio.get_running_loop().time
+        while True:
+            if c.running is None:
+                try:
+                    await self._run(pod, box, c, prepared)
+                except images.ImageError as err:
+                    c.waiting, c.message = err.reason, str(err)
+                    await self.loop.trigger()
+                    await asyncio.sleep(1.0)
+                    if err.reason == "ErrImagePull":
+                        c.waiting, c.message = "ImagePullBackOff", f'Back-off pulling image "{c.spec.get("image")}"'
+                        await self.loop.trigger()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                except podenv.ConfigError as err:
+                    c.waiting, c.message = "CreateContainerConfigError", str(err)
+                    await self.loop.trigger()
+                    await asyncio.sleep(BACKOFF_START)
+                    continue
+                except containers.StartFailed as err:
+                    code, record = START_ERROR_CODE, _terminated(START_ERROR_CODE, now(), err.reason, str(err))
+                else:
+                    await self.loop.trigger()
+                    ran_from = clock()
+                    code = await c.running.wait()
+                    record = _terminated(code, c.running.started_at)
+                    if clock() - ran_from >= BACKOFF_RESET:
+                        backoff, crashed_before = BACKOFF_START, False
+            else:  # adopted from an earlier run of the agent
+                code = await c.running.wait()
+                record = _terminated(code, c.running.started_at)
+            c.running = None
             if policy == "Never" or (policy == "OnFailure" and code == 0):
-                c.waiting = "Completed" if code == 0 else "Error"
+                c.terminated, c.waiting = record, "Completed"
                 await self.loop.trigger()
                 return
-            c.waiting = "CrashLoopBackOff"
-            await self.loop.trigger()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            c.last = record
+            if crashed_before:
+                c.waiting = "CrashLoopBackOff"
+                c.message = (f"back-off {int(backoff)}s restarting failed container={c.spec['name']} "
+                             f"pod={box.key[1]}_{box.key[0]}({box.uid})")
+                await self.loop.trigger()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            crashed_before = True
             c.restarts += 1
-            await self._run(box, c)
-            self._save(box)
-            await self.loop.trigger()
 
     async def _probe_loop(self, box: Sandbox, c: Container) -> None:
         spec = c.probe.spec
         await asyncio.sleep(float(spec.get("initialDelaySeconds", 0)))
         while True:
-            ok = await probes.run_probe(spec, c.spec, box.ip, self.node_netns, box.netns)
+            ok = c.running is not None and await probes.run_probe(spec, c.spec, box.ip, self.node_netns,
+                                                                  c.running.pid)
             if c.probe.record(ok):
                 box.ready_since = now()
                 await self.loop.trigger()
             await asyncio.sleep(float(spec.get("periodSeconds", 10)))
+
+    async def _retire(self, box: Sandbox) -> None:
+        async with self._lock(box.key):
+            await self._teardown(box, grace=0)
+            self.sandboxes.pop(box.uid, None)
 
     async def _terminate(self, box: Sandbox, pod: dict | None) -> None:
         grace = pod["metadata"].get("deletionGracePeriodSeconds", 30) if pod else 0
@@ -340,7 +567,9 @@ class Kubelet:
             await self._finalize(pod)
 
     async def _finalize(self, pod: dict) -> None:
-        """Delete the pod object for good (grace 0) once nothing of it runs here."""
+        """Delete the pod's files, and its object for good (grace 0), once nothing of it runs here."""
+        meta = pod["metadata"]
+        await asyncio.to_thread(shutil.rmtree, self._pod_dir((meta["namespace"], meta["name"]), meta["uid"]), True)
         try:
             await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"],
                                      grace_period_seconds=0)
@@ -352,6 +581,8 @@ class Kubelet:
         for task in box.tasks:
             task.cancel()
         await asyncio.gather(*(containers.stop(c.running, grace) for c in box.containers.values() if c.running))
+        if box.pause is not None:  # the sandbox goes at once, as runtimes stop it
+            await containers.stop(box.pause, 0)
         if self.cni_conf is not None:
             await self.runtime.delete(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities)
         await asyncio.to_thread(netns.kill_all_in, [box.netns])

@@ -31,6 +31,7 @@ REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 # the reference portmap plugin: DNATs a pod's hostPorts, from the portMappings capability args
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
 RENEW_RETRY = 0.2  # seconds before the first retry of a Lease renewal that failed
+DEFAULT_CLUSTER_DNS = "10.96.0.10"  # the 10th address of the default service CIDR, as kubeadm sets it
 MAX_PODS = 110  # the kubelet's default --max-pods
 CONF_NAME = "10-netplane.conflist"  # the node's CNI config, in its state directory (its /etc/cni/net.d)
 
@@ -50,6 +51,9 @@ class AgentConfig:
     iptables_backend: str = "nft"  # with proxy_mode iptables: nft or legacy
     cni: str = "netplane"  # netplane, reference, or the path of a conflist with {{podCIDR}} placeholders
     holder: str = ""  # the holderIdentity of the node's Lease (default: the node's name)
+    cluster_dns: tuple[str, ...] = (DEFAULT_CLUSTER_DNS,)  # kubelet's --cluster-dns
+    resolv_conf: str = "/etc/resolv.conf"  # kubelet's --resolv-conf: the node's own, for dnsPolicy Default
+    images: dict[str, dict] = field(default_factory=dict)  # the lab's additions to the image catalog
 
 
 def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
@@ -189,7 +193,8 @@ class NodeAgent:
         self.runtime = Runtime([plugin_dir(), REFERENCE_PLUGIN_DIR], str(config.state_dir / "cni-cache"),
                                exec_netns=config.netns, negotiate=True)
         self.kubelet = Kubelet(self.informers, config.node_name, config.netns, config.pod_netns_prefix,
-                               config.state_dir, self.runtime, config.resync_seconds)
+                               config.state_dir, self.runtime, config.resync_seconds, config.cluster_dns,
+                               config.resolv_conf, config.images)
         self.proxy = Proxier(self.informers, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
                              iptables_backend=config.iptables_backend, resync_seconds=config.resync_seconds)
         # a pass at least every resync period, changes or not: the device or an entry lost behind

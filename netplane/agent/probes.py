@@ -1,12 +1,12 @@
 """Container probes as the kubelet runs them: tcpSocket and httpGet from the node to the pod's IP
-(so a probe crosses cni0 like the kubelet's does), exec inside the pod's namespace."""
+(so a probe crosses cni0 like the kubelet's does), exec inside the container."""
 from __future__ import annotations
 
 import asyncio
 import socket
 from dataclasses import dataclass
 
-from netplane.kernel import netns
+from netplane.kernel import netns, nsenter
 
 
 @dataclass
@@ -63,8 +63,8 @@ async def _http_get(node_netns: str | None, ip: str, port: int, path: str, timeo
     return len(parts) > 1 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
 
 
-async def _exec(pod_netns: str, command: list[str], timeout: float) -> bool:
-    proc = await asyncio.create_subprocess_exec(*netns.command(pod_netns, command), stdin=asyncio.subprocess.DEVNULL,
+async def _exec(pid: int, command: list[str], timeout: float) -> bool:
+    proc = await asyncio.create_subprocess_exec(*nsenter.command(pid, command), stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         return await asyncio.wait_for(proc.wait(), timeout) == 0
@@ -74,8 +74,9 @@ async def _exec(pod_netns: str, command: list[str], timeout: float) -> bool:
         return False
 
 
-async def run_probe(spec: dict, container: dict, pod_ip: str, node_netns: str | None, pod_netns: str) -> bool:
-    """One probe; any error is a failure, as for the kubelet."""
+async def run_probe(spec: dict, container: dict, pod_ip: str, node_netns: str | None, pid: int) -> bool:
+    """One probe (``pid``: the container's process, where an exec probe runs); any error is a
+    failure, as for the kubelet."""
     timeout = float(spec.get("timeoutSeconds", 1))
     try:
         if "tcpSocket" in spec:
@@ -86,7 +87,7 @@ async def run_probe(spec: dict, container: dict, pod_ip: str, node_netns: str | 
             get = spec["httpGet"]
             return await _http_get(node_netns, pod_ip, resolve_port(get["port"], container), get.get("path", "/"), timeout)
         if "exec" in spec:
-            return await _exec(pod_netns, [str(a) for a in spec["exec"]["command"]], timeout)
+            return await _exec(pid, [str(a) for a in spec["exec"]["command"]], timeout)
     except (OSError, ValueError, asyncio.TimeoutError):
         return False
     return False

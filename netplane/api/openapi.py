@@ -24,7 +24,7 @@ import json
 from functools import cache
 
 from netplane.api import fulltypes, lifecycle, openapi_pb
-from netplane.api.resources import RESOURCES, Resource, api_version, group_path
+from netplane.api.resources import RESOURCES, Resource, group_path
 
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
                "application/apply-patch+yaml")

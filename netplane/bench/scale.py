@@ -152,7 +152,7 @@ def _max(values: list[Memory]) -> Memory:
 
 def measure_lab(name: str, nodes: int, cni_cpu_before: tuple[int | None, float] = (None, 0.0)
                 ) -> tuple[Memory, list[Memory], Memory, dict]:
-    """(the lab's own processes per node, each pod's processes, the echo launchers' total, detail);
+    """(the lab's own processes per node, each pod's processes, the launchers' total, detail);
     cni_cpu_before: the CNI server's pid and CPU time before the lab came up."""
     state = LabState(name)
     daemon = state.pid()
@@ -161,7 +161,7 @@ def measure_lab(name: str, nodes: int, cni_cpu_before: tuple[int | None, float] 
     pod_spaces = [s for s in netns.listed(names.lab_prefix(name)) if ".pod." in s]
     in_pods = {s: netns.pids_in([s]) for s in pod_spaces}
     pod_pids = {p for pids in in_pods.values() for p in pids}
-    # the daemon's children: the nodes' echo launchers (nsenter exec'd into them) and whatever else
+    # the daemon's children: the nodes' launchers (nsenter exec'd into them) and whatever else
     launchers = [p for p in _children(daemon) if p not in pod_pids]
     own = [daemon] + ([cni] if (cni := cni_server.running()) else [])
     detail = {"control_plane": asdict(memory([daemon])), "cni_server": asdict(memory(own[1:])),

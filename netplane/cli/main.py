@@ -21,7 +21,7 @@ from netplane.api.errors import ApiError
 from netplane.api.main import setup_logging
 from netplane.cli import printers
 from netplane.cni import server as cni_server
-from netplane.kernel import netns
+from netplane.kernel import netns, nsenter
 from netplane.lab import health, lifecycle, model
 from netplane.lab.state import ROOT as STATE_ROOT, LabState
 
@@ -285,33 +285,49 @@ def delete(ctx: click.Context, kind: str | None, name: str | None, files: tuple[
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", help="The pod's container [default: its default container, else its first].")
 @click.pass_context
 @friendly
-def exec_(ctx: click.Context, target: str, command: tuple[str, ...], namespace: str) -> None:
-    """Run COMMAND in a pod's, a node's (node/NAME) or the underlay client's (underlay/client) network
-    namespace; its exit code is passed on."""
-    space = resolve_netns(ctx, target, namespace)
-    argv = netns.command(space, list(command))
+def exec_(ctx: click.Context, target: str, command: tuple[str, ...], namespace: str, container: str | None) -> None:
+    """Run COMMAND in a pod's container (in all its namespaces, at its root, with its environment:
+    its image's tools), or in a node's (node/NAME) or the underlay client's (underlay/client)
+    network namespace; its exit code is passed on."""
+    if target == "underlay/client" or target.startswith("node/"):
+        argv = netns.command(resolve_netns(ctx, target), list(command))
+    else:
+        argv = nsenter.command(container_pid(ctx, target, namespace, container), list(command))
     os.execvp(argv[0], argv)
 
 
-def resolve_netns(ctx: click.Context, target: str, namespace: str) -> str:
-    """The network namespace of `POD`, `pod/POD`, `node/NAME` or `underlay/client` in the lab."""
-    state = lab_state(ctx)
-    lab = state.load_lab()
+def resolve_netns(ctx: click.Context, target: str) -> str:
+    """The network namespace of `node/NAME` or `underlay/client` in the lab."""
+    lab = lab_state(ctx).load_lab()
     if target == "underlay/client":
         return names.client_netns(lab.name)
-    if target.startswith("node/"):
-        node = target.split("/", 1)[1]
-        if node not in lab.nodes:
-            raise click.ClickException(f"node {node!r} is not in lab {lab.name!r} (nodes: {', '.join(lab.nodes)})")
-        return names.node_netns(lab.name, node)
-    pod = target.split("/", 1)[1] if target.startswith(("pod/", "po/", "pods/")) else target
-    run_api(ctx, lambda client: client.get("pods", pod, namespace))
-    space = names.pod_netns(names.lab_prefix(lab.name), namespace, pod)
-    if not netns.exists(space):
-        raise click.ClickException(f"pod {namespace}/{pod} has no network yet (is it Running?)")
-    return space
+    node = target.split("/", 1)[1]
+    if node not in lab.nodes:
+        raise click.ClickException(f"node {node!r} is not in lab {lab.name!r} (nodes: {', '.join(lab.nodes)})")
+    return names.node_netns(lab.name, node)
+
+
+def container_pid(ctx: click.Context, target: str, namespace: str, container: str | None) -> int:
+    """The process of a running container of `POD` or `pod/POD`, as the pod's status names it."""
+    name = target.split("/", 1)[1] if target.startswith(("pod/", "po/", "pods/")) else target
+    pod = run_api(ctx, lambda client: client.get("pods", name, namespace))
+    statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses") or []}
+    specs = [c["name"] for c in pod["spec"].get("containers", [])]
+    wanted = container or pod["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/default-container") \
+        or specs[0]
+    if wanted not in specs:
+        raise click.ClickException(f"container {wanted} is not valid for pod {name}: use one of {', '.join(specs)}")
+    status = statuses.get(wanted, {})
+    if "running" not in status.get("state", {}):
+        state = next(iter(status.get("state", {}).values()), {}).get("reason", "ContainerCreating")
+        raise click.ClickException(f"container {wanted} of pod {namespace}/{name} is not running ({state})")
+    pid = int(status["containerID"].rsplit("/", 1)[1])
+    if not os.path.exists(f"/proc/{pid}"):
+        raise click.ClickException(f"container {wanted} of pod {namespace}/{name} does not run on this machine")
+    return pid
 
 
 @cli.command()
@@ -549,10 +565,16 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
               help="Pods' namespaces are PREFIXpod.NS.NAME.")
 @click.option("--resync-seconds", type=click.IntRange(1, 3600), default=30, show_default=True,
               help="How often the proxy and the overlay check the kernel against what they wrote, and repair it.")
+@click.option("--cluster-dns", default="10.96.0.10", show_default=True,
+              help="The cluster DNS Service's address, pods' name server (kubelet's --cluster-dns).")
+@click.option("--resolv-conf", default="/etc/resolv.conf", show_default=True,
+              help="The node's resolv.conf, for pods with dnsPolicy Default (kubelet's --resolv-conf).")
+@click.option("--image-catalog", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A JSON file of images beyond the built-in catalog, as a lab file's `images:`.")
 @friendly
 def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, node: str, iface: str,
           state_dir: Path | None, cluster_cidr: str, proxy_mode: str, cni: str, netns_prefix: str,
-          resync_seconds: int) -> None:
+          resync_seconds: int, cluster_dns: str, resolv_conf: str, image_catalog: Path | None) -> None:
     """Run this host's node agent (kubelet via CNI, overlay, proxy) against a `netplane server`."""
     from netplane.lab import agent as node_agent
     if not kubeconfig and not (server_url and token):
@@ -560,7 +582,9 @@ def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, no
     setup_logging()
     config = node_agent.JoinConfig(
         node, (state_dir or Path("/var/lib/netplane/agent") / node).resolve(), server_url, token, kubeconfig,
-        iface, cluster_cidr, netns_prefix, proxy_mode, cni, resync_seconds=resync_seconds)
+        iface, cluster_cidr, netns_prefix, proxy_mode, cni, resync_seconds=resync_seconds,
+        cluster_dns=(cluster_dns,), resolv_conf=resolv_conf,
+        images=model.parse({"images": json.loads(image_catalog.read_text())}).images if image_catalog else {})
     try:
         asyncio.run(node_agent.run(config))
     except node_agent.NodeTaken as err:

@@ -23,7 +23,7 @@ from typing import TypeVar
 import aiohttp
 
 from netplane import names
-from netplane.agent.node import AgentConfig, NodeAgent
+from netplane.agent.node import DEFAULT_CLUSTER_DNS, AgentConfig, NodeAgent
 from netplane.api import auth, kubeconfig
 from netplane.api.client import Client, discover_ca, server_urls
 from netplane.api.errors import ApiError
@@ -54,6 +54,9 @@ class JoinConfig:
     lease_seconds: int = 40
     resync_seconds: float = 30.0
     labels: dict[str, str] = field(default_factory=dict)
+    cluster_dns: tuple[str, ...] = (DEFAULT_CLUSTER_DNS,)
+    resolv_conf: str = "/etc/resolv.conf"
+    images: dict[str, dict] = field(default_factory=dict)
 
 
 def identity(state_dir: Path) -> str:
@@ -144,8 +147,8 @@ async def run(cfg: JoinConfig) -> None:
         agent = NodeAgent(client, AgentConfig(
             node_name=cfg.node, netns=None, pod_netns_prefix=cfg.netns_prefix, state_dir=cfg.state_dir,
             cluster_cidr=cfg.cluster_cidr, lease_seconds=cfg.lease_seconds, resync_seconds=cfg.resync_seconds,
-            labels=cfg.labels, iface=cfg.iface,
-            proxy_mode=cfg.proxy_mode, cni=cfg.cni, holder=holder))
+            labels=cfg.labels, iface=cfg.iface, proxy_mode=cfg.proxy_mode, cni=cfg.cni, holder=holder,
+            cluster_dns=cfg.cluster_dns, resolv_conf=cfg.resolv_conf, images=cfg.images))
         log.info("node %s joined %s as %s", cfg.node, conn.server, holder)
         await daemon.supervise(f"agent/{cfg.node}", agent.run)
     finally:

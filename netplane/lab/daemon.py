@@ -154,7 +154,9 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
             lease_seconds=lab.nodeLeaseSeconds, resync_seconds=lab.nodeResyncSeconds, labels=lab.nodeLabels.get(node, {}),
-            proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni),
+            proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni,
+            cluster_dns=(names.cluster_dns_ip(lab.network.serviceCIDR),), resolv_conf=str(state.node_resolv()),
+            images=lab.images),
             informers)
         for node in lab.nodes
     ]

@@ -92,7 +92,9 @@ def agent_argv(lab: Lab, state: LabState, token: str, node: str) -> list[str]:
             "--token", token, "--node", node, "--iface", names.UNDERLAY_IF, "--state-dir", str(state.node_dir(node)),
             "--cluster-cidr", lab.network.clusterCIDR, "--proxy-mode", lab.network.proxyMode,
             "--cni", lab.network.cni, "--netns-prefix", names.lab_prefix(lab.name),
-            "--resync-seconds", str(lab.nodeResyncSeconds)]
+            "--resync-seconds", str(lab.nodeResyncSeconds),
+            "--cluster-dns", names.cluster_dns_ip(lab.network.serviceCIDR), "--resolv-conf", str(state.node_resolv()),
+            "--image-catalog", str(state.image_catalog(lab.images))]
 
 
 async def keep_running(name: str, space: str, argv: list[str], log_file: Path) -> None:

@@ -26,6 +26,10 @@ nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease f
 nodeResyncSeconds: 30           # how often each node agent checks the kernel against what it wrote
                                 #   (proxy rules, flannel.1 and its routes, FDB and ARP) and repairs it
 storage: sqlite                 # sqlite (a file in the lab's state directory) or etcd://host:port[,host:port]
+images:                         # images beyond the built-in catalog (netplane/agent/images.py): by name,
+  example.com/shop/api:         #   or a prefix ending in *; what the image would run, from this machine's
+    entrypoint: [python3, -m, http.server]   # programs (ENTRYPOINT)
+    cmd: ["8080"]               # CMD; also env: {KEY: value} and workingDir: /srv
 ```
 """
 from __future__ import annotations
@@ -96,6 +100,7 @@ class Lab:
     storage: str = "sqlite"
     nodeLabels: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].labels
     controlPlane: ControlPlane = field(default_factory=ControlPlane)
+    images: dict[str, dict] = field(default_factory=dict)  # additions to the image catalog
 
     def node_ip(self, node: str) -> str:
         """The node's underlay address: .11 for the first node, .12 for the second, ..."""
@@ -286,6 +291,35 @@ def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:
     return tuple(found)
 
 
+IMAGE_FIELDS = {"entrypoint", "cmd", "env", "workingDir"}
+
+
+def _images(value: Any) -> dict[str, dict]:
+    """images: an image name (or prefix*) to its entrypoint, cmd, env and workingDir."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LabError("images", "give a mapping of image names to {entrypoint, cmd, env, workingDir}")
+    for name, entry in value.items():
+        where = f"images.{name}"
+        if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
+            raise LabError("images", f"{name!r} is not an image name")
+        if not isinstance(entry, dict):
+            raise LabError(where, "give a mapping with entrypoint and/or cmd (lists of strings)")
+        _require_keys(entry, IMAGE_FIELDS, f"{where}.")
+        for key in ("entrypoint", "cmd"):
+            if key in entry and (not isinstance(entry[key], list) or not all(isinstance(a, str) for a in entry[key])):
+                raise LabError(f"{where}.{key}", "give a list of strings, e.g. [nginx, -g, 'daemon off;']")
+        if not entry.get("entrypoint") and not entry.get("cmd"):
+            raise LabError(where, "give an entrypoint or a cmd: what the image runs")
+        env = entry.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise LabError(f"{where}.env", "give a mapping of names to string values")
+        if "workingDir" in entry and not (isinstance(entry["workingDir"], str) and entry["workingDir"].startswith("/")):
+            raise LabError(f"{where}.workingDir", "give an absolute path, e.g. /srv")
+    return {name: dict(entry) for name, entry in value.items()}
+
+
 def parse(data: Any, base: Path | None = None, name: str | None = None, storage: str | None = None) -> Lab:
     """A validated Lab from a lab file's parsed YAML; `name` and `storage` override the file's."""
     if data is None:
@@ -315,6 +349,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         storage=storage,
         nodeLabels=labels,
         controlPlane=_control_plane(data.get("controlPlane")),
+        images=_images(data.get("images")),
     )
 
 
@@ -360,4 +395,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         nodeLabels=data.get("nodeLabels", {}),
         storage=data.get("storage", Lab.storage),
         controlPlane=ControlPlane(**data.get("controlPlane", {})),
+        images=data.get("images", {}),
     )

@@ -47,6 +47,19 @@ class LabState:
     def log(self) -> Path:
         return self.dir / "control-plane.log"
 
+    def node_resolv(self) -> Path:
+        """The emulated nodes' /etc/resolv.conf (the kubelet's --resolv-conf), written: no name
+        server, since a lab sends nothing outside; a pod with dnsPolicy Default gets it."""
+        path = self.dir / "node-resolv.conf"
+        path.write_text("# the lab's nodes have no name server of their own: a lab sends nothing outside\n")
+        return path
+
+    def image_catalog(self, images: dict) -> Path:
+        """The lab file's images, written for node agents in their own processes (--image-catalog)."""
+        path = self.dir / "images.json"
+        path.write_text(json.dumps(images))
+        return path
+
     def node_dir(self, node: str) -> Path:
         return self.dir / "nodes" / node
 

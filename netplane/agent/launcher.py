@@ -1,0 +1,351 @@
+"""A node's container launcher: the small runtime (runc's and the pause container's part) that makes
+a pod a host of its own, forked from one warm interpreter per node.
+
+The kubelet starts one (``python -I -S launcher.py``, inside the node's network namespace) and
+sends it one JSON line per request on stdin; replies and exits come back on stdout:
+
+- ``{"op": "sandbox", "id", "netns", "hostname"}``: the pod's pause process (Debian's catatonit in
+  pause mode), in the pod's network namespace and new UTS, IPC and PID namespaces: PID 1 there,
+  it reaps orphans; its hostname is the pod's. Reply ``{"id", "pid"}``.
+- ``{"op": "start", "id", "sandbox", "mounts", "argv" | "builtin", "env", "cwd", "uid", "gid",
+  "log"}``: a container, forked into the pause process's PID namespace (the launcher moves its
+  children there for one fork), which joins the pod's other namespaces, takes a mount namespace
+  of its own, carries out ``mounts`` (the container's root, built by netplane.agent.rootfs) and
+  execs ``argv`` with ``env`` (or runs a built-in server of echo.py). Reply ``{"id", "pid"}`` once
+  it has exec'd (or bound its ports); ``{"id", "error", "reason"}`` when it could not start.
+- ``{"exit": pid, "code": n}``, unasked: a container's process or a pause process ended, with its
+  exit status (128 + the signal for one killed by a signal, as container runtimes say).
+
+Everything in here is the standard library, so the launcher starts in a few tens of milliseconds
+and a container forked from it shares its pages (``gc.freeze``). It ends when its stdin closes
+(the kubelet has gone) and leaves the pods running, to be adopted by the next kubelet.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import selectors
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # echo.py beside it; -I leaves it out
+import echo  # noqa: E402
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_NAME, PR_SET_CHILD_SUBREAPER = 15, 36
+START_SECONDS = 10.0
+PAUSE_PROGRAM = ["catatonit", "-P"]  # a pod's PID 1
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class StartError(Exception):
+    """A container that could not be started; ``reason`` as the kubelet reports it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _setns(path: str, nstype: int) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _check(libc.setns(fd, nstype), f"setns into {path}")
+    finally:
+        os.close(fd)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    _check(libc.mount(source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
+                      flags, data.encode() if data else None), f"mount {fstype or source} on {target}")
+
+
+def _like(source: str, target: str) -> None:
+    """Make target (a mount point) of source's type, a file or a directory, when it is missing."""
+    if os.path.lexists(target):
+        return
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+
+
+def apply_mount(op: dict) -> None:
+    """One step of a container's root (netplane.agent.rootfs says which and in what order)."""
+    kind, target = op["op"], op.get("target", "")
+    if kind == "mkdir":
+        os.makedirs(target, mode=op.get("mode", 0o755), exist_ok=True)
+    elif kind == "file":
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as out:
+            out.write(op["data"])
+        os.chmod(target, op.get("mode", 0o644))
+    elif kind == "symlink":
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(op["to"], target)
+    elif kind == "tmpfs":
+        os.makedirs(target, exist_ok=True)
+        _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, op.get("options", "mode=755"))
+    elif kind == "overlay":
+        os.makedirs(target, exist_ok=True)
+        for d in (op["upper"], op["work"]):
+            os.makedirs(d, exist_ok=True)
+        _mount("overlay", target, "overlay", 0,
+               f"lowerdir={':'.join(op['lower'])},upperdir={op['upper']},workdir={op['work']}")
+    elif kind == "bind":
+        _like(op["source"], target)
+        _mount(op["source"], target, None, MS_BIND | (MS_REC if op.get("recursive") else 0))
+        if op.get("readonly"):
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    elif kind == "proc":
+        os.makedirs(target, exist_ok=True)
+        _mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    elif kind == "sysfs":
+        os.makedirs(target, exist_ok=True)
+        try:  # the pod's own: /sys/class/net lists its interfaces
+            _mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+        except OSError:
+            _mount("/sys", target, None, MS_BIND | MS_REC)
+    elif kind == "chroot":
+        os.chdir(target)
+        os.chroot(".")
+        os.chdir("/")
+    else:
+        raise ValueError(f"unknown mount step {kind!r}")
+
+
+# --- the sandbox ----------------------------------------------------------------------------------
+
+def _sandbox(request: dict, status_w: int) -> None:
+    """In a forked child: make the pod's namespaces and start its pause process there (PID 1:
+    catatonit in pause mode, which reaps orphans, as podman's pause is), say its pid, and end (the
+    pause process is the launcher's now, a subreaper's). Never returns."""
+    try:
+        _setns(request["netns"], CLONE_NEWNET)
+        _check(libc.unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID), "unshare the pod's namespaces")
+        name = request["hostname"].encode()
+        _check(libc.sethostname(name, len(name)), "sethostname")
+        exec_r, exec_w = os.pipe()  # close-on-exec: EOF when the pause program has started
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_w)
+            os.close(exec_r)
+            try:
+                os.execvp(PAUSE_PROGRAM[0], PAUSE_PROGRAM)
+            except OSError as err:
+                os.write(exec_w, f"{PAUSE_PROGRAM[0]}: {err.strerror}".encode())
+            os._exit(127)
+        os.close(exec_w)
+        failed = os.read(exec_r, 4096).decode(errors="replace")
+        os.write(status_w, f"error {failed}".encode() if failed else f"ok {pid}".encode())
+        os._exit(0)
+    except BaseException as err:  # noqa: BLE001 - reported to the launcher
+        os.write(status_w, f"error {type(err).__name__}: {err}".encode())
+        os._exit(1)
+
+
+# --- a container ----------------------------------------------------------------------------------
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _process(request: dict, ready_w: int) -> None:
+    """The container's process, forked into the pod's PID namespace: the pod's other namespaces, its
+    own mount namespace and root, then exec (or a built-in server). Never returns; a failure is
+    written to ready_w."""
+    try:
+        os.setsid()
+        for ns, flag in (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET)):
+            _setns(f"/proc/{request['sandbox']}/ns/{ns}", flag)
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # a machine path: before chroot
+        _check(libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        for op in request["mounts"]:
+            apply_mount(op)
+        try:
+            os.chdir(request.get("cwd") or "/")
+        except OSError as err:
+            raise StartError("StartError", f"chdir to {request.get('cwd')}: {err.strerror}") from None
+        if request.get("gid") is not None:
+            os.setgroups([int(request["gid"])])
+            os.setgid(int(request["gid"]))
+        if request.get("uid") is not None:
+            os.setuid(int(request["uid"]))
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        builtin = request.get("builtin")
+        if builtin and builtin.get("name") == "pause":  # the pause image: wait for SIGTERM, exit 0
+            libc.prctl(PR_SET_NAME, b"pause", 0, 0, 0)
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+            signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+            os.write(ready_w, b"ok")
+            while True:
+                signal.pause()
+        if builtin:
+            os.environ.clear()
+            os.environ.update(request.get("env", {}))
+            try:
+                bound = echo.bind(builtin.get("tcp", []), builtin.get("udp", []))
+            except OSError as err:  # it started, and ends at once, as a server that cannot bind does
+                os.write(2, f"{err}\n".encode())
+                os.write(ready_w, b"ok")
+                os._exit(1)
+            libc.prctl(PR_SET_NAME, builtin.get("title", "netplane-echo").encode()[:15], 0, 0, 0)
+            os.write(ready_w, b"ok")
+            os.close(ready_w)
+            echo.serve(builtin["name"], bound)
+            os._exit(0)
+        argv, env = request["argv"], request.get("env", {})
+        try:
+            os.execvpe(argv[0], argv, env)  # ready_w is close-on-exec: EOF without a word is success
+        except OSError as err:
+            raise StartError("StartError", f'exec: "{argv[0]}": {err.strerror}') from None
+    except StartError as err:
+        os.write(ready_w, json.dumps({"reason": err.reason, "error": str(err)}).encode())
+    except BaseException as err:  # noqa: BLE001
+        os.write(ready_w, json.dumps({"reason": "StartError", "error": f"{type(err).__name__}: {err}"}).encode())
+    os._exit(128)
+
+
+# --- the launcher ---------------------------------------------------------------------------------
+
+def _reply(message: dict) -> None:
+    data = (json.dumps(message) + "\n").encode()
+    while data:
+        data = data[os.write(1, data):]
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.keep: set[int] = set()  # what a child closes
+        self.children: set[int] = set()  # containers' processes and pause processes: exits reported
+        self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+
+    def _fork(self, child, request: dict, pid_ns: str | None = None) -> tuple[int, bytes | None]:
+        """Fork child(request, status_w), into the PID namespace at pid_ns when given (setns there
+        moves only the children to come, and the launcher's own is set back at once); its word on
+        status_w, b"" when it closed it without one (exec'd), None when it said nothing in time."""
+        status_r, status_w = os.pipe()
+        if pid_ns is not None:
+            _setns(pid_ns, CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        finally:
+            if pid_ns is not None and pid != 0:
+                _check(libc.setns(self.own_pid_ns, CLONE_NEWPID), "setns back to the launcher's PID namespace")
+        if pid == 0:
+            os.close(status_r)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            for fd in self.keep:
+                os.close(fd)
+            null = os.open(os.devnull, os.O_RDWR)  # the kubelet's pipes are the launcher's alone
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.close(null)
+            child(request, status_w)
+        os.close(status_w)
+        ready, _, _ = select.select([status_r], [], [], START_SECONDS)
+        answer = os.read(status_r, 65536) if ready else None
+        os.close(status_r)
+        return pid, answer
+
+    def handle(self, request: dict) -> None:
+        if request.get("op") == "sandbox":
+            pid, answer = self._fork(_sandbox, request)
+            os.waitpid(pid, 0)  # its pause process is ours now (a subreaper's)
+            word, _, rest = (answer or b"").decode(errors="replace").partition(" ")
+            if word == "ok":
+                self.children.add(int(rest))
+                _reply({"id": request["id"], "pid": int(rest)})
+            else:
+                _reply({"id": request["id"], "error": rest or "the sandbox did not start", "reason": "SandboxError"})
+            return
+        try:
+            pid, answer = self._fork(_process, request, f"/proc/{request['sandbox']}/ns/pid")
+        except OSError as err:  # the sandbox has gone
+            _reply({"id": request["id"], "reason": "StartError", "error": str(err)})
+            return
+        if answer in (b"", b"ok"):
+            self.children.add(pid)
+            _reply({"id": request["id"], "pid": pid})
+            return
+        try:
+            message = json.loads(answer or b'{"reason": "StartError", "error": "it did not start in time"}')
+        except ValueError:
+            message = {"reason": "StartError", "error": (answer or b"").decode(errors="replace")}
+        if answer is None:
+            os.kill(pid, signal.SIGKILL)
+        _reply({"id": request["id"], **message})
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.children:
+                self.children.discard(pid)
+                _reply({"exit": pid, "code": _exit_code(status)})
+
+    def run(self) -> None:
+        """Serve requests until stdin closes; report every exit."""
+        import gc
+
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sel = selectors.DefaultSelector()
+        sel.register(0, selectors.EVENT_READ, "requests")
+        sel.register(wake_r, selectors.EVENT_READ, "children")
+        self.keep = {wake_r, wake_w, sel.fileno(), self.own_pid_ns}
+        gc.collect()
+        gc.freeze()  # what is here now stays out of the collector's reach: shared with every child
+        pending = b""
+        while True:
+            for key, _ in sel.select():
+                if key.data == "children":
+                    try:
+                        while os.read(wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                data = os.read(0, 65536)
+                if not data:
+                    return  # the kubelet is gone; its pods live on
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if line.strip():
+                        self.handle(json.loads(line))
+            self.reap()
+
+
+if __name__ == "__main__":
+    Launcher().run()

@@ -1,0 +1,334 @@
+"""Pods that behave like containers, on a real lab driven by kubectl: well-known images run what they
+would (nginx's welcome page, busybox's applets), each pod is a host of its own (hostname, /etc/hosts,
+resolv.conf, private files and processes), the environment comes from every source Kubernetes
+offers, exit codes decide restarts and phases, and an image nothing can run is never Running.
+
+One lab for the module (2 nodes), named t<hex>, brought down by the fixture even when a test fails;
+the demo app is not loaded; every test makes and removes its own objects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import unique_lab
+from labtools import cli, eventually
+from netplane.lab import lifecycle, model
+from netplane.lab.state import LabState
+
+
+LAB_IMAGES = {"example.com/shop/api": {"entrypoint": ["python3", "-m", "http.server"], "cmd": ["8000"],
+                                       "workingDir": "/etc"}}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    name = unique_lab()
+    try:
+        lifecycle.up(model.parse({"name": name, "images": LAB_IMAGES}), lambda line: None)
+        yield name
+    finally:
+        if lifecycle.is_up(name):
+            lifecycle.down(name)
+
+
+def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), *args], input=stdin,
+                            capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result
+
+
+def pod_json(lab: str, name: str) -> dict:
+    return json.loads(kubectl(lab, "get", "pod", name, "-o", "json").stdout)
+
+
+def state(lab: str, name: str, container: int = 0) -> dict:
+    statuses = pod_json(lab, name)["status"].get("containerStatuses") or [{}]
+    return statuses[container].get("state", {})
+
+
+def in_pod(lab: str, pod: str, *argv: str) -> str:
+    return cli(lab, "exec", pod, "--", *argv, check=True).stdout
+
+
+TOOLBOX = """
+apiVersion: v1
+kind: Pod
+metadata: {name: toolbox, labels: {app: toolbox}}
+spec:
+  nodeName: node-1
+  containers:
+  - name: box
+    image: busybox:1.36
+    command: [sleep, "3600"]
+    env:
+    - {name: WHO, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: GREETING, value: "hello from $(WHO) $(HOSTNAME)"}  # the runtime's HOSTNAME is not the kubelet's to expand
+"""
+
+
+def test_the_first_tutorial_page_nginx_behind_a_service_answered_from_busybox(lab):
+    kubectl(lab, "create", "deployment", "nginx", "--image=nginx", "--replicas=3")
+    kubectl(lab, "expose", "deployment", "nginx", "--port=80")
+    kubectl(lab, "apply", "-f", "-", stdin=TOOLBOX)
+    try:
+        kubectl(lab, "rollout", "status", "deployment/nginx", "--timeout=60s")
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/toolbox", "--timeout=60s")
+        ip = kubectl(lab, "get", "svc", "nginx", "-o", "jsonpath={.spec.clusterIP}").stdout
+        # busybox's own wget, first on the image's PATH, through kube-proxy's DNAT to an nginx pod
+        assert "Welcome to nginx!" in in_pod(lab, "toolbox", "wget", "-qO-", f"http://{ip}/")
+        assert "BusyBox" in cli(lab, "exec", "toolbox", "--", "wget", "--help").stderr
+        # a pod that runs once: args expanded from the Service links, exit 0 makes it Completed
+        kubectl(lab, "run", "fetch", "--image=busybox", "--restart=Never", "--",
+                "wget", "-qO", "/dev/null", "http://$(NGINX_SERVICE_HOST):$(NGINX_SERVICE_PORT)/")
+        assert eventually(lambda: pod_json(lab, "fetch")["status"].get("phase") == "Succeeded", timeout=30)
+        done = state(lab, "fetch")["terminated"]
+        assert (done["exitCode"], done["reason"]) == (0, "Completed")
+        assert "Completed" in kubectl(lab, "get", "pod", "fetch").stdout
+        # the environment the kubelet gave, and what exec sees of it
+        assert in_pod(lab, "toolbox", "sh", "-c", "echo $GREETING").strip() == "hello from toolbox $(HOSTNAME)"
+        assert in_pod(lab, "toolbox", "sh", "-c", "echo $NGINX_SERVICE_HOST").strip() == ip
+    finally:
+        kubectl(lab, "delete", "deployment/nginx", "service/nginx", "pod/toolbox", "pod/fetch", "--wait=false",
+                "--ignore-not-found")
+
+
+HOST = """
+apiVersion: v1
+kind: Pod
+metadata: {name: own-host}
+spec:
+  nodeName: node-2
+  hostname: db-0
+  subdomain: db
+  hostAliases: [{ip: 192.0.2.7, hostnames: [legacy.example]}]
+  containers:
+  - {name: main, image: debian, command: [sleep, "3600"]}
+  - {name: side, image: busybox, command: [sleep, "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: default-dns}
+spec:
+  nodeName: node-1
+  dnsPolicy: Default
+  containers: [{name: main, image: busybox, command: [sleep, "3600"]}]
+"""
+
+
+def test_each_pod_is_a_host_of_its_own(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=HOST)
+    try:
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/own-host", "pod/default-dns", "--timeout=60s")
+        ip = pod_json(lab, "own-host")["status"]["podIP"]
+        assert in_pod(lab, "own-host", "hostname").strip() == "db-0"
+        hosts = in_pod(lab, "own-host", "cat", "/etc/hosts")
+        assert hosts.startswith("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n")
+        assert f"{ip}\tdb-0.db.default.svc.cluster.local\tdb-0\n" in hosts
+        assert hosts.endswith("# Entries added by HostAliases.\n192.0.2.7\tlegacy.example\n")
+        assert in_pod(lab, "own-host", "cat", "/etc/resolv.conf") == (
+            "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n"
+            "options ndots:5\n")
+        assert "nameserver" not in in_pod(lab, "default-dns", "cat", "/etc/resolv.conf")  # the lab's node has none
+        # the two containers share the pod's processes and hostname, not their files
+        ps = in_pod(lab, "own-host", "ps", "-e", "-o", "comm=").split()
+        assert sorted(ps) == ["catatonit", "ps", "sleep", "sleep"]  # the pause process is PID 1
+        assert cli(lab, "exec", "own-host", "-c", "side", "--", "hostname", check=True).stdout.strip() == "db-0"
+        in_pod(lab, "own-host", "sh", "-c", "echo mine > /etc/written-by-pod && echo x > /tmp/scratch")
+        assert in_pod(lab, "own-host", "cat", "/etc/written-by-pod") == "mine\n"
+        assert cli(lab, "exec", "own-host", "-c", "side", "--", "cat", "/etc/written-by-pod").returncode != 0
+        assert not os.path.exists("/etc/written-by-pod") and not os.path.exists("/tmp/scratch")  # nothing leaks
+    finally:
+        kubectl(lab, "delete", "pod", "own-host", "default-dns", "--wait=false")
+
+
+RUNS_ONCE = """
+apiVersion: v1
+kind: Pod
+metadata: {name: fails}
+spec:
+  restartPolicy: Never
+  containers: [{name: main, image: busybox, command: [sh, -c, "exit 3"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: retries}
+spec:
+  restartPolicy: OnFailure
+  containers: [{name: main, image: busybox, command: [sh, -c, "[ -e /tmp/x ] || exit 4"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nowhere}
+spec:
+  containers: [{name: main, image: example.com/team/app:1.0}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: no-such-program}
+spec:
+  restartPolicy: Never
+  containers: [{name: main, image: busybox, command: [/no/such/program]}]
+"""
+
+
+def test_exit_codes_decide_restarts_and_phases_and_nothing_pretends_to_run(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=RUNS_ONCE)
+    try:
+        assert eventually(lambda: pod_json(lab, "fails")["status"].get("phase") == "Failed", timeout=30)
+        assert state(lab, "fails")["terminated"]["exitCode"] == 3
+        assert state(lab, "fails")["terminated"]["reason"] == "Error"
+        # OnFailure: exit 4 restarts it; its /tmp is new each time, so it fails again, and backs off
+        retried = eventually(lambda: (s := pod_json(lab, "retries")["status"]["containerStatuses"][0])
+                             ["restartCount"] >= 1 and s, timeout=30)
+        assert retried["lastState"]["terminated"]["exitCode"] == 4
+        # an image no catalog entry runs: never Running, the pull error as a node would say it
+        pulled = eventually(lambda: state(lab, "nowhere").get("waiting", {}).get("reason") == "ImagePullBackOff",
+                            timeout=30)
+        assert pulled
+        nowhere = pod_json(lab, "nowhere")
+        assert nowhere["status"]["phase"] == "Pending"
+        assert 'Back-off pulling image "example.com/team/app:1.0"' in state(lab, "nowhere")["waiting"]["message"]
+        assert "ImagePullBackOff" in kubectl(lab, "get", "pod", "nowhere").stdout
+        failed = eventually(lambda: state(lab, "no-such-program").get("terminated"), timeout=30)
+        assert (failed["exitCode"], failed["reason"]) == (128, "StartError")
+        assert 'exec: "/no/such/program"' in failed["message"]
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=RUNS_ONCE)
+
+
+SOURCES = """
+apiVersion: v1
+kind: Secret
+metadata: {name: db}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: configured, labels: {tier: back}}
+spec:
+  nodeName: node-2
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "3600"]
+    envFrom: [{configMapRef: {name: settings}, prefix: CFG_}]
+    env:
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: TIER, valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}}
+"""
+
+
+def test_env_from_config_maps_secrets_and_the_pod_itself_waits_for_what_it_names(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=SOURCES)
+    try:
+        waiting = eventually(lambda: state(lab, "configured").get("waiting", {}).get("reason")
+                             == "CreateContainerConfigError" and state(lab, "configured"), timeout=30)
+        assert waiting["waiting"]["message"] == 'configmap "settings" not found'
+        kubectl(lab, "create", "configmap", "settings", "--from-literal=MODE=dev")
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/configured", "--timeout=60s")
+        env = dict(line.split("=", 1) for line in in_pod(lab, "configured", "env").splitlines() if "=" in line)
+        assert env["CFG_MODE"] == "dev" and env["PASSWORD"] == "hunter2" and env["NODE"] == "node-2"
+        assert env["POD_IP"] == pod_json(lab, "configured")["status"]["podIP"] and env["TIER"] == "back"
+    finally:
+        kubectl(lab, "delete", "pod/configured", "secret/db", "configmap/settings", "--wait=false",
+                "--ignore-not-found")
+
+
+VOLUMES = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: site}
+data:
+  index.html: "<h1>served from a ConfigMap</h1>\\n"
+  default.conf: |
+    server { listen 8081; location / { root /usr/share/nginx/html; } }
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {user: admin, pass: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: volumes, labels: {app: vol}}
+spec:
+  nodeName: node-1
+  containers:
+  - name: web
+    image: nginx
+    volumeMounts:
+    - {name: site, mountPath: /usr/share/nginx/html}
+    - {name: site, mountPath: /etc/nginx/conf.d/default.conf, subPath: default.conf}
+    - {name: shared, mountPath: /shared}
+  - name: side
+    image: busybox
+    command: [sh, -c, "echo from-side > /shared/note; sleep 3600"]
+    volumeMounts:
+    - {name: shared, mountPath: /shared}
+    - {name: creds, mountPath: /etc/creds, readOnly: true}
+    - {name: about, mountPath: /etc/podinfo}
+    - {name: host, mountPath: /host}
+  volumes:
+  - {name: site, configMap: {name: site}}
+  - {name: shared, emptyDir: {}}
+  - {name: creds, secret: {secretName: creds, items: [{key: pass, path: password, mode: 0400}]}}
+  - {name: about, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+  - {name: host, hostPath: {path: HOSTDIR, type: DirectoryOrCreate}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: claims}
+spec:
+  nodeName: node-2
+  containers: [{name: main, image: busybox, command: [sleep, "3600"], volumeMounts: [{name: data, mountPath: /data}]}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+"""
+
+
+def test_volumes_as_the_kubelet_mounts_them_and_none_it_cannot(lab, tmp_path):
+    host = tmp_path / "from-host"
+    kubectl(lab, "apply", "-f", "-", stdin=VOLUMES.replace("HOSTDIR", str(host)))
+    try:
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/volumes", "--timeout=60s")
+        ip = pod_json(lab, "volumes")["status"]["podIP"]
+        # nginx's site and its server block come from the ConfigMap, as tutorials configure it
+        assert eventually(lambda: cli(lab, "exec", "node/node-2", "--", "curl", "-s", "-m", "3", f"http://{ip}:8081/")
+                          .stdout == "<h1>served from a ConfigMap</h1>\n")  # once nginx listens
+        assert eventually(lambda: in_pod(lab, "volumes", "cat", "/shared/note") == "from-side\n")  # one emptyDir
+        side = ["-c", "side", "--"]
+        assert cli(lab, "exec", "volumes", *side, "cat", "/etc/creds/password", check=True).stdout == "s3cret"
+        assert cli(lab, "exec", "volumes", *side, "stat", "-L", "-c", "%a", "/etc/creds/password",
+                   check=True).stdout.strip() == "400"
+        assert cli(lab, "exec", "volumes", *side, "touch", "/etc/creds/x").returncode != 0  # readOnly
+        assert cli(lab, "exec", "volumes", *side, "cat", "/etc/podinfo/labels", check=True).stdout == 'app="vol"'
+        cli(lab, "exec", "volumes", *side, "sh", "-c", "echo through > /host/file", check=True)
+        assert (host / "file").read_text() == "through\n"  # hostPath: the machine's own directory
+        # a volume type netplane cannot provide: the pod waits, and an event says why
+        claims = pod_json(lab, "claims")
+        assert claims["status"]["phase"] == "Pending"
+        assert eventually(lambda: "persistentVolumeClaim, which netplane cannot provide" in kubectl(
+            lab, "get", "events", "--field-selector", "involvedObject.name=claims,reason=FailedMount").stdout)
+        assert state(lab, "claims").get("waiting", {}).get("reason") == "ContainerCreating"
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=VOLUMES.replace("HOSTDIR", str(host)))
+
+
+def test_a_lab_file_adds_images_to_the_catalog(lab):
+    """`images:` in the lab file: the image's entrypoint, CMD (replaced by args) and working directory."""
+    kubectl(lab, "run", "api", "--image=example.com/shop/api:2.1", "--", "8001")
+    try:
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/api", "--timeout=60s")
+        ip = pod_json(lab, "api")["status"]["podIP"]
+        listing = eventually(lambda: cli(lab, "exec", "node/node-1", "--", "curl", "-s", "-m", "3",
+                                         f"http://{ip}:8001/").stdout)
+        assert "hostname" in listing  # python's http.server lists its working directory, /etc
+    finally:
+        kubectl(lab, "delete", "pod", "api", "--wait=false")
