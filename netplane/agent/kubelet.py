@@ -370,6 +370,8 @@ class Kubelet:
     async def _volumes(self, pod: dict, box: Sandbox) -> dict[str, str]:
         """Set up the pod's volumes, again every BACKOFF_START seconds while one cannot be (its
         containers wait in ContainerCreating, a FailedMount event says why)."""
+        if not pod["spec"].get("volumes"):
+            return {}
         while True:
             lookup = await self._objects(pod, volumes.referenced(pod))
             try:
@@ -409,13 +411,15 @@ class Kubelet:
         pod_dir = self._pod_dir(box.key, box.uid)
         pod_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(netns.create, box.netns)
-        result = await self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities)
-        box.attached(result)
         hostname, _ = podenv.hostname_and_domain(pod)
+        # the sandbox needs only the namespace: it starts while CNI wires it
+        added, box.pause = await asyncio.gather(
+            self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities),
+            self.launcher.sandbox(box.netns, hostname, box.started_at))
+        box.attached(added)
         (pod_dir / "etc-hosts").write_text(podenv.hosts_file(pod, [box.ip]))
         (pod_dir / "etc-hostname").write_text(hostname + "\n")
         (pod_dir / "resolv.conf").write_text(podenv.resolv_conf(pod, self.cluster_dns, self._node_resolv()))
-        box.pause = await self.launcher.sandbox(box.netns, hostname, box.started_at)
         box.containers = self._containers(pod)
 
     def _node_resolv(self) -> podenv.Resolv:

@@ -25,10 +25,11 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import select
 import selectors
 import signal
 import sys
+import time
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # echo.py beside it; -I leaves it out
 import echo  # noqa: E402
@@ -197,6 +198,7 @@ def _process(request: dict, ready_w: int) -> None:
             signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
             signal.signal(signal.SIGINT, lambda *_: os._exit(0))
             os.write(ready_w, b"ok")
+            os.close(ready_w)
             while True:
                 signal.pause()
         if builtin:
@@ -233,16 +235,33 @@ def _reply(message: dict) -> None:
         data = data[os.write(1, data):]
 
 
+@dataclass
+class Pending:
+    """A request whose child has been forked and has not answered yet (its status pipe is open)."""
+
+    request: dict
+    pid: int
+    deadline: float
+    said: bytes = b""
+
+
 class Launcher:
+    """Serves requests without waiting on any one child: each answers on a pipe the loop watches,
+    so the sandboxes and containers of several pods start side by side."""
+
     def __init__(self) -> None:
         self.keep: set[int] = set()  # what a child closes
         self.children: set[int] = set()  # containers' processes and pause processes: exits reported
+        self.transient: set[int] = set()  # a sandbox's first child, which ends once its pause has started
+        self.unclaimed: dict[int, int] = {}  # exits of processes not yet announced: their status
+        self.pending: dict[int, Pending] = {}  # by the read end of its status pipe
+        self.sel = selectors.DefaultSelector()
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
 
-    def _fork(self, child, request: dict, pid_ns: str | None = None) -> tuple[int, bytes | None]:
+    def _fork(self, child, request: dict, pid_ns: str | None = None) -> None:
         """Fork child(request, status_w), into the PID namespace at pid_ns when given (setns there
-        moves only the children to come, and the launcher's own is set back at once); its word on
-        status_w, b"" when it closed it without one (exec'd), None when it said nothing in time."""
+        moves only the children to come, and the launcher's own is set back at once); its answer
+        is read by the loop (_answer)."""
         status_r, status_w = os.pipe()
         if pid_ns is not None:
             _setns(pid_ns, CLONE_NEWPID)
@@ -256,7 +275,7 @@ class Launcher:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
-            for fd in self.keep:
+            for fd in self.keep | set(self.pending):
                 os.close(fd)
             null = os.open(os.devnull, os.O_RDWR)  # the kubelet's pipes are the launcher's alone
             os.dup2(null, 0)
@@ -264,38 +283,69 @@ class Launcher:
             os.close(null)
             child(request, status_w)
         os.close(status_w)
-        ready, _, _ = select.select([status_r], [], [], START_SECONDS)
-        answer = os.read(status_r, 65536) if ready else None
-        os.close(status_r)
-        return pid, answer
+        os.set_blocking(status_r, False)
+        self.pending[status_r] = Pending(request, pid, time.monotonic() + START_SECONDS)
+        self.sel.register(status_r, selectors.EVENT_READ, "status")
+        if request.get("op") == "sandbox":
+            self.transient.add(pid)
 
     def handle(self, request: dict) -> None:
         if request.get("op") == "sandbox":
-            pid, answer = self._fork(_sandbox, request)
-            os.waitpid(pid, 0)  # its pause process is ours now (a subreaper's)
-            word, _, rest = (answer or b"").decode(errors="replace").partition(" ")
+            self._fork(_sandbox, request)
+            return
+        try:
+            self._fork(_process, request, f"/proc/{request['sandbox']}/ns/pid")
+        except OSError as err:  # the sandbox has gone
+            _reply({"id": request["id"], "reason": "StartError", "error": str(err)})
+
+    def read_status(self, fd: int) -> None:
+        """More of a child's answer; at its end (EOF), the reply."""
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if data:
+            self.pending[fd].said += data
+            return
+        self._answer(fd, self.pending[fd].said)
+
+    def _answer(self, fd: int, said: bytes | None) -> None:
+        """Reply to a request: its child said ``said`` and closed its pipe (None: nothing in time)."""
+        entry = self.pending.pop(fd)
+        self.sel.unregister(fd)
+        os.close(fd)
+        request = entry.request
+        if request.get("op") == "sandbox":
+            word, _, rest = (said or b"").decode(errors="replace").partition(" ")
             if word == "ok":
-                self.children.add(int(rest))
-                _reply({"id": request["id"], "pid": int(rest)})
+                self._announce(request["id"], int(rest))
             else:
                 _reply({"id": request["id"], "error": rest or "the sandbox did not start", "reason": "SandboxError"})
             return
-        try:
-            pid, answer = self._fork(_process, request, f"/proc/{request['sandbox']}/ns/pid")
-        except OSError as err:  # the sandbox has gone
-            _reply({"id": request["id"], "reason": "StartError", "error": str(err)})
-            return
-        if answer in (b"", b"ok"):
-            self.children.add(pid)
-            _reply({"id": request["id"], "pid": pid})
+        if said in (b"", b"ok"):
+            self._announce(request["id"], entry.pid)
             return
         try:
-            message = json.loads(answer or b'{"reason": "StartError", "error": "it did not start in time"}')
+            message = json.loads(said or b'{"reason": "StartError", "error": "it did not start in time"}')
         except ValueError:
-            message = {"reason": "StartError", "error": (answer or b"").decode(errors="replace")}
-        if answer is None:
-            os.kill(pid, signal.SIGKILL)
+            message = {"reason": "StartError", "error": (said or b"").decode(errors="replace")}
+        if said is None:
+            os.kill(entry.pid, signal.SIGKILL)
+        self.unclaimed.pop(entry.pid, None)
         _reply({"id": request["id"], **message})
+
+    def _announce(self, request_id: int, pid: int) -> None:
+        """Reply with a started process, and its exit at once if it has ended already."""
+        _reply({"id": request_id, "pid": pid})
+        if pid in self.unclaimed:
+            _reply({"exit": pid, "code": self.unclaimed.pop(pid)})
+        else:
+            self.children.add(pid)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for fd in [fd for fd, entry in self.pending.items() if entry.deadline <= now]:
+            self._answer(fd, None)
 
     def reap(self) -> None:
         while True:
@@ -308,6 +358,10 @@ class Launcher:
             if pid in self.children:
                 self.children.discard(pid)
                 _reply({"exit": pid, "code": _exit_code(status)})
+            elif pid in self.transient:
+                self.transient.discard(pid)
+            else:  # a process whose start is not answered yet (a pause, or one that ended at once)
+                self.unclaimed[pid] = _exit_code(status)
 
     def run(self) -> None:
         """Serve requests until stdin closes; report every exit."""
@@ -320,30 +374,33 @@ class Launcher:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        sel = selectors.DefaultSelector()
-        sel.register(0, selectors.EVENT_READ, "requests")
-        sel.register(wake_r, selectors.EVENT_READ, "children")
-        self.keep = {wake_r, wake_w, sel.fileno(), self.own_pid_ns}
+        self.sel.register(0, selectors.EVENT_READ, "requests")
+        self.sel.register(wake_r, selectors.EVENT_READ, "children")
+        self.keep = {wake_r, wake_w, self.sel.fileno(), self.own_pid_ns}
         gc.collect()
         gc.freeze()  # what is here now stays out of the collector's reach: shared with every child
         pending = b""
         while True:
-            for key, _ in sel.select():
-                if key.data == "children":
+            wait = min((e.deadline for e in self.pending.values()), default=None)
+            for key, _ in self.sel.select(None if wait is None else max(wait - time.monotonic(), 0)):
+                if key.data == "status":
+                    self.read_status(key.fd)
+                elif key.data == "children":
                     try:
                         while os.read(wake_r, 512):
                             pass
                     except BlockingIOError:
                         pass
-                    continue
-                data = os.read(0, 65536)
-                if not data:
-                    return  # the kubelet is gone; its pods live on
-                pending += data
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    if line.strip():
-                        self.handle(json.loads(line))
+                else:
+                    data = os.read(0, 65536)
+                    if not data:
+                        return  # the kubelet is gone; its pods live on
+                    pending += data
+                    while b"\n" in pending:
+                        line, pending = pending.split(b"\n", 1)
+                        if line.strip():
+                            self.handle(json.loads(line))
+            self.expire()
             self.reap()
 
 
