@@ -84,3 +84,27 @@ def running_lab(path: str, pods: int = 4) -> Iterator[str]:
     finally:
         if lifecycle.is_up(name):
             lifecycle.down(name)
+
+
+@contextmanager
+def bare_lab(**fields) -> Iterator[str]:
+    """A lab of the given lab-file fields (no manifests: no demo app) under a unique name, always
+    brought down."""
+    from netplane.lab import lifecycle, model
+    name = unique_lab()
+    try:
+        lifecycle.up(model.parse({"name": name, **fields}), lambda line: None)
+        yield name
+    finally:
+        if lifecycle.is_up(name):
+            lifecycle.down(name)
+
+
+def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """kubectl with the lab's kubeconfig; ``check``: it must succeed."""
+    from netplane.lab.state import LabState
+    result = subprocess.run(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), *args], input=stdin,
+                            capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result

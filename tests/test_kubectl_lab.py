@@ -14,8 +14,7 @@ import subprocess
 import pytest
 
 from conftest import unique_lab
-from labtools import cli, eventually
-from netplane.lab import lifecycle, model
+from labtools import bare_lab, cli, eventually, kubectl
 from netplane.lab.state import LabState
 
 DEPLOYMENT = """
@@ -52,22 +51,9 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    name = unique_lab()
-    try:
-        lifecycle.up(model.parse({"name": name, "nodeLeaseSeconds": 4}), lambda line: None)
+def lab():
+    with bare_lab(nodeLeaseSeconds=4) as name:
         yield name
-    finally:
-        if lifecycle.is_up(name):
-            lifecycle.down(name)
-
-
-def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), *args], input=stdin,
-                            capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result
 
 
 def web_pods(lab: str) -> list[dict]:

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -423,8 +422,8 @@ def test_a_terminating_endpoint_serves_only_while_no_endpoint_is_ready(lab, tmp_
     """A pod that ignores SIGTERM stays serving while it terminates; with no ready endpoint left,
     kube-proxy falls back to it instead of refusing."""
     stubborn = echo_pod("term-1", "node-2", {"app": "term"}, terminationGracePeriodSeconds=20)
-    stubborn["spec"]["containers"][0]["command"] = [
-        "sh", "-c", f"trap '' TERM; exec {sys.executable} -I -m netplane.agent.echo --name term-1 --tcp 8080"]
+    stubborn["spec"]["containers"][0] |= {"image": "busybox", "command": [  # busybox's httpd, its shell deaf to SIGTERM
+        "sh", "-c", "trap '' TERM; mkdir /tmp/www; printf term-1 > /tmp/www/hostname; httpd -f -p 8080 -h /tmp/www & wait"]}
     path = tmp_path / "term.yaml"
     apply_docs(lab, path, [stubborn, service("term", selector={"app": "term"}, ports=[{"port": 80, "targetPort": 8080}])])
     ip = get(lab, "services", "term")["spec"]["clusterIP"]
@@ -483,7 +482,7 @@ def test_an_open_connection_survives_a_restart_of_the_proxy(lab, tmp_path):
     """The control plane and its node agents die (kill -9) and come back: the proxy adopts its rules
     with a full sync, and a TCP connection opened through the Service before goes on."""
     server = echo_pod("conn", "node-2", {"app": "conn"})
-    server["spec"]["containers"][0]["command"] = [sys.executable, "-c", LINE_SERVER]
+    server["spec"]["containers"][0] |= {"image": "python", "command": ["python3", "-c", LINE_SERVER]}
     path = tmp_path / "conn.yaml"
     apply_docs(lab, path, [server, service("conn", selector={"app": "conn"}, ports=[{"port": 7000}])])
     ip = get(lab, "services", "conn")["spec"]["clusterIP"]
@@ -552,22 +551,23 @@ def test_a_pod_name_of_253_characters_runs_end_to_end(lab, tmp_path):
 
 
 def test_a_container_that_cannot_bind_its_port_crashes_and_backs_off(lab, tmp_path):
-    """Two containers on one port: the second cannot bind, so it ends with exit code 1 as any server
-    would; it is restarted at once, then backs off (CrashLoopBackOff), and the pod is not Ready."""
+    """Two containers on one port: the one that binds second cannot, so it ends with exit code 1 as
+    any server would; it is restarted at once, then backs off (CrashLoopBackOff), and the pod is not
+    Ready. (The containers start side by side: either may be the second.)"""
     clash = echo_pod("clash", "node-1", {"app": "clash"}, ports=[{"containerPort": 8080}])
     clash["spec"]["containers"].append({"name": "again", "image": "netplane/echo", "ports": [{"containerPort": 8080}]})
     apply_docs(lab, tmp_path / "clash.yaml", [clash])
 
-    def again() -> dict:
+    def loser() -> dict:
         statuses = get(lab, "pods", "clash")["status"].get("containerStatuses") or []
-        return next((s for s in statuses if s["name"] == "again"), {})
+        return next((s for s in statuses if s["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff"), {})
 
-    status = eventually(lambda: (s := again()).get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
-                        and s, timeout=30)
+    status = eventually(loser, timeout=30)
     assert status["lastState"]["terminated"]["exitCode"] == 1 and status["restartCount"] == 1
     pod = get(lab, "pods", "clash")
     assert pod["status"]["phase"] == "Running"
+    assert sorted(s["ready"] for s in pod["status"]["containerStatuses"]) == [False, True]
     assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "False"
     time.sleep(3)
-    assert again()["restartCount"] == 1  # backing off 10 s, not in a tight loop
+    assert loser()["restartCount"] == 1  # backing off 10 s, not in a tight loop
     cli(lab, "delete", "pod", "clash", check=True)

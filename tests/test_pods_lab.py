@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 
-from conftest import unique_lab
-from labtools import cli, eventually
-from netplane.lab import lifecycle, model
-from netplane.lab.state import LabState
+from labtools import bare_lab, cli, eventually, kubectl
 
 
 LAB_IMAGES = {"example.com/shop/api": {"entrypoint": ["python3", "-m", "http.server"], "cmd": ["8000"],
@@ -26,21 +22,8 @@ LAB_IMAGES = {"example.com/shop/api": {"entrypoint": ["python3", "-m", "http.ser
 
 @pytest.fixture(scope="module")
 def lab():
-    name = unique_lab()
-    try:
-        lifecycle.up(model.parse({"name": name, "images": LAB_IMAGES}), lambda line: None)
+    with bare_lab(images=LAB_IMAGES) as name:
         yield name
-    finally:
-        if lifecycle.is_up(name):
-            lifecycle.down(name)
-
-
-def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), *args], input=stdin,
-                            capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result
 
 
 def pod_json(lab: str, name: str) -> dict:
@@ -332,3 +315,56 @@ def test_a_lab_file_adds_images_to_the_catalog(lab):
         assert "hostname" in listing  # python's http.server lists its working directory, /etc
     finally:
         kubectl(lab, "delete", "pod", "api", "--wait=false")
+
+
+PROBED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: lively}
+spec:
+  nodeName: node-1
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, "touch /tmp/healthy; exec sleep 3600"]
+    startupProbe: {exec: {command: [test, -e, /tmp/healthy]}, periodSeconds: 1}
+    livenessProbe: {exec: {command: [cat, /tmp/healthy]}, periodSeconds: 1, failureThreshold: 2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never-starts}
+spec:
+  nodeName: node-2
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "3600"]
+    startupProbe: {exec: {command: ["false"]}, periodSeconds: 1, failureThreshold: 2}
+    readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+"""
+
+
+def test_liveness_and_startup_probes_restart_the_container(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=PROBED)
+    try:
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/lively", "--timeout=60s")
+        assert pod_json(lab, "lively")["status"]["containerStatuses"][0]["started"] is True
+        in_pod(lab, "lively", "rm", "/tmp/healthy")  # two failed liveness probes: SIGTERM, a fresh run
+
+        def restarted() -> dict:
+            status = pod_json(lab, "lively")["status"]["containerStatuses"][0]
+            return status if status["restartCount"] == 1 and "running" in status["state"] else {}
+
+        status = eventually(restarted, timeout=30)
+        assert status["lastState"]["terminated"]["exitCode"] == 143  # sleep ended by SIGTERM
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/lively", "--timeout=30s")  # its new /tmp is healthy
+        assert "Liveness probe failed" in kubectl(lab, "get", "events", "--field-selector",
+                                                  "involvedObject.name=lively").stdout
+        # a startup probe that never passes: never started nor ready, its readiness probe never asked
+        again = eventually(lambda: (s := pod_json(lab, "never-starts")["status"]["containerStatuses"][0])
+                           ["restartCount"] >= 1 and s, timeout=30)
+        assert again["started"] is False and again["ready"] is False
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=PROBED)

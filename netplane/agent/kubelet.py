@@ -3,8 +3,8 @@ sandbox (a pause process holding the pod's UTS, IPC and PID namespaces, its host
 and the pod's containers forked into it by the node's launcher, each in a mount namespace of its
 own over the machine's files (agent/rootfs.py) with the kubelet's /etc/hosts, /etc/hostname and
 /etc/resolv.conf, running what its image runs (agent/images.py) with the environment the kubelet
-gives it (agent/podenv.py). Readiness probes, restarts as the pod's restartPolicy says with
-upstream's back-off, and a status computed from all that and written whenever the API's copy
+gives it (agent/podenv.py). Startup, liveness and readiness probes, restarts as the pod's
+restartPolicy says with upstream's back-off, and a status computed from all that and written whenever the API's copy
 differs (so a status that the node lifecycle controller marked NotReady is put right once this
 node is back).
 
@@ -58,21 +58,32 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+PROBE_KINDS = ("startup", "liveness", "readiness")
+
+
 @dataclass
 class Container:
     spec: dict
     running: containers.Running | None = None
-    probe: probes.ProbeState | None = None
+    probes: dict[str, probes.ProbeState] = field(default_factory=dict)  # of its current run, by kind
+    started_ok: bool = False  # its startup probe has succeeded in this run (or it has none)
     restarts: int = 0
     waiting: str = "ContainerCreating"  # the reason while it is not running
     message: str = ""
     terminated: dict | None = None  # it ended and stays ended (restartPolicy)
     last: dict | None = None  # lastState.terminated
 
+    def fresh_probes(self) -> None:
+        """A new run starts from scratch: not started until its startup probe passes, not ready
+        until its readiness probe does."""
+        self.probes = {k: probes.ProbeState(self.spec[f"{k}Probe"]) for k in PROBE_KINDS if self.spec.get(f"{k}Probe")}
+        self.started_ok = "startup" not in self.probes
+
     @property
     def ready(self) -> bool:
         alive = self.running is not None and self.waiting == "" and self.running.alive()
-        return alive and (self.probe is None or self.probe.ready)
+        readiness = self.probes.get("readiness")
+        return alive and self.started_ok and (readiness is None or readiness.ready)
 
     def status(self) -> dict:
         state: dict
@@ -85,7 +96,8 @@ class Container:
         pid = self.running.pid if self.running else 0
         out = {"name": self.spec["name"], "image": self.spec.get("image", ""), "imageID": "",
                "containerID": f"netplane://{pid}", "ready": self.ready,
-               "started": self.running is not None and self.waiting == "", "restartCount": self.restarts,
+               "started": self.running is not None and self.waiting == "" and self.started_ok,
+               "restartCount": self.restarts,
                "state": state}
         if self.last is not None:
             out["lastState"] = {"terminated": self.last}
@@ -339,8 +351,10 @@ class Kubelet:
 
     @staticmethod
     def _containers(pod: dict) -> dict[str, Container]:
-        return {c["name"]: Container(c, probe=probes.ProbeState(c["readinessProbe"]) if c.get("readinessProbe")
-                                     else None) for c in pod["spec"].get("containers", [])}
+        out = {c["name"]: Container(c) for c in pod["spec"].get("containers", [])}
+        for c in out.values():
+            c.fresh_probes()
+        return out
 
     async def _start(self, pod: dict) -> None:
         meta = pod["metadata"]
@@ -364,8 +378,7 @@ class Kubelet:
         prepared = await self._volumes(pod, box)
         for c in box.containers.values():
             box.tasks.append(asyncio.create_task(self._supervise(pod, box, c, prepared)))
-            if c.probe is not None:
-                box.tasks.append(asyncio.create_task(self._probe_loop(box, c)))
+            box.tasks += [asyncio.create_task(self._probe_loop(pod, box, c, kind)) for kind in c.probes]
 
     async def _volumes(self, pod: dict, box: Sandbox) -> dict[str, str]:
         """Set up the pod's volumes, again every BACKOFF_START seconds while one cannot be (its
@@ -488,6 +501,7 @@ class Kubelet:
     async def _run(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str]) -> None:
         """Start the container's process; raises when it cannot be."""
         request = await self._container_request(pod, box, c, prepared)
+        c.fresh_probes()
         c.running = await self.launcher.start(request, now())
         c.waiting, c.message = "", ""
         self._save(box)
@@ -546,16 +560,41 @@ class Kubelet:
             crashed_before = True
             c.restarts += 1
 
-    async def _probe_loop(self, box: Sandbox, c: Container) -> None:
-        spec = c.probe.spec
-        await asyncio.sleep(float(spec.get("initialDelaySeconds", 0)))
+    async def _probe_loop(self, pod: dict, box: Sandbox, c: Container, kind: str) -> None:
+        """One kind of probe of a container, every periodSeconds of each run, after its initial
+        delay: startup until it passes (the others wait for it), then liveness and readiness.
+        Readiness decides whether the container is ready; startup and liveness end it after
+        failureThreshold failures in a row (SIGTERM, SIGKILL after its grace period), and it is
+        restarted as its restartPolicy says."""
+        spec = c.spec[f"{kind}Probe"]
+        period, run = float(spec.get("periodSeconds", 10)), None
         while True:
-            ok = c.running is not None and await probes.run_probe(spec, c.spec, box.ip, self.node_netns,
-                                                                  c.running.pid)
-            if c.probe.record(ok):
+            if c.running is not run:
+                run = c.running
+                if run is not None:
+                    await asyncio.sleep(float(spec.get("initialDelaySeconds", 0)))
+            waiting = (kind == "startup") == c.started_ok  # startup before the others, never after
+            if run is None or run is not c.running or c.waiting or waiting:
+                await asyncio.sleep(min(period, 1.0))
+                continue
+            ok = await probes.run_probe(spec, c.spec, box.ip, self.node_netns, run.pid)
+            state = c.probes[kind]
+            changed = state.record(ok)
+            if kind == "readiness" and changed:
                 box.ready_since = now()
                 await self.loop.trigger()
-            await asyncio.sleep(float(spec.get("periodSeconds", 10)))
+            elif kind == "startup" and state.ready:
+                c.started_ok = True
+                await self.loop.trigger()
+                continue
+            elif kind != "readiness" and not ok and state.streak >= int(spec.get("failureThreshold", 3)):
+                await self._event(pod, "Unhealthy", f"{kind.capitalize()} probe failed")
+                grace = spec.get("terminationGracePeriodSeconds", pod["spec"].get("terminationGracePeriodSeconds", 30))
+                log.info("kubelet/%s: pod %s/%s: container %s failed its %s probe; restarting it", self.node_name,
+                         *box.key, c.spec["name"], kind)
+                await containers.stop(run, float(grace))
+                continue
+            await asyncio.sleep(period)
 
     async def _retire(self, box: Sandbox) -> None:
         async with self._lock(box.key):
