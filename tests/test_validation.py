@@ -19,6 +19,9 @@ DNS1035 = ("a DNS-1035 label must consist of lower case alphanumeric characters 
 LABEL_VALUE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and "
                "must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', "
                "regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+DNS1123_LABEL = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+                 "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+                 "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
 CONTAINERS = [{"name": "web", "image": "nginx"}]
 
 
@@ -30,6 +33,12 @@ def service(name: str = "web", ports: list | None = None, **spec: object) -> dic
 def pod(containers: list | None = None, **meta: object) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", **meta},
             "spec": {"containers": CONTAINERS if containers is None else containers}}
+
+
+def pod_with_volumes(mounts: list, volumes: list) -> dict:
+    obj = pod([{"name": "web", "image": "nginx", "volumeMounts": mounts}])
+    obj["spec"]["volumes"] = volumes
+    return obj
 
 
 def deployment(selector: dict, labels: dict, containers: list | None = None) -> dict:
@@ -80,6 +89,19 @@ CASES = {  # name -> (object, [(field, message)]) as kube-apiserver v1.32 answer
          'Invalid value: map[string]string{"app":"api"}: `selector` does not match template `labels`')]),
     "deployment template without containers": (deployment({"matchLabels": {"app": "web"}}, {"app": "web"}, []), [
         ("spec.template.spec.containers", "Required value")]),
+    "volume file paths that leave the volume, and a mount of no volume": (pod_with_volumes(
+        [{"name": "conf", "mountPath": "/etc/x", "subPath": "../up"}, {"name": "gone", "mountPath": "/y"}],
+        [{"name": "conf", "configMap": {"name": "c", "items": [{"key": "a", "path": "/etc/passwd"},
+                                                              {"key": "b", "path": "x/../../y", "mode": 4096}]}},
+         {"name": "Bad_Name", "emptyDir": {}, "hostPath": {"path": "/"}}]), [
+        ("spec.volumes[0].configMap.items[0].path", 'Invalid value: "/etc/passwd": must be a relative path'),
+        ("spec.volumes[0].configMap.items[1].path", "Invalid value: \"x/../../y\": must not contain '..'"),
+        ("spec.volumes[0].configMap.items[1].mode",
+         "Invalid value: 4096: must be a number between 0 and 0777 (octal), both inclusive"),
+        ("spec.volumes[1].name", f'Invalid value: "Bad_Name": {DNS1123_LABEL}'),
+        ("spec.volumes[1].hostPath", "Forbidden: may not specify more than 1 volume type"),
+        ("spec.containers[0].volumeMounts[0].subPath", "Invalid value: \"../up\": must not contain '..'"),
+        ("spec.containers[0].volumeMounts[1].name", 'Not found: "gone"')]),
     "namespace with a dot": ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a.b"}}, [
         ("metadata.name", 'Invalid value: "a.b": must not contain dots')]),
 }

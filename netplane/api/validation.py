@@ -26,7 +26,7 @@ WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "DaemonSet")
 
 _REASONS = {"Invalid value": "FieldValueInvalid", "Required value": "FieldValueRequired",
             "Duplicate value": "FieldValueDuplicate", "Unsupported value": "FieldValueNotSupported",
-            "Too long": "FieldValueTooLong", "Forbidden": "FieldValueForbidden"}
+            "Too long": "FieldValueTooLong", "Forbidden": "FieldValueForbidden", "Not found": "FieldValueNotFound"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Problem:
 
     def body(self) -> str:
         parts = [self.type]
-        if self.type in ("Invalid value", "Duplicate value", "Unsupported value"):
+        if self.type in ("Invalid value", "Duplicate value", "Unsupported value", "Not found"):
             parts.append(_render(self.value))
         if self.detail:
             parts.append(self.detail)
@@ -295,7 +295,7 @@ def _named(at: str, name: str, rule, seen: set[str]) -> list[Problem]:
     return found
 
 
-def _containers(field: str, containers: Any) -> list[Problem]:
+def _containers(field: str, containers: Any, volumes: set[str]) -> list[Problem]:
     if not containers:
         return [required(field)]
     out: list[Problem] = []
@@ -305,6 +305,7 @@ def _containers(field: str, containers: Any) -> list[Problem]:
         if not c.get("image"):
             out.append(required(f"{at}.image"))
         out += _container_ports(f"{at}.ports", c.get("ports") or [])
+        out += _volume_mounts(f"{at}.volumeMounts", c.get("volumeMounts") or [], volumes)
     return out
 
 
@@ -323,12 +324,84 @@ def _container_ports(field: str, ports: Any) -> list[Problem]:
     return out
 
 
+VOLUME_MODE_MESSAGE = "must be a number between 0 and 0777 (octal), both inclusive"
+
+
+def _relative_path(field: str, path: Any) -> list[Problem]:
+    """validateLocalDescendingPath: a path that stays below where it is put (a file of a volume,
+    a subPath), so that no name reaches outside it."""
+    out = []
+    if str(path).startswith("/"):
+        out.append(invalid(field, path, "must be a relative path"))
+    if ".." in str(path).split("/"):
+        out.append(invalid(field, path, "must not contain '..'"))
+    return out
+
+
+def _key_to_paths(field: str, source: dict) -> list[Problem]:
+    """The items of a configMap, secret or downwardAPI source, and the modes."""
+    out: list[Problem] = []
+    mode = source.get("defaultMode")
+    if mode is not None and not (isinstance(mode, int) and 0 <= mode <= 0o777):
+        out.append(invalid(f"{field}.defaultMode", mode, VOLUME_MODE_MESSAGE))
+    for at, item in _items(f"{field}.items", source.get("items") or [], out):
+        if not item.get("path"):
+            out.append(required(f"{at}.path"))
+            continue
+        out += _relative_path(f"{at}.path", item["path"])
+        if str(item["path"]).startswith(".."):
+            out.append(invalid(f"{at}.path", item["path"], "must not start with '..'"))
+        if item.get("mode") is not None and not (isinstance(item["mode"], int) and 0 <= item["mode"] <= 0o777):
+            out.append(invalid(f"{at}.mode", item["mode"], VOLUME_MODE_MESSAGE))
+    return out
+
+
+def _volumes(field: str, volumes: Any) -> tuple[list[Problem], set[str]]:
+    """The pod's volumes (names, one source each, file paths) and the names they take."""
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for at, volume in _items(field, volumes, out):
+        out += _named(at, volume["name"], dns1123_label, seen) if volume.get("name") else [required(f"{at}.name")]
+        sources = [k for k in volume if k != "name"]
+        if not sources:
+            out.append(required(at, "must specify a volume type"))
+        elif len(sources) > 1:
+            out.append(Problem(f"{at}.{sources[1]}", "Forbidden", detail="may not specify more than 1 volume type"))
+        for kind in ("configMap", "secret", "downwardAPI"):
+            if isinstance(volume.get(kind), dict):
+                out += _key_to_paths(f"{at}.{kind}", volume[kind])
+        for i, part in enumerate((volume.get("projected") or {}).get("sources") or []):
+            for kind in ("configMap", "secret", "downwardAPI"):
+                if isinstance(part, dict) and isinstance(part.get(kind), dict):
+                    out += _key_to_paths(f"{at}.projected.sources[{i}].{kind}", part[kind])
+    return out, seen
+
+
+def _volume_mounts(field: str, mounts: Any, volumes: set[str]) -> list[Problem]:
+    out: list[Problem] = []
+    paths: set[str] = set()
+    for at, mount in _items(field, mounts, out):
+        if not mount.get("name"):
+            out.append(required(f"{at}.name"))
+        elif mount["name"] not in volumes:
+            out.append(Problem(f"{at}.name", "Not found", mount["name"]))
+        if not mount.get("mountPath"):
+            out.append(required(f"{at}.mountPath"))
+        elif mount["mountPath"] in paths:
+            out.append(invalid(f"{at}.mountPath", mount["mountPath"], "must be unique"))
+        paths.add(mount.get("mountPath"))
+        if mount.get("subPath"):
+            out += _relative_path(f"{at}.subPath", mount["subPath"])
+    return out
+
+
 def _pod_spec(field: str, spec: Any) -> list[Problem]:
     if not isinstance(spec, dict):
         return [required(field)]
-    out = _containers(f"{field}.containers", spec.get("containers"))
+    out, volumes = _volumes(f"{field}.volumes", spec.get("volumes") or [])
+    out += _containers(f"{field}.containers", spec.get("containers"), volumes)
     if spec.get("initContainers"):
-        out += _containers(f"{field}.initContainers", spec["initContainers"])
+        out += _containers(f"{field}.initContainers", spec["initContainers"], volumes)
     return out
 
 
