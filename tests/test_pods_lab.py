@@ -368,3 +368,106 @@ def test_liveness_and_startup_probes_restart_the_container(lab):
         assert again["started"] is False and again["ready"] is False
     finally:
         kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=PROBED)
+
+
+STAGED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: staged}
+spec:
+  nodeName: node-1
+  volumes: [{name: work, emptyDir: {}}]
+  initContainers:
+  - {name: first, image: busybox, command: [sh, -c, "echo one > /work/order"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  - name: helper  # a sidecar: started in its turn and kept running beside the app
+    image: busybox
+    restartPolicy: Always
+    command: [sh, -c, "echo helper >> /work/order; exec sleep 3600"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - {name: second, image: busybox, command: [sh, -c, "sleep 1; echo two >> /work/order"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - {name: app, image: busybox, command: [sh, -c, "echo app >> /work/order; exec sleep 3600"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: init-fails}
+spec:
+  nodeName: node-2
+  restartPolicy: Never
+  initContainers: [{name: check, image: busybox, command: [sh, -c, "exit 7"]}]
+  containers: [{name: app, image: busybox, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: init-retries}
+spec:
+  nodeName: node-2
+  initContainers: [{name: check, image: busybox, command: [sh, -c, "exit 2"]}]
+  containers: [{name: app, image: busybox, command: [sleep, "3600"]}]
+"""
+
+
+def test_init_containers_run_in_order_before_the_app_and_a_failed_one_holds_it_back(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=STAGED)
+    try:
+        assert eventually(lambda: "Init:" in kubectl(lab, "get", "pod", "staged", "--no-headers").stdout
+                          or pod_json(lab, "staged")["status"].get("phase") == "Running", timeout=30)
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/staged", "--timeout=60s")
+        assert in_pod(lab, "staged", "cat", "/work/order") == "one\nhelper\ntwo\napp\n"
+        status = pod_json(lab, "staged")["status"]
+        init = {s["name"]: s for s in status["initContainerStatuses"]}
+        assert init["first"]["state"]["terminated"]["reason"] == "Completed"
+        assert init["second"]["state"]["terminated"]["exitCode"] == 0
+        assert "running" in init["helper"]["state"] and init["helper"]["ready"] is True
+        assert {c["type"]: c["status"] for c in status["conditions"]}["Initialized"] == "True"
+        # restartPolicy Never: a failed init container fails the pod, and the app never starts
+        assert eventually(lambda: pod_json(lab, "init-fails")["status"].get("phase") == "Failed", timeout=30)
+        failed = pod_json(lab, "init-fails")["status"]
+        assert failed["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 7
+        assert failed["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+        assert "Init:Error" in kubectl(lab, "get", "pod", "init-fails").stdout
+        # restartPolicy Always: it is tried again with back-off, and the pod stays Pending, not Initialized
+        retried = eventually(lambda: (s := pod_json(lab, "init-retries")["status"])["initContainerStatuses"][0]
+                             ["restartCount"] >= 1 and s, timeout=30)
+        assert retried["phase"] == "Pending"
+        assert retried["initContainerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 2
+        initialized = {c["type"]: c for c in retried["conditions"]}["Initialized"]
+        assert (initialized["status"], initialized["reason"]) == ("False", "ContainersNotInitialized")
+        assert "Init:" in kubectl(lab, "get", "pod", "init-retries").stdout
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=STAGED)
+
+
+HOOKED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  nodeName: node-1
+  terminationGracePeriodSeconds: 20
+  volumes: [{name: out, hostPath: {path: HOSTDIR, type: DirectoryOrCreate}}]
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c, "trap 'echo term >> /out/log; exit 0' TERM; while true; do sleep 0.2; done"]
+    volumeMounts: [{name: out, mountPath: /out}]
+    lifecycle:
+      postStart: {exec: {command: [sh, -c, "echo post-start >> /out/log"]}}
+      preStop: {exec: {command: [sh, -c, "echo pre-stop >> /out/log; sleep 1"]}}
+"""
+
+
+def test_lifecycle_hooks_run_after_start_and_before_the_stop_signal(lab, tmp_path):
+    log = tmp_path / "hooks" / "log"
+    manifest = HOOKED.replace("HOSTDIR", str(log.parent))
+    kubectl(lab, "apply", "-f", "-", stdin=manifest)
+    try:
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/hooked", "--timeout=60s")
+        assert log.read_text() == "post-start\n"  # done before the container counts as running
+        kubectl(lab, "delete", "pod", "hooked", "--timeout=60s")  # waits until the kubelet has stopped it
+        assert log.read_text() == "post-start\npre-stop\nterm\n"
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", "--ignore-not-found", stdin=manifest)

@@ -102,6 +102,17 @@ CASES = {  # name -> (object, [(field, message)]) as kube-apiserver v1.32 answer
         ("spec.volumes[1].hostPath", "Forbidden: may not specify more than 1 volume type"),
         ("spec.containers[0].volumeMounts[0].subPath", "Invalid value: \"../up\": must not contain '..'"),
         ("spec.containers[0].volumeMounts[1].name", 'Not found: "gone"')]),
+    "init containers: a policy other than Always, a probe, a taken name; an app container's policy": ({
+        **pod([{"name": "web", "image": "nginx", "restartPolicy": "Always"}]), "spec": {
+            "containers": [{"name": "web", "image": "nginx", "restartPolicy": "Always"}],
+            "initContainers": [{"name": "setup", "image": "busybox", "restartPolicy": "OnFailure"},
+                               {"name": "wait", "image": "busybox", "livenessProbe": {"exec": {"command": ["true"]}}},
+                               {"name": "web", "image": "busybox"}]}}, [
+        ("spec.containers[0].restartPolicy", "Forbidden: may not be set for non-init containers"),
+        ("spec.initContainers[0].restartPolicy", 'Unsupported value: "OnFailure": supported values: "Always"'),
+        ("spec.initContainers[1].livenessProbe",
+         "Forbidden: may not be set for init containers without restartPolicy=Always"),
+        ("spec.initContainers[2].name", 'Duplicate value: "web"')]),
     "namespace with a dot": ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a.b"}}, [
         ("metadata.name", 'Invalid value: "a.b": must not contain dots')]),
 }

@@ -114,7 +114,8 @@ def _busybox_links() -> dict[str, str]:
 
 
 def _catalog() -> dict[str, Image]:
-    shell = Image(cmd=("sh",), layer=Layer(links=_busybox_links()), needs="busybox")
+    applets = _busybox_links()
+    shell = Image(cmd=("sh",), layer=Layer(links=applets), needs="busybox")
     python = Image(cmd=("python3",), layer=Layer(links={"/usr/local/bin/python": "/usr/bin/python3"}),
                    needs="python3")
     return {
@@ -127,7 +128,7 @@ def _catalog() -> dict[str, Image]:
         "ubuntu": Image(cmd=("bash",)),
         "curlimages/curl": Image(
             entrypoint=("/entrypoint.sh",), cmd=("curl",), needs="curl",
-            layer=Layer(files={"/entrypoint.sh": CURL_ENTRYPOINT}, links=_busybox_links(),
+            layer=Layer(files={"/entrypoint.sh": CURL_ENTRYPOINT}, links=applets,
                         modes={"/entrypoint.sh": 0o755})),
         "python": python,
         "nicolaka/netshoot": Image(cmd=("bash",), needs="tcpdump"),

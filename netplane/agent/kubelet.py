@@ -73,6 +73,13 @@ class Container:
     terminated: dict | None = None  # it ended and stays ended (restartPolicy)
     last: dict | None = None  # lastState.terminated
 
+    @property
+    def initialized(self) -> bool:
+        """As an init container: it ran to success, or (a sidecar) it has started."""
+        if sidecar(self.spec):
+            return self.running is not None and self.waiting == "" and self.started_ok
+        return self.terminated is not None and self.terminated.get("exitCode") == 0
+
     def fresh_probes(self) -> None:
         """A new run starts from scratch: not started until its startup probe passes, not ready
         until its readiness probe does."""
@@ -123,12 +130,20 @@ class Sandbox:
     mac: str = ""  # the pod interface's, asked for again when it is re-attached
     pause: containers.Running | None = None
     containers: dict[str, Container] = field(default_factory=dict)
+    init: dict[str, Container] = field(default_factory=dict)  # in the order they run
+    initialized: bool = False  # its init containers have all done their part (or it has none)
     ready_since: str = ""
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @property
+    def ref(self) -> dict:
+        """Enough of the pod to name it in an Event."""
+        return {"metadata": {"namespace": self.key[0], "name": self.key[1], "uid": self.uid}}
+
+    @property
     def ready(self) -> bool:
-        return all(c.ready for c in self.containers.values())
+        return all(c.ready for c in self.containers.values()) and all(
+            c.ready for c in self.init.values() if sidecar(c.spec))
 
     def attached(self, result: dict) -> None:
         """Take the pod's address and MAC from a CNI ADD result."""
@@ -136,8 +151,31 @@ class Sandbox:
         self.mac = next((i.get("mac", "") for i in result.get("interfaces", []) if i.get("sandbox")), "")
 
 
-def pod_phase(restart_policy: str, statuses: list[dict]) -> str:
-    """The pod's phase from its containers, as the kubelet's getPhase."""
+def sidecar(spec: dict) -> bool:
+    """An init container with restartPolicy Always: started in its turn and kept running."""
+    return spec.get("restartPolicy") == "Always"
+
+
+def _init_outcome(init_statuses: list[dict]) -> tuple[int, int]:
+    """(pending, failed) among a pod's init containers that run to their end, as getPhase counts them."""
+    pending = failed = 0
+    for s in init_statuses:
+        state, last = s["state"], s.get("lastState", {}).get("terminated")
+        if "terminated" in state:
+            failed += state["terminated"].get("exitCode") != 0
+        elif "waiting" in state and last is not None:
+            failed += last.get("exitCode") != 0
+        else:
+            pending += 1
+    return pending, failed
+
+
+def pod_phase(restart_policy: str, statuses: list[dict], init_statuses: list[dict] = ()) -> str:
+    """The pod's phase from its containers, as the kubelet's getPhase (``statuses``: the app
+    containers' and the sidecars', ``init_statuses``: those of the init containers that run once)."""
+    pending_init, failed_init = _init_outcome(list(init_statuses))
+    if failed_init and restart_policy == "Never":
+        return "Failed"
     running = waiting = stopped = succeeded = 0
     for s in statuses:
         state = s["state"]
@@ -150,7 +188,7 @@ def pod_phase(restart_policy: str, statuses: list[dict]) -> str:
             stopped += 1
         else:
             waiting += 1
-    if waiting:
+    if waiting or pending_init:
         return "Pending"
     if running:
         return "Running"
@@ -164,18 +202,26 @@ def pod_phase(restart_policy: str, statuses: list[dict]) -> str:
 def pod_status(box: Sandbox, host_ip: str, restart_policy: str) -> dict:
     """The status a kubelet reports for a pod whose sandbox is up."""
     statuses = [c.status() for c in box.containers.values()]
-    phase = pod_phase(restart_policy, statuses)
+    init_statuses = [c.status() for c in box.init.values()]
+    once = [s for s, c in zip(init_statuses, box.init.values()) if not sidecar(c.spec)]
+    sidecars = [s for s, c in zip(init_statuses, box.init.values()) if sidecar(c.spec)]
+    phase = pod_phase(restart_policy, statuses + sidecars, once)
     ready = "True" if box.ready and phase == "Running" else "False"
     since = box.ready_since or box.started_at
     conditions = [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": box.started_at}
-                  for t in ("PodReadyToStartContainers", "Initialized", "PodScheduled")]
+                  for t in ("PodReadyToStartContainers", "PodScheduled")]
+    incomplete = [c.spec["name"] for c in box.init.values() if not c.initialized]
+    conditions.append({"type": "Initialized", "status": "False" if incomplete else "True", "lastProbeTime": None,
+                       "lastTransitionTime": box.started_at} | ({
+                           "reason": "ContainersNotInitialized",
+                           "message": f"containers with incomplete status: [{' '.join(incomplete)}]"}
+                           if incomplete else {}))
     conditions += [{"type": t, "status": ready, "lastProbeTime": None, "lastTransitionTime": since}
                    for t in ("ContainersReady", "Ready")]
-    return {
-        "phase": phase, "podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": host_ip,
-        "hostIPs": [{"ip": host_ip}], "startTime": box.started_at, "conditions": conditions,
-        "containerStatuses": statuses,
-    }
+    out = {"phase": phase, "podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": host_ip,
+           "hostIPs": [{"ip": host_ip}], "startTime": box.started_at, "conditions": conditions,
+           "containerStatuses": statuses}
+    return out | ({"initContainerStatuses": init_statuses} if init_statuses else {})
 
 
 def _env_references(spec: dict) -> set[tuple[str, str]]:
@@ -321,16 +367,19 @@ class Kubelet:
         return self.state_dir / "pods" / names.fitted(f"{key[0]}_{key[1]}_{uid}")
 
     def _save(self, box: Sandbox) -> None:
-        record = {"ip": box.ip, "mac": box.mac, "startedAt": box.started_at,
-                  "pause": box.pause.pid if box.pause else None, "containers": {
-                      name: {"pid": c.running.pid if c.running else None,
-                             "startedAt": c.running.started_at if c.running else "", "restarts": c.restarts}
-                      for name, c in box.containers.items()}}
-        (self._pod_dir(box.key, box.uid) / "sandbox.json").write_text(json.dumps(record))
+        def record(c: Container) -> dict:
+            return {"pid": c.running.pid if c.running else None, "startedAt": c.running.started_at if c.running else "",
+                    "restarts": c.restarts, "terminated": c.terminated}
+
+        saved = {"ip": box.ip, "mac": box.mac, "startedAt": box.started_at,
+                 "pause": box.pause.pid if box.pause else None, "initialized": box.initialized,
+                 "containers": {name: record(c) for name, c in (box.containers | box.init).items()}}
+        (self._pod_dir(box.key, box.uid) / "sandbox.json").write_text(json.dumps(saved))
 
     async def _adopt(self, pod: dict, box: Sandbox) -> bool:
         """Take over a sandbox an earlier run of this agent made: same namespaces, address and
-        processes; a container whose process has gone is started again."""
+        processes; a container whose process has gone is started again (its init containers,
+        unless they had all done their part)."""
         try:
             record = json.loads((self._pod_dir(box.key, box.uid) / "sandbox.json").read_text())
         except (FileNotFoundError, ValueError):
@@ -341,20 +390,28 @@ class Kubelet:
             (self._pod_dir(box.key, box.uid) / "sandbox.json").unlink(missing_ok=True)
             return False
         box.ip, box.mac, box.started_at, box.pause = record["ip"], record.get("mac", ""), record["startedAt"], pause
-        box.containers = self._containers(pod)
-        for name, c in box.containers.items():
+        box.containers, box.init = self._containers(pod)
+        box.initialized = record.get("initialized", False) or not box.init
+        for name, c in (box.containers | box.init).items():
             seen = record["containers"].get(name, {})
             c.restarts = seen.get("restarts", 0)
-            if seen.get("pid") and containers.Running(seen["pid"]).alive():
+            if box.initialized and seen.get("terminated"):
+                c.terminated, c.waiting = seen["terminated"], "Completed"
+            elif seen.get("pid") and containers.Running(seen["pid"]).alive():
                 c.running, c.waiting = containers.Running(seen["pid"], seen["startedAt"]), ""
         return True
 
     @staticmethod
-    def _containers(pod: dict) -> dict[str, Container]:
-        out = {c["name"]: Container(c) for c in pod["spec"].get("containers", [])}
-        for c in out.values():
+    def _containers(pod: dict) -> tuple[dict[str, Container], dict[str, Container]]:
+        """The pod's app containers and its init containers, by name, each not yet started (waiting
+        in PodInitializing while init containers are to run)."""
+        spec = pod["spec"]
+        first = "PodInitializing" if spec.get("initContainers") else "ContainerCreating"
+        apps = {c["name"]: Container(c, waiting=first) for c in spec.get("containers", [])}
+        init = {c["name"]: Container(c, waiting="PodInitializing") for c in spec.get("initContainers") or []}
+        for c in (apps | init).values():
             c.fresh_probes()
-        return out
+        return apps, init
 
     async def _start(self, pod: dict) -> None:
         meta = pod["metadata"]
@@ -374,11 +431,32 @@ class Kubelet:
         box.tasks.append(asyncio.create_task(self._run_pod(pod, box)))
 
     async def _run_pod(self, pod: dict, box: Sandbox) -> None:
-        """The pod's volumes, then its containers, each supervised on its own."""
+        """The pod's volumes, its init containers in order (each to its successful end, a sidecar
+        until it has started), then its containers, each supervised on its own."""
         prepared = await self._volumes(pod, box)
+        once = "Never" if pod["spec"].get("restartPolicy") == "Never" else "OnFailure"
+        for c in box.init.values():
+            if sidecar(c.spec):
+                self._start_supervised(pod, box, c, prepared, "Always")
+                if not box.initialized:
+                    while not c.initialized:
+                        await asyncio.sleep(0.1)
+            elif not box.initialized:
+                await self._supervise(pod, box, c, prepared, once)
+                if not c.initialized:
+                    return  # it failed under restartPolicy Never: the pod has Failed
+        if not box.initialized:
+            box.initialized = True
+            self._save(box)
         for c in box.containers.values():
-            box.tasks.append(asyncio.create_task(self._supervise(pod, box, c, prepared)))
-            box.tasks += [asyncio.create_task(self._probe_loop(pod, box, c, kind)) for kind in c.probes]
+            if c.waiting == "PodInitializing":
+                c.waiting = "ContainerCreating"
+            self._start_supervised(pod, box, c, prepared, pod["spec"].get("restartPolicy", "Always"))
+        await self.loop.trigger()
+
+    def _start_supervised(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str], policy: str) -> None:
+        box.tasks.append(asyncio.create_task(self._supervise(pod, box, c, prepared, policy)))
+        box.tasks += [asyncio.create_task(self._probe_loop(pod, box, c, kind)) for kind in c.probes]
 
     async def _volumes(self, pod: dict, box: Sandbox) -> dict[str, str]:
         """Set up the pod's volumes, again every BACKOFF_START seconds while one cannot be (its
@@ -433,7 +511,8 @@ class Kubelet:
         (pod_dir / "etc-hosts").write_text(podenv.hosts_file(pod, [box.ip]))
         (pod_dir / "etc-hostname").write_text(hostname + "\n")
         (pod_dir / "resolv.conf").write_text(podenv.resolv_conf(pod, self.cluster_dns, self._node_resolv()))
-        box.containers = self._containers(pod)
+        box.containers, box.init = self._containers(pod)
+        box.initialized = not box.init
 
     def _node_resolv(self) -> podenv.Resolv:
         try:
@@ -460,7 +539,8 @@ class Kubelet:
             s["metadata"].get("namespace") == "default" and s["metadata"]["name"] == "kubernetes")]
         known = {"podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}]}
         seen = {**pod, "status": {**pod.get("status", {}), **known}}  # its addresses, before the API has them
-        env = {**image.env, "HOSTNAME": podenv.hostname_and_domain(pod)[0], "HOME": "/root",
+        hostname, _ = podenv.hostname_and_domain(pod)
+        env = {**image.env, "HOSTNAME": hostname, "HOME": "/root",
                **podenv.container_env(seen, c.spec, services, lookup, self._allocatable())}
         argv = [podenv.expand(a, env) for a in argv]
         pod_dir = self._pod_dir(box.key, box.uid)
@@ -479,7 +559,7 @@ class Kubelet:
             ports = c.spec.get("ports") or []
             tcp = [p["containerPort"] for p in ports if p.get("protocol", "TCP") == "TCP"]
             udp = [p["containerPort"] for p in ports if p.get("protocol") == "UDP"]
-            request["builtin"] = {"name": podenv.hostname_and_domain(pod)[0], "tcp": tcp if ports else [8080],
+            request["builtin"] = {"name": hostname, "tcp": tcp if ports else [8080],
                                   "udp": udp if ports else [8081]}
         elif argv[0] == images.PAUSE:
             request["builtin"] = {"name": "pause", "title": "pause"}
@@ -503,14 +583,19 @@ class Kubelet:
         request = await self._container_request(pod, box, c, prepared)
         c.fresh_probes()
         c.running = await self.launcher.start(request, now())
+        hook = (c.spec.get("lifecycle") or {}).get("postStart")  # the container is not running until it returns
+        grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        if hook and not await probes.run_hook(hook, c.spec, box.ip, self.node_netns, c.running.pid, grace):
+            await self._event(pod, "FailedPostStartHook", f"PostStartHook failed in container {c.spec['name']}")
+            await containers.stop(c.running, grace)  # it ends, and is restarted as its policy says
         c.waiting, c.message = "", ""
         self._save(box)
 
-    async def _supervise(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str]) -> None:
-        """Run a container, and again after it ends as the pod's restartPolicy says, with upstream's
-        back-offs: CrashLoopBackOff (the first restart at once, then 10 s doubling to 5 min, from the
-        start again after 10 min of running), ImagePullBackOff, CreateContainerConfigError."""
-        policy = pod["spec"].get("restartPolicy", "Always")
+    async def _supervise(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str], policy: str) -> None:
+        """Run a container, and again after it ends as ``policy`` says (the pod's restartPolicy; an
+        init container's own), with upstream's back-offs: CrashLoopBackOff (the first restart at
+        once, then 10 s doubling to 5 min, from the start again after 10 min of running),
+        ImagePullBackOff, CreateContainerConfigError; returns once it has ended for good."""
         backoff, crashed_before = BACKOFF_START, False
         clock = asyncio.get_running_loop().time
         while True:
@@ -592,9 +677,25 @@ class Kubelet:
                 grace = spec.get("terminationGracePeriodSeconds", pod["spec"].get("terminationGracePeriodSeconds", 30))
                 log.info("kubelet/%s: pod %s/%s: container %s failed its %s probe; restarting it", self.node_name,
                          *box.key, c.spec["name"], kind)
-                await containers.stop(run, float(grace))
+                await self._stop(box, c, float(grace))
                 continue
             await asyncio.sleep(period)
+
+    async def _stop(self, box: Sandbox, c: Container, grace: float) -> None:
+        """Stop a container as the kubelet does: its preStop hook first (unless the grace period is
+        0), then SIGTERM, and SIGKILL once the grace period is over (at least 2 s after a hook that
+        took it all, as upstream's minimum)."""
+        run = c.running
+        if run is None:
+            return
+        hook = (c.spec.get("lifecycle") or {}).get("preStop")
+        if hook and grace > 0 and run.alive():
+            clock = asyncio.get_running_loop().time
+            began = clock()
+            if not await probes.run_hook(hook, c.spec, box.ip, self.node_netns, run.pid, grace):
+                await self._event(box.ref, "FailedPreStopHook", f"PreStopHook failed in container {c.spec['name']}")
+            grace = max(grace - (clock() - began), 2.0)
+        await containers.stop(run, grace)
 
     async def _retire(self, box: Sandbox) -> None:
         async with self._lock(box.key):
@@ -623,7 +724,9 @@ class Kubelet:
     async def _teardown(self, box: Sandbox, grace: float) -> None:
         for task in box.tasks:
             task.cancel()
-        await asyncio.gather(*(containers.stop(c.running, grace) for c in box.containers.values() if c.running))
+        # app containers first, then the sidecars, as upstream stops a pod
+        await asyncio.gather(*(self._stop(box, c, grace) for c in box.containers.values() if c.running))
+        await asyncio.gather(*(self._stop(box, c, grace) for c in box.init.values() if c.running))
         if box.pause is not None:  # the sandbox goes at once, as runtimes stop it
             await containers.stop(box.pause, 0)
         if self.cni_conf is not None:

@@ -91,3 +91,13 @@ async def run_probe(spec: dict, container: dict, pod_ip: str, node_netns: str | 
     except (OSError, ValueError, asyncio.TimeoutError):
         return False
     return False
+
+
+async def run_hook(handler: dict, container: dict, pod_ip: str, node_netns: str | None, pid: int,
+                   timeout: float) -> bool:
+    """A lifecycle hook (postStart, preStop): exec, httpGet, tcpSocket or sleep, given at most
+    ``timeout`` seconds; whether it succeeded."""
+    if "sleep" in handler:
+        await asyncio.sleep(min(float(handler["sleep"].get("seconds", 0)), timeout))
+        return True
+    return await run_probe({**handler, "timeoutSeconds": timeout}, container, pod_ip, node_netns, pid)

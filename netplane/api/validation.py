@@ -295,15 +295,23 @@ def _named(at: str, name: str, rule, seen: set[str]) -> list[Problem]:
     return found
 
 
-def _containers(field: str, containers: Any, volumes: set[str]) -> list[Problem]:
-    if not containers:
-        return [required(field)]
+INIT_ONLY = "may not be set for init containers without restartPolicy=Always"
+
+
+def _containers(field: str, containers: Any, volumes: set[str], seen: set[str], init: bool = False) -> list[Problem]:
+    """A pod's containers or init containers (``seen``: the names taken so far, by either)."""
     out: list[Problem] = []
-    seen: set[str] = set()
     for at, c in _items(field, containers, out):
         out += _named(at, c["name"], dns1123_label, seen) if c.get("name") else [required(f"{at}.name")]
         if not c.get("image"):
             out.append(required(f"{at}.image"))
+        if not init and "restartPolicy" in c:
+            out.append(Problem(f"{at}.restartPolicy", "Forbidden", detail="may not be set for non-init containers"))
+        elif init and "restartPolicy" in c:
+            out += _unsupported(f"{at}.restartPolicy", c["restartPolicy"], ("Always",))
+        elif init:  # a plain init container runs once to its end: nothing to hook or probe
+            out += [Problem(f"{at}.{key}", "Forbidden", detail=INIT_ONLY)
+                    for key in ("lifecycle", "livenessProbe", "readinessProbe", "startupProbe") if key in c]
         out += _container_ports(f"{at}.ports", c.get("ports") or [])
         out += _volume_mounts(f"{at}.volumeMounts", c.get("volumeMounts") or [], volumes)
     return out
@@ -399,9 +407,11 @@ def _pod_spec(field: str, spec: Any) -> list[Problem]:
     if not isinstance(spec, dict):
         return [required(field)]
     out, volumes = _volumes(f"{field}.volumes", spec.get("volumes") or [])
-    out += _containers(f"{field}.containers", spec.get("containers"), volumes)
-    if spec.get("initContainers"):
-        out += _containers(f"{field}.initContainers", spec["initContainers"], volumes)
+    if not spec.get("containers"):
+        out.append(required(f"{field}.containers"))
+    taken: set[str] = set()
+    out += _containers(f"{field}.containers", spec.get("containers") or [], volumes, taken)
+    out += _containers(f"{field}.initContainers", spec.get("initContainers") or [], volumes, taken, init=True)
     return out
 
 
