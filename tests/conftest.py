@@ -46,7 +46,8 @@ def make_netns(lab_name: str) -> Iterator:
 
 def root_snapshot() -> dict[str, str]:
     """What the root namespace holds that a lab must never change: links, addresses, routes, rules,
-    named namespaces, and netfilter (nftables, and iptables in both backends when installed)."""
+    named namespaces, netfilter (nftables, and iptables in both backends when installed), and the
+    pods' cgroups."""
     commands = {
         "links": ["ip", "-o", "link", "show"],
         "addresses": ["ip", "-o", "addr", "show"],
@@ -56,6 +57,7 @@ def root_snapshot() -> dict[str, str]:
         "nftables": ["nft", "list", "ruleset"],
         "iptables-nft": ["iptables-nft-save"],
         "iptables-legacy": ["iptables-legacy-save"],
+        "cgroups": ["sh", "-c", "ls -d /sys/fs/cgroup/*/netplane /sys/fs/cgroup/*/netplane/*/ 2>/dev/null"],
     }
     found = {}
     for key, argv in commands.items():

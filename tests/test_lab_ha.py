@@ -35,8 +35,8 @@ def commands_in(space: str) -> list[str]:
 
 
 def leader(lab: str) -> str:
-    return cli(lab, "get", "leases", "-n", "kube-system", "-o", "jsonpath={.items[0].spec.holderIdentity}",
-               check=True).stdout
+    return cli(lab, "get", "lease", names.LEADER_LEASE, "-n", "kube-system", "-o",
+               "jsonpath={.spec.holderIdentity}", check=True).stdout
 
 
 def test_each_control_plane_host_runs_an_etcd_member_and_a_server(lab):
@@ -45,11 +45,18 @@ def test_each_control_plane_host_runs_an_etcd_member_and_a_server(lab):
         assert any(c.startswith("etcd ") and f"--name cp-{i} " in c for c in commands), commands
         assert any(" server " in c and f"--listen {address}:6443" in c and "etcd://172.30.0.3:2379," in c
                    for c in commands), commands
+    assert endpoint_addresses(lab) == CP_IPS  # every server, for the `kubernetes` Service
     status = cli(lab, "status", check=True).stdout
     assert "controllers led by" in status and "netplane-controllers" in status
     members = [line.split() for line in members_shown(status)]
     assert [m[:3] for m in members] == [[f"cp-{i}", address, "ok"] for i, address in enumerate(CP_IPS, 1)], status
     assert sorted(m[3] for m in members) == ["follower", "follower", "leader"], status
+
+
+def endpoint_addresses(lab: str) -> list[str]:
+    """The API servers the `kubernetes` Service leads pods to."""
+    return sorted(cli(lab, "get", "endpointslice", "kubernetes", "-o", "jsonpath={.endpoints[*].addresses[0]}",
+                      check=True).stdout.split())
 
 
 def members_shown(status: str) -> list[str]:
@@ -121,13 +128,16 @@ def test_killing_the_leaders_host_keeps_every_write_and_another_replica_leads(la
     acknowledged, killed = asyncio.run(scenario())
     new = eventually(lambda: (lambda who: who if who and who != old else None)(leader(lab)), timeout=LEASE_SECONDS + 15)
     assert f"https://{CP_IPS[dead - 1]}:6443" not in new
-    acquired = cli(lab, "get", "leases", "-n", "kube-system", "-o", "jsonpath={.items[0].spec.acquireTime}",
-                   check=True).stdout
+    acquired = cli(lab, "get", "lease", names.LEADER_LEASE, "-n", "kube-system", "-o",
+                   "jsonpath={.spec.acquireTime}", check=True).stdout
     taken = datetime.strptime(acquired.strip(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc) - killed
     assert taken.total_seconds() < LEASE_SECONDS + 5  # the lease runs out, then the next retry takes it
 
     names_stored = set(cli(lab, "get", "services", "-o", "jsonpath={.items[*].metadata.name}", check=True).stdout.split())
     assert set(acknowledged) <= names_stored and len(acknowledged) > 100
+    # the dead server's lease runs out, and pods' `kubernetes` Service leads only to the live ones
+    assert eventually(lambda: endpoint_addresses(lab) == [a for i, a in enumerate(CP_IPS, 1) if i != dead],
+                      timeout=30)
 
     async def scale() -> None:
         async with Client(*state.connection()) as api:

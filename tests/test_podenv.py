@@ -8,6 +8,7 @@ import base64
 import pytest
 
 from netplane.agent import images, podenv, rootfs
+from netplane.agent.launcher import inside
 
 
 def pod(**spec) -> dict:
@@ -142,3 +143,17 @@ def test_a_container_root_overlays_the_machine_and_keeps_what_it_writes():
     binds = [s for s in steps if s["op"] == "bind"]
     assert [b["source"] for b in binds] == ["/dev", "/usr/share/big", "/pod/etc-hosts", "/pod/vol"]
     assert binds[-1]["readonly"] and steps[-1] == {"op": "chroot", "target": "/s/root"}
+
+
+def test_a_path_in_a_container_resolves_its_links_inside_the_containers_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "var").mkdir(parents=True)
+    (root / "run").mkdir()
+    (root / "var" / "run").symlink_to("/run")  # Debian's: absolute, so the container's own /run
+    (root / "up").symlink_to("../../../../etc")  # climbs no higher than the root
+    (root / "loop").symlink_to("loop")
+    assert inside(str(root), "/var/run/secrets/kubernetes.io") == f"{root}/run/secrets/kubernetes.io"
+    assert inside(str(root), "/up/passwd") == f"{root}/etc/passwd"
+    assert inside(str(root), "/../../x/./y") == f"{root}/x/y"
+    with pytest.raises(OSError):
+        inside(str(root), "/loop/x")

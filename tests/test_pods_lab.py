@@ -471,3 +471,118 @@ def test_lifecycle_hooks_run_after_start_and_before_the_stop_signal(lab, tmp_pat
         assert log.read_text() == "post-start\npre-stop\nterm\n"
     finally:
         kubectl(lab, "delete", "-f", "-", "--wait=false", "--ignore-not-found", stdin=manifest)
+
+
+IN_CLUSTER = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: in-cluster}
+spec:
+  nodeName: node-2
+  serviceAccountName: reader
+  containers: [{name: client, image: python:3.11, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: no-token}
+spec:
+  nodeName: node-1
+  automountServiceAccountToken: false
+  containers: [{name: box, image: busybox, command: [sleep, "3600"]}]
+"""
+LIST_PODS = """
+from kubernetes import client, config
+config.load_incluster_config()
+print(" ".join(sorted(p.metadata.name for p in client.CoreV1Api().list_namespaced_pod("default").items)))
+"""
+ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def test_a_pod_reaches_the_api_as_an_in_cluster_client_through_the_kubernetes_service(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=IN_CLUSTER)
+    try:
+        service = json.loads(kubectl(lab, "get", "service", "kubernetes", "-o", "json").stdout)
+        assert (service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"]) == ("10.96.0.1", 443)
+        endpoints = json.loads(kubectl(lab, "get", "endpointslice", "kubernetes", "-o", "json").stdout)
+        assert [e["addresses"] for e in endpoints["endpoints"]] == [["172.30.0.11"]]  # node-1, as a control plane's
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/in-cluster", "pod/no-token", "--timeout=60s")
+        spec = pod_json(lab, "in-cluster")["spec"]
+        volume = next(v for v in spec["volumes"] if v["name"].startswith("kube-api-access-"))
+        assert spec["containers"][0]["volumeMounts"] == [{"name": volume["name"], "readOnly": True,
+                                                          "mountPath": ACCOUNT}]
+        assert in_pod(lab, "in-cluster", "cat", f"{ACCOUNT}/namespace") == "default"
+        assert in_pod(lab, "in-cluster", "cat", f"{ACCOUNT}/ca.crt").startswith("-----BEGIN CERTIFICATE-----")
+        # the official Python client, configured in-cluster: the token, the CA, 10.96.0.1:443 by kube-proxy
+        assert "in-cluster no-token" in in_pod(lab, "in-cluster", "python3", "-c", LIST_PODS)
+        # kubectl in a pod finds the same without a kubeconfig (the machine's home is not the pod's)
+        assert in_pod(lab, "in-cluster", "kubectl", "get", "pod", "no-token", "-o", "name").strip() == "pod/no-token"
+        assert cli(lab, "exec", "no-token", "--", "ls", ACCOUNT).returncode != 0  # automounting turned off
+        # `kubectl create token`: good while its account lives, refused once it is gone
+        token = kubectl(lab, "create", "token", "reader").stdout.strip()
+        assert kubectl(lab, "--token", token, "get", "pod", "in-cluster", "-o", "name").stdout.strip() == \
+            "pod/in-cluster"
+        kubectl(lab, "delete", "pod", "in-cluster", "--wait=false")
+        kubectl(lab, "delete", "serviceaccount", "reader")
+        refused = kubectl(lab, "--token", token, "get", "pods", check=False)
+        assert refused.returncode != 0 and "Unauthorized" in refused.stderr
+        # a pod naming an account that does not exist is refused, as the admission plugin does
+        missing = kubectl(lab, "run", "orphan", "--image=busybox", "--overrides",
+                          '{"spec": {"serviceAccountName": "nobody"}}', "--", "sleep", "60", check=False)
+        assert 'error looking up service account default/nobody: serviceaccount "nobody" not found' in missing.stderr
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", "--ignore-not-found", stdin=IN_CLUSTER)
+
+
+LIMITED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: greedy}
+spec:
+  nodeName: node-1
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: python
+    command: [python3, -c, "import time; x = bytearray(256 << 20); time.sleep(60)"]
+    resources: {limits: {memory: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: modest}
+spec:
+  nodeName: node-2
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "3600"]
+    resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {cpu: 250m, memory: 32Mi}}
+"""
+
+
+def test_limits_are_cgroups_and_a_container_over_its_memory_is_oom_killed(lab):
+    from netplane.kernel import cgroups
+    kubectl(lab, "apply", "-f", "-", stdin=LIMITED)
+    try:
+        done = eventually(lambda: state(lab, "greedy").get("terminated"), timeout=60)
+        assert (done["exitCode"], done["reason"]) == (137, "OOMKilled")
+        assert pod_json(lab, "greedy")["status"]["phase"] == "Failed"
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/modest", "--timeout=60s")
+        uid = pod_json(lab, "modest")["metadata"]["uid"]
+        scope = next(s for s in cgroups.scopes() if s.endswith(f"{lab}.node-2"))
+        where = f"{scope}/pod{uid}/main"
+        memory = cgroups.ROOT / "memory" / cgroups.TOP / where
+        cpu = cgroups.ROOT / "cpu" / cgroups.TOP / where
+        assert int((memory / "memory.limit_in_bytes").read_text()) == 32 << 20
+        assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "25000"  # 250m of a 100 ms period
+        assert (cpu / "cpu.shares").read_text().strip() == "102"  # 100m, as the kubelet's MilliCPUToShares
+        # the container's processes are in it
+        pids = (memory / "cgroup.procs").read_text().split()
+        assert pids and all(f"/{cgroups.TOP}/{where}" in open(f"/proc/{p}/cgroup").read() for p in pids)
+        used, _ = cgroups.usage(where)
+        assert 0 < used < 32 << 20
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=LIMITED)

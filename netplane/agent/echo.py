@@ -16,6 +16,9 @@ millisecond where a fresh Python takes tens, and the children share the launcher
 """
 from __future__ import annotations
 
+# socket's name lookups import encodings.idna on first use: loaded here, before the server is in a
+# container's root, where the interpreter's own files may not be
+import encodings.idna  # noqa: F401
 import json
 import selectors
 import socket

@@ -132,6 +132,8 @@ def _catalog() -> dict[str, Image]:
                         modes={"/entrypoint.sh": 0o755})),
         "python": python,
         "nicolaka/netshoot": Image(cmd=("bash",), needs="tcpdump"),
+        "bitnami/kubectl": Image(entrypoint=("kubectl",), cmd=("--help",), needs="kubectl"),
+        "registry.k8s.io/kubectl": Image(entrypoint=("kubectl",), needs="kubectl"),
     }
 
 

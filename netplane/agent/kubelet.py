@@ -45,11 +45,12 @@ from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.cni import INCOMPATIBLE_VERSION, CNIError
 from netplane.cni.runtime import Attachment, Runtime
-from netplane.kernel import netns
+from netplane.kernel import cgroups, netns
 
 log = logging.getLogger(__name__)
 RETRY_START, RETRY_MAX = 1.0, 10.0  # a pod that failed to start: doubling, to upstream's pod worker backoff
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # CrashLoopBackOff and ImagePullBackOff, as upstream
+VOLUME_RETRY_START, VOLUME_RETRY_MAX = 0.5, 122.0  # a volume that cannot be set up: upstream's 500 ms to 2m2s
 BACKOFF_RESET = 600.0  # a container that ran this long starts its back-off again from the start
 START_ERROR_CODE = 128  # what runtimes report for a container whose process could not be started
 
@@ -267,6 +268,8 @@ class Kubelet:
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.tasks: set[asyncio.Task] = set()
         self.launcher = containers.Launcher(node_netns, state_dir / "launcher.log")
+        self.cgroup_scope = names.fitted(f"{pod_netns_prefix}{node_name}")  # the node's cgroup, below netplane's
+        self.has_cgroups = cgroups.available()
         self.machine_root = rootfs.machine_root()
 
     async def reconcile(self) -> None:
@@ -459,18 +462,40 @@ class Kubelet:
         box.tasks += [asyncio.create_task(self._probe_loop(pod, box, c, kind)) for kind in c.probes]
 
     async def _volumes(self, pod: dict, box: Sandbox) -> dict[str, str]:
-        """Set up the pod's volumes, again every BACKOFF_START seconds while one cannot be (its
-        containers wait in ContainerCreating, a FailedMount event says why)."""
+        """Set up the pod's volumes, again after a doubling pause (from 0.5 s, as upstream's volume
+        manager retries) while one cannot be: its containers wait in ContainerCreating, a
+        FailedMount event says why."""
         if not pod["spec"].get("volumes"):
             return {}
+        pause = VOLUME_RETRY_START
         while True:
             lookup = await self._objects(pod, volumes.referenced(pod))
             try:
+                tokens = await self._tokens(pod)
                 return await asyncio.to_thread(volumes.prepare, pod, self._pod_dir(box.key, box.uid), lookup,
-                                               self._allocatable())
+                                               self._allocatable(), tokens)
             except volumes.VolumeError as err:
                 await self._event(pod, "FailedMount", str(err))
-            await asyncio.sleep(BACKOFF_START)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, VOLUME_RETRY_MAX)
+
+    async def _tokens(self, pod: dict) -> dict[tuple[str, str], str]:
+        """A token bound to the pod for each of its serviceAccountToken sources, asked of the API
+        server as the kubelet asks (TokenRequest)."""
+        meta, out = pod["metadata"], {}
+        account = pod["spec"].get("serviceAccountName") or "default"
+        for volume, source in volumes.token_sources(pod):
+            spec = {"expirationSeconds": source.get("expirationSeconds", 3600),
+                    "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}}
+            if source.get("audience"):
+                spec["audiences"] = [source["audience"]]
+            try:
+                answer = await self.client.request_token(meta["namespace"], account, spec)
+            except ApiError as err:
+                raise volumes.VolumeError(f'MountVolume.SetUp failed for volume "{volume}" : failed to fetch token: '
+                                          f"{err.message}") from None
+            out[(volume, source["path"])] = answer["status"]["token"]
+        return out
 
     async def _event(self, pod: dict, reason: str, message: str) -> None:
         """A Warning Event about the pod from this kubelet; one already said is counted again."""
@@ -554,7 +579,8 @@ class Kubelet:
         security = {**(pod["spec"].get("securityContext") or {}), **(c.spec.get("securityContext") or {})}
         request = {"sandbox": box.pause.pid, "mounts": mounts, "env": env, "log": str(pod_dir / f"{c.spec['name']}.log"),
                    "cwd": c.spec.get("workingDir") or image.working_dir,
-                   "uid": security.get("runAsUser"), "gid": security.get("runAsGroup")}
+                   "uid": security.get("runAsUser"), "gid": security.get("runAsGroup"),
+                   "cgroups": await self._cgroup_for(box, c)}
         if argv[0] == images.ECHO:
             ports = c.spec.get("ports") or []
             tcp = [p["containerPort"] for p in ports if p.get("protocol", "TCP") == "TCP"]
@@ -566,6 +592,37 @@ class Kubelet:
         else:
             request["argv"] = argv
         return request
+
+    def _cgroup(self, box: Sandbox, c: Container | None = None) -> str:
+        """The pod's cgroup (below the node's, as the kubelet's pod<uid>), or one of its containers'."""
+        pod = f"{self.cgroup_scope}/pod{box.uid}"
+        return f"{pod}/{c.spec['name']}" if c is not None else pod
+
+    async def _cgroup_for(self, box: Sandbox, c: Container) -> list[str]:
+        """A fresh cgroup for the container's next run, with its limits; the files its process
+        joins it by (none on a machine without the cgroup hierarchies, where a container with
+        limits cannot be started)."""
+        resources = c.spec.get("resources") or {}
+        if not self.has_cgroups:
+            if resources.get("limits"):
+                raise images.ImageError("resources.limits need the cgroup v1 memory, cpu, cpuacct and pids "
+                                        "hierarchies in /sys/fs/cgroup, which this machine lacks",
+                                        reason="CreateContainerError")
+            return []
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        wanted = cgroups.Limits(
+            memory=int(podenv.quantity(limits["memory"])) if "memory" in limits else None,
+            cpu_millis=round(podenv.quantity(limits["cpu"]) * 1000) if "cpu" in limits else None,
+            cpu_request_millis=round(podenv.quantity(requests.get("cpu", limits.get("cpu", "0"))) * 1000))
+        relative = self._cgroup(box, c)
+        await asyncio.to_thread(cgroups.remove, relative)  # what its last run left counts no more
+        return await asyncio.to_thread(cgroups.create, relative, wanted)
+
+    def _ended(self, box: Sandbox, c: Container, code: int | None, started: str) -> dict:
+        """lastState.terminated of a run that ended with ``code``: OOMKilled when the kernel's OOM
+        killer ended it in its cgroup."""
+        oom = code == 128 + 9 and self.has_cgroups and cgroups.oom_kills(self._cgroup(box, c)) > 0
+        return _terminated(code, started, "OOMKilled" if oom else "")
 
     async def _objects(self, pod: dict, wanted: set[tuple[str, str]]) -> podenv.Lookup:
         """The ConfigMaps and Secrets (plural, name) of the pod's namespace that it names, read now."""
@@ -623,12 +680,12 @@ class Kubelet:
                     await self.loop.trigger()
                     ran_from = clock()
                     code = await c.running.wait()
-                    record = _terminated(code, c.running.started_at)
+                    record = self._ended(box, c, code, c.running.started_at)
                     if clock() - ran_from >= BACKOFF_RESET:
                         backoff, crashed_before = BACKOFF_START, False
             else:  # adopted from an earlier run of the agent
                 code = await c.running.wait()
-                record = _terminated(code, c.running.started_at)
+                record = self._ended(box, c, code, c.running.started_at)
             c.running = None
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 c.terminated, c.waiting = record, "Completed"
@@ -729,6 +786,8 @@ class Kubelet:
         await asyncio.gather(*(self._stop(box, c, grace) for c in box.init.values() if c.running))
         if box.pause is not None:  # the sandbox goes at once, as runtimes stop it
             await containers.stop(box.pause, 0)
+        if self.has_cgroups:
+            await asyncio.to_thread(cgroups.remove, self._cgroup(box))
         if self.cni_conf is not None:
             await self.runtime.delete(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities)
         await asyncio.to_thread(netns.kill_all_in, [box.netns])

@@ -8,10 +8,11 @@ sends it one JSON line per request on stdin; replies and exits come back on stdo
   pause mode), in the pod's network namespace and new UTS, IPC and PID namespaces: PID 1 there,
   it reaps orphans; its hostname is the pod's. Reply ``{"id", "pid"}``.
 - ``{"op": "start", "id", "sandbox", "mounts", "argv" | "builtin", "env", "cwd", "uid", "gid",
-  "log"}``: a container, forked into the pause process's PID namespace (the launcher moves its
-  children there for one fork), which joins the pod's other namespaces, takes a mount namespace
-  of its own, carries out ``mounts`` (the container's root, built by netplane.agent.rootfs) and
-  execs ``argv`` with ``env`` (or runs a built-in server of echo.py). Reply ``{"id", "pid"}`` once
+  "log", "cgroups"}``: a container, forked into the pause process's PID namespace (the launcher
+  moves its children there for one fork), which joins its cgroups (``cgroups``: the cgroup.procs
+  files to write 0 to) and the pod's other namespaces, takes a mount namespace of its own, carries
+  out ``mounts`` (the container's root, built by netplane.agent.rootfs) and execs ``argv`` with
+  ``env`` (or runs a built-in server of echo.py). Reply ``{"id", "pid"}`` once
   it has exec'd (or bound its ports); ``{"id", "error", "reason"}`` when it could not start.
 - ``{"exit": pid, "code": n}``, unasked: a container's process or a pause process ended, with its
   exit status (128 + the signal for one killed by a signal, as container runtimes say).
@@ -83,9 +84,37 @@ def _like(source: str, target: str) -> None:
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
 
 
+def inside(root: str, path: str) -> str:
+    """``path`` of a container whose root is ``root``, as a path of the launcher's: each symbolic
+    link on the way is followed inside the root (an absolute one from the root, ``..`` never above
+    it), so that no name in a pod leads out of its root (/var/run -> /run is the container's /run)."""
+    parts, resolved, links = [p for p in path.split("/") if p], "", 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = f"{resolved}/{part}" if resolved else part
+        if os.path.islink(f"{root}/{candidate}"):
+            links += 1
+            if links > 40:  # the kernel's own limit
+                raise OSError(40, f"too many levels of symbolic links in {path}")
+            to = os.readlink(f"{root}/{candidate}")
+            resolved = "" if to.startswith("/") else resolved
+            parts = [p for p in to.split("/") if p] + parts
+            continue
+        resolved = candidate
+    return f"{root}/{resolved}" if resolved else root
+
+
 def apply_mount(op: dict) -> None:
-    """One step of a container's root (netplane.agent.rootfs says which and in what order)."""
+    """One step of a container's root (netplane.agent.rootfs says which and in what order); a step
+    with a ``root`` names its target as the container sees it."""
     kind, target = op["op"], op.get("target", "")
+    if "root" in op:
+        target = inside(op["root"], target)
     if kind == "mkdir":
         os.makedirs(target, mode=op.get("mode", 0o755), exist_ok=True)
     elif kind == "file":
@@ -170,6 +199,9 @@ def _process(request: dict, ready_w: int) -> None:
     written to ready_w."""
     try:
         os.setsid()
+        for procs in request.get("cgroups") or []:  # in its cgroups before anything of it runs
+            with open(procs, "w") as joining:
+                joining.write("0")
         for ns, flag in (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET)):
             _setns(f"/proc/{request['sandbox']}/ns/{ns}", flag)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # a machine path: before chroot

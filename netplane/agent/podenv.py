@@ -172,7 +172,8 @@ def field_value(pod: dict, path: str) -> str:
     return str(simple[path])
 
 
-def _quantity(value: str) -> float:
+def quantity(value: str) -> float:
+    """A Kubernetes quantity (``128Mi``, ``500m``) as a number."""
     units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
              "Ti": 2**40}
     found = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value).strip())
@@ -191,8 +192,8 @@ def resource_value(container: dict, ref: dict, allocatable: Mapping[str, str]) -
     found = ((container.get("resources") or {}).get(kind) or {}).get(name)
     if found is None:
         found = allocatable.get(name, "0") if kind == "limits" else "0"
-    divisor = _quantity(ref.get("divisor") or "1")
-    return str(max(math.ceil(_quantity(found) / divisor), 0 if kind == "requests" and found == "0" else 1))
+    divisor = quantity(ref.get("divisor") or "1")
+    return str(max(math.ceil(quantity(found) / divisor), 0 if kind == "requests" and found == "0" else 1))
 
 
 Lookup = Callable[[str, str], dict | None]  # (plural, name) -> the object in the pod's namespace, or None

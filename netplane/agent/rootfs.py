@@ -4,7 +4,7 @@ No image layers are downloaded: a container sees the machine's files, through an
 top-level directory whose upper layer lives in a tmpfs of the container's own, so what it writes
 there (a package's pid file, /var/log, /etc) stays in the container and is gone when it ends. Its
 image's own files (netplane.agent.images) are written into those upper layers first, as an image's
-top layer would hold them. The container has fresh /tmp, /run and /dev/shm, its own /proc (of the
+top layer would hold them. The container has fresh /tmp, /run, /root, /home and /dev/shm (nothing of the machine's users), its own /proc (of the
 pod's PID namespace) and /sys (of the pod's network namespace), the machine's /dev, the kubelet's
 /etc/hosts, /etc/hostname and /etc/resolv.conf, and its volumes; then it is chrooted there.
 
@@ -17,7 +17,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-OWN = {"proc", "sys", "dev", "tmp", "run"}  # made fresh for each container, never the machine's
+PRIVATE = {"tmp": "mode=1777", "run": "mode=755", "root": "mode=700", "home": "mode=755"}  # empty, the container's
+OWN = {"proc", "sys", "dev", *PRIVATE}  # made fresh for each container, never the machine's
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ def plan(stage: str, tops: list[Top], mounts: list[str], layer: Layer, kubelet_f
         elif top.name == "dev":
             steps += [{"op": "bind", "source": "/dev", "target": at, "recursive": True},
                       {"op": "tmpfs", "target": f"{at}/shm", "options": "mode=1777"}]
-        elif top.name in ("tmp", "run"):
-            steps.append({"op": "tmpfs", "target": at, "options": "mode=1777" if top.name == "tmp" else "mode=755"})
+        elif top.name in PRIVATE:  # as an image has them: nothing of the machine's (its users' homes, keys)
+            steps.append({"op": "tmpfs", "target": at, "options": PRIVATE[top.name]})
+            steps += _layer_steps(layer, top.name, at)
         elif top.kind == "dir":
             upper = f"{layers}/{top.name}/upper"
             steps += [{"op": "mkdir", "target": upper}]
@@ -115,10 +117,11 @@ def plan(stage: str, tops: list[Top], mounts: list[str], layer: Layer, kubelet_f
         steps.append({"op": "bind", "source": point, "target": f"{root}{point}", "recursive": True})
     for name in sorted({p.split("/")[1] for p in (*layer.files, *layer.links)} - present):
         steps += _layer_steps(layer, name, f"{root}/{name}")  # an image's own top-level paths
+    # a path in the container (a volume's mountPath) is resolved inside its root, its links too
     for target, source in sorted(kubelet_files.items()):
-        steps.append({"op": "bind", "source": source, "target": f"{root}{target}"})
+        steps.append({"op": "bind", "source": source, "root": root, "target": target})
     for volume in volumes:
-        steps.append({"op": "bind", "source": volume.source, "target": f"{root}{volume.target}",
+        steps.append({"op": "bind", "source": volume.source, "root": root, "target": volume.target,
                       "recursive": True, "readonly": volume.readonly})
     steps.append({"op": "chroot", "target": root})
     return steps

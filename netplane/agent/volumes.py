@@ -123,9 +123,16 @@ def _host_path(source: dict, volume: str) -> str:
     return path
 
 
-def prepare(pod: dict, pod_dir: Path, lookup: podenv.Lookup, allocatable: Mapping[str, str] | None = None
-            ) -> dict[str, str]:
-    """Set up every volume of the pod: its name -> the path on the machine its mounts bind."""
+def token_sources(pod: dict) -> list[tuple[str, dict]]:
+    """The serviceAccountToken sources of the pod's projected volumes, with their volume's name."""
+    return [(volume["name"], part["serviceAccountToken"]) for volume in pod["spec"].get("volumes") or []
+            for part in (volume.get("projected") or {}).get("sources") or [] if "serviceAccountToken" in part]
+
+
+def prepare(pod: dict, pod_dir: Path, lookup: podenv.Lookup, allocatable: Mapping[str, str] | None = None,
+            tokens: Mapping[tuple[str, str], str] | None = None) -> dict[str, str]:
+    """Set up every volume of the pod: its name -> the path on the machine its mounts bind.
+    ``tokens``: the ServiceAccount token of each serviceAccountToken source, by (volume, path)."""
     containers = {c["name"]: c for c in pod["spec"].get("containers", [])}
     out = {}
     for volume in pod["spec"].get("volumes") or []:
@@ -155,6 +162,9 @@ def prepare(pod: dict, pod_dir: Path, lookup: podenv.Lookup, allocatable: Mappin
                 elif part_kind == "downwardAPI":
                     files |= _downward(pod, {"defaultMode": source.get("defaultMode", 0o644), **part[part_kind]},
                                        containers, allocatable or {})
+                elif part_kind == "serviceAccountToken":
+                    path = part[part_kind]["path"]
+                    files[path] = ((tokens or {})[(name, path)].encode(), int(source.get("defaultMode", 0o644)))
                 else:
                     raise VolumeError(f'volume "{name}": projected sources of type {part_kind} are not provided by '
                                       "netplane yet")

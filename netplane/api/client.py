@@ -157,6 +157,11 @@ class Client:
         return await self._call("POST", base_path(res, namespace if res.namespaced else None), obj,
                                 params=_dry(dry_run))
 
+    async def request_token(self, namespace: str, service_account: str, spec: dict) -> dict:
+        """A TokenRequest (serviceaccounts/NAME/token) with this spec; the answer has status.token."""
+        return await self._call("POST", self._path("serviceaccounts", namespace, service_account, "token"),
+                                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+
     async def update(self, plural: str, obj: dict, dry_run: bool = False) -> dict:
         meta = obj["metadata"]
         return await self._call("PUT", self._path(plural, meta.get("namespace"), meta["name"]), obj,

@@ -125,6 +125,13 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
                       3: _f("orphanDependents", "bool", keep_zero=True), 4: _f("propagationPolicy"),
                       5: _f("dryRun", repeated=True)},
     "Preconditions": {1: _f("uid"), 2: _f("resourceVersion")},
+    # authentication/v1: kubectl create token
+    "TokenRequest": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "TokenRequestSpec"),
+                     3: _f("status", "TokenRequestStatus")},
+    "TokenRequestSpec": {1: _f("audiences", repeated=True), 4: _f("expirationSeconds", "int", keep_zero=True),
+                         3: _f("boundObjectRef", "BoundObjectReference")},
+    "BoundObjectReference": {1: _f("kind"), 2: _f("apiVersion"), 3: _f("name"), 4: _f("uid")},
+    "TokenRequestStatus": {1: _f("token"), 2: _f("expirationTimestamp", "time")},
     # the small well-known types
     "Time": {1: _f("seconds", "int"), 2: _f("nanos", "int")},
     "IntOrString": {1: _f("type", "int"), 2: _f("intVal", "int"), 3: _f("strVal")},
@@ -135,7 +142,7 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
 }
 ROOTS = {("v1", "Namespace"): "Namespace", ("v1", "Service"): "Service", ("v1", "ConfigMap"): "ConfigMap",
          ("v1", "Secret"): "Secret", ("v1", "ServiceAccount"): "ServiceAccount", ("apps/v1", "Deployment"): "Deployment",
-         ("policy/v1", "Eviction"): "Eviction"}
+         ("policy/v1", "Eviction"): "Eviction", ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest"}
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

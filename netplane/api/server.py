@@ -11,18 +11,21 @@ import asyncio
 import hmac
 import json
 import re
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import auth, codec, lifecycle, openapi, openapi_pb, paging, patch, protobuf, proxy, schema, tables
+from netplane.api import (auth, codec, lifecycle, openapi, openapi_pb, paging, patch, protobuf, proxy, schema,
+                          serviceaccounts, tables)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
+from netplane.api.satokens import TokenIssuer
 from netplane.api.store import Store
 
 MAX_BODY = 3 * 1024 * 1024
@@ -42,6 +45,7 @@ VERSION = {
 STORE = web.AppKey("store", Store)
 WATCHES = web.AppKey("watches", set)  # the queues of open watches, ended on shutdown
 DIAL = web.AppKey("dial", object)  # how the proxy subresources connect to pods (proxy.Dial)
+ISSUER = web.AppKey("issuer", object)  # the ServiceAccount token issuer (satokens.TokenIssuer), or None
 PROXIED = ("pods", "services")  # the resources with a proxy subresource
 
 Match = Callable[[dict], bool]
@@ -631,6 +635,8 @@ class _Handlers:
         duplicates: list[str] = []
         body = await _body(request, request.match_info.get("namespace"), duplicates=duplicates)
         body = _fields_checked(request, self.res.kind, api_version(self.res), body, duplicates)
+        if self.res.plural == "pods" and request.app[ISSUER] is not None:  # admission will look its account up
+            await serviceaccounts.wait_for_account(request.app[STORE], body["metadata"]["namespace"], body)
         made = request.app[STORE].create(self.res.plural, body, dry_run=_dry_run(request.query),
                                          manager=_manager(request))
         return _encoded(request, made, status=201)
@@ -705,6 +711,15 @@ class _Handlers:
         options = DeleteOptions.parse(eviction.get("deleteOptions") or None, request.query)
         request.app[STORE].delete("pods", namespace, name, options, dry_run=_dry_run(request.query) or options.dry_run)
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201},
+                     status=201)
+
+    async def token(self, request: web.Request) -> web.Response:
+        """serviceaccounts/NAME/token: a TokenRequest answered with a token (201, as upstream)."""
+        if request.app[ISSUER] is None:
+            raise ApiError(404, "NotFound", "this server issues no ServiceAccount tokens")
+        namespace, name = self._where(request)
+        body = await _body(request, namespace, name)
+        return _json(serviceaccounts.token_request(request.app[STORE], request.app[ISSUER], namespace, name, body),
                      status=201)
 
     async def proxy(self, request: web.Request) -> web.Response:
@@ -785,6 +800,8 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
         router.add_patch(item + "/status", h.patch_status)
     if res.plural == "pods":
         router.add_post(item + "/eviction", h.evict)
+    if res.plural == "serviceaccounts":
+        router.add_post(item + "/token", h.token)
     if res.plural in PROXIED:
         router.add_route("*", item + "/proxy", h.proxy)
         router.add_route("*", item + "/proxy/{path:.*}", h.proxy)
@@ -823,6 +840,10 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
         if r.plural == "pods":  # kubectl drain looks for it here
             entries.append({"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
                             "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+        if r.plural == "serviceaccounts":  # kubectl create token
+            entries.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
+                            "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                            "verbs": ["create"]})
         if r.plural in PROXIED:
             entries.append({"name": f"{r.plural}/proxy", "singularName": "", "namespaced": r.namespaced,
                             "kind": f"{r.kind}ProxyOptions", "verbs": ["create", "delete", "get", "patch", "update"]})
@@ -953,22 +974,32 @@ def _authorized(header: str, accepts: Callable[[str], bool]) -> bool:
         return False
 
 
-def _accepting(token: str | auth.TokenFile) -> Callable[[str], bool]:
-    if isinstance(token, auth.TokenFile):
-        return token.accepts
-    return lambda given: hmac.compare_digest(given.encode(), token.encode())
+def _accepting(token: str | auth.TokenFile, store: Store, issuer: TokenIssuer | None) -> Callable[[str], bool]:
+    """The server's own tokens, and the ServiceAccount tokens its issuer signed."""
+    own = token.accepts if isinstance(token, auth.TokenFile) else \
+        (lambda given: hmac.compare_digest(given.encode(), token.encode()))
+    if issuer is None:
+        return own
+
+    def lookup(plural: str, namespace: str | None, name: str) -> dict | None:
+        return serviceaccounts.lookup(store, plural, namespace, name)
+
+    return lambda given: own(given) or issuer.authenticate(given, lookup) is not None
 
 
 def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_interval: float = 10.0,
-              ca_pem: bytes | None = None, dial: proxy.Dial = proxy.dial_here) -> web.Application:
+              ca_pem: bytes | None = None, dial: proxy.Dial = proxy.dial_here,
+              issuer: TokenIssuer | None = None) -> web.Application:
     """The API server's application; with a TokenFile and the CA, also the open discovery path.
-    ``dial`` connects the proxy subresources to pods."""
-    middlewares = [_errors_as_status] + ([_bearer(_accepting(token))] if token else [])
+    ``dial`` connects the proxy subresources to pods; ``issuer`` signs and checks ServiceAccount
+    tokens (with it, pods are admitted as the ServiceAccount admission plugin does)."""
+    middlewares = [_errors_as_status] + ([_bearer(_accepting(token, store, issuer))] if token else [])
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STORE] = store
     app[WATCHES] = set()
     app[BOOKMARK_INTERVAL] = bookmark_interval
     app[DIAL] = dial
+    app[ISSUER] = issuer
     app.on_shutdown.append(_end_watches)
     for path in OPEN_PATHS:
         app.router.add_get(path, _ok)
@@ -991,14 +1022,18 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
 async def start(
     store: Store, host: str = "127.0.0.1", port: int = 0, token: str | auth.TokenFile | None = None,
     ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 10.0, ca_pem: bytes | None = None,
-    dial: proxy.Dial = proxy.dial_here,
+    dial: proxy.Dial = proxy.dial_here, issuer: TokenIssuer | None = None, sockets: Iterable[socket.socket] = (),
 ) -> tuple[web.AppRunner, int]:
-    """Serves the store (over TLS when given a context); returns the runner (``await runner.cleanup()``
-    stops it) and the bound port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""
+    """Serves the store (over TLS when given a context) on host:port and on each of ``sockets``
+    (listening already); returns the runner (``await runner.cleanup()`` stops it) and the bound
+    port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""
     # handler_cancellation: a watch whose client hangs up is cancelled at once and unsubscribes.
-    app = build_app(store, token, bookmark_interval, ca_pem, dial)
+    app = build_app(store, token, bookmark_interval, ca_pem, dial, issuer)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
-    return runner, runner.addresses[0][1]
+    bound = runner.addresses[0][1]
+    for sock in sockets:
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    return runner, bound

@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 DAYS = "3650"
 
@@ -37,11 +39,12 @@ def _openssl(*args: str) -> None:
 
 
 def ensure(directory: Path, name: str, hosts: list[str]) -> Certificates:
-    """The CA and a server certificate for `hosts` (IPs or DNS names) in `directory`; kept if present.
+    """The CA and a server certificate for `hosts` (IPs or DNS names) in `directory`; kept if present
+    and naming them all.
     A CA already there (ca.crt and ca.key, e.g. one CA shared by the replicas of a control plane)
     signs the certificate; else a CA is made."""
     certs = Certificates(directory / "ca.crt", directory / "apiserver.crt", directory / "apiserver.key")
-    if certs.ca.exists() and certs.cert.exists() and certs.key.exists():
+    if certs.ca.exists() and certs.cert.exists() and certs.key.exists() and names_all(certs.cert, hosts):
         return certs
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = directory / "ca.key"
@@ -58,6 +61,17 @@ def ensure(directory: Path, name: str, hosts: list[str]) -> Certificates:
         leftover.unlink(missing_ok=True)
     certs.key.chmod(0o600)
     return certs
+
+
+def names_all(cert: Path, hosts: list[str]) -> bool:
+    """Whether the certificate's subjectAltNames include every one of hosts."""
+    try:
+        sans = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} | set(sans.get_values_for_type(x509.DNSName))
+    return set(hosts) <= have
 
 
 def make_ca(directory: Path, name: str) -> Path:

@@ -15,11 +15,12 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from netplane import names
 from netplane.agent.node import AgentConfig, NodeAgent
 from netplane.api.client import Client
-from netplane.api import tls
+from netplane.api import satokens, serviceaccounts, tls
 from netplane.api.informer import Informers
 from netplane.api.main import setup_logging
 from netplane.api.proxy import Dial
@@ -30,6 +31,7 @@ from netplane.controllers.daemonset import DaemonSetController
 from netplane.controllers.deployment import DeploymentController
 from netplane.controllers.endpointslice import EndpointSliceController
 from netplane.controllers.gc import GarbageCollector
+from netplane.controllers.kubernetesservice import KubernetesService, service_ip
 from netplane.controllers.nodeipam import NodeIPAM
 from netplane.controllers.nodelifecycle import NodeLifecycleController
 from netplane.controllers.replicaset import ReplicaSetController
@@ -68,6 +70,30 @@ def controllers(informers: Informers, cluster_cidr: str, lease_seconds: int,
                                   "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
     ]
     return {loop.name: loop.run for loop in loops}
+
+
+API_PORT = 6443
+
+
+def apiserver_names(service_cidr: str, *addresses: str) -> list[str]:
+    """What the API server's certificate names: its own addresses, the `kubernetes` Service's IP and
+    DNS names (so an in-cluster client verifies it), and loopback."""
+    return [*addresses, service_ip(service_cidr), "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local", "127.0.0.1", "localhost"]
+
+
+def admission(service_cidr: str) -> Callable:
+    """The API server's admission: Services get their IPs and NodePorts, pods their ServiceAccount."""
+    services = admitter(service_cidr)
+
+    def admit(verb: str, plural: str, obj: dict, old: dict | None, store) -> dict:
+        return serviceaccounts.admit_pod(verb, plural, services(verb, plural, obj, old, store), old, store)
+
+    return admit
+
+
+def token_issuer(pki: Path) -> satokens.TokenIssuer:
+    return satokens.TokenIssuer(satokens.ensure_key(pki))
 
 
 async def system_namespaces(client: Client) -> None:
@@ -138,12 +164,26 @@ def dial_in(space: str) -> Dial:
     return dial
 
 
+def listener_in(space: str, address: str, port: int) -> socket.socket:
+    """A listening TCP socket in a namespace of the lab."""
+    sock = netns.socket_in(space, socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(128)
+    return sock
+
+
 async def run_embedded(state: LabState, lab: Lab) -> None:
+    """The control plane in this process. The API server listens on loopback for the lab's own
+    clients and, as a control-plane node's does, on node-1's address in node-1 (port 6443), which
+    the `kubernetes` Service leads pods to."""
     token = state.token()
-    certs = tls.ensure(state.pki, lab.name, ["127.0.0.1", "localhost"])
-    store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage, admit=admitter(lab.network.serviceCIDR))
-    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(),
-                               dial=dial_in(names.node_netns(lab.name, lab.nodes[0])))
+    first, advertise = names.node_netns(lab.name, lab.nodes[0]), lab.node_ip(lab.nodes[0])
+    certs = tls.ensure(state.pki, lab.name, apiserver_names(lab.network.serviceCIDR, advertise))
+    store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage,
+                  admit=admission(lab.network.serviceCIDR))
+    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(), dial=dial_in(first),
+                               issuer=token_issuer(state.pki), sockets=[listener_in(first, advertise, API_PORT)])
     server = f"https://127.0.0.1:{port}"
     # one client and one set of informers for the controllers and every node agent: a Node or
     # Service change is decoded once, not once per agent
@@ -163,6 +203,9 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
     await system_namespaces(client)
     parts = controllers(informers, lab.network.clusterCIDR, lab.nodeLeaseSeconds, certs.ca.read_text())
     parts.update(cloud.components(informers, lab.name, lab.network.loadBalancerPool))
+    endpoints = KubernetesService(client, lab.network.serviceCIDR, advertise, API_PORT)
+    await endpoints.sync()  # there before the kubeconfig is, as kube-apiserver makes it before it is ready
+    parts["kubernetes-service"] = endpoints.run
     parts.update({f"agent/{a.config.node_name}": a.run for a in agents})
     parts.update(informers.parts())
     state.write_kubeconfig(server, token, certs.ca)

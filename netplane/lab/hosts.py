@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from netplane import names
-from netplane.api import auth, kubeconfig, tls
+from netplane.api import auth, kubeconfig, satokens, tls
 from netplane.api.client import Client
 from netplane.api.informer import Informers
 from netplane.kernel import netns
@@ -171,13 +171,14 @@ def share_credentials(state: LabState, lab: Lab, token: str) -> None:
     """One CA and one token file for every replica, so that any of them serves any client."""
     if not (state.pki / "ca.key").exists():
         tls.make_ca(state.pki, lab.name)
+    satokens.ensure_key(state.pki)
     tokens = auth.TokenFile(state.dir / "tokens.json")
     tokens.admin()
     if not tokens.accepts(token):
         tokens.add(auth.Token(token, "bootstrap", description="the lab's join token"))
     for directory in server_dirs(state, lab):
         (directory / "pki").mkdir(parents=True, exist_ok=True)
-        for name in ("ca.crt", "ca.key"):
+        for name in ("ca.crt", "ca.key", satokens.KEY_FILE):
             shutil.copy2(state.pki / name, directory / "pki" / name)
         if not (directory / "tokens.json").exists():
             shutil.copy2(tokens.path, directory / "tokens.json")

@@ -20,7 +20,7 @@ from netplane import names
 from netplane.api import manifests
 from netplane.api.client import Client
 from netplane.api.informer import Informer
-from netplane.kernel import netns
+from netplane.kernel import cgroups, netns
 from netplane.lab import converge, topology
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState, known_labs
@@ -299,6 +299,10 @@ def _remove(name: str) -> list[str]:
     state = LabState(name)
     _stop_control_plane(state)
     removed = topology.teardown(name)
+    for scope in cgroups.scopes():  # the cgroups of its pods, once nothing runs in its namespaces
+        if names.lab_of_netns(scope) == name:
+            cgroups.remove(scope)
+    cgroups.prune()
     state.remove()
     return removed
 
@@ -314,6 +318,7 @@ def existing_labs() -> list[str]:
     """Every lab with a trace on this machine: a state directory or a namespace named np.<lab>.*."""
     labs = set(known_labs())
     labs.update(lab for lab in (names.lab_of_netns(n) for n in netns.listed(names.NETNS_PREFIX)) if lab)
+    labs.update(lab for lab in (names.lab_of_netns(s) for s in cgroups.scopes()) if lab)
     return sorted(labs)
 
 

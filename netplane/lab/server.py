@@ -14,6 +14,7 @@ the CA. Restarted on the same state directory, it keeps its store, CA and tokens
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import signal
@@ -29,7 +30,7 @@ from netplane.api.informer import Informers
 from netplane.api.server import start
 from netplane.api.store import Store
 from netplane.controllers.leader import LeaderElector
-from netplane.controllers.serviceip import admitter
+from netplane.controllers.kubernetesservice import KubernetesService
 from netplane.lab import daemon
 
 log = logging.getLogger("netplane.server")
@@ -50,6 +51,15 @@ class ServerConfig:
     name: str = "server"  # names the CA and the kubeconfig's context
     election: tuple[float, float, float] = (15.0, 10.0, 2.0)  # lease duration, renew deadline, retry period
 
+
+
+def _reachable(host: str) -> bool:
+    """Whether pods could reach a server listening on host (not loopback, not every address)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not (address.is_loopback or address.is_unspecified)
 
 
 def https_url(host: str, port: int) -> str:
@@ -83,9 +93,11 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     if cfg.bootstrap_token and not tokens.accepts(cfg.bootstrap_token):
         auth.split_bootstrap(cfg.bootstrap_token)  # the form, before it is stored
         tokens.add(auth.Token(cfg.bootstrap_token, "bootstrap", description="--bootstrap-token"))
-    certs = tls.ensure(cfg.state_dir / "pki", cfg.name, [cfg.host, "127.0.0.1", "localhost"])
-    store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=admitter(cfg.service_cidr))
-    runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes())
+    pki = cfg.state_dir / "pki"
+    certs = tls.ensure(pki, cfg.name, daemon.apiserver_names(cfg.service_cidr, cfg.host))
+    store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=daemon.admission(cfg.service_cidr))
+    runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes(),
+                               issuer=daemon.token_issuer(pki))
     url = https_url(cfg.host, port)  # the bound port, when cfg.port was 0
     client = Client(url, admin, str(certs.ca))
     try:
@@ -99,6 +111,10 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
             await asyncio.gather(*(daemon.supervise(name, fn) for name, fn in parts.items()))
 
         tasks = [asyncio.create_task(elector.run(lead), name="leader-election")]
+        if _reachable(cfg.host):  # every server puts itself in the `kubernetes` Service's endpoints
+            endpoints = KubernetesService(client, cfg.service_cidr, cfg.host, port)
+            await endpoints.sync()
+            tasks.append(asyncio.create_task(daemon.supervise("kubernetes-service", endpoints.run)))
         kubeconfig.write(cfg.state_dir / ADMIN_KUBECONFIG, cfg.name,
                          kubeconfig.Connection(url, admin, certs.ca.read_bytes()))
         log.info("API server on %s; join nodes with: netplane agent --server %s --token TOKEN", url, url)
