@@ -586,3 +586,97 @@ def test_limits_are_cgroups_and_a_container_over_its_memory_is_oom_killed(lab):
         assert 0 < used < 32 << 20
     finally:
         kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=LIMITED)
+
+
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.52"
+TEST_SERVERS = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: netexec}}
+spec:
+  nodeName: node-1
+  containers:
+  - {{name: agnhost, image: "{AGNHOST}", args: [netexec, --http-port=8080, --udp-port=8081]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostnames}}
+spec:
+  nodeName: node-2
+  containers:
+  - {{name: serve, image: "{AGNHOST}", args: [serve-hostname]}}
+  - {{name: porter, image: "{AGNHOST}", args: [porter], env: [{{name: SERVE_PORT_9000, value: foo}}]}}
+  - {{name: echo, image: hashicorp/http-echo, args: ["-text=hello from http-echo"]}}
+  - {{name: whoami, image: traefik/whoami, args: [--port=8000]}}
+"""
+
+
+def test_the_e2e_test_servers_agnhost_http_echo_and_whoami(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=TEST_SERVERS)
+    try:
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/netexec", "pod/hostnames", "--timeout=60s")
+        here, there = (pod_json(lab, p)["status"]["podIP"] for p in ("netexec", "hostnames"))
+
+        def get(url: str) -> str:
+            return eventually(lambda: (r := cli(lab, "exec", "node/node-1", "--", "curl", "-s", "-m", "3", url))
+                              .returncode == 0 and r.stdout)
+
+        assert get(f"http://{here}:8080/hostname") == "netexec"
+        assert json.loads(get(f"http://{here}:8080/dial?host={there}&port=9376&request=hostname")) == {
+            "responses": ["hostnames"], "errors": []}  # netexec asks serve-hostname, from inside its pod
+        assert json.loads(get(f"http://{here}:8080/shell?cmd=hostname")) == {"output": "netexec\n"}
+        assert get(f"http://{there}:9000/") == "foo"  # porter's SERVE_PORT_9000
+        assert get(f"http://{there}:5678/") == "hello from http-echo\n"
+        whoami = get(f"http://{there}:8000/")
+        assert "Hostname: hostnames\n" in whoami and f"IP: {there}\n" in whoami and "GET / HTTP/1.1" in whoami
+        # connect, as the NetworkPolicy e2e tests probe: exit 0, or 1 with the reason on stderr
+        assert cli(lab, "exec", "netexec", "--", "/agnhost", "connect", f"{there}:9376", "--timeout=2s").returncode == 0
+        refused = cli(lab, "exec", "netexec", "--", "/agnhost", "connect", f"{there}:9999", "--timeout=2s")
+        assert (refused.returncode, refused.stderr.strip()) == (1, "REFUSED")
+        # /exit ends the server with that code, and the kubelet restarts it
+        cli(lab, "exec", "node/node-1", "--", "curl", "-s", "-m", "3", f"http://{here}:8080/exit?code=3")
+        status = eventually(lambda: (s := pod_json(lab, "netexec")["status"]["containerStatuses"][0])
+                            ["restartCount"] >= 1 and s, timeout=30)
+        assert status["lastState"]["terminated"]["exitCode"] == 3
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=TEST_SERVERS)
+
+
+UPDATED = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: greeting}
+data: {message: hello}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: follows, labels: {stage: one}}
+spec:
+  nodeName: node-2
+  volumes:
+  - {name: config, configMap: {name: greeting}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "3600"]
+    env: [{name: MESSAGE, valueFrom: {configMapKeyRef: {name: greeting, key: message}}}]
+    volumeMounts: [{name: config, mountPath: /config}, {name: info, mountPath: /info},
+                   {name: config, mountPath: /pinned/message, subPath: message}]
+"""
+
+
+def test_config_map_and_downward_api_volumes_follow_their_objects_while_the_pod_runs(lab):
+    kubectl(lab, "apply", "-f", "-", stdin=UPDATED)
+    try:
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/follows", "--timeout=60s")
+        assert in_pod(lab, "follows", "cat", "/config/message") == "hello"
+        kubectl(lab, "patch", "configmap", "greeting", "-p", '{"data": {"message": "changed"}}')
+        kubectl(lab, "label", "pod", "follows", "stage=two", "--overwrite")
+        assert eventually(lambda: in_pod(lab, "follows", "cat", "/config/message") == "changed", timeout=30)
+        assert eventually(lambda: in_pod(lab, "follows", "cat", "/info/labels") == 'stage="two"', timeout=30)
+        # as upstream: the environment was set at start, and a subPath mount keeps the file it was given
+        assert in_pod(lab, "follows", "sh", "-c", "echo $MESSAGE").strip() == "hello"
+        assert in_pod(lab, "follows", "cat", "/pinned/message") == "hello"
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=UPDATED)

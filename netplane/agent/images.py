@@ -19,7 +19,9 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
+from netplane.agent import agnhost
 from netplane.agent.rootfs import Layer
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -113,6 +115,12 @@ def _busybox_links() -> dict[str, str]:
     return {f"/usr/local/bin/{applet}": "/usr/bin/busybox" for applet in busybox_applets()}
 
 
+def _test_server(program: str, cmd: tuple[str, ...] = ()) -> Image:
+    """An image of one of agnhost.py's programs, the file at /<program> as the image has its binary."""
+    return Image(entrypoint=(f"/{program}",), cmd=cmd, needs="python3", layer=Layer(
+        files={f"/{program}": Path(agnhost.__file__).read_text()}, modes={f"/{program}": 0o755}))
+
+
 def _catalog() -> dict[str, Image]:
     applets = _busybox_links()
     shell = Image(cmd=("sh",), layer=Layer(links=applets), needs="busybox")
@@ -132,6 +140,10 @@ def _catalog() -> dict[str, Image]:
                         modes={"/entrypoint.sh": 0o755})),
         "python": python,
         "nicolaka/netshoot": Image(cmd=("bash",), needs="tcpdump"),
+        "registry.k8s.io/e2e-test-images/agnhost": _test_server("agnhost", ("pause",)),
+        "k8s.gcr.io/e2e-test-images/agnhost": _test_server("agnhost", ("pause",)),
+        "hashicorp/http-echo": _test_server("http-echo"),
+        "traefik/whoami": _test_server("whoami"),
         "bitnami/kubectl": Image(entrypoint=("kubectl",), cmd=("--help",), needs="kubectl"),
         "registry.k8s.io/kubectl": Image(entrypoint=("kubectl",), needs="kubectl"),
     }

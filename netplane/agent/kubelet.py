@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 RETRY_START, RETRY_MAX = 1.0, 10.0  # a pod that failed to start: doubling, to upstream's pod worker backoff
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # CrashLoopBackOff and ImagePullBackOff, as upstream
 VOLUME_RETRY_START, VOLUME_RETRY_MAX = 0.5, 122.0  # a volume that cannot be set up: upstream's 500 ms to 2m2s
+VOLUME_SYNC = 5.0  # how often a running pod's ConfigMap, Secret and downward API files are brought up to date
 BACKOFF_RESET = 600.0  # a container that ran this long starts its back-off again from the start
 START_ERROR_CODE = 128  # what runtimes report for a container whose process could not be started
 
@@ -133,6 +134,7 @@ class Sandbox:
     containers: dict[str, Container] = field(default_factory=dict)
     init: dict[str, Container] = field(default_factory=dict)  # in the order they run
     initialized: bool = False  # its init containers have all done their part (or it has none)
+    tokens: dict = field(default_factory=dict)  # its projected ServiceAccount tokens, by (volume, path)
     ready_since: str = ""
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -437,6 +439,8 @@ class Kubelet:
         """The pod's volumes, its init containers in order (each to its successful end, a sidecar
         until it has started), then its containers, each supervised on its own."""
         prepared = await self._volumes(pod, box)
+        if any(set(v) & {"configMap", "secret", "downwardAPI", "projected"} for v in pod["spec"].get("volumes") or []):
+            box.tasks.append(asyncio.create_task(self._refresh_volumes(pod, box)))
         once = "Never" if pod["spec"].get("restartPolicy") == "Never" else "OnFailure"
         for c in box.init.values():
             if sidecar(c.spec):
@@ -471,13 +475,29 @@ class Kubelet:
         while True:
             lookup = await self._objects(pod, volumes.referenced(pod))
             try:
-                tokens = await self._tokens(pod)
+                box.tokens = await self._tokens(pod)
                 return await asyncio.to_thread(volumes.prepare, pod, self._pod_dir(box.key, box.uid), lookup,
-                                               self._allocatable(), tokens)
+                                               self._allocatable(), box.tokens)
             except volumes.VolumeError as err:
                 await self._event(pod, "FailedMount", str(err))
             await asyncio.sleep(pause)
             pause = min(pause * 2, VOLUME_RETRY_MAX)
+
+    async def _refresh_volumes(self, pod: dict, box: Sandbox) -> None:
+        """Every VOLUME_SYNC seconds, the pod's ConfigMap, Secret and downward API files as they are
+        now (the pod's labels and annotations too), as the kubelet's sync loop updates them; the
+        tokens stay those of the pod's start."""
+        while True:
+            await asyncio.sleep(VOLUME_SYNC)
+            current = self.pods.cache.get(box.key)
+            if current is None or current["metadata"]["uid"] != box.uid:
+                current = pod
+            lookup = await self._objects(current, volumes.referenced(current))
+            try:
+                await asyncio.to_thread(volumes.prepare, current, self._pod_dir(box.key, box.uid), lookup,
+                                        self._allocatable(), box.tokens)
+            except volumes.VolumeError as err:  # an object gone: the files stay as they were
+                log.info("kubelet/%s: pod %s/%s: %s", self.node_name, *box.key, err)
 
     async def _tokens(self, pod: dict) -> dict[tuple[str, str], str]:
         """A token bound to the pod for each of its serviceAccountToken sources, asked of the API

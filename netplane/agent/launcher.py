@@ -12,7 +12,7 @@ sends it one JSON line per request on stdin; replies and exits come back on stdo
   moves its children there for one fork), which joins its cgroups (``cgroups``: the cgroup.procs
   files to write 0 to) and the pod's other namespaces, takes a mount namespace of its own, carries
   out ``mounts`` (the container's root, built by netplane.agent.rootfs) and execs ``argv`` with
-  ``env`` (or runs a built-in server of echo.py). Reply ``{"id", "pid"}`` once
+  ``env`` (or runs a built-in server of agnhost.py). Reply ``{"id", "pid"}`` once
   it has exec'd (or bound its ports); ``{"id", "error", "reason"}`` when it could not start.
 - ``{"exit": pid, "code": n}``, unasked: a container's process or a pause process ended, with its
   exit status (128 + the signal for one killed by a signal, as container runtimes say).
@@ -32,8 +32,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # echo.py beside it; -I leaves it out
-import echo  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # agnhost.py beside it; -I leaves it out
+import agnhost  # noqa: E402
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
@@ -237,7 +237,7 @@ def _process(request: dict, ready_w: int) -> None:
             os.environ.clear()
             os.environ.update(request.get("env", {}))
             try:
-                bound = echo.bind(builtin.get("tcp", []), builtin.get("udp", []))
+                bound = agnhost.bind(builtin.get("tcp", []), builtin.get("udp", []))
             except OSError as err:  # it started, and ends at once, as a server that cannot bind does
                 os.write(2, f"{err}\n".encode())
                 os.write(ready_w, b"ok")
@@ -245,7 +245,7 @@ def _process(request: dict, ready_w: int) -> None:
             libc.prctl(PR_SET_NAME, builtin.get("title", "netplane-echo").encode()[:15], 0, 0, 0)
             os.write(ready_w, b"ok")
             os.close(ready_w)
-            echo.serve(builtin["name"], bound)
+            agnhost.serve(builtin["name"], bound)
             os._exit(0)
         argv, env = request["argv"], request.get("env", {})
         try:

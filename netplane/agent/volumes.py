@@ -2,7 +2,9 @@
 directory: emptyDir (a directory its containers share), configMap, secret, downwardAPI and projected
 (files written as upstream's atomic writer lays them out: ``..data`` points at a timestamped
 directory, each file is a link through it), and hostPath (the machine's path, checked against its
-``type``). Each container's volumeMounts (subPath, readOnly) become the bind mounts of its root.
+``type``). Each container's volumeMounts (subPath, readOnly) become the bind mounts of its root. Set up again
+while the pod runs, a volume whose ConfigMap, Secret or pod fields changed gets its new files in one
+switch of ``..data`` (a subPath mount keeps the file it was given, as upstream's does).
 
 A volume netplane cannot provide (persistentVolumeClaim, nfs, csi, ...) or one whose ConfigMap or
 Secret is missing raises VolumeError, worded as the kubelet's FailedMount event: the pod stays
@@ -39,7 +41,10 @@ def _kind(volume: dict) -> str:
 
 def _write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]]) -> None:
     """The files in target as upstream's atomic writer leaves them: ``..<time>/<path>`` written first,
-    ``..data`` switched to it with one rename, each visible top-level name a link through ``..data``."""
+    ``..data`` switched to it with one rename, each visible top-level name a link through ``..data``;
+    nothing is written when the files there are these already."""
+    if _holds(target, files):
+        return
     target.mkdir(parents=True, exist_ok=True)
     stamp = target / datetime.now(timezone.utc).strftime("..%Y_%m_%d_%H_%M_%S.%f")
     for path, (data, mode) in files.items():
@@ -63,6 +68,18 @@ def _write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]]) -> None:
             (target / name).symlink_to(f"..data/{name}")
     if old and old != stamp.name:
         shutil.rmtree(target / old, ignore_errors=True)
+
+
+def _holds(target: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
+    """Whether the atomic writer's directory holds exactly these files, contents and modes."""
+    data = target / "..data"
+    if not data.is_dir():
+        return False
+    present = {str(p.relative_to(data)) for p in data.rglob("*") if p.is_file()}
+    if present != set(files):
+        return False
+    return all((data / path).read_bytes() == content and stat.S_IMODE((data / path).stat().st_mode) == mode
+               for path, (content, mode) in files.items())
 
 
 def _keyed(kind: str, source: dict, lookup: podenv.Lookup, volume: str) -> dict[str, tuple[bytes, int]]:
