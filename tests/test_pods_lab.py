@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -33,6 +35,16 @@ def pod_json(lab: str, name: str) -> dict:
 def state(lab: str, name: str, container: int = 0) -> dict:
     statuses = pod_json(lab, name)["status"].get("containerStatuses") or [{}]
     return statuses[container].get("state", {})
+
+
+@contextmanager
+def applied(lab: str, manifest: str) -> Iterator[None]:
+    """The manifest's objects for the length of a test, deleted after it even when it fails."""
+    kubectl(lab, "apply", "-f", "-", stdin=manifest)
+    try:
+        yield
+    finally:
+        kubectl(lab, "delete", "-f", "-", "--wait=false", "--ignore-not-found", stdin=manifest)
 
 
 def in_pod(lab: str, pod: str, *argv: str) -> str:
@@ -161,8 +173,7 @@ spec:
 
 
 def test_exit_codes_decide_restarts_and_phases_and_nothing_pretends_to_run(lab):
-    kubectl(lab, "apply", "-f", "-", stdin=RUNS_ONCE)
-    try:
+    with applied(lab, RUNS_ONCE):
         assert eventually(lambda: pod_json(lab, "fails")["status"].get("phase") == "Failed", timeout=30)
         assert state(lab, "fails")["terminated"]["exitCode"] == 3
         assert state(lab, "fails")["terminated"]["reason"] == "Error"
@@ -181,8 +192,6 @@ def test_exit_codes_decide_restarts_and_phases_and_nothing_pretends_to_run(lab):
         failed = eventually(lambda: state(lab, "no-such-program").get("terminated"), timeout=30)
         assert (failed["exitCode"], failed["reason"]) == (128, "StartError")
         assert 'exec: "/no/such/program"' in failed["message"]
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=RUNS_ONCE)
 
 
 SOURCES = """
@@ -278,8 +287,7 @@ spec:
 
 def test_volumes_as_the_kubelet_mounts_them_and_none_it_cannot(lab, tmp_path):
     host = tmp_path / "from-host"
-    kubectl(lab, "apply", "-f", "-", stdin=VOLUMES.replace("HOSTDIR", str(host)))
-    try:
+    with applied(lab, VOLUMES.replace("HOSTDIR", str(host))):
         kubectl(lab, "wait", "--for=condition=Ready", "pod/volumes", "--timeout=60s")
         ip = pod_json(lab, "volumes")["status"]["podIP"]
         # nginx's site and its server block come from the ConfigMap, as tutorials configure it
@@ -300,8 +308,6 @@ def test_volumes_as_the_kubelet_mounts_them_and_none_it_cannot(lab, tmp_path):
         assert eventually(lambda: "persistentVolumeClaim, which netplane cannot provide" in kubectl(
             lab, "get", "events", "--field-selector", "involvedObject.name=claims,reason=FailedMount").stdout)
         assert state(lab, "claims").get("waiting", {}).get("reason") == "ContainerCreating"
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=VOLUMES.replace("HOSTDIR", str(host)))
 
 
 def test_a_lab_file_adds_images_to_the_catalog(lab):
@@ -347,8 +353,7 @@ spec:
 
 
 def test_liveness_and_startup_probes_restart_the_container(lab):
-    kubectl(lab, "apply", "-f", "-", stdin=PROBED)
-    try:
+    with applied(lab, PROBED):
         kubectl(lab, "wait", "--for=condition=Ready", "pod/lively", "--timeout=60s")
         assert pod_json(lab, "lively")["status"]["containerStatuses"][0]["started"] is True
         in_pod(lab, "lively", "rm", "/tmp/healthy")  # two failed liveness probes: SIGTERM, a fresh run
@@ -366,8 +371,6 @@ def test_liveness_and_startup_probes_restart_the_container(lab):
         again = eventually(lambda: (s := pod_json(lab, "never-starts")["status"]["containerStatuses"][0])
                            ["restartCount"] >= 1 and s, timeout=30)
         assert again["started"] is False and again["ready"] is False
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=PROBED)
 
 
 STAGED = """
@@ -411,8 +414,7 @@ spec:
 
 
 def test_init_containers_run_in_order_before_the_app_and_a_failed_one_holds_it_back(lab):
-    kubectl(lab, "apply", "-f", "-", stdin=STAGED)
-    try:
+    with applied(lab, STAGED):
         assert eventually(lambda: "Init:" in kubectl(lab, "get", "pod", "staged", "--no-headers").stdout
                           or pod_json(lab, "staged")["status"].get("phase") == "Running", timeout=30)
         kubectl(lab, "wait", "--for=condition=Ready", "pod/staged", "--timeout=60s")
@@ -437,8 +439,6 @@ def test_init_containers_run_in_order_before_the_app_and_a_failed_one_holds_it_b
         initialized = {c["type"]: c for c in retried["conditions"]}["Initialized"]
         assert (initialized["status"], initialized["reason"]) == ("False", "ContainersNotInitialized")
         assert "Init:" in kubectl(lab, "get", "pod", "init-retries").stdout
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=STAGED)
 
 
 HOOKED = """
@@ -463,14 +463,11 @@ spec:
 def test_lifecycle_hooks_run_after_start_and_before_the_stop_signal(lab, tmp_path):
     log = tmp_path / "hooks" / "log"
     manifest = HOOKED.replace("HOSTDIR", str(log.parent))
-    kubectl(lab, "apply", "-f", "-", stdin=manifest)
-    try:
+    with applied(lab, manifest):
         kubectl(lab, "wait", "--for=condition=Ready", "pod/hooked", "--timeout=60s")
         assert log.read_text() == "post-start\n"  # done before the container counts as running
         kubectl(lab, "delete", "pod", "hooked", "--timeout=60s")  # waits until the kubelet has stopped it
         assert log.read_text() == "post-start\npre-stop\nterm\n"
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", "--ignore-not-found", stdin=manifest)
 
 
 IN_CLUSTER = """
@@ -503,8 +500,7 @@ ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def test_a_pod_reaches_the_api_as_an_in_cluster_client_through_the_kubernetes_service(lab):
-    kubectl(lab, "apply", "-f", "-", stdin=IN_CLUSTER)
-    try:
+    with applied(lab, IN_CLUSTER):
         service = json.loads(kubectl(lab, "get", "service", "kubernetes", "-o", "json").stdout)
         assert (service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"]) == ("10.96.0.1", 443)
         endpoints = json.loads(kubectl(lab, "get", "endpointslice", "kubernetes", "-o", "json").stdout)
@@ -533,8 +529,6 @@ def test_a_pod_reaches_the_api_as_an_in_cluster_client_through_the_kubernetes_se
         missing = kubectl(lab, "run", "orphan", "--image=busybox", "--overrides",
                           '{"spec": {"serviceAccountName": "nobody"}}', "--", "sleep", "60", check=False)
         assert 'error looking up service account default/nobody: serviceaccount "nobody" not found' in missing.stderr
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", "--ignore-not-found", stdin=IN_CLUSTER)
 
 
 LIMITED = """
@@ -565,8 +559,7 @@ spec:
 
 def test_limits_are_cgroups_and_a_container_over_its_memory_is_oom_killed(lab):
     from netplane.kernel import cgroups
-    kubectl(lab, "apply", "-f", "-", stdin=LIMITED)
-    try:
+    with applied(lab, LIMITED):
         done = eventually(lambda: state(lab, "greedy").get("terminated"), timeout=60)
         assert (done["exitCode"], done["reason"]) == (137, "OOMKilled")
         assert pod_json(lab, "greedy")["status"]["phase"] == "Failed"
@@ -584,8 +577,6 @@ def test_limits_are_cgroups_and_a_container_over_its_memory_is_oom_killed(lab):
         assert pids and all(f"/{cgroups.TOP}/{where}" in open(f"/proc/{p}/cgroup").read() for p in pids)
         used, _ = cgroups.usage(where)
         assert 0 < used < 32 << 20
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=LIMITED)
 
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.52"
@@ -612,8 +603,7 @@ spec:
 
 
 def test_the_e2e_test_servers_agnhost_http_echo_and_whoami(lab):
-    kubectl(lab, "apply", "-f", "-", stdin=TEST_SERVERS)
-    try:
+    with applied(lab, TEST_SERVERS):
         kubectl(lab, "wait", "--for=condition=Ready", "pod/netexec", "pod/hostnames", "--timeout=60s")
         here, there = (pod_json(lab, p)["status"]["podIP"] for p in ("netexec", "hostnames"))
 
@@ -638,8 +628,6 @@ def test_the_e2e_test_servers_agnhost_http_echo_and_whoami(lab):
         status = eventually(lambda: (s := pod_json(lab, "netexec")["status"]["containerStatuses"][0])
                             ["restartCount"] >= 1 and s, timeout=30)
         assert status["lastState"]["terminated"]["exitCode"] == 3
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=TEST_SERVERS)
 
 
 UPDATED = """
@@ -667,8 +655,7 @@ spec:
 
 
 def test_config_map_and_downward_api_volumes_follow_their_objects_while_the_pod_runs(lab):
-    kubectl(lab, "apply", "-f", "-", stdin=UPDATED)
-    try:
+    with applied(lab, UPDATED):
         kubectl(lab, "wait", "--for=condition=Ready", "pod/follows", "--timeout=60s")
         assert in_pod(lab, "follows", "cat", "/config/message") == "hello"
         kubectl(lab, "patch", "configmap", "greeting", "-p", '{"data": {"message": "changed"}}')
@@ -678,5 +665,3 @@ def test_config_map_and_downward_api_volumes_follow_their_objects_while_the_pod_
         # as upstream: the environment was set at start, and a subPath mount keeps the file it was given
         assert in_pod(lab, "follows", "sh", "-c", "echo $MESSAGE").strip() == "hello"
         assert in_pod(lab, "follows", "cat", "/pinned/message") == "hello"
-    finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", stdin=UPDATED)

@@ -473,7 +473,7 @@ def test_from_the_underlay_client_to_a_nodeport_and_a_load_balancer_ip(lab, tmp_
         node_port = svc["spec"]["ports"][0]["nodePort"]
         report, target = eventually(lambda: (r := trace_in(lab, f"172.30.0.12:{node_port}", source="underlay/client"))[0]
                                     .delivered and r)
-        assert target.title.startswith(f"underlay/client (172.30.0.2) -> svc/tr-lb:http nodePort on node/node-2")
+        assert target.title.startswith("underlay/client (172.30.0.2) -> svc/tr-lb:http nodePort on node/node-2")
         assert [n.type for n in report.nat if n.node == "node-2"][:1] == ["DNAT"]
         lb_ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
         report, target = trace_in(lab, f"{lb_ip}:80", source="underlay/client")

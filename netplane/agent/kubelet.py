@@ -259,6 +259,7 @@ class Kubelet:
         self.pods = informers.get("pods", field_selector=f"spec.nodeName={node_name}")
         self.services = informers.get("services")
         self.nodes = informers.get("nodes")
+        self.config_objects = {plural: informers.get(plural) for plural in ("configmaps", "secrets")}
         self.loop = Reconciler(f"kubelet/{node_name}", self.reconcile)
         self.pods.add_handler(self.loop.trigger)
         self.network_loop = Reconciler(f"pod-networks/{node_name}", self.check_networks, resync=resync_seconds)
@@ -423,22 +424,24 @@ class Kubelet:
         key = (meta["namespace"], meta["name"])
         box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key), now(), capability_args(pod))
         async with self._lock(key):
+            volumes_ready = asyncio.create_task(self._volumes(pod, box))  # they need no network: beside the sandbox
             try:
                 if not await self._adopt(pod, box):
                     await self._create(pod, box)
             except Exception as err:  # reported on the pod, then retried after a backoff (_spawn)
+                volumes_ready.cancel()
                 await self._teardown(box, grace=0)
                 await self._report_failure(pod, str(err))
                 raise RuntimeError(f"pod {key[0]}/{key[1]} failed to start: {err}") from err
             self.sandboxes[box.uid] = box
             self._save(box)
-        box.tasks.append(asyncio.create_task(self._watch_sandbox(box)))
-        box.tasks.append(asyncio.create_task(self._run_pod(pod, box)))
+        box.tasks += [volumes_ready, asyncio.create_task(self._watch_sandbox(box)),
+                      asyncio.create_task(self._run_pod(pod, box, volumes_ready))]
 
-    async def _run_pod(self, pod: dict, box: Sandbox) -> None:
-        """The pod's volumes, its init containers in order (each to its successful end, a sidecar
-        until it has started), then its containers, each supervised on its own."""
-        prepared = await self._volumes(pod, box)
+    async def _run_pod(self, pod: dict, box: Sandbox, volumes_ready: asyncio.Task) -> None:
+        """Once its volumes are set up, the pod's init containers in order (each to its successful
+        end, a sidecar until it has started), then its containers, each supervised on its own."""
+        prepared = await volumes_ready
         if any(set(v) & {"configMap", "secret", "downwardAPI", "projected"} for v in pod["spec"].get("volumes") or []):
             box.tasks.append(asyncio.create_task(self._refresh_volumes(pod, box)))
         once = "Never" if pod["spec"].get("restartPolicy") == "Never" else "OnFailure"
@@ -473,9 +476,8 @@ class Kubelet:
             return {}
         pause = VOLUME_RETRY_START
         while True:
-            lookup = await self._objects(pod, volumes.referenced(pod))
             try:
-                box.tokens = await self._tokens(pod)
+                lookup, box.tokens = await asyncio.gather(self._objects(pod, volumes.referenced(pod)), self._tokens(pod))
                 return await asyncio.to_thread(volumes.prepare, pod, self._pod_dir(box.key, box.uid), lookup,
                                                self._allocatable(), box.tokens)
             except volumes.VolumeError as err:
@@ -635,8 +637,9 @@ class Kubelet:
             cpu_millis=round(podenv.quantity(limits["cpu"]) * 1000) if "cpu" in limits else None,
             cpu_request_millis=round(podenv.quantity(requests.get("cpu", limits.get("cpu", "0"))) * 1000))
         relative = self._cgroup(box, c)
-        await asyncio.to_thread(cgroups.remove, relative)  # what its last run left counts no more
-        return await asyncio.to_thread(cgroups.create, relative, wanted)
+        if c.restarts or c.last is not None:  # what its last run left counts no more
+            await asyncio.to_thread(cgroups.remove, relative)
+        return cgroups.create(relative, wanted)  # a dozen small writes: no thread hop
 
     def _ended(self, box: Sandbox, c: Container, code: int | None, started: str) -> dict:
         """lastState.terminated of a run that ended with ``code``: OOMKilled when the kernel's OOM
@@ -645,14 +648,21 @@ class Kubelet:
         return _terminated(code, started, "OOMKilled" if oom else "")
 
     async def _objects(self, pod: dict, wanted: set[tuple[str, str]]) -> podenv.Lookup:
-        """The ConfigMaps and Secrets (plural, name) of the pod's namespace that it names, read now."""
-        found: dict[tuple[str, str], dict] = {}
+        """The ConfigMaps and Secrets (plural, name) of the pod's namespace that it names, as the
+        kubelet's watch-based manager has them: from the watched cache, or asked of the API server
+        when the cache has not seen one (made a moment ago)."""
+        namespace, found = pod["metadata"]["namespace"], {}
         for plural, name in wanted:
-            try:
-                found[(plural, name)] = await self.client.get(plural, name, pod["metadata"]["namespace"])
-            except ApiError as err:
-                if err.code != 404:
-                    raise
+            watched = self.config_objects[plural]
+            cached = watched.cache.get((namespace, name)) if watched.synced.is_set() else None
+            if cached is None:
+                try:
+                    cached = await self.client.get(plural, name, namespace)
+                except ApiError as err:
+                    if err.code != 404:
+                        raise
+                    continue
+            found[(plural, name)] = cached
         return lambda plural, name: found.get((plural, name))
 
     async def _run(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str]) -> None:

@@ -194,9 +194,17 @@ def remove(obj: Any, path: Path, node: Node) -> None:
         obj[:] = [i for i in obj if i != json.loads(text)]
 
 
+def _writable_part(obj: dict, subresource: str | None) -> dict:
+    """What a write may own of obj: its status through the status subresource, else all but it
+    (so a kubelet's status write walks the status, not the whole pod)."""
+    if subresource == "status":
+        return {"status": obj["status"]} if "status" in obj else {}
+    return {k: v for k, v in obj.items() if k != "status"}
+
+
 def changed(old: dict, new: dict, node: Node, subresource: str | None = None) -> tuple[FieldSet, FieldSet]:
     """(added or modified, removed) between two versions of an object."""
-    before, after = members(old, node), members(new, node)
+    before, after = (members(_writable_part(o, subresource), node) for o in (old, new))
     touched = {p for p in after
                if _ownable(p, subresource) and (p not in before or (_leaf(p) and before[p] != after[p]))}
     gone = {p for p in before if _ownable(p, subresource) and p not in after}

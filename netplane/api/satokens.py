@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"  # kubeadm's --service-account-issuer
 API_AUDIENCES = (ISSUER,)  # what a token without audiences is for: the API server
-KEY_FILE, PUBLIC_FILE = "sa.key", "sa.pub"
+KEY_FILE = "sa.key"
 KUBELET_SECONDS = 3607  # what the kubelet asks for a projected token (kube-api-access)
 EXTENDED_SECONDS = 365 * 24 * 3600
 MIN_SECONDS, MAX_SECONDS = 600, 2 ** 32
@@ -32,7 +32,7 @@ CLAIMS = "kubernetes.io"
 
 def ensure_key(directory: Path) -> Path:
     """The service-account signing key in ``directory`` (a 2048-bit RSA key, as kubeadm's sa.key),
-    made once with openssl; its public half beside it."""
+    made once with openssl."""
     key = directory / KEY_FILE
     if not key.exists():
         directory.mkdir(parents=True, exist_ok=True)
@@ -40,11 +40,6 @@ def ensure_key(directory: Path) -> Path:
         if made.returncode != 0:
             raise RuntimeError(f"openssl genrsa failed: {made.stderr.strip()}")
         key.chmod(0o600)
-    public = directory / PUBLIC_FILE
-    if not public.exists():
-        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
-        public.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
     return key
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from netplane import names
 from netplane.api import manifests
 from netplane.api.client import Client
+from netplane.api.errors import ApiError
 from netplane.api.informer import Informer
 from netplane.kernel import cgroups, netns
 from netplane.lab import converge, topology
@@ -181,6 +182,19 @@ def _tail(state: LabState, lines: int = 15) -> str:
         return "(no log)"
 
 
+async def _wait_for_default_account(client: Client, deadline: float) -> None:
+    """Until the controllers have made the `default` ServiceAccount (a pod is admitted only with
+    its account, and with a replicated control plane they start once a leader is elected)."""
+    while True:
+        try:
+            await client.get("serviceaccounts", "default", "default")
+            return
+        except ApiError as err:
+            if err.code != 404 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
 async def _apply_all(client: Client, objects: list[dict], say: Say) -> None:
     """Apply the manifests' objects in order; consecutive objects of one kind go in parallel (a
     kind's objects do not depend on each other, while a Namespace must come before what is in it).
@@ -215,6 +229,8 @@ def _is_ready(node: dict) -> bool:
 async def _converge(lab: Lab, state: LabState, objects: list[dict], say: Say, started: float, deadline: float,
                     phases: _Phases, progress: OnProgress | None = None) -> int:
     async with Client(*state.connection()) as client:
+        if objects:
+            await _wait_for_default_account(client, deadline)
         await _apply_all(client, objects, say)
         if objects:
             phases.end("manifests")
