@@ -488,16 +488,25 @@ class Kubelet:
     async def _refresh_volumes(self, pod: dict, box: Sandbox) -> None:
         """Every VOLUME_SYNC seconds, the pod's ConfigMap, Secret and downward API files as they are
         now (the pod's labels and annotations too), as the kubelet's sync loop updates them; the
-        tokens stay those of the pod's start."""
+        tokens stay those of the pod's start. Nothing is read or written while the pod and the
+        objects it names keep their resourceVersions."""
+        written = None
         while True:
             await asyncio.sleep(VOLUME_SYNC)
             current = self.pods.cache.get(box.key)
             if current is None or current["metadata"]["uid"] != box.uid:
                 current = pod
-            lookup = await self._objects(current, volumes.referenced(current))
+            wanted = volumes.referenced(current)
+            lookup = await self._objects(current, wanted)
+            versions = (current["metadata"].get("resourceVersion"), sorted(
+                (plural, name, ((lookup(plural, name) or {}).get("metadata") or {}).get("resourceVersion", ""))
+                for plural, name in wanted))
+            if versions == written:
+                continue
             try:
                 await asyncio.to_thread(volumes.prepare, current, self._pod_dir(box.key, box.uid), lookup,
                                         self._allocatable(), box.tokens)
+                written = versions
             except volumes.VolumeError as err:  # an object gone: the files stay as they were
                 log.info("kubelet/%s: pod %s/%s: %s", self.node_name, *box.key, err)
 
