@@ -115,14 +115,16 @@ def _busybox_links() -> dict[str, str]:
     return {f"/usr/local/bin/{applet}": "/usr/bin/busybox" for applet in busybox_applets()}
 
 
-def _test_server(program: str, cmd: tuple[str, ...] = ()) -> Image:
-    """An image of one of agnhost.py's programs, the file at /<program> as the image has its binary."""
+def _test_server(program: str, source: str, cmd: tuple[str, ...] = ()) -> Image:
+    """An image of one of agnhost.py's programs (``source``), the file at /<program> as the image
+    has its binary."""
     return Image(entrypoint=(f"/{program}",), cmd=cmd, needs="python3", layer=Layer(
-        files={f"/{program}": Path(agnhost.__file__).read_text()}, modes={f"/{program}": 0o755}))
+        files={f"/{program}": source}, modes={f"/{program}": 0o755}))
 
 
 def _catalog() -> dict[str, Image]:
-    applets = _busybox_links()
+    applets, servers = _busybox_links(), Path(agnhost.__file__).read_text()
+    agnhost_image = _test_server("agnhost", servers, ("pause",))
     shell = Image(cmd=("sh",), layer=Layer(links=applets), needs="busybox")
     python = Image(cmd=("python3",), layer=Layer(links={"/usr/local/bin/python": "/usr/bin/python3"}),
                    needs="python3")
@@ -140,10 +142,10 @@ def _catalog() -> dict[str, Image]:
                         modes={"/entrypoint.sh": 0o755})),
         "python": python,
         "nicolaka/netshoot": Image(cmd=("bash",), needs="tcpdump"),
-        "registry.k8s.io/e2e-test-images/agnhost": _test_server("agnhost", ("pause",)),
-        "k8s.gcr.io/e2e-test-images/agnhost": _test_server("agnhost", ("pause",)),
-        "hashicorp/http-echo": _test_server("http-echo"),
-        "traefik/whoami": _test_server("whoami"),
+        "registry.k8s.io/e2e-test-images/agnhost": agnhost_image,
+        "k8s.gcr.io/e2e-test-images/agnhost": agnhost_image,
+        "hashicorp/http-echo": _test_server("http-echo", servers),
+        "traefik/whoami": _test_server("whoami", servers),
         "bitnami/kubectl": Image(entrypoint=("kubectl",), cmd=("--help",), needs="kubectl"),
         "registry.k8s.io/kubectl": Image(entrypoint=("kubectl",), needs="kubectl"),
     }

@@ -43,6 +43,7 @@ from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
+from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.cni import INCOMPATIBLE_VERSION, CNIError
 from netplane.cni.runtime import Attachment, Runtime
 from netplane.kernel import cgroups, netns
@@ -442,7 +443,7 @@ class Kubelet:
         """Once its volumes are set up, the pod's init containers in order (each to its successful
         end, a sidecar until it has started), then its containers, each supervised on its own."""
         prepared = await volumes_ready
-        if any(set(v) & {"configMap", "secret", "downwardAPI", "projected"} for v in pod["spec"].get("volumes") or []):
+        if volumes.follows_objects(pod):
             box.tasks.append(asyncio.create_task(self._refresh_volumes(pod, box)))
         once = "Never" if pod["spec"].get("restartPolicy") == "Never" else "OnFailure"
         for c in box.init.values():
@@ -478,8 +479,7 @@ class Kubelet:
         while True:
             try:
                 lookup, box.tokens = await asyncio.gather(self._objects(pod, volumes.referenced(pod)), self._tokens(pod))
-                return await asyncio.to_thread(volumes.prepare, pod, self._pod_dir(box.key, box.uid), lookup,
-                                               self._allocatable(), box.tokens)
+                return await self._prepare(pod, box, lookup)
             except volumes.VolumeError as err:
                 await self._event(pod, "FailedMount", str(err))
             await asyncio.sleep(pause)
@@ -504,17 +504,21 @@ class Kubelet:
             if versions == written:
                 continue
             try:
-                await asyncio.to_thread(volumes.prepare, current, self._pod_dir(box.key, box.uid), lookup,
-                                        self._allocatable(), box.tokens)
+                await self._prepare(current, box, lookup)
                 written = versions
             except volumes.VolumeError as err:  # an object gone: the files stay as they were
                 log.info("kubelet/%s: pod %s/%s: %s", self.node_name, *box.key, err)
+
+    async def _prepare(self, pod: dict, box: Sandbox, lookup: podenv.Lookup) -> dict[str, str]:
+        """The pod's volumes set up below its directory (files rewritten only where they changed)."""
+        return await asyncio.to_thread(volumes.prepare, pod, self._pod_dir(box.key, box.uid), lookup,
+                                       self._allocatable(), box.tokens)
 
     async def _tokens(self, pod: dict) -> dict[tuple[str, str], str]:
         """A token bound to the pod for each of its serviceAccountToken sources, asked of the API
         server as the kubelet asks (TokenRequest)."""
         meta, out = pod["metadata"], {}
-        account = pod["spec"].get("serviceAccountName") or "default"
+        account = pod["spec"].get("serviceAccountName") or DEFAULT_ACCOUNT
         for volume, source in volumes.token_sources(pod):
             spec = {"expirationSeconds": source.get("expirationSeconds", 3600),
                     "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}}

@@ -24,6 +24,7 @@ from netplane.agent import podenv
 from netplane.agent.rootfs import VolumeMount
 
 SUPPORTED = ("emptyDir", "configMap", "secret", "downwardAPI", "projected", "hostPath")
+FOLLOWING = {"configMap", "secret", "downwardAPI", "projected"}  # the kinds whose files follow their objects
 HOST_PATH_TYPES = {
     "Directory": (stat.S_ISDIR, "is not a directory"), "File": (stat.S_ISREG, "is not a file"),
     "Socket": (stat.S_ISSOCK, "is not a socket file"), "CharDevice": (stat.S_ISCHR, "is not a character device"),
@@ -138,6 +139,11 @@ def _host_path(source: dict, volume: str) -> str:
             raise VolumeError(f'MountVolume.SetUp failed for volume "{volume}" : hostPath type check failed: '
                               f"{path} {wrong}")
     return path
+
+
+def follows_objects(pod: dict) -> bool:
+    """Whether a volume of the pod has files that change with objects (set up again while it runs)."""
+    return any(FOLLOWING & set(volume) for volume in pod["spec"].get("volumes") or [])
 
 
 def token_sources(pod: dict) -> list[tuple[str, dict]]:

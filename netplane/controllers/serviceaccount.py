@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from netplane.api.errors import ApiError
 from netplane.api.loop import Reconciler
-
-DEFAULT_ACCOUNT = "default"
-ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
+from netplane.api.serviceaccounts import DEFAULT_ACCOUNT, ROOT_CA_CONFIG_MAP
 ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
                        "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
                        "guaranteed across distributions of Kubernetes clusters.")

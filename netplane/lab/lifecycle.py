@@ -20,6 +20,7 @@ from netplane import names
 from netplane.api import manifests
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
+from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.api.informer import Informer
 from netplane.kernel import cgroups, netns
 from netplane.lab import converge, topology
@@ -187,7 +188,7 @@ async def _wait_for_default_account(client: Client, deadline: float) -> None:
     its account, and with a replicated control plane they start once a leader is elected)."""
     while True:
         try:
-            await client.get("serviceaccounts", "default", "default")
+            await client.get("serviceaccounts", DEFAULT_ACCOUNT, "default")
             return
         except ApiError as err:
             if err.code != 404 or time.monotonic() > deadline:
