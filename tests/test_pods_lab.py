@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -554,10 +555,31 @@ spec:
     image: busybox
     command: [sleep, "3600"]
     resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {cpu: 250m, memory: 32Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: spinner}
+spec:
+  nodeName: node-2
+  containers:
+  - name: spin
+    image: busybox
+    command: [sh, -c, "while :; do :; done"]
+    resources: {limits: {cpu: 200m}}
 """
 
 
-def test_limits_are_cgroups_and_a_container_over_its_memory_is_oom_killed(lab):
+def millicores(text: str) -> int:
+    return int(text.removesuffix("m")) if text.endswith("m") else int(float(text) * 1000)
+
+
+def top(lab: str, *args: str) -> dict[str, list[str]]:
+    """`kubectl top ...` as {first column: the other columns}; empty while metrics are not there."""
+    done = kubectl(lab, "top", *args, "--no-headers", check=False)
+    return {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()} if done.returncode == 0 else {}
+
+
+def test_limits_are_cgroups_a_container_over_its_memory_is_oom_killed_and_kubectl_top_reports_use(lab):
     from netplane.kernel import cgroups
     with applied(lab, LIMITED):
         done = eventually(lambda: state(lab, "greedy").get("terminated"), timeout=60)
@@ -575,8 +597,28 @@ def test_limits_are_cgroups_and_a_container_over_its_memory_is_oom_killed(lab):
         # the container's processes are in it
         pids = (memory / "cgroup.procs").read_text().split()
         assert pids and all(f"/{cgroups.TOP}/{where}" in open(f"/proc/{p}/cgroup").read() for p in pids)
-        used, _ = cgroups.usage(where)
-        assert 0 < used < 32 << 20
+        used = cgroups.usage(where)
+        assert 0 < used.working_set_bytes <= used.memory_bytes < 32 << 20 and used.memory_limit == 32 << 20
+        # the metrics API, from the kubelets' Summaries: a busy loop under a 200m quota uses about 200m
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/spinner", "--timeout=60s")
+        spinning = eventually(lambda: top(lab, "pod", "spinner").get("spinner"), timeout=30)
+        assert 100 <= millicores(spinning[0]) <= 230, spinning
+        assert int(top(lab, "pod", "modest")["modest"][1].removesuffix("Mi")) < 32
+        nodes = eventually(lambda: (found := top(lab, "node")) and len(found) == 2 and found, timeout=30)
+        assert millicores(nodes["node-2"][0]) >= millicores(spinning[0]) - 50  # its pods are the node's
+        summary = json.loads(kubectl(lab, "get", "--raw", "/api/v1/nodes/node-2/proxy/stats/summary").stdout)
+        pods = {p["podRef"]["name"]: p for p in summary["pods"]}
+        assert summary["node"]["nodeName"] == "node-2" and {"modest", "spinner"} <= set(pods)
+        assert pods["spinner"]["containers"][0]["name"] == "spin"
+        assert pods["spinner"]["cpu"]["usageCoreNanoSeconds"] > 0
+        # the kubelet port itself takes only clients with a certificate of the lab's CA
+        from netplane import names
+        from netplane.lab.state import LabState
+        pki, url = LabState(lab).pki, "https://172.30.0.12:10250/healthz"
+        asked = ["ip", "netns", "exec", names.node_netns(lab, "node-1"), "curl", "-sk", "-m", "5", url]
+        assert subprocess.run(asked, capture_output=True).returncode != 0
+        cert = ["--cert", str(pki / "apiserver-kubelet-client.crt"), "--key", str(pki / "apiserver-kubelet-client.key")]
+        assert subprocess.run([*asked, *cert], capture_output=True, text=True).stdout == "ok"
 
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.52"

@@ -155,11 +155,12 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-async def stop(running: Running, grace: float = 2.0) -> None:
-    """SIGTERM, then SIGKILL after the grace period, as the kubelet stops a container."""
+async def stop(running: Running, grace: float = 2.0, first: int = signal.SIGTERM) -> None:
+    """``first`` (the image's stop signal), then SIGKILL after the grace period, as the kubelet stops
+    a container."""
     if not running.alive():
         return
-    _signal(running.pid, signal.SIGTERM)
+    _signal(running.pid, first)
     try:
         await asyncio.wait_for(running.wait(), grace)
     except asyncio.TimeoutError:

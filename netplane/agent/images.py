@@ -8,13 +8,14 @@ launcher runs without an exec. Kubernetes' rule applies: ``command`` replaces th
 drops the CMD, ``args`` replaces the CMD.
 
 A lab file can add images (``images:``), each an image name, or a prefix ending in ``*``, with
-its ``entrypoint``, ``cmd``, ``env`` and ``workingDir``. An image neither knows, without a
+its ``entrypoint``, ``cmd``, ``env``, ``workingDir`` and ``stopSignal``. An image neither knows, without a
 ``command``, cannot be run: the kubelet reports ErrImagePull, then ImagePullBackOff, naming this
 catalog, as a node that cannot pull it would.
 """
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Image:
     working_dir: str = "/"
     layer: Layer = Layer()
     needs: str = ""  # the program this image runs, which must be installed
+    stop_signal: str = "SIGTERM"  # its STOPSIGNAL: what a container of it is stopped with
 
 
 class ImageError(Exception):
@@ -89,6 +91,7 @@ NGINX = Image(
                 links={"/var/log/nginx/access.log": "/dev/stdout", "/var/log/nginx/error.log": "/dev/stderr",
                        "/etc/nginx/sites-enabled/default": "/dev/null"}),
     needs="nginx",
+    stop_signal="SIGQUIT",  # the nginx image's STOPSIGNAL: a graceful shutdown that lets requests finish
 )
 
 CURL_ENTRYPOINT = """\
@@ -177,7 +180,7 @@ class Catalog:
         for name, entry in (extra or {}).items():
             image = Image(entrypoint=tuple(entry.get("entrypoint") or ()), cmd=tuple(entry.get("cmd") or ()),
                           env={"PATH": DEFAULT_PATH, **(entry.get("env") or {})},
-                          working_dir=entry.get("workingDir") or "/")
+                          working_dir=entry.get("workingDir") or "/", stop_signal=entry.get("stopSignal") or "SIGTERM")
             if name.endswith("*"):
                 self.prefixes.append((name[:-1], image))
             else:
@@ -190,6 +193,11 @@ class Catalog:
             if image.startswith(prefix) or name.startswith(prefix):
                 return found
         return self.images.get(name)
+
+    def stop_signal(self, container: dict) -> int:
+        """The signal a container is stopped with: its image's STOPSIGNAL, else SIGTERM."""
+        image = self.find(container.get("image", ""))
+        return signal.Signals[image.stop_signal] if image is not None else signal.SIGTERM
 
     def resolve(self, container: dict) -> tuple[Image, list[str]]:
         """The image a container runs and its command line (Kubernetes' ENTRYPOINT/CMD rule)."""

@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from netplane import names
-from netplane.agent import containers, images, podenv, probes, rootfs, volumes
+from netplane.agent import containers, images, podenv, probes, rootfs, stats, volumes
 from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
@@ -628,6 +628,13 @@ class Kubelet:
             request["argv"] = argv
         return request
 
+    def pod_cgroups(self) -> list[stats.PodCgroup]:
+        """The cgroups of the pods here and of their running containers, for the stats."""
+        return [stats.PodCgroup(box.key[0], box.key[1], box.uid, self._cgroup(box), box.started_at, tuple(
+                    stats.ContainerCgroup(c.spec["name"], self._cgroup(box, c), c.running.started_at)
+                    for c in [*box.init.values(), *box.containers.values()] if c.running is not None))
+                for box in list(self.sandboxes.values())]
+
     def _cgroup(self, box: Sandbox, c: Container | None = None) -> str:
         """The pod's cgroup (below the node's, as the kubelet's pod<uid>), or one of its containers'."""
         pod = f"{self.cgroup_scope}/pod{box.uid}"
@@ -687,7 +694,7 @@ class Kubelet:
         grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
         if hook and not await probes.run_hook(hook, c.spec, box.ip, self.node_netns, c.running.pid, grace):
             await self._event(pod, "FailedPostStartHook", f"PostStartHook failed in container {c.spec['name']}")
-            await containers.stop(c.running, grace)  # it ends, and is restarted as its policy says
+            await containers.stop(c.running, grace, self.catalog.stop_signal(c.spec))  # restarted as its policy says
         c.waiting, c.message = "", ""
         self._save(box)
 
@@ -783,7 +790,7 @@ class Kubelet:
 
     async def _stop(self, box: Sandbox, c: Container, grace: float) -> None:
         """Stop a container as the kubelet does: its preStop hook first (unless the grace period is
-        0), then SIGTERM, and SIGKILL once the grace period is over (at least 2 s after a hook that
+        0), then its image's stop signal (SIGTERM but for a few), and SIGKILL once the grace period is over (at least 2 s after a hook that
         took it all, as upstream's minimum)."""
         run = c.running
         if run is None:
@@ -795,7 +802,7 @@ class Kubelet:
             if not await probes.run_hook(hook, c.spec, box.ip, self.node_netns, run.pid, grace):
                 await self._event(box.ref, "FailedPreStopHook", f"PreStopHook failed in container {c.spec['name']}")
             grace = max(grace - (clock() - began), 2.0)
-        await containers.stop(run, grace)
+        await containers.stop(run, grace, self.catalog.stop_signal(c.spec))
 
     async def _retire(self, box: Sandbox) -> None:
         async with self._lock(box.key):

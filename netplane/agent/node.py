@@ -16,11 +16,13 @@ from pathlib import Path
 import aiohttp
 
 from netplane import names
-from netplane.agent import overlay
+from netplane.agent import overlay, stats
 from netplane.agent.kubelet import Kubelet, now
+from netplane.agent.kubelet_server import KubeletServer, listener, tls_context
 from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
+from netplane.api.kubelets import KUBELET_PORT
 from netplane.api.loop import Reconciler
 from netplane.api.objects import now_text
 from netplane.cni.runtime import Runtime, conf_from_file, load_conf_dir, plugin_dir
@@ -54,6 +56,8 @@ class AgentConfig:
     cluster_dns: tuple[str, ...] = (DEFAULT_CLUSTER_DNS,)  # kubelet's --cluster-dns
     resolv_conf: str = "/etc/resolv.conf"  # kubelet's --resolv-conf: the node's own, for dnsPolicy Default
     images: dict[str, dict] = field(default_factory=dict)  # the lab's additions to the image catalog
+    client_ca: str = ""  # kubelet's --client-ca-file: whose client certificates its port accepts (none: no port)
+    kubelet_port: int = KUBELET_PORT
 
 
 def cni_config(pod_cidr: str, mtu: int, data_dir: Path) -> dict:
@@ -110,7 +114,7 @@ def network_config(cni: str, pod_cidr: str, mtu: int, data_dir: Path) -> dict:
     return fill(conf_from_file(Path(cni)), {"podCIDR": pod_cidr, "dataDir": str(data_dir), "mtu": mtu})
 
 
-def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
+def node_object(name: str, ip: str, labels: dict[str, str], kubelet_port: int = KUBELET_PORT) -> dict:
     machine = capacity()
     return {
         "apiVersion": "v1", "kind": "Node",
@@ -121,7 +125,7 @@ def node_object(name: str, ip: str, labels: dict[str, str]) -> dict:
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "conditions": [ready_condition(False, "KubeletNotReady", "network not ready: waiting for a podCIDR")],
             "capacity": machine, "allocatable": allocatable(machine),
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
             "nodeInfo": node_info(name),
         },
     }
@@ -214,7 +218,8 @@ class NodeAgent:
 
     async def register(self) -> None:
         try:
-            await self.client.create("nodes", node_object(self.config.node_name, self.ip, self.config.labels))
+            await self.client.create("nodes", node_object(self.config.node_name, self.ip, self.config.labels,
+                                                          self.config.kubelet_port))
         except ApiError as err:  # an existing Node is adopted
             if err.code != 409:
                 raise
@@ -298,6 +303,11 @@ class NodeAgent:
         self.ip, self.underlay_mtu = await asyncio.to_thread(overlay.underlay_address, self.config.netns,
                                                              self.config.iface)
         self.kubelet.host_ip = self.ip
+        port = None
+        if self.config.client_ca:  # before the Node says where it is
+            port = listener(self.config.netns, self.config.kubelet_port)
+            context = await asyncio.to_thread(tls_context, self.config.state_dir / "pki", self.ip,
+                                              self.config.node_name, self.config.client_ca)
         await self.register()
         # a task group, not gather: when one part fails the others are cancelled with it, so a
         # restart of run() never leaves a second copy of a loop behind
@@ -307,3 +317,7 @@ class NodeAgent:
             for loop in (self.overlay_loop, self.kubelet.loop, self.kubelet.network_loop, self.proxy.loop):
                 group.create_task(loop.run())
             group.create_task(self.heartbeat())
+            if port is not None:
+                memory = int(capacity()["memory"].removesuffix("Ki")) * 1024
+                summaries = stats.Stats(self.config.node_name, self.kubelet.cgroup_scope, memory, now())
+                group.create_task(KubeletServer(self.kubelet, summaries).serve(port, context))

@@ -8,29 +8,44 @@ of its ports' names (an unnamed port is ``name`` alone; a number is taken too); 
 a ready endpoint of it, at that port's target, as upstream's service proxy picks one (not through
 the ClusterIP).
 
-The request is sent as HTTP/1.0 with ``Connection: close`` over a connection made by the server's
-``Dial`` (in a lab: a socket in a node's network namespace, so that it crosses the lab's data plane),
-and the answer is passed back as it came: status, headers (but hop-by-hop ones) and body.
+The request is sent as HTTP/1.0 with ``Connection: close`` over a socket made by the server's
+``Outbound`` (in a lab: a socket in a node's network namespace, so that it crosses the lab's data
+plane), and the answer is passed back as it came: status, headers (but hop-by-hop ones) and body.
 """
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Callable
 
 from aiohttp import web
 
 from netplane.api.errors import ApiError, bad_request
 
-Dial = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+# how the server makes its outbound sockets, given an addrinfo tuple (family, type, proto, name,
+# address): aiohttp's socket factory, so its client sessions make theirs the same way
+Outbound = Callable[[tuple], socket.socket]
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length"})
 TIMEOUT = 30.0
 
 
-async def dial_here(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The default Dial: a TCP connection from the server's own network namespace."""
-    return await asyncio.open_connection(host, port)
+def here(addrinfo: tuple) -> socket.socket:
+    """The default Outbound: a socket in the server's own network namespace."""
+    return socket.socket(*addrinfo[:3])
+
+
+async def connect(outbound: Outbound, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to host:port from a socket outbound makes."""
+    sock = outbound((socket.AF_INET, socket.SOCK_STREAM, 0, "", (host, port)))
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
 
 
 def split_name(text: str) -> tuple[str, str, str]:
@@ -81,7 +96,7 @@ def service_target(service: dict, slices: list[dict], port: str) -> tuple[str, i
     return random.choice(choices)
 
 
-async def forward(request: web.Request, dial: Dial, host: str, port: int, path: str) -> web.Response:
+async def forward(request: web.Request, outbound: Outbound, host: str, port: int, path: str) -> web.Response:
     """Send the request to host:port and pass the answer back."""
     query = f"?{request.query_string}" if request.query_string else ""
     head = [f"{request.method} /{path}{query} HTTP/1.0", f"Host: {host}:{port}", "Connection: close"]
@@ -91,7 +106,7 @@ async def forward(request: web.Request, dial: Dial, host: str, port: int, path: 
     if body:
         head.append(f"Content-Length: {len(body)}")
     try:
-        reader, writer = await asyncio.wait_for(dial(host, port), TIMEOUT)
+        reader, writer = await asyncio.wait_for(connect(outbound, host, port), TIMEOUT)
     except (OSError, asyncio.TimeoutError) as err:
         raise _unavailable(f"error trying to reach service: dial tcp {host}:{port}: {err}") from None
     try:

@@ -14,15 +14,17 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import (auth, codec, lifecycle, openapi, openapi_pb, paging, patch, protobuf, proxy, schema,
-                          serviceaccounts, tables)
+from netplane.api import (auth, codec, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, protobuf,
+                          proxy, schema, serviceaccounts, tables)
 from netplane.api.errors import ApiError, Gone, bad_request
+from netplane.api.kubelets import Kubelets
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.resources import RESOURCES, Resource, api_version, group_path
 from netplane.api.satokens import TokenIssuer
@@ -44,9 +46,10 @@ VERSION = {
 }
 STORE = web.AppKey("store", Store)
 WATCHES = web.AppKey("watches", set)  # the queues of open watches, ended on shutdown
-DIAL = web.AppKey("dial", object)  # how the proxy subresources connect to pods (proxy.Dial)
+OUTBOUND = web.AppKey("outbound", object)  # how the proxy subresources' sockets are made (proxy.Outbound)
+KUBELETS = web.AppKey("kubelets", Kubelets)
 ISSUER = web.AppKey("issuer", object)  # the ServiceAccount token issuer (satokens.TokenIssuer), or None
-PROXIED = ("pods", "services")  # the resources with a proxy subresource
+PROXIED = ("pods", "services", "nodes")  # the resources with a proxy subresource
 
 Match = Callable[[dict], bool]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -723,8 +726,14 @@ class _Handlers:
                      status=201)
 
     async def proxy(self, request: web.Request) -> web.Response:
-        """pods/NAME[:PORT]/proxy/PATH and services/NAME[:PORT]/proxy/PATH (proxy.py)."""
+        """pods/NAME[:PORT]/proxy/PATH and services/NAME[:PORT]/proxy/PATH (proxy.py); nodes/NAME/proxy/PATH
+        to the node's kubelet port."""
         scheme, name, port = proxy.split_name(request.match_info["name"])
+        if self.res.plural == "nodes":
+            if scheme not in ("", "https") or port not in ("", str(kubelets.KUBELET_PORT)):
+                raise bad_request("the proxy reaches a node's kubelet port (https, 10250) only")
+            node = request.app[STORE].get("nodes", None, name)
+            return await request.app[KUBELETS].forward(request, node, request.match_info.get("path", ""))
         if scheme not in ("", "http"):
             raise bad_request(f"the proxy speaks http to {self.res.plural}, not {scheme}")
         store, namespace = request.app[STORE], request.match_info.get("namespace")
@@ -735,7 +744,7 @@ class _Handlers:
             slices = [s for s in store.list("endpointslices", namespace)[0]
                       if s["metadata"].get("labels", {}).get(names.SERVICE_NAME_LABEL) == name]
             host, number = proxy.service_target(target, slices, port)
-        return await proxy.forward(request, request.app[DIAL], host, number, request.match_info.get("path", ""))
+        return await proxy.forward(request, request.app[OUTBOUND], host, number, request.match_info.get("path", ""))
 
     async def _update(self, request: web.Request, subresource: str | None) -> web.Response:
         duplicates: list[str] = []
@@ -869,9 +878,11 @@ def _add_discovery_routes(router: web.UrlDispatcher) -> list[str]:
     by_gv: dict[str, list[Resource]] = {}
     for r in RESOURCES:
         by_gv.setdefault(api_version(r), []).append(r)
+    lists = {gv: _resource_list(gv, resources) for gv, resources in by_gv.items()}
+    lists[metrics.GROUP_VERSION] = metrics.RESOURCE_LIST  # served by the metrics API's own routes
     groups = []
-    for gv, resources in by_gv.items():
-        add(group_path(resources[0]), _constant(_resource_list(gv, resources)))
+    for gv, resource_list in lists.items():
+        add(f"/apis/{gv}" if "/" in gv else f"/api/{gv}", _constant(resource_list))
         if "/" in gv:
             name, version = gv.split("/")
             entry = {"groupVersion": gv, "version": version}
@@ -988,19 +999,22 @@ def _accepting(token: str | auth.TokenFile, store: Store, issuer: TokenIssuer | 
 
 
 def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_interval: float = 10.0,
-              ca_pem: bytes | None = None, dial: proxy.Dial = proxy.dial_here,
-              issuer: TokenIssuer | None = None) -> web.Application:
+              ca_pem: bytes | None = None, outbound: proxy.Outbound = proxy.here,
+              issuer: TokenIssuer | None = None, kubelet_client: tuple[Path, Path] | None = None) -> web.Application:
     """The API server's application; with a TokenFile and the CA, also the open discovery path.
-    ``dial`` connects the proxy subresources to pods; ``issuer`` signs and checks ServiceAccount
-    tokens (with it, pods are admitted as the ServiceAccount admission plugin does)."""
+    ``outbound`` makes the sockets to pods (proxy subresources) and kubelets; ``issuer`` signs and
+    checks ServiceAccount tokens (with it, pods are admitted as the ServiceAccount admission plugin
+    does); ``kubelet_client`` is the certificate and key it shows kubelets (tls.kubelet_client)."""
     middlewares = [_errors_as_status] + ([_bearer(_accepting(token, store, issuer))] if token else [])
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STORE] = store
     app[WATCHES] = set()
     app[BOOKMARK_INTERVAL] = bookmark_interval
-    app[DIAL] = dial
+    app[OUTBOUND] = outbound
+    app[KUBELETS] = Kubelets(kubelet_client, outbound)
     app[ISSUER] = issuer
     app.on_shutdown.append(_end_watches)
+    app.on_cleanup.append(lambda app: app[KUBELETS].close())
     for path in OPEN_PATHS:
         app.router.add_get(path, _ok)
     if isinstance(token, auth.TokenFile) and ca_pem is not None:
@@ -1016,19 +1030,21 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
     app.router.add_get("/", _constant({"paths": sorted(root)}))
     for res in RESOURCES:
         _add_resource_routes(app.router, res)
+    metrics.routes(app.router, lambda plural, namespace: store.list(plural, namespace)[0], selector, app[KUBELETS])
     return app
 
 
 async def start(
     store: Store, host: str = "127.0.0.1", port: int = 0, token: str | auth.TokenFile | None = None,
     ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 10.0, ca_pem: bytes | None = None,
-    dial: proxy.Dial = proxy.dial_here, issuer: TokenIssuer | None = None, sockets: Iterable[socket.socket] = (),
+    outbound: proxy.Outbound = proxy.here, issuer: TokenIssuer | None = None, sockets: Iterable[socket.socket] = (),
+    kubelet_client: tuple[Path, Path] | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serves the store (over TLS when given a context) on host:port and on each of ``sockets``
     (listening already); returns the runner (``await runner.cleanup()`` stops it) and the bound
     port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""
     # handler_cancellation: a watch whose client hangs up is cancelled at once and unsubscribes.
-    app = build_app(store, token, bookmark_interval, ca_pem, dial, issuer)
+    app = build_app(store, token, bookmark_interval, ca_pem, outbound, issuer, kubelet_client)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

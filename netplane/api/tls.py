@@ -4,6 +4,7 @@ The API server always speaks TLS: kubectl sends a bearer token only over TLS, an
 lab needs it off loopback anyway. The kubeconfig carries the CA, so clients verify the server."""
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import ssl
 import subprocess
@@ -11,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 DAYS = "3650"
@@ -83,6 +87,58 @@ def make_ca(directory: Path, name: str) -> Path:
              "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     ca_key.chmod(0o600)
     return ca
+
+
+KUBELET_CLIENT = "apiserver-kubelet-client"  # kubeadm's name for the API server's certificate towards kubelets
+
+
+def _issue(cert: Path, key: Path, common_name: str, usage: x509.ObjectIdentifier, hosts: list[str] = (),
+           organization: str = "", ca: Path | None = None) -> None:
+    """A new EC key and a certificate for it, signed by the CA (ca and its .key beside it) or by
+    itself when ca is None."""
+    own = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        names.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    subject = x509.Name(names)
+    if ca is None:
+        issuer, signer = subject, own
+    else:
+        issuer = x509.load_pem_x509_certificate(ca.read_bytes()).subject
+        signer = serialization.load_pem_private_key(ca.with_suffix(".key").read_bytes(), None)
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(own.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(start)
+               .not_valid_after(start + datetime.timedelta(days=int(DAYS)))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+    if hosts:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(h)) if _is_ip(h) else x509.DNSName(h) for h in hosts]), critical=False)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.touch(mode=0o600)
+    key.write_bytes(own.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    cert.write_bytes(builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+def kubelet_client(directory: Path) -> tuple[Path, Path]:
+    """The API server's client certificate and key towards node agents' kubelet ports, signed by
+    the CA in directory (made by ensure), as kubeadm's apiserver-kubelet-client (O=system:masters)."""
+    cert, key = directory / f"{KUBELET_CLIENT}.crt", directory / f"{KUBELET_CLIENT}.key"
+    if not (cert.exists() and key.exists()):
+        _issue(cert, key, "kube-apiserver-kubelet-client", ExtendedKeyUsageOID.CLIENT_AUTH,
+               organization="system:masters", ca=directory / "ca.crt")
+    return cert, key
+
+
+def self_signed(directory: Path, name: str, hosts: list[str]) -> tuple[Path, Path]:
+    """A serving certificate that signs itself (``<name>.crt``, ``<name>.key``) for hosts, as a
+    kubelet makes one when none is given; kept while it names them all."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    if not (cert.exists() and key.exists() and names_all(cert, hosts)):
+        _issue(cert, key, f"{hosts[0]}@{name}", ExtendedKeyUsageOID.SERVER_AUTH, hosts)
+    return cert, key
 
 
 def _is_ip(text: str) -> bool:

@@ -70,14 +70,34 @@ def oom_kills(relative: str) -> int:
     return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("oom_kill ")), 0)
 
 
-def usage(relative: str) -> tuple[int, int]:
-    """(memory in use in bytes, CPU time used in nanoseconds) of the cgroup."""
+@dataclass(frozen=True)
+class Usage:
+    """What a cgroup uses, as cAdvisor reads it for the kubelet's stats."""
+    cpu_nanoseconds: int  # CPU time used since it was made (cpuacct.usage)
+    memory_bytes: int  # memory.usage_in_bytes
+    working_set_bytes: int  # usage less the inactive file cache: what cannot be taken back
+    rss_bytes: int
+    page_faults: int
+    major_page_faults: int
+    memory_limit: int | None  # memory.limit_in_bytes, None when unlimited
+
+
+UNLIMITED = 1 << 62  # the kernel's "no limit" is 9223372036854771712, a page short of 2^63
+
+
+def usage(relative: str) -> Usage | None:
+    """The cgroup's use of CPU and memory (with those below it); None when it is gone."""
+    memory = _dir("memory", relative)
     try:
-        memory = int((_dir("memory", relative) / "memory.usage_in_bytes").read_text())
+        used = int((memory / "memory.usage_in_bytes").read_text())
+        limit = int((memory / "memory.limit_in_bytes").read_text())
+        stat = dict(line.split() for line in (memory / "memory.stat").read_text().splitlines())
         cpu = int((_dir("cpuacct", relative) / "cpuacct.usage").read_text())
     except FileNotFoundError:
-        return 0, 0
-    return memory, cpu
+        return None
+    return Usage(cpu, used, max(used - int(stat.get("total_inactive_file", 0)), 0), int(stat.get("total_rss", 0)),
+                 int(stat.get("total_pgfault", 0)), int(stat.get("total_pgmajfault", 0)),
+                 None if limit >= UNLIMITED else limit)
 
 
 def _pids(directory: Path) -> list[int]:

@@ -23,7 +23,7 @@ from netplane.api.client import Client
 from netplane.api import satokens, serviceaccounts, tls
 from netplane.api.informer import Informers
 from netplane.api.main import setup_logging
-from netplane.api.proxy import Dial
+from netplane.api.proxy import Outbound
 from netplane.api.server import start
 from netplane.api.store import Store
 from netplane.api.errors import ApiError
@@ -148,20 +148,11 @@ async def until_stopped(parts: dict[str, Callable[[], Awaitable]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def dial_in(space: str) -> Dial:
-    """The proxy subresources' Dial from a node's network namespace: the API server reaches a pod
-    through the lab's data plane, as a control-plane node's kube-apiserver does."""
-    async def dial(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        sock = netns.socket_in(space, socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, (host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return await asyncio.open_connection(sock=sock)
-
-    return dial
+def sockets_in(space: str) -> Outbound:
+    """The API server's outbound sockets from a node's network namespace: it reaches pods (the proxy
+    subresources) and node agents through the lab's data plane, as a control-plane node's
+    kube-apiserver does."""
+    return lambda addrinfo: netns.socket_in(space, *addrinfo[:3])
 
 
 def listener_in(space: str, address: str, port: int) -> socket.socket:
@@ -182,8 +173,9 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
     certs = tls.ensure(state.pki, lab.name, apiserver_names(lab.network.serviceCIDR, advertise))
     store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage,
                   admit=admission(lab.network.serviceCIDR))
-    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(), dial=dial_in(first),
-                               issuer=token_issuer(state.pki), sockets=[listener_in(first, advertise, API_PORT)])
+    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(), outbound=sockets_in(first),
+                               issuer=token_issuer(state.pki), sockets=[listener_in(first, advertise, API_PORT)],
+                               kubelet_client=tls.kubelet_client(state.pki))
     server = f"https://127.0.0.1:{port}"
     # one client and one set of informers for the controllers and every node agent: a Node or
     # Service change is decoded once, not once per agent
@@ -196,7 +188,7 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
             lease_seconds=lab.nodeLeaseSeconds, resync_seconds=lab.nodeResyncSeconds, labels=lab.nodeLabels.get(node, {}),
             proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni,
             cluster_dns=(names.cluster_dns_ip(lab.network.serviceCIDR),), resolv_conf=str(state.node_resolv()),
-            images=lab.images),
+            images=lab.images, client_ca=str(certs.ca)),
             informers)
         for node in lab.nodes
     ]

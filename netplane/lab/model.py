@@ -29,13 +29,14 @@ storage: sqlite                 # sqlite (a file in the lab's state directory) o
 images:                         # images beyond the built-in catalog (netplane/agent/images.py): by name,
   example.com/shop/api:         #   or a prefix ending in *; what the image would run, from this machine's
     entrypoint: [python3, -m, http.server]   # programs (ENTRYPOINT)
-    cmd: ["8080"]               # CMD; also env: {KEY: value} and workingDir: /srv
+    cmd: ["8080"]               # CMD; also env: {KEY: value}, workingDir: /srv and stopSignal: SIGQUIT
 ```
 """
 from __future__ import annotations
 
 import ipaddress
 import re
+import signal
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -291,7 +292,7 @@ def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:
     return tuple(found)
 
 
-IMAGE_FIELDS = {"entrypoint", "cmd", "env", "workingDir"}
+IMAGE_FIELDS = {"entrypoint", "cmd", "env", "workingDir", "stopSignal"}
 
 
 def _images(value: Any) -> dict[str, dict]:
@@ -317,6 +318,8 @@ def _images(value: Any) -> dict[str, dict]:
             raise LabError(f"{where}.env", "give a mapping of names to string values")
         if "workingDir" in entry and not (isinstance(entry["workingDir"], str) and entry["workingDir"].startswith("/")):
             raise LabError(f"{where}.workingDir", "give an absolute path, e.g. /srv")
+        if "stopSignal" in entry and entry["stopSignal"] not in signal.Signals.__members__:
+            raise LabError(f"{where}.stopSignal", "give a signal's name, e.g. SIGQUIT")
     return {name: dict(entry) for name, entry in value.items()}
 
 

@@ -97,7 +97,7 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     certs = tls.ensure(pki, cfg.name, daemon.apiserver_names(cfg.service_cidr, cfg.host))
     store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=daemon.admission(cfg.service_cidr))
     runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes(),
-                               issuer=daemon.token_issuer(pki))
+                               issuer=daemon.token_issuer(pki), kubelet_client=tls.kubelet_client(pki))
     url = https_url(cfg.host, port)  # the bound port, when cfg.port was 0
     client = Client(url, admin, str(certs.ca))
     try:

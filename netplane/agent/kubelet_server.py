@@ -1,0 +1,90 @@
+"""The node agent's HTTPS port, the kubelet's 10250: what the API server reaches a node through
+(``nodes/NAME/proxy/...``, the metrics API, and the pods' logs and streams).
+
+TLS with a serving certificate the agent makes for itself (as a kubelet does when none is given),
+and only clients with a certificate from the cluster's CA (the kubelet's --client-ca-file: the API
+server's apiserver-kubelet-client); what such a client asks is allowed, as the kubelet's
+AlwaysAllow authorizer allows it.
+
+Paths, as the kubelet serves them: ``/healthz``, ``/pods`` (the pods bound to the node, a PodList),
+``/stats/summary`` (stats.py)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from netplane.agent import stats
+from netplane.agent.kubelet import Kubelet
+from netplane.api import tls
+from netplane.kernel import netns
+
+log = logging.getLogger(__name__)
+CERT_NAME = "kubelet"  # its serving certificate and key, kubelet.crt and kubelet.key, as /var/lib/kubelet/pki has them
+
+
+def listener(space: str | None, port: int) -> socket.socket:
+    """The port's listening socket, on every address of the node's network namespace."""
+    sock = netns.socket_in(space, socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    return sock
+
+
+def tls_context(pki: Path, node_ip: str, node_name: str, client_ca: str) -> ssl.SSLContext:
+    cert, key = tls.self_signed(pki, CERT_NAME, [node_ip, node_name])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(client_ca)
+    return context
+
+
+class KubeletServer:
+    def __init__(self, kubelet: Kubelet, stats_: stats.Stats) -> None:
+        self.kubelet, self.stats = kubelet, stats_
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/pods", self.pods)
+        app.router.add_get("/stats/summary", self.summary)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def pods(self, request: web.Request) -> web.Response:
+        items = sorted(self.kubelet.pods.cache.values(), key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
+        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+
+    async def summary(self, request: web.Request) -> web.Response:
+        if not self.kubelet.has_cgroups:
+            raise web.HTTPServiceUnavailable(text="no stats: this machine lacks the cgroup v1 hierarchies\n")
+        return web.json_response(await asyncio.to_thread(self.stats.summary, self.kubelet.pod_cgroups()))
+
+    async def housekeeping(self) -> None:
+        """A sample of every cgroup each HOUSEKEEPING seconds, so rates are there when asked for."""
+        while self.kubelet.has_cgroups:
+            await asyncio.to_thread(self.stats.summary, self.kubelet.pod_cgroups())
+            await asyncio.sleep(stats.HOUSEKEEPING)
+
+    async def serve(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        """Serve on the listening socket until cancelled."""
+        runner = web.AppRunner(self.app(), handler_cancellation=True, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock, ssl_context=context).start()
+            await self.housekeeping()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
