@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import datetime, timedelta, timezone
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -707,3 +708,85 @@ def test_config_map_and_downward_api_volumes_follow_their_objects_while_the_pod_
         # as upstream: the environment was set at start, and a subPath mount keeps the file it was given
         assert in_pod(lab, "follows", "sh", "-c", "echo $MESSAGE").strip() == "hello"
         assert in_pod(lab, "follows", "cat", "/pinned/message") == "hello"
+
+
+LOGGING = """
+apiVersion: v1
+kind: Pod
+metadata: {name: twice}
+spec:
+  nodeName: node-1
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: main
+    image: busybox
+    volumeMounts: [{name: data, mountPath: /data}]
+    command: [sh, -c, "if [ -e /data/once ]; then echo second; echo 'to stderr' >&2; exec sleep 3600;
+              else touch /data/once; echo first; echo oops >&2; exit 3; fi"]
+  - name: counter
+    image: busybox
+    command: [sh, -c, "for i in 1 2 3 4 5; do echo line $i; done; exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: brief}
+spec:
+  nodeName: node-2
+  restartPolicy: Never
+  containers:
+  - {name: main, image: busybox, command: [sh, -c, "for i in 1 2 3; do echo tick $i; sleep 0.4; done"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: quitter}
+spec:
+  nodeName: node-2
+  containers:
+  - name: nginx
+    image: nginx
+    livenessProbe: {httpGet: {path: /missing, port: 80}, initialDelaySeconds: 1, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unpulled}
+spec:
+  nodeName: node-1
+  containers:
+  - {name: main, image: example.com/nobody/knows:1}
+"""
+
+
+def test_kubectl_logs_reads_each_run_of_a_container_with_the_options_and_follows_to_its_end(lab):
+    with applied(lab, LOGGING):
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/twice", "--timeout=60s")
+        logs = lambda *args, check=True: kubectl(lab, "logs", *args, check=check)  # noqa: E731
+        eventually(lambda: logs("twice", "-c", "main").stdout == "second\nto stderr\n")
+        assert logs("twice", "-c", "main", "--previous").stdout == "first\noops\n"
+        assert logs("twice", "-c", "counter", "--tail=2").stdout == "line 4\nline 5\n"
+        assert logs("twice", "-c", "counter", "--limit-bytes=9").stdout == "line 1\nli"
+        stamped = logs("twice", "-c", "counter", "--timestamps", "--tail=1").stdout
+        when, text = stamped.rstrip("\n").split(" ", 1)
+        assert text == "line 5" and when.endswith("Z") and len(when.split(".")[1]) == 10  # nanoseconds
+        # kubectl sends --since-time in whole seconds: the lines of that second and after, none from the next
+        second = when.split(".")[0]
+        assert logs("twice", "-c", "counter", f"--since-time={second}Z").stdout.endswith("line 5\n")
+        later = datetime.fromisoformat(second).replace(tzinfo=timezone.utc) + timedelta(seconds=1)
+        assert logs("twice", "-c", "counter", f"--since-time={later:%Y-%m-%dT%H:%M:%SZ}").stdout == ""
+        assert logs("twice", "-c", "counter", "--since=1h").stdout.count("\n") == 5
+        refused = logs("twice", "-c", "counter", "--previous", check=False)
+        assert 'previous terminated container "counter" in pod "twice" not found' in refused.stderr
+        # `logs -f` ends when the container's run does, with everything it said
+        followed = kubectl(lab, "logs", "-f", "brief").stdout
+        assert followed == "tick 1\ntick 2\ntick 3\n"
+        # nginx is stopped with its image's STOPSIGNAL, which its error log names
+        eventually(lambda: state(lab, "quitter").get("running") and pod_json(lab, "quitter")["status"][
+            "containerStatuses"][0]["restartCount"] >= 1, timeout=30)
+        assert "signal 3 (SIGQUIT) received" in logs("quitter", "--previous").stdout
+        waiting = eventually(lambda: "waiting to start" in (out := logs("unpulled", check=False).stderr) and out)
+        assert 'container "main" in pod "unpulled" is waiting to start: ' in waiting
+        # the official client reads the same
+        from kubernetes import client, config
+        from netplane.lab.state import LabState
+        api = client.CoreV1Api(config.new_client_from_config(config_file=str(LabState(lab).kubeconfig)))
+        assert api.read_namespaced_pod_log("twice", "default", container="counter", tail_lines=1) == "line 5\n"
+

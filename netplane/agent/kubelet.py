@@ -32,13 +32,13 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from netplane import names
-from netplane.agent import containers, images, podenv, probes, rootfs, stats, volumes
+from netplane.agent import containers, images, logs, podenv, probes, rootfs, stats, volumes
 from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
@@ -612,7 +612,7 @@ class Kubelet:
         mounts = rootfs.plan(str(stage), self.machine_root, rootfs.machine_mounts(), image.layer, kubelet_files,
                              volumes.mounts(c.spec, prepared))
         security = {**(pod["spec"].get("securityContext") or {}), **(c.spec.get("securityContext") or {})}
-        request = {"sandbox": box.pause.pid, "mounts": mounts, "env": env, "log": str(pod_dir / f"{c.spec['name']}.log"),
+        request = {"sandbox": box.pause.pid, "mounts": mounts, "env": env, "log": str(self._run_log(pod_dir, c)),
                    "cwd": c.spec.get("workingDir") or image.working_dir,
                    "uid": security.get("runAsUser"), "gid": security.get("runAsGroup"),
                    "cgroups": await self._cgroup_for(box, c)}
@@ -627,6 +627,36 @@ class Kubelet:
         else:
             request["argv"] = argv
         return request
+
+    @staticmethod
+    def _run_log(pod_dir: Path, c: Container) -> Path:
+        """The log file of the container's run to come; of the runs before it only the last is kept."""
+        folder = pod_dir / "logs" / c.spec["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            run = old.name.split(".")[0]
+            if run.isdigit() and int(run) < c.restarts - 1:
+                old.unlink(missing_ok=True)
+        return folder / f"{c.restarts}.log"
+
+    def container_log(self, namespace: str, name: str, container: str, previous: bool
+                      ) -> tuple[Path, Callable[[], bool]]:
+        """The log file of a container's current run (or previous one), and whether that run still
+        runs; a LogUnavailable worded as the kubelet's when there is none."""
+        pod = self.pods.cache.get((namespace, name))
+        if pod is None:
+            raise logs.LogUnavailable(f'pod "{name}" is not on node "{self.node_name}"', 404)
+        uid = pod["metadata"]["uid"]
+        box = self.sandboxes.get(uid)
+        c = (box.containers.get(container) or box.init.get(container)) if box is not None else None
+        reported = pod.get("status") or {}
+        listed = [*(reported.get("containerStatuses") or []), *(reported.get("initContainerStatuses") or [])]
+        status = c.status() if c is not None else next((s for s in listed if s["name"] == container), None)
+        folder = self._pod_dir((namespace, name), uid) / "logs" / container
+        runs = sorted(int(p.name[:-4]) for p in folder.glob("*.log") if p.name[:-4].isdigit()) if folder.is_dir() else []
+        run = logs.chosen_run(status or {}, runs, previous, container, name)
+        current = c.running if c is not None and not previous and run == runs[-1] else None
+        return folder / f"{run}.log", lambda: current is not None and current.alive()
 
     def pod_cgroups(self) -> list[stats.PodCgroup]:
         """The cgroups of the pods here and of their running containers, for the stats."""

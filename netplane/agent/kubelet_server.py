@@ -7,7 +7,7 @@ server's apiserver-kubelet-client); what such a client asks is allowed, as the k
 AlwaysAllow authorizer allows it.
 
 Paths, as the kubelet serves them: ``/healthz``, ``/pods`` (the pods bound to the node, a PodList),
-``/stats/summary`` (stats.py)."""
+``/stats/summary`` (stats.py), ``/containerLogs/NS/POD/CONTAINER`` (logs.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +18,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from netplane.agent import stats
+from netplane.agent import logs, stats
 from netplane.agent.kubelet import Kubelet
 from netplane.api import tls
+from netplane.api.podlog import LogOptionError, LogOptions
 from netplane.kernel import netns
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class KubeletServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/pods", self.pods)
         app.router.add_get("/stats/summary", self.summary)
+        app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -71,6 +73,25 @@ class KubeletServer:
         if not self.kubelet.has_cgroups:
             raise web.HTTPServiceUnavailable(text="no stats: this machine lacks the cgroup v1 hierarchies\n")
         return web.json_response(await asyncio.to_thread(self.stats.summary, self.kubelet.pod_cgroups()))
+
+    async def container_logs(self, request: web.Request) -> web.StreamResponse:
+        where = request.match_info
+        try:
+            options = LogOptions.from_query(request.query)
+            path, running = self.kubelet.container_log(where["namespace"], where["pod"], where["container"],
+                                                       options.previous)
+        except LogOptionError as err:
+            return web.Response(status=400, text=f"{err}\n")
+        except logs.LogUnavailable as err:
+            return web.Response(status=err.code, text=f"{err}\n")
+        out = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await out.prepare(request)
+        try:
+            await logs.read(path, options, out.write, running)
+        except FileNotFoundError:  # the pod was removed meanwhile
+            pass
+        await out.write_eof()
+        return out
 
     async def housekeeping(self) -> None:
         """A sample of every cgroup each HOUSEKEEPING seconds, so rates are there when asked for."""

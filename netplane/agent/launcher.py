@@ -14,6 +14,11 @@ sends it one JSON line per request on stdin; replies and exits come back on stdo
   out ``mounts`` (the container's root, built by netplane.agent.rootfs) and execs ``argv`` with
   ``env`` (or runs a built-in server of agnhost.py). Reply ``{"id", "pid"}`` once
   it has exec'd (or bound its ports); ``{"id", "error", "reason"}`` when it could not start.
+  Its stdout and stderr are pipes to a log copier the launcher forks beside it (conmon's part,
+  outside the pod's namespaces): each line goes to the file ``log`` in the CRI logging format
+  the kubelet reads (``<RFC 3339 time with nanoseconds> stdout|stderr F|P <line>``; P marks a
+  part of a line longer than LINE_MAX or unfinished at the end), rotated at LOG_MAX_BYTES with
+  LOG_MAX_FILES kept, the kubelet's containerLogMaxSize and containerLogMaxFiles.
 - ``{"exit": pid, "code": n}``, unasked: a container's process or a pause process ended, with its
   exit status (128 + the signal for one killed by a signal, as container runtimes say).
 
@@ -42,6 +47,8 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NAME, PR_SET_CHILD_SUBREAPER = 15, 36
 START_SECONDS = 10.0
 PAUSE_PROGRAM = ["catatonit", "-P"]  # a pod's PID 1
+LOG_MAX_BYTES, LOG_MAX_FILES = 10 << 20, 5
+LINE_MAX = 16 << 10  # a longer line is written in parts (P records), as containerd's limit
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -204,7 +211,6 @@ def _process(request: dict, ready_w: int) -> None:
                 joining.write("0")
         for ns, flag in (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET)):
             _setns(f"/proc/{request['sandbox']}/ns/{ns}", flag)
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # a machine path: before chroot
         _check(libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         for op in request["mounts"]:
@@ -221,9 +227,11 @@ def _process(request: dict, ready_w: int) -> None:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
+        stdout, stderr = request["stdio"]
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        os.close(stdout)
+        os.close(stderr)
         builtin = request.get("builtin")
         if builtin and builtin.get("name") == "pause":  # the pause image: wait for SIGTERM, exit 0
             libc.prctl(PR_SET_NAME, b"pause", 0, 0, 0)
@@ -259,6 +267,63 @@ def _process(request: dict, ready_w: int) -> None:
     os._exit(128)
 
 
+def _stamp() -> bytes:
+    """Now, as RFC 3339 with nanoseconds in UTC (the CRI log format's time)."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)).encode() + b".%09dZ" % (
+        ns % 1_000_000_000)
+
+
+def _records(stream: bytes, buffered: bytes, ended: bool) -> tuple[bytes, bytes]:
+    """The CRI records of what a stream said so far, and what waits for the rest of its line."""
+    out = []
+    lines = buffered.split(b"\n")
+    rest = lines.pop()
+    for line in lines:
+        while len(line) > LINE_MAX:
+            out.append(b"%s %s P %s\n" % (_stamp(), stream, line[:LINE_MAX]))
+            line = line[LINE_MAX:]
+        out.append(b"%s %s F %s\n" % (_stamp(), stream, line))
+    while len(rest) >= LINE_MAX or (ended and rest):
+        out.append(b"%s %s P %s\n" % (_stamp(), stream, rest[:LINE_MAX]))
+        rest = rest[LINE_MAX:]
+    return b"".join(out), rest
+
+
+def _rotate(path: str) -> None:
+    """The file moves aside under its time (``0.log.20261207-060102``); the oldest go beyond LOG_MAX_FILES."""
+    os.rename(path, f"{path}.{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.{time.time_ns() % 1000000:06d}")
+    folder, name = os.path.split(path)
+    rotated = sorted(f for f in os.listdir(folder) if f.startswith(name + "."))
+    for old in rotated[:max(len(rotated) - (LOG_MAX_FILES - 1), 0)]:
+        os.unlink(os.path.join(folder, old))
+
+
+def _copy_logs(path: str, stdout: int, stderr: int) -> None:
+    """A container's log copier: its two streams into the CRI log file until both end."""
+    libc.prctl(PR_SET_NAME, b"log-copier", 0, 0, 0)
+    streams, waiting = {stdout: b"stdout", stderr: b"stderr"}, {stdout: b"", stderr: b""}
+    sel = selectors.DefaultSelector()
+    for fd in streams:
+        sel.register(fd, selectors.EVENT_READ)
+    log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    while streams:
+        for key, _ in sel.select():
+            data = os.read(key.fd, 65536)
+            records, waiting[key.fd] = _records(streams[key.fd], waiting[key.fd] + data, not data)
+            if not data:
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                del streams[key.fd]
+            while records:
+                records = records[os.write(log, records):]
+            if os.fstat(log).st_size >= LOG_MAX_BYTES:
+                os.close(log)
+                _rotate(path)
+                log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    os._exit(0)
+
+
 # --- the launcher ---------------------------------------------------------------------------------
 
 def _reply(message: dict) -> None:
@@ -285,10 +350,23 @@ class Launcher:
         self.keep: set[int] = set()  # what a child closes
         self.children: set[int] = set()  # containers' processes and pause processes: exits reported
         self.transient: set[int] = set()  # a sandbox's first child, which ends once its pause has started
+        self.copiers: set[int] = set()  # the containers' log copiers, whose ends are no one's business
         self.unclaimed: dict[int, int] = {}  # exits of processes not yet announced: their status
         self.pending: dict[int, Pending] = {}  # by the read end of its status pipe
         self.sel = selectors.DefaultSelector()
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+
+    def _child(self, *keep: int) -> None:
+        """In a child just forked: default signals, and none of the launcher's descriptors but ``keep``."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in (self.keep | set(self.pending)) - set(keep):
+            os.close(fd)
+        null = os.open(os.devnull, os.O_RDWR)  # the kubelet's pipes are the launcher's alone
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
 
     def _fork(self, child, request: dict, pid_ns: str | None = None) -> None:
         """Fork child(request, status_w), into the PID namespace at pid_ns when given (setns there
@@ -304,15 +382,7 @@ class Launcher:
                 _check(libc.setns(self.own_pid_ns, CLONE_NEWPID), "setns back to the launcher's PID namespace")
         if pid == 0:
             os.close(status_r)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            for fd in self.keep | set(self.pending):
-                os.close(fd)
-            null = os.open(os.devnull, os.O_RDWR)  # the kubelet's pipes are the launcher's alone
-            os.dup2(null, 0)
-            os.dup2(null, 1)
-            os.close(null)
+            self._child(status_w, *request.get("stdio", ()))
             child(request, status_w)
         os.close(status_w)
         os.set_blocking(status_r, False)
@@ -325,10 +395,24 @@ class Launcher:
         if request.get("op") == "sandbox":
             self._fork(_sandbox, request)
             return
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
-            self._fork(_process, request, f"/proc/{request['sandbox']}/ns/pid")
+            copier = os.fork()
+            if copier == 0:
+                self._child(out_r, err_r)
+                os.close(out_w)
+                os.close(err_w)
+                _copy_logs(request["log"], out_r, err_r)
+            self.copiers.add(copier)
+            os.close(out_r)
+            os.close(err_r)
+            self._fork(_process, {**request, "stdio": (out_w, err_w)}, f"/proc/{request['sandbox']}/ns/pid")
         except OSError as err:  # the sandbox has gone
             _reply({"id": request["id"], "reason": "StartError", "error": str(err)})
+        finally:
+            os.close(out_w)
+            os.close(err_w)
 
     def read_status(self, fd: int) -> None:
         """More of a child's answer; at its end (EOF), the reply."""
@@ -392,6 +476,8 @@ class Launcher:
                 _reply({"exit": pid, "code": _exit_code(status)})
             elif pid in self.transient:
                 self.transient.discard(pid)
+            elif pid in self.copiers:
+                self.copiers.discard(pid)
             else:  # a process whose start is not answered yet (a pause, or one that ended at once)
                 self.unclaimed[pid] = _exit_code(status)
 

@@ -21,8 +21,8 @@ import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import (auth, codec, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, protobuf,
-                          proxy, schema, serviceaccounts, tables)
+from netplane.api import (auth, codec, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, podlog,
+                          protobuf, proxy, schema, serviceaccounts, tables)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.kubelets import Kubelets
 from netplane.api.lifecycle import DeleteOptions
@@ -746,6 +746,14 @@ class _Handlers:
             host, number = proxy.service_target(target, slices, port)
         return await proxy.forward(request, request.app[OUTBOUND], host, number, request.match_info.get("path", ""))
 
+    async def log(self, request: web.Request) -> web.StreamResponse:
+        """pods/NAME/log, from the kubelet of the pod's node (podlog.py)."""
+        store = request.app[STORE]
+        pod = store.get("pods", *self._where(request))
+        node_name = pod["spec"].get("nodeName")
+        node = store.get("nodes", None, node_name) if node_name else None
+        return await podlog.serve(request, pod, request.app[KUBELETS], node)
+
     async def _update(self, request: web.Request, subresource: str | None) -> web.Response:
         duplicates: list[str] = []
         namespace, name = self._where(request)
@@ -809,6 +817,7 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
         router.add_patch(item + "/status", h.patch_status)
     if res.plural == "pods":
         router.add_post(item + "/eviction", h.evict)
+        router.add_get(item + "/log", h.log)
     if res.plural == "serviceaccounts":
         router.add_post(item + "/token", h.token)
     if res.plural in PROXIED:
@@ -849,6 +858,8 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
         if r.plural == "pods":  # kubectl drain looks for it here
             entries.append({"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
                             "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+            entries.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
+                            "verbs": ["get"]})
         if r.plural == "serviceaccounts":  # kubectl create token
             entries.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
                             "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
