@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from netplane.agent import launcher, logs
+from netplane.agent import containers, launcher, logs
 from netplane.api.podlog import LogOptionError, LogOptions
 
 
@@ -106,9 +106,9 @@ def test_the_run_a_request_means_and_the_words_when_there_is_none():
     backing_off = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": ended}
     assert logs.chosen_run(backing_off, [0, 1], False, "c", "p") == 1
     assert logs.chosen_run(backing_off, [0, 1], True, "c", "p") == 1
-    with pytest.raises(logs.LogUnavailable, match='previous terminated container "c" in pod "p" not found'):
+    with pytest.raises(containers.Unavailable, match='previous terminated container "c" in pod "p" not found'):
         logs.chosen_run({"state": {"running": {}}}, [0], True, "c", "p")
-    with pytest.raises(logs.LogUnavailable, match="is waiting to start: trying and failing to pull image"):
+    with pytest.raises(containers.Unavailable, match="is waiting to start: trying and failing to pull image"):
         logs.chosen_run({"state": {"waiting": {"reason": "ImagePullBackOff"}}}, [], False, "c", "p")
 
 

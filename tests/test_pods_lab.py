@@ -790,3 +790,119 @@ def test_kubectl_logs_reads_each_run_of_a_container_with_the_options_and_follows
         api = client.CoreV1Api(config.new_client_from_config(config_file=str(LabState(lab).kubeconfig)))
         assert api.read_namespaced_pod_log("twice", "default", container="counter", tail_lines=1) == "line 5\n"
 
+
+SHELL = """
+apiVersion: v1
+kind: Pod
+metadata: {name: shell}
+spec:
+  nodeName: node-2
+  containers:
+  - {name: main, image: busybox, command: [sleep, "3600"], env: [{name: GREETING, value: hello}]}
+  - {name: other, image: debian, command: [sleep, "3600"]}
+"""
+
+
+def test_kubectl_exec_runs_in_the_container_with_its_streams_exit_code_and_tty_and_kubectl_cp_copies(lab, tmp_path):
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+    from netplane.lab.state import LabState
+    with applied(lab, SHELL):
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/shell", "--timeout=60s")
+        run = lambda *argv, stdin=None: kubectl(lab, "exec", *(["-i"] if stdin else []), "shell", "-c", "main",  # noqa: E731
+                                                "--", *argv, stdin=stdin, check=False)
+        assert run("hostname").stdout == "shell\n"
+        assert run("sh", "-c", "echo $GREETING; readlink /proc/1/exe").stdout == "hello\n/usr/bin/catatonit\n"
+        both = run("sh", "-c", "echo out; echo err >&2")
+        assert (both.stdout, both.stderr) == ("out\n", "err\n")
+        failed = run("sh", "-c", "exit 3")
+        assert failed.returncode == 3 and "command terminated with exit code 3" in failed.stderr
+        assert run("cat", stdin="through stdin\n").stdout == "through stdin\n"
+        assert run("wc", "-c", stdin="x" * 200_000).stdout.strip() == "200000"
+        other = kubectl(lab, "exec", "shell", "-c", "other", "--", "sh", "-c", "cat /etc/os-release | head -1")
+        assert other.stdout.startswith("PRETTY_NAME=")
+        missing = kubectl(lab, "exec", "shell", "-c", "nope", "--", "true", check=False)
+        assert missing.returncode != 0 and "container nope is not valid for pod shell" in missing.stderr
+        # kubectl cp is tar through exec, both ways
+        source = tmp_path / "note.txt"
+        source.write_text("copied in\n")
+        kubectl(lab, "cp", str(source), "shell:/tmp/note.txt", "-c", "main")
+        assert run("cat", "/tmp/note.txt").stdout == "copied in\n"
+        kubectl(lab, "cp", "shell:/tmp/note.txt", str(tmp_path / "back.txt"), "-c", "main")
+        assert (tmp_path / "back.txt").read_text() == "copied in\n"
+        # the Python client speaks v4.channel.k8s.io: exit codes, and a terminal with its size
+        api = client.CoreV1Api(config.new_client_from_config(config_file=str(LabState(lab).kubeconfig)))
+        resp = stream(api.connect_get_namespaced_pod_exec, "shell", "default", container="main",
+                      command=["sh", "-c", "echo from python; exit 2"], stderr=True, stdin=False, stdout=True,
+                      tty=False, _preload_content=False)
+        resp.run_forever(timeout=10)
+        assert resp.read_stdout() == "from python\n" and resp.returncode == 2
+        resp = stream(api.connect_get_namespaced_pod_exec, "shell", "default", container="main",
+                      command=["sh", "-c", "sleep 0.5; tty; stty size"], stderr=False, stdin=True, stdout=True,
+                      tty=True, _preload_content=False)
+        resp.write_channel(4, json.dumps({"Width": 100, "Height": 30}))
+        resp.run_forever(timeout=10)
+        said = resp.read_stdout().split()
+        assert said[0].startswith("/dev/pts/") and said[1:] == ["30", "100"] and resp.returncode == 0
+
+
+FORWARDED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: forwarded}
+spec:
+  nodeName: node-2
+  containers:
+  - {name: web, image: nginx}
+  - {name: echo, image: busybox, command: [nc, -ll, -p, "7000", -e, cat]}
+"""
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_kubectl_port_forward_carries_http_and_a_long_stream_both_ways_and_the_python_client_forwards_too(lab):
+    import hashlib
+    import socket
+    import urllib.request
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+    from netplane.lab.state import LabState
+    with applied(lab, FORWARDED):
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/forwarded", "--timeout=60s")
+        web, echo = free_port(), free_port()
+        forwarder = subprocess.Popen(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), "port-forward",
+                                      "pod/forwarded", f"{web}:80", f"{echo}:7000"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            page = eventually(lambda: urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=5).read())
+            assert b"Welcome to nginx!" in page
+            # 4 MiB out and back through the echo: SPDY's flow control windows, both directions
+            payload = os.urandom(4 << 20)
+            with socket.create_connection(("127.0.0.1", echo), timeout=20) as conn:
+                sender = __import__("threading").Thread(target=conn.sendall, args=(payload,))
+                sender.start()
+                got = bytearray()
+                while len(got) < len(payload):
+                    chunk = conn.recv(1 << 16)
+                    assert chunk, f"the stream ended after {len(got)} bytes"
+                    got += chunk
+                sender.join()
+            assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        finally:
+            forwarder.terminate()
+            forwarder.communicate(timeout=10)
+        api = client.CoreV1Api(config.new_client_from_config(config_file=str(LabState(lab).kubeconfig)))
+        forward = portforward(api.connect_get_namespaced_pod_portforward, "forwarded", "default", ports="80")
+        conn = forward.socket(80)
+        conn.setblocking(True)
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: forwarded\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        conn.close()
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b"Welcome to nginx!" in answer

@@ -27,6 +27,15 @@ ADOPTED_POLL = 0.5
 ORPHANED = object()  # the exit status of a process whose launcher ended first: unknown
 
 
+class Unavailable(Exception):
+    """What a request about a container (its log, an exec) cannot have; ``code`` the HTTP status
+    the kubelet answers with, the message in its words."""
+
+    def __init__(self, message: str, code: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class StartFailed(RuntimeError):
     """A container or sandbox that could not be started; ``reason`` as the kubelet reports it."""
 

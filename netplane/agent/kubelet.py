@@ -639,13 +639,30 @@ class Kubelet:
                 old.unlink(missing_ok=True)
         return folder / f"{c.restarts}.log"
 
+    def sandbox_of(self, namespace: str, name: str) -> Sandbox:
+        """The sandbox of a pod running here; Unavailable (404) when there is none."""
+        pod = self.pods.cache.get((namespace, name))
+        box = self.sandboxes.get(pod["metadata"]["uid"]) if pod is not None else None
+        if box is None:
+            raise containers.Unavailable(f'pod "{name}" is not running on node "{self.node_name}"', 404)
+        return box
+
+    def running(self, namespace: str, name: str, container: str) -> containers.Running:
+        """A container's running process, for an exec; Unavailable in the kubelet's words when it
+        does not run."""
+        box = self.sandbox_of(namespace, name)
+        c = box.containers.get(container) or box.init.get(container)
+        if c is None or c.running is None or c.waiting or not c.running.alive():
+            raise containers.Unavailable(f'container not found ("{container}")')
+        return c.running
+
     def container_log(self, namespace: str, name: str, container: str, previous: bool
                       ) -> tuple[Path, Callable[[], bool]]:
         """The log file of a container's current run (or previous one), and whether that run still
-        runs; a LogUnavailable worded as the kubelet's when there is none."""
+        runs; an Unavailable worded as the kubelet's when there is none."""
         pod = self.pods.cache.get((namespace, name))
         if pod is None:
-            raise logs.LogUnavailable(f'pod "{name}" is not on node "{self.node_name}"', 404)
+            raise containers.Unavailable(f'pod "{name}" is not on node "{self.node_name}"', 404)
         uid = pod["metadata"]["uid"]
         box = self.sandboxes.get(uid)
         c = (box.containers.get(container) or box.init.get(container)) if box is not None else None

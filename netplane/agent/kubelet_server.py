@@ -7,7 +7,8 @@ server's apiserver-kubelet-client); what such a client asks is allowed, as the k
 AlwaysAllow authorizer allows it.
 
 Paths, as the kubelet serves them: ``/healthz``, ``/pods`` (the pods bound to the node, a PodList),
-``/stats/summary`` (stats.py), ``/containerLogs/NS/POD/CONTAINER`` (logs.py)."""
+``/stats/summary`` (stats.py), ``/containerLogs/NS/POD/CONTAINER`` (logs.py),
+``/exec/NS/POD/CONTAINER?command=...`` (streams.py), ``/portForward/NS/POD`` (portforward.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,11 +19,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from netplane.agent import logs, stats
+from netplane.agent import containers, logs, portforward, stats, streams
 from netplane.agent.kubelet import Kubelet
 from netplane.api import tls
 from netplane.api.podlog import LogOptionError, LogOptions
-from netplane.kernel import netns
+from netplane.kernel import netns, nsenter
 
 log = logging.getLogger(__name__)
 CERT_NAME = "kubelet"  # its serving certificate and key, kubelet.crt and kubelet.key, as /var/lib/kubelet/pki has them
@@ -60,6 +61,8 @@ class KubeletServer:
         app.router.add_get("/pods", self.pods)
         app.router.add_get("/stats/summary", self.summary)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
+        app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self.exec)
+        app.router.add_route("*", "/portForward/{namespace}/{pod}", self.port_forward)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -82,7 +85,7 @@ class KubeletServer:
                                                        options.previous)
         except LogOptionError as err:
             return web.Response(status=400, text=f"{err}\n")
-        except logs.LogUnavailable as err:
+        except containers.Unavailable as err:
             return web.Response(status=err.code, text=f"{err}\n")
         out = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await out.prepare(request)
@@ -92,6 +95,28 @@ class KubeletServer:
             pass
         await out.write_eof()
         return out
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        where, command = request.match_info, request.query.getall("command", [])
+        if not command:
+            return web.Response(status=400, text="you must specify at least 1 command\n")
+        try:
+            argv = nsenter.command(self.kubelet.running(where["namespace"], where["pod"], where["container"]).pid,
+                                   command)
+        except containers.Unavailable as err:
+            return web.Response(status=err.code, text=f"{err}\n")
+        except OSError:  # it ended a moment ago
+            return web.Response(status=400, text=f'container not found ("{where["container"]}")\n')
+        return await streams.serve(request, argv, command)
+
+    async def port_forward(self, request: web.Request) -> web.StreamResponse:
+        where = request.match_info
+        try:
+            box = self.kubelet.sandbox_of(where["namespace"], where["pod"])
+        except containers.Unavailable as err:
+            return web.Response(status=err.code, text=f"{err}\n")
+        return await portforward.serve(request, box.netns, where["pod"],
+                                       lambda why: web.Response(status=400, text=f"{why}\n"))
 
     async def housekeeping(self) -> None:
         """A sample of every cgroup each HOUSEKEEPING seconds, so rates are there when asked for."""

@@ -14,17 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from netplane.agent.containers import Unavailable
 from netplane.api.podlog import LogOptions, epoch
 
 FOLLOW_POLL = 0.2  # seconds between looks at a followed file
-
-
-class LogUnavailable(Exception):
-    """No log to give for what was asked; ``code`` the HTTP status it is answered with."""
-
-    def __init__(self, message: str, code: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 WAITING_WORDS = {"ErrImagePull": "image can't be pulled", "ImagePullBackOff": "trying and failing to pull image"}
@@ -37,12 +30,12 @@ def chosen_run(status: dict, runs: list[int], previous: bool, container: str, po
     state, ended_before = status.get("state") or {}, (status.get("lastState") or {}).get("terminated")
     if previous:
         if ended_before is None or not runs:
-            raise LogUnavailable(f'previous terminated container "{container}" in pod "{pod}" not found')
+            raise Unavailable(f'previous terminated container "{container}" in pod "{pod}" not found')
         return runs[-1] if "waiting" in state or len(runs) < 2 else runs[-2]
     if runs and ("running" in state or "terminated" in state or ended_before is not None):
         return runs[-1]
     reason = (state.get("waiting") or {}).get("reason", "ContainerCreating")
-    raise LogUnavailable(f'container "{container}" in pod "{pod}" is waiting to start: '
+    raise Unavailable(f'container "{container}" in pod "{pod}" is waiting to start: '
                          f'{WAITING_WORDS.get(reason, reason)}')
 
 

@@ -21,8 +21,8 @@ import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import (auth, codec, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, podlog,
-                          protobuf, proxy, schema, serviceaccounts, tables)
+from netplane.api import (auth, codec, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, podexec,
+                          podlog, protobuf, proxy, schema, serviceaccounts, tables)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.kubelets import Kubelets
 from netplane.api.lifecycle import DeleteOptions
@@ -746,13 +746,27 @@ class _Handlers:
             host, number = proxy.service_target(target, slices, port)
         return await proxy.forward(request, request.app[OUTBOUND], host, number, request.match_info.get("path", ""))
 
-    async def log(self, request: web.Request) -> web.StreamResponse:
-        """pods/NAME/log, from the kubelet of the pod's node (podlog.py)."""
+    def _pod_and_node(self, request: web.Request) -> tuple[dict, dict | None]:
+        """The pod a subresource request names, and its Node (None while it has none)."""
         store = request.app[STORE]
         pod = store.get("pods", *self._where(request))
         node_name = pod["spec"].get("nodeName")
-        node = store.get("nodes", None, node_name) if node_name else None
+        return pod, store.get("nodes", None, node_name) if node_name else None
+
+    async def log(self, request: web.Request) -> web.StreamResponse:
+        """pods/NAME/log, from the kubelet of the pod's node (podlog.py)."""
+        pod, node = self._pod_and_node(request)
         return await podlog.serve(request, pod, request.app[KUBELETS], node)
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        """pods/NAME/exec, a WebSocket joined to the kubelet's (podexec.py)."""
+        pod, node = self._pod_and_node(request)
+        return await podexec.serve_exec(request, pod, request.app[KUBELETS], node)
+
+    async def port_forward(self, request: web.Request) -> web.StreamResponse:
+        """pods/NAME/portforward, a WebSocket joined to the kubelet's (podexec.py)."""
+        pod, node = self._pod_and_node(request)
+        return await podexec.serve_port_forward(request, pod, request.app[KUBELETS], node)
 
     async def _update(self, request: web.Request, subresource: str | None) -> web.Response:
         duplicates: list[str] = []
@@ -818,6 +832,9 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
     if res.plural == "pods":
         router.add_post(item + "/eviction", h.evict)
         router.add_get(item + "/log", h.log)
+        for method in ("GET", "POST"):  # a WebSocket upgrade is a GET; SPDY's was a POST
+            router.add_route(method, item + "/exec", h.exec)
+            router.add_route(method, item + "/portforward", h.port_forward)
     if res.plural == "serviceaccounts":
         router.add_post(item + "/token", h.token)
     if res.plural in PROXIED:
@@ -860,6 +877,9 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
                             "version": "v1", "kind": "Eviction", "verbs": ["create"]})
             entries.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                             "verbs": ["get"]})
+            for sub, kind in (("exec", "PodExecOptions"), ("portforward", "PodPortForwardOptions")):
+                entries.append({"name": f"pods/{sub}", "singularName": "", "namespaced": True, "kind": kind,
+                                "verbs": ["create", "get"]})
         if r.plural == "serviceaccounts":  # kubectl create token
             entries.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
                             "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",

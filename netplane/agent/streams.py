@@ -1,0 +1,214 @@
+"""``kubectl exec`` as the kubelet serves it: a new process in a running container's namespaces (at
+its root, with its environment), its standard streams carried over a WebSocket in the channel
+protocol the API server and kubectl speak.
+
+``v5.channel.k8s.io`` (kubectl 1.32) and ``v4.channel.k8s.io`` (the Python client): each binary
+message starts with its channel, 0 stdin, 1 stdout, 2 stderr, 3 error (at the end, a Status: Success,
+or Failure with reason NonZeroExitCode and the exit code as an ExitCode cause, as upstream), 4 resize
+(``{"Width": w, "Height": h}`` for a tty), and in v5 only 255 close (``[255, 0]``: stdin is done).
+An empty message on the first output channel tells the client the streams are open. With a tty the
+process gets a pseudo-terminal as its controlling terminal, and stderr is part of stdout."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import struct
+import termios
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+READ_SIZE = 32 << 10
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Which streams a request wants: the kubelet's ``input``, ``output``, ``error`` and ``tty``."""
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+    tty: bool = False
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> StreamOptions:
+        def on(*names: str) -> bool:
+            return any(query.get(n, "").lower() in ("1", "true") for n in names)
+
+        tty = on("tty")
+        return cls(stdin=on("input", "stdin"), stdout=on("output", "stdout"),
+                   stderr=on("error", "stderr") and not tty, tty=tty)
+
+
+def exit_status(code: int, argv: list[str]) -> dict:
+    """The error channel's last word: the command's end, as the kubelet says it."""
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {"metadata": {}, "status": "Failure",
+            "message": f"command terminated with non-zero exit code: error executing command "
+                       f"[{' '.join(argv)}], exit code {code}",
+            "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+
+
+def failure(message: str) -> dict:
+    return {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"}
+
+
+def set_size(fd: int, resize: bytes) -> None:
+    """A terminal's new size, from a resize message."""
+    try:
+        size = json.loads(resize)
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
+    except (ValueError, KeyError, TypeError, OSError):
+        pass
+
+
+class Session:
+    """One exec: the process, its streams, and the WebSocket they travel on."""
+
+    def __init__(self, ws: web.WebSocketResponse, options: StreamOptions) -> None:
+        self.ws, self.options = ws, options
+        self.v5 = ws.ws_protocol == PROTOCOLS[0]
+        self.sending = asyncio.Lock()
+
+    async def send(self, channel: int, data: bytes) -> None:
+        async with self.sending:
+            if not self.ws.closed:
+                await self.ws.send_bytes(bytes([channel]) + data)
+
+    async def _pump(self, channel: int, read) -> None:
+        """Each chunk read, sent on channel, until the end."""
+        while True:
+            data = await read()
+            if not data:
+                return
+            await self.send(channel, data)
+
+    async def run(self, argv: list[str], shown: list[str]) -> None:
+        """Run argv (``shown``: the command the user gave), carry its streams, say how it ended."""
+        try:
+            code = await (self._run_tty(argv) if self.options.tty else self._run_pipes(argv))
+        except OSError as err:
+            await self.send(ERROR, json.dumps(failure(f"cannot run {shown}: {err}")).encode())
+            return
+        await self.send(ERROR, json.dumps(exit_status(code, shown)).encode())
+
+    async def _run_pipes(self, argv: list[str]) -> int:
+        pipe = asyncio.subprocess.PIPE
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=pipe if self.options.stdin else asyncio.subprocess.DEVNULL,
+            stdout=pipe if self.options.stdout else asyncio.subprocess.DEVNULL,
+            stderr=pipe if self.options.stderr else asyncio.subprocess.DEVNULL, start_new_session=True)
+        await self._opened()
+        pumps = [asyncio.create_task(self._pump(ch, lambda s=s: s.read(READ_SIZE)))
+                 for ch, s in ((STDOUT, proc.stdout), (STDERR, proc.stderr)) if s is not None]
+
+        async def feed(data: bytes | None) -> None:
+            if proc.stdin is None:
+                return
+            if data is None:
+                proc.stdin.close()
+                return
+            proc.stdin.write(data)
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+
+        return await self._until_done(proc, pumps, feed, None)
+
+    async def _run_tty(self, argv: list[str]) -> int:
+        master, slave = os.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec("setsid", "--ctty", *argv, stdin=slave, stdout=slave,
+                                                        stderr=slave)
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def readable() -> None:
+            try:
+                data = os.read(master, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:  # EIO: every holder of the terminal has gone
+                data = b""
+            if not data:
+                loop.remove_reader(master)
+            chunks.put_nowait(data)
+
+        loop.add_reader(master, readable)
+        await self._opened()
+        pump = asyncio.create_task(self._pump(STDOUT, chunks.get))
+
+        async def feed(data: bytes | None) -> None:
+            with contextlib.suppress(OSError):
+                os.write(master, b"\x04" if data is None else data)  # stdin closed: end of file, as a terminal says it
+
+        try:
+            return await self._until_done(proc, [pump], feed, master)
+        finally:
+            loop.remove_reader(master)
+            os.close(master)
+
+    async def _opened(self) -> None:
+        """The empty message that tells the client its streams are open."""
+        await self.send(STDOUT if self.options.stdout else STDERR if self.options.stderr else ERROR, b"")
+
+    async def _until_done(self, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task], feed,
+                          terminal: int | None) -> int:
+        """Carry the client's messages to the process until it ends and its output is sent; when
+        the client goes first, the process is killed."""
+        reader = asyncio.create_task(self._from_client(feed, terminal))
+        waiting = asyncio.create_task(proc.wait())
+        try:
+            done, _ = await asyncio.wait({waiting, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting not in done:  # the client hung up
+                _kill(proc)
+                return await waiting
+            await asyncio.gather(*pumps)
+            return waiting.result()
+        finally:
+            reader.cancel()
+            for pump in pumps:
+                pump.cancel()
+            if proc.returncode is None:
+                _kill(proc)
+
+    async def _from_client(self, feed, terminal: int | None) -> None:
+        async for msg in self.ws:
+            # a text message is taken as its bytes, as the kubelet takes it (the Python client
+            # writes str data as text)
+            raw = msg.data.encode() if msg.type == WSMsgType.TEXT else msg.data if msg.type == WSMsgType.BINARY else b""
+            if not raw:
+                continue
+            channel, data = raw[0], raw[1:]
+            if channel == STDIN and data:
+                await feed(data)
+            elif channel == RESIZE and terminal is not None:
+                set_size(terminal, data)
+            elif channel == CLOSE and self.v5 and data[:1] == bytes([STDIN]):
+                await feed(None)
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def serve(request: web.Request, argv: list[str], shown: list[str]) -> web.WebSocketResponse:
+    """The WebSocket of one exec of argv."""
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+    await ws.prepare(request)
+    if ws.ws_protocol is None:
+        await ws.close(message=f"none of the protocols {', '.join(PROTOCOLS)} was offered".encode())
+        return ws
+    await Session(ws, StreamOptions.from_query(request.query)).run(argv, shown)
+    await ws.close()
+    return ws
