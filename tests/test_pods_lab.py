@@ -906,3 +906,54 @@ def test_kubectl_port_forward_carries_http_and_a_long_stream_both_ways_and_the_p
             answer += chunk
         conn.close()
         assert answer.startswith(b"HTTP/1.1 200 OK") and b"Welcome to nginx!" in answer
+
+
+EVENTFUL = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: eventful}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: eventful}}
+  template:
+    metadata: {labels: {app: eventful}}
+    spec:
+      containers: [{name: main, image: busybox, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher}
+spec:
+  containers: [{name: main, image: busybox, command: [sh, -c, "exit 1"]}]
+"""
+
+
+def events_of(lab: str, name: str, reason: str = "") -> list[dict]:
+    selector = f"involvedObject.name={name}" + (f",reason={reason}" if reason else "")
+    return json.loads(kubectl(lab, "get", "events", "--field-selector", selector, "-o", "json").stdout)["items"]
+
+
+def test_describe_shows_the_events_of_a_pods_life_from_each_component_with_repeats_counted(lab):
+    with applied(lab, EVENTFUL):
+        eventually(lambda: events_of(lab, "crasher", "BackOff"), timeout=30)
+        described = kubectl(lab, "describe", "pod", "crasher").stdout
+        events = described[described.index("Events:"):]
+        for words in ("default-scheduler  Successfully assigned default/crasher to node-",
+                      'kubelet            Container image "busybox" already present on machine',
+                      "Created container: main", "Started container main",
+                      "Back-off restarting failed container main in pod crasher_default"):
+            assert words in events, events
+        # the second run's events count on the first's, as upstream's recorder aggregates them
+        created = events_of(lab, "crasher", "Created")
+        assert len(created) == 1 and created[0]["count"] >= 2 and created[0]["source"]["component"] == "kubelet"
+        assert created[0]["involvedObject"]["fieldPath"] == "spec.containers{main}"
+        scaled = eventually(lambda: events_of(lab, "eventful", "ScalingReplicaSet"))
+        assert scaled[0]["message"].startswith("Scaled up replica set eventful-") and \
+            scaled[0]["message"].endswith(" from 0 to 1")
+        pod = json.loads(kubectl(lab, "get", "pods", "-l", "app=eventful", "-o", "json").stdout)["items"][0]
+        made = eventually(lambda: events_of(lab, pod["metadata"]["ownerReferences"][0]["name"], "SuccessfulCreate"))
+        assert made[0]["message"] == f"Created pod: {pod['metadata']['name']}"
+        assert kubectl(lab, "events", "--for", "pod/crasher").stdout.count("crasher") >= 3
+        kubectl(lab, "delete", "pod", pod["metadata"]["name"], "--wait=false")  # a running one is stopped
+        killing = eventually(lambda: events_of(lab, pod["metadata"]["name"], "Killing"), timeout=20)
+        assert killing[0]["message"] == "Stopping container main"

@@ -28,7 +28,6 @@ proxy and overlay do. A sandbox whose pause process ends is made again, as upstr
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import shutil
@@ -40,6 +39,7 @@ from pathlib import Path
 from netplane import names
 from netplane.agent import containers, images, logs, podenv, probes, rootfs, stats, volumes
 from netplane.api.errors import ApiError
+from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
@@ -142,7 +142,8 @@ class Sandbox:
     @property
     def ref(self) -> dict:
         """Enough of the pod to name it in an Event."""
-        return {"metadata": {"namespace": self.key[0], "name": self.key[1], "uid": self.uid}}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": self.key[0], "name": self.key[1],
+                                                                "uid": self.uid}}
 
     @property
     def ready(self) -> bool:
@@ -153,6 +154,12 @@ class Sandbox:
         """Take the pod's address and MAC from a CNI ADD result."""
         self.ip = result["ips"][0]["address"].split("/")[0]
         self.mac = next((i.get("mac", "") for i in result.get("interfaces", []) if i.get("sandbox")), "")
+
+
+def _field_path(pod: dict, container: str) -> str:
+    """An Event's fieldPath for one of the pod's containers, as the kubelet writes it."""
+    init = any(c["name"] == container for c in pod["spec"].get("initContainers") or [])
+    return f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
 
 
 def sidecar(spec: dict) -> bool:
@@ -272,6 +279,7 @@ class Kubelet:
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.tasks: set[asyncio.Task] = set()
         self.launcher = containers.Launcher(node_netns, state_dir / "launcher.log")
+        self.events = Recorder(informers.client, "kubelet", node_name)
         self.cgroup_scope = names.fitted(f"{pod_netns_prefix}{node_name}")  # the node's cgroup, below netplane's
         self.has_cgroups = cgroups.available()
         self.machine_root = rootfs.machine_root()
@@ -481,7 +489,7 @@ class Kubelet:
                 lookup, box.tokens = await asyncio.gather(self._objects(pod, volumes.referenced(pod)), self._tokens(pod))
                 return await self._prepare(pod, box, lookup)
             except volumes.VolumeError as err:
-                await self._event(pod, "FailedMount", str(err))
+                self.events.record(pod, WARNING, "FailedMount", str(err))
             await asyncio.sleep(pause)
             pause = min(pause * 2, VOLUME_RETRY_MAX)
 
@@ -531,28 +539,6 @@ class Kubelet:
                                           f"{err.message}") from None
             out[(volume, source["path"])] = answer["status"]["token"]
         return out
-
-    async def _event(self, pod: dict, reason: str, message: str) -> None:
-        """A Warning Event about the pod from this kubelet; one already said is counted again."""
-        meta = pod["metadata"]
-        digest = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:16]
-        name = f"{meta['name'][:236]}.{digest}"  # a name of at most 253 characters, as every object's
-        ts = now()
-        try:
-            old = await self.client.get("events", name, meta["namespace"])
-            await self.client.patch("events", name, {"count": old.get("count", 1) + 1, "lastTimestamp": ts},
-                                    meta["namespace"])
-            return
-        except ApiError as err:
-            if err.code != 404:
-                raise
-        await self.client.create("events", {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"]},
-            "reason": reason, "message": message, "type": "Warning", "count": 1, "firstTimestamp": ts,
-            "lastTimestamp": ts, "source": {"component": "kubelet", "host": self.node_name},
-            "reportingComponent": "kubelet", "reportingInstance": self.node_name})
 
     def _allocatable(self) -> dict:
         return (self.nodes.cache.get(("", self.node_name)) or {}).get("status", {}).get("allocatable") or {}
@@ -735,12 +721,23 @@ class Kubelet:
     async def _run(self, pod: dict, box: Sandbox, c: Container, prepared: dict[str, str]) -> None:
         """Start the container's process; raises when it cannot be."""
         request = await self._container_request(pod, box, c, prepared)
+        name, where = c.spec["name"], _field_path(pod, c.spec["name"])
+        if self.catalog.find(c.spec.get("image", "")) is not None:  # nothing is pulled: the catalog has it
+            self.events.record(pod, NORMAL, "Pulled", f'Container image "{c.spec.get("image")}" already present '
+                                                      "on machine", where)
         c.fresh_probes()
-        c.running = await self.launcher.start(request, now())
+        try:
+            c.running = await self.launcher.start(request, now())
+        except containers.StartFailed as err:
+            self.events.record(pod, WARNING, "Failed", f"Error: {err}", where)
+            raise
+        self.events.record(pod, NORMAL, "Created", f"Created container: {name}", where)
+        self.events.record(pod, NORMAL, "Started", f"Started container {name}", where)
         hook = (c.spec.get("lifecycle") or {}).get("postStart")  # the container is not running until it returns
         grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
         if hook and not await probes.run_hook(hook, c.spec, box.ip, self.node_netns, c.running.pid, grace):
-            await self._event(pod, "FailedPostStartHook", f"PostStartHook failed in container {c.spec['name']}")
+            self.events.record(pod, WARNING, "FailedPostStartHook", f"PostStartHook failed in container {name}",
+                               where)
             await containers.stop(c.running, grace, self.catalog.stop_signal(c.spec))  # restarted as its policy says
         c.waiting, c.message = "", ""
         self._save(box)
@@ -758,10 +755,13 @@ class Kubelet:
                     await self._run(pod, box, c, prepared)
                 except images.ImageError as err:
                     c.waiting, c.message = err.reason, str(err)
+                    where = _field_path(pod, c.spec["name"])
+                    self.events.record(pod, WARNING, "Failed", str(err), where)
                     await self.loop.trigger()
                     await asyncio.sleep(1.0)
                     if err.reason == "ErrImagePull":
                         c.waiting, c.message = "ImagePullBackOff", f'Back-off pulling image "{c.spec.get("image")}"'
+                        self.events.record(pod, NORMAL, "BackOff", c.message, where)
                         await self.loop.trigger()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
@@ -793,6 +793,8 @@ class Kubelet:
                 c.waiting = "CrashLoopBackOff"
                 c.message = (f"back-off {int(backoff)}s restarting failed container={c.spec['name']} "
                              f"pod={box.key[1]}_{box.key[0]}({box.uid})")
+                self.events.record(pod, WARNING, "BackOff", f"Back-off restarting failed container {c.spec['name']} "
+                                   f"in pod {box.key[1]}_{box.key[0]}({box.uid})", _field_path(pod, c.spec["name"]))
                 await self.loop.trigger()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -827,7 +829,10 @@ class Kubelet:
                 await self.loop.trigger()
                 continue
             elif kind != "readiness" and not ok and state.streak >= int(spec.get("failureThreshold", 3)):
-                await self._event(pod, "Unhealthy", f"{kind.capitalize()} probe failed")
+                where = _field_path(pod, c.spec["name"])
+                self.events.record(pod, WARNING, "Unhealthy", f"{kind.capitalize()} probe failed", where)
+                self.events.record(pod, NORMAL, "Killing", f"Container {c.spec['name']} failed {kind} probe, "
+                                                           "will be restarted", where)
                 grace = spec.get("terminationGracePeriodSeconds", pod["spec"].get("terminationGracePeriodSeconds", 30))
                 log.info("kubelet/%s: pod %s/%s: container %s failed its %s probe; restarting it", self.node_name,
                          *box.key, c.spec["name"], kind)
@@ -847,7 +852,8 @@ class Kubelet:
             clock = asyncio.get_running_loop().time
             began = clock()
             if not await probes.run_hook(hook, c.spec, box.ip, self.node_netns, run.pid, grace):
-                await self._event(box.ref, "FailedPreStopHook", f"PreStopHook failed in container {c.spec['name']}")
+                self.events.record(box.ref, WARNING, "FailedPreStopHook",
+                                   f"PreStopHook failed in container {c.spec['name']}")
             grace = max(grace - (clock() - began), 2.0)
         await containers.stop(run, grace, self.catalog.stop_signal(c.spec))
 
@@ -858,6 +864,10 @@ class Kubelet:
 
     async def _terminate(self, box: Sandbox, pod: dict | None) -> None:
         grace = pod["metadata"].get("deletionGracePeriodSeconds", 30) if pod else 0
+        for c in [*box.containers.values(), *box.init.values()]:
+            if c.running is not None and pod is not None:
+                self.events.record(pod, NORMAL, "Killing", f"Stopping container {c.spec['name']}",
+                                   _field_path(pod, c.spec["name"]))
         async with self._lock(box.key):
             await self._teardown(box, grace)
             self.sandboxes.pop(box.uid, None)

@@ -21,6 +21,7 @@ from netplane.agent.kubelet import Kubelet, now
 from netplane.agent.kubelet_server import KubeletServer, listener, tls_context
 from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
+from netplane.api.events import NORMAL
 from netplane.api.informer import Informers
 from netplane.api.kubelets import KUBELET_PORT
 from netplane.api.loop import Reconciler
@@ -266,6 +267,8 @@ class NodeAgent:
             node["metadata"].pop("resourceVersion", None)
             node["status"]["conditions"] = [ready_condition(True, "KubeletReady", "kubelet is posting ready status")]
             await self.client.update_status("nodes", node)
+            self.kubelet.events.record(node, NORMAL, "NodeReady", f"Node {self.config.node_name} status is now: "
+                                                                  "NodeReady")
 
     async def renew(self) -> None:
         name = self.config.node_name

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netplane.api.events import Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.controllers.scheduler import node_ready
-from netplane.controllers.workloads import Expectations, active, is_ready, owned_by, pod_from_template, template_hash
+from netplane.controllers.workloads import (Expectations, active, is_ready, make_and_remove, owned_by,
+                                            pod_from_template, template_hash)
 
 REVISION_LABEL = "controller-revision-hash"
 
@@ -57,6 +59,7 @@ class DaemonSetController:
         self.client, self.daemonsets, self.nodes, self.pods = client, daemonsets, nodes, pods
         self.loop = Reconciler("daemonsets", self.reconcile)
         self.expectations = Expectations()
+        self.events = Recorder(client, "daemonset-controller")
         for informer in (daemonsets, nodes, pods):
             informer.add_handler(self.loop.trigger)
 
@@ -68,9 +71,7 @@ class DaemonSetController:
                 continue
             p = plan(ds, nodes, pods)
             labels = {REVISION_LABEL: template_hash(ds["spec"]["template"])}
-            created = [await self.client.create("pods", pod_from_template(ds, ds["spec"]["template"], labels, node))
-                       for node in p.create_on]
-            for pod in p.delete:
-                await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
+            made = [pod_from_template(ds, ds["spec"]["template"], labels, node) for node in p.create_on]
+            created = await make_and_remove(self.client, self.events, ds, made, p.delete)
             self.expectations.expect(uid, created, p.delete)
             await write_status(self.client, "daemonsets", ds, p.status)

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from netplane.api.errors import ApiError
+from netplane.api.events import NORMAL, Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.controllers.workloads import TEMPLATE_HASH_LABEL, controller_ref, owned_by, template_hash
@@ -134,6 +135,7 @@ class DeploymentController:
     def __init__(self, client, deployments, replicasets) -> None:
         self.client, self.deployments, self.replicasets = client, deployments, replicasets
         self.loop = Reconciler("deployments", self.reconcile)
+        self.events = Recorder(client, "deployment-controller")
         deployments.add_handler(self.loop.trigger)
         replicasets.add_handler(self.loop.trigger)
 
@@ -176,10 +178,13 @@ class DeploymentController:
         else:
             targets = rolling_targets(replicas, surge, unavailable, view(new), olds)
         for rs in owned:
-            if targets[rs["metadata"]["name"]] != int(rs["spec"].get("replicas", 0)):
+            before, after = int(rs["spec"].get("replicas", 0)), targets[rs["metadata"]["name"]]
+            if after != before:
                 scaled = copy.deepcopy(rs)
-                scaled["spec"]["replicas"] = targets[rs["metadata"]["name"]]
+                scaled["spec"]["replicas"] = after
                 await self.client.update("replicasets", scaled)
+                self.events.record(deploy, NORMAL, "ScalingReplicaSet", f"Scaled {'up' if after > before else 'down'} "
+                                   f"replica set {rs['metadata']['name']} from {before} to {after}")
         await self._prune(deploy, [rs for rs in owned if rs is not new])
         status = deployment_status(deploy, view(new), [view(rs) for rs in owned], unavailable)
         await write_status(self.client, "deployments", deploy, status)

@@ -7,6 +7,7 @@ import copy
 from datetime import datetime, timezone
 
 from netplane import names
+from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 
@@ -50,6 +51,8 @@ class NodeLifecycleController:
     def __init__(self, client, nodes, leases, pods, grace: float) -> None:
         self.client, self.nodes, self.leases, self.pods, self.grace = client, nodes, leases, pods, grace
         self.loop = Reconciler("node-lifecycle", self.reconcile, resync=max(0.5, grace / 8))
+        self.events = Recorder(client, "node-controller")
+        self.registered: set[str] = set()
         nodes.add_handler(self.loop.trigger)
 
     async def reconcile(self) -> None:
@@ -57,11 +60,17 @@ class NodeLifecycleController:
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         for node in list(self.nodes.cache.values()):
             name = node["metadata"]["name"]
+            if name not in self.registered:  # once per node and run of the controller, as upstream's
+                self.registered.add(name)
+                self.events.record(node, NORMAL, "RegisteredNode", f"Node {name} event: Registered Node {name} "
+                                                                   "in Controller")
             if not lease_expired(self.leases.cache.get((names.LEASE_NAMESPACE, name)), now, self.grace):
                 continue
             conditions = unknown_conditions(node, stamp)
             if conditions is not None:
                 await write_status(self.client, "nodes", node, {"conditions": conditions})
+                self.events.record(node, NORMAL, "NodeNotReady", f"Node {name} status is now: NodeNotReady")
             for pod in list(self.pods.cache.values()):
                 if pod["spec"].get("nodeName") == name and (marked := not_ready_conditions(pod, stamp)):
                     await write_status(self.client, "pods", pod, {"conditions": marked})
+                    self.events.record(pod, WARNING, "NodeNotReady", "Node is not ready")

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netplane.api.events import Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
-from netplane.controllers.workloads import (Expectations, active, deletion_order, is_ready, owned_by,
-                                            pod_from_template, selector_string)
+from netplane.controllers.workloads import (Expectations, active, deletion_order, is_ready, make_and_remove,
+                                            owned_by, pod_from_template, selector_string)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ReplicaSetController:
         self.client, self.replicasets, self.pods = client, replicasets, pods
         self.loop = Reconciler("replicasets", self.reconcile)
         self.expectations = Expectations()
+        self.events = Recorder(client, "replicaset-controller")
         replicasets.add_handler(self.loop.trigger)
         pods.add_handler(self.loop.trigger)
 
@@ -49,9 +51,7 @@ class ReplicaSetController:
             if "deletionTimestamp" in rs["metadata"] or not self.expectations.satisfied(uid, self.pods.cache):
                 continue
             p = plan(rs, pods)
-            created = [await self.client.create("pods", pod_from_template(rs, rs["spec"].get("template", {})))
-                       for _ in range(p.create)]
-            for pod in p.delete:
-                await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
+            made = [pod_from_template(rs, rs["spec"].get("template", {})) for _ in range(p.create)]
+            created = await make_and_remove(self.client, self.events, rs, made, p.delete)
             self.expectations.expect(uid, created, p.delete)
             await write_status(self.client, "replicasets", rs, p.status)

@@ -7,6 +7,7 @@ import json
 import time
 
 from netplane import names
+from netplane.api.events import NORMAL, Recorder
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 
@@ -102,3 +103,16 @@ class Expectations:
             del self._pending[owner_uid]
             return True
         return False
+
+
+async def make_and_remove(client, events: Recorder, owner: dict, made: list[dict], surplus: list[dict]) -> list[dict]:
+    """Create the pods ``made`` and delete the ``surplus`` ones, each told in an Event about the
+    owner as upstream's controllers tell it; the pods as created."""
+    created = []
+    for pod in made:
+        created.append(await client.create("pods", pod))
+        events.record(owner, NORMAL, "SuccessfulCreate", f"Created pod: {created[-1]['metadata']['name']}")
+    for pod in surplus:
+        await client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
+        events.record(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
+    return created

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from netplane import names
+from netplane.api.events import NORMAL, Recorder
 from netplane.api.informer import Informer, Informers
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
@@ -66,6 +67,7 @@ class CloudController:
         self.nodes, self.services, self.slices = nodes, services, slices
         self.assigned: dict[tuple[str, str], str] = {}  # what it handed out, whatever the cache shows yet
         self.loop = Reconciler("cloud-controller", self.reconcile)
+        self.events = Recorder(client, "service-controller")
         for informer in (nodes, services, slices):
             informer.add_handler(self.loop.trigger)
 
@@ -85,8 +87,10 @@ class CloudController:
                 continue  # the pool is full: the Service stays <pending>, as on a cloud out of addresses
             used.add(ip)
             if not ingress and key not in self.assigned:
+                self.events.record(svc, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
                 await write_status(self.client, "services", svc,
                                    {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}})
+                self.events.record(svc, NORMAL, "EnsuredLoadBalancer", "Ensured load balancer")
                 self.assigned[key] = ip
             routes[ip] = backends(svc, list(self.nodes.cache.values()), list(self.slices.cache.values()))
         await asyncio.to_thread(_routes, self.client_netns, self.pool, routes)

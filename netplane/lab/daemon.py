@@ -30,6 +30,7 @@ from netplane.api.errors import ApiError
 from netplane.controllers.daemonset import DaemonSetController
 from netplane.controllers.deployment import DeploymentController
 from netplane.controllers.endpointslice import EndpointSliceController
+from netplane.controllers.eventttl import EventTTL
 from netplane.controllers.gc import GarbageCollector
 from netplane.controllers.kubernetesservice import KubernetesService, service_ip
 from netplane.controllers.nodeipam import NodeIPAM
@@ -68,6 +69,7 @@ def controllers(informers: Informers, cluster_cidr: str, lease_seconds: int,
         RootCAPublisher(client, inf["namespaces"], inf["configmaps"], ca_pem).loop,
         GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
                                   "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
+        EventTTL(client).loop,
     ]
     return {loop.name: loop.run for loop in loops}
 

@@ -1,0 +1,85 @@
+"""Events as components record them with client-go's recorder: ``record(obj, type, reason,
+message)`` returns at once and the Event is written in the background, so it is never in the way of
+the work it tells of. A repeat (same object, type, reason, message and source) counts up on the
+Event it repeats (``count``, ``lastTimestamp``), as upstream's correlator aggregates. A core/v1
+Event is named ``<object>.<hex time>`` and lives in the object's namespace (``default`` for an
+object without one, a Node's)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from datetime import datetime, timezone
+
+import aiohttp
+
+from netplane.api.errors import ApiError
+
+log = logging.getLogger(__name__)
+NORMAL, WARNING = "Normal", "Warning"
+REMEMBERED = 4096  # repeats are recognised among this many recent Events
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reference(obj: dict, field_path: str = "") -> dict:
+    """The involvedObject of an Event about obj (``field_path``: a part of it, such as a container)."""
+    meta = obj["metadata"]
+    ref = {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", ""), "name": meta["name"],
+           "uid": meta.get("uid", "")}
+    if meta.get("namespace"):
+        ref["namespace"] = meta["namespace"]
+    if meta.get("resourceVersion"):
+        ref["resourceVersion"] = meta["resourceVersion"]
+    if field_path:
+        ref["fieldPath"] = field_path
+    return ref
+
+
+class Recorder:
+    """Events from one component (``source.component``; ``host`` for a node's)."""
+
+    def __init__(self, client, component: str, host: str = "") -> None:
+        self.client, self.component, self.host = client, component, host
+        self.seen: OrderedDict[tuple, tuple[str, str, int]] = OrderedDict()  # key -> (namespace, name, count)
+        self.tasks: set[asyncio.Task] = set()
+        self.lock = asyncio.Lock()
+
+    def record(self, obj: dict, type_: str, reason: str, message: str, field_path: str = "") -> None:
+        """Say it; written in the background."""
+        task = asyncio.get_running_loop().create_task(self._write(reference(obj, field_path), type_, reason, message))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _write(self, ref: dict, type_: str, reason: str, message: str) -> None:
+        key = (ref.get("uid"), ref.get("fieldPath"), type_, reason, message)
+        ts = now()
+        async with self.lock:  # one write at a time, in order: a repeat finds the Event it repeats
+            try:
+                if key in self.seen:
+                    namespace, name, count = self.seen[key]
+                    self.seen.move_to_end(key)
+                    try:
+                        await self.client.patch("events", name, {"count": count + 1, "lastTimestamp": ts}, namespace)
+                        self.seen[key] = (namespace, name, count + 1)
+                        return
+                    except ApiError as err:
+                        if err.code != 404:  # expired meanwhile: made again below
+                            raise
+                namespace = ref.get("namespace") or "default"
+                name = f"{ref['name'][:236]}.{time.time_ns():x}"
+                await self.client.create("events", {
+                    "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": namespace},
+                    "involvedObject": ref, "reason": reason, "message": message, "type": type_,
+                    "count": 1, "firstTimestamp": ts, "lastTimestamp": ts,
+                    "source": {"component": self.component, **({"host": self.host} if self.host else {})},
+                    "reportingComponent": self.component, "reportingInstance": self.host or self.component})
+                self.seen[key] = (namespace, name, 1)
+                while len(self.seen) > REMEMBERED:
+                    self.seen.popitem(last=False)
+            except (ApiError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+                # an Event that cannot be written is dropped, as upstream's recorder drops it
+                log.debug("event %s %s about %s not written: %r", type_, reason, ref.get("name"), err)
