@@ -625,3 +625,27 @@ def test_memory_stays_bounded_under_the_largest_objects_and_200_concurrent_lists
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_health_endpoints_answer_as_kube_apiserver_without_a_token(tmp_path):
+    async def main():
+        async with serving(tmp_path, token="s3cret") as (store, _api, port):
+            async with aiohttp.ClientSession() as http:
+                async def get(path: str) -> tuple[int, str]:
+                    async with http.get(f"http://127.0.0.1:{port}{path}") as resp:
+                        return resp.status, await resp.text()
+
+                plain = [await get(p) for p in ("/healthz", "/livez", "/readyz", "/readyz/etcd")]
+                verbose = await get("/readyz?verbose&exclude=log")
+                root = (await raw(port, "GET", "/", token="s3cret"))[1]["paths"]
+                store.close()  # the storage gone: the etcd check fails
+                failing = await get("/healthz?verbose")
+                return plain, verbose, root, failing
+
+    plain, verbose, root, failing = asyncio.run(main())
+    assert plain == [(200, "ok")] * 4
+    assert verbose[0] == 200 and verbose[1].splitlines()[0] == "[+]ping ok" and "[+]log ok" not in verbose[1]
+    assert "[+]etcd ok" in verbose[1] and verbose[1].endswith("readyz check passed\n")
+    assert {"/healthz", "/livez/etcd", "/readyz", "/api/v1", "/apis/apps/v1", "/openapi/v2", "/version"} <= set(root)
+    assert failing[0] == 500 and "[-]etcd failed: reason withheld" in failing[1]
+    assert failing[1].endswith("healthz check failed\n")

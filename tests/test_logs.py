@@ -14,16 +14,17 @@ from netplane.api.podlog import LogOptionError, LogOptions
 
 def copier(path: str, max_bytes: int = launcher.LOG_MAX_BYTES) -> tuple[int, int, int]:
     """A copier forked as the launcher forks one: (its pid, the stdout and stderr write ends)."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    request = {"log": path, "attach": f"netplane-test/{os.getpid()}/{path}"}
+    ends = launcher._stdio(request)
     pid = os.fork()
     if pid == 0:
-        os.close(out_w)
-        os.close(err_w)
+        for fd in ends.container:
+            os.close(fd)
         launcher.LOG_MAX_BYTES = max_bytes
-        launcher._copy_logs(path, out_r, err_r)
-    os.close(out_r)
-    os.close(err_r)
+        launcher._copy_logs(request, ends)
+    for fd in ends.copier:
+        os.close(fd)
+    _, out_w, err_w = ends.stdio
     return pid, out_w, err_w
 
 

@@ -957,3 +957,48 @@ def test_describe_shows_the_events_of_a_pods_life_from_each_component_with_repea
         kubectl(lab, "delete", "pod", pod["metadata"]["name"], "--wait=false")  # a running one is stopped
         killing = eventually(lambda: events_of(lab, pod["metadata"]["name"], "Killing"), timeout=20)
         assert killing[0]["message"] == "Stopping container main"
+
+
+TALKER = """
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  nodeName: node-1
+  restartPolicy: Never
+  containers:
+  - {name: main, image: busybox, command: [sh, -c, "sleep 2; for i in 1 2 3; do echo tick $i; sleep 0.3; done"]}
+"""
+
+
+def test_kubectl_attach_follows_a_container_and_run_i_rm_feeds_its_stdin_then_deletes_it(lab):
+    with applied(lab, TALKER):
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/talker", "--timeout=60s")
+        attached = kubectl(lab, "attach", "talker")
+        assert "tick 1\ntick 2\ntick 3\n" in attached.stdout, attached.stderr
+    ran = kubectl(lab, "run", "-i", "--rm", "reader", "--image=busybox", "--restart=Never", "--",
+                  "sh", "-c", 'read line; echo "got $line"; echo "to stderr" >&2', stdin="hello\n")
+    assert "got hello" in ran.stdout and 'pod "reader" deleted' in ran.stdout, (ran.stdout, ran.stderr)
+    assert kubectl(lab, "get", "pod", "reader", "--ignore-not-found", "-o", "name").stdout == ""
+
+
+def test_kubectl_proxy_shows_the_servers_paths_health_and_openapi_as_the_seeds_do(lab):
+    import urllib.request
+    from netplane.lab.state import LabState
+    proxy = subprocess.Popen(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), "proxy", "--port=0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout is not None
+        address = proxy.stdout.readline().strip().rsplit(" ", 1)[1]  # "Starting to serve on 127.0.0.1:NNNNN"
+        get = lambda path: urllib.request.urlopen(f"http://{address}{path}", timeout=10).read().decode()  # noqa: E731
+        paths = json.loads(get("/"))["paths"]
+        assert {"/api", "/api/v1", "/apis", "/apis/apps/v1", "/apis/metrics.k8s.io/v1beta1", "/healthz",
+                "/livez", "/readyz", "/openapi/v2", "/openapi/v3", "/version"} <= set(paths)
+        assert get("/readyz?verbose").endswith("readyz check passed\n")
+        assert json.loads(get("/openapi/v2"))["swagger"] == "2.0"
+        assert get("/api/v1/nodes/node-1/proxy/healthz") == "ok"  # through to node-1's kubelet port
+    finally:
+        proxy.terminate()
+        proxy.communicate(timeout=10)
+    info = kubectl(lab, "cluster-info").stdout
+    assert "Kubernetes control plane is running at https://127.0.0.1:" in info

@@ -10,6 +10,7 @@ of the agent has only its pid (its parent is gone), and /proc tells when it has 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import os
@@ -25,6 +26,12 @@ LAUNCHER_FILE = launcher_module.__file__
 START_TIMEOUT = 15.0
 ADOPTED_POLL = 0.5
 ORPHANED = object()  # the exit status of a process whose launcher ended first: unknown
+
+
+def attach_name(log: Path) -> str:
+    """The abstract Unix socket, in the node's network namespace, where the copier of the
+    container's run that logs to ``log`` lets clients attach."""
+    return "netplane/attach/" + hashlib.sha256(str(log).encode()).hexdigest()[:24]
 
 
 class Unavailable(Exception):

@@ -598,7 +598,10 @@ class Kubelet:
         mounts = rootfs.plan(str(stage), self.machine_root, rootfs.machine_mounts(), image.layer, kubelet_files,
                              volumes.mounts(c.spec, prepared))
         security = {**(pod["spec"].get("securityContext") or {}), **(c.spec.get("securityContext") or {})}
-        request = {"sandbox": box.pause.pid, "mounts": mounts, "env": env, "log": str(self._run_log(pod_dir, c)),
+        log_file = self._run_log(box, c)
+        request = {"sandbox": box.pause.pid, "mounts": mounts, "env": env, "log": str(log_file),
+                   "attach": containers.attach_name(log_file), "stdin": bool(c.spec.get("stdin")),
+                   "stdinOnce": bool(c.spec.get("stdinOnce")), "tty": bool(c.spec.get("tty")),
                    "cwd": c.spec.get("workingDir") or image.working_dir,
                    "uid": security.get("runAsUser"), "gid": security.get("runAsGroup"),
                    "cgroups": await self._cgroup_for(box, c)}
@@ -614,10 +617,13 @@ class Kubelet:
             request["argv"] = argv
         return request
 
-    @staticmethod
-    def _run_log(pod_dir: Path, c: Container) -> Path:
+    def _logs(self, key: tuple[str, str], uid: str, container: str) -> Path:
+        """Where a container's runs log, as the kubelet's /var/log/pods/<pod>/<container>/."""
+        return self._pod_dir(key, uid) / "logs" / container
+
+    def _run_log(self, box: Sandbox, c: Container) -> Path:
         """The log file of the container's run to come; of the runs before it only the last is kept."""
-        folder = pod_dir / "logs" / c.spec["name"]
+        folder = self._logs(box.key, box.uid, c.spec["name"])
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.iterdir():
             run = old.name.split(".")[0]
@@ -633,14 +639,23 @@ class Kubelet:
             raise containers.Unavailable(f'pod "{name}" is not running on node "{self.node_name}"', 404)
         return box
 
-    def running(self, namespace: str, name: str, container: str) -> containers.Running:
-        """A container's running process, for an exec; Unavailable in the kubelet's words when it
+    def _running(self, namespace: str, name: str, container: str) -> tuple[Sandbox, Container]:
+        """A running container and its pod's sandbox; Unavailable in the kubelet's words when it
         does not run."""
         box = self.sandbox_of(namespace, name)
         c = box.containers.get(container) or box.init.get(container)
         if c is None or c.running is None or c.waiting or not c.running.alive():
             raise containers.Unavailable(f'container not found ("{container}")')
-        return c.running
+        return box, c
+
+    def running(self, namespace: str, name: str, container: str) -> containers.Running:
+        """A running container's process, for an exec."""
+        return self._running(namespace, name, container)[1].running
+
+    def attach_socket(self, namespace: str, name: str, container: str) -> str:
+        """The attach socket of a running container's copier (containers.attach_name)."""
+        box, c = self._running(namespace, name, container)
+        return containers.attach_name(self._logs(box.key, box.uid, container) / f"{c.restarts}.log")
 
     def container_log(self, namespace: str, name: str, container: str, previous: bool
                       ) -> tuple[Path, Callable[[], bool]]:
@@ -655,7 +670,7 @@ class Kubelet:
         reported = pod.get("status") or {}
         listed = [*(reported.get("containerStatuses") or []), *(reported.get("initContainerStatuses") or [])]
         status = c.status() if c is not None else next((s for s in listed if s["name"] == container), None)
-        folder = self._pod_dir((namespace, name), uid) / "logs" / container
+        folder = self._logs((namespace, name), uid, container)
         runs = sorted(int(p.name[:-4]) for p in folder.glob("*.log") if p.name[:-4].isdigit()) if folder.is_dir() else []
         run = logs.chosen_run(status or {}, runs, previous, container, name)
         current = c.running if c is not None and not previous and run == runs[-1] else None

@@ -8,7 +8,8 @@ AlwaysAllow authorizer allows it.
 
 Paths, as the kubelet serves them: ``/healthz``, ``/pods`` (the pods bound to the node, a PodList),
 ``/stats/summary`` (stats.py), ``/containerLogs/NS/POD/CONTAINER`` (logs.py),
-``/exec/NS/POD/CONTAINER?command=...`` (streams.py), ``/portForward/NS/POD`` (portforward.py)."""
+``/exec/NS/POD/CONTAINER?command=...`` and ``/attach/NS/POD/CONTAINER`` (streams.py),
+``/portForward/NS/POD`` (portforward.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -62,6 +63,7 @@ class KubeletServer:
         app.router.add_get("/stats/summary", self.summary)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self.exec)
+        app.router.add_route("*", "/attach/{namespace}/{pod}/{container}", self.attach)
         app.router.add_route("*", "/portForward/{namespace}/{pod}", self.port_forward)
         return app
 
@@ -108,6 +110,20 @@ class KubeletServer:
         except OSError:  # it ended a moment ago
             return web.Response(status=400, text=f'container not found ("{where["container"]}")\n')
         return await streams.serve(request, argv, command)
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        where = request.match_info
+        try:
+            name = self.kubelet.attach_socket(where["namespace"], where["pod"], where["container"])
+        except containers.Unavailable as err:
+            return web.Response(status=err.code, text=f"{err}\n")
+        copier = netns.socket_in(self.kubelet.node_netns, socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            copier.connect(b"\0" + name.encode())
+        except OSError:
+            copier.close()
+            return web.Response(status=400, text=f'container "{where["container"]}" cannot be attached to\n')
+        return await streams.serve_attach(request, copier)
 
     async def port_forward(self, request: web.Request) -> web.StreamResponse:
         where = request.match_info

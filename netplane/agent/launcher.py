@@ -29,11 +29,15 @@ and a container forked from it shares its pages (``gc.freeze``). It ends when it
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import selectors
 import signal
+import socket
+import struct
 import sys
+import termios
 import time
 from dataclasses import dataclass
 
@@ -224,14 +228,15 @@ def _process(request: dict, ready_w: int) -> None:
             os.setgid(int(request["gid"]))
         if request.get("uid") is not None:
             os.setuid(int(request["uid"]))
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        stdout, stderr = request["stdio"]
-        os.dup2(stdout, 1)
-        os.dup2(stderr, 2)
-        os.close(stdout)
-        os.close(stderr)
+        stdin, stdout, stderr = request["stdio"]
+        if stdin is None:
+            stdin = os.open(os.devnull, os.O_RDONLY)
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+        for fd in {stdin, stdout, stderr}:
+            os.close(fd)
+        if request.get("tty"):  # the terminal is its controlling terminal, as a runtime's console
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         builtin = request.get("builtin")
         if builtin and builtin.get("name") == "pause":  # the pause image: wait for SIGTERM, exit 0
             libc.prctl(PR_SET_NAME, b"pause", 0, 0, 0)
@@ -299,21 +304,140 @@ def _rotate(path: str) -> None:
         os.unlink(os.path.join(folder, old))
 
 
-def _copy_logs(path: str, stdout: int, stderr: int) -> None:
-    """A container's log copier: its two streams into the CRI log file until both end."""
+@dataclass
+class Stdio:
+    """A container's standard streams: the ends the copier keeps (the terminal's master, or the
+    read ends of stdout and stderr and the write end of stdin) and the ends the container gets."""
+    stdio: tuple[int | None, int, int]  # the container's stdin (None: /dev/null), stdout, stderr
+    outputs: dict[int, bytes]  # the copier's output ends: fd -> stream name
+    stdin: int | None  # the copier's end of the container's stdin
+    tty: bool = False
+    copier: tuple[int, ...] = ()
+    container: tuple[int, ...] = ()
+
+
+def _stdio(request: dict) -> Stdio:
+    if request.get("tty"):
+        master, slave = os.openpty()
+        return Stdio((slave, slave, slave), {master: b"stdout"}, master, True, (master,), (slave,))
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_r, in_w = os.pipe() if request.get("stdin") else (None, None)
+    copier = (out_r, err_r) + ((in_w,) if in_w is not None else ())
+    container = (out_w, err_w) + ((in_r,) if in_r is not None else ())
+    return Stdio((in_r, out_w, err_w), {out_r: b"stdout", err_r: b"stderr"}, in_w, False, copier, container)
+
+
+ATTACH_FRAME = struct.Struct(">BI")  # channel (0 stdin, 1 stdout, 2 stderr, 4 resize, 255 close stdin), length
+CHANNELS = {b"stdout": 1, b"stderr": 2}
+
+
+class Attached:
+    """A client of the copier's attach socket (the kubelet, for ``kubectl attach``)."""
+
+    def __init__(self, sock) -> None:
+        self.sock, self.received, self.gone = sock, b"", False
+        sock.setblocking(False)
+
+    def send(self, channel: int, data: bytes) -> None:
+        try:
+            self.sock.sendall(ATTACH_FRAME.pack(channel, len(data)) + data)
+        except OSError:  # gone, or too slow to keep up with the container: let go
+            self.gone = True
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """The whole frames received so far ([] and gone once it hung up)."""
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self.gone = True
+            return []
+        self.received += data
+        found = []
+        while len(self.received) >= ATTACH_FRAME.size:
+            channel, size = ATTACH_FRAME.unpack(self.received[:ATTACH_FRAME.size])
+            if len(self.received) < ATTACH_FRAME.size + size:
+                break
+            found.append((channel, self.received[ATTACH_FRAME.size:ATTACH_FRAME.size + size]))
+            self.received = self.received[ATTACH_FRAME.size + size:]
+        return found
+
+
+def _copy_logs(request: dict, ends: Stdio) -> None:
+    """A container's log copier: its output into the CRI log file and to attached clients, and
+    what attached clients type into its stdin, until its output ends. The attach socket is an
+    abstract Unix socket (``attach`` in the request) in the node's network namespace."""
     libc.prctl(PR_SET_NAME, b"log-copier", 0, 0, 0)
-    streams, waiting = {stdout: b"stdout", stderr: b"stderr"}, {stdout: b"", stderr: b""}
+    path, stdin = request["log"], ends.stdin
+    streams, waiting = dict(ends.outputs), {fd: b"" for fd in ends.outputs}
     sel = selectors.DefaultSelector()
     for fd in streams:
-        sel.register(fd, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ, "output")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(b"\0" + request["attach"].encode())
+        listener.listen(8)
+        sel.register(listener, selectors.EVENT_READ, "listener")
+    except OSError:  # taken (a copier of an earlier run lingers): logs only, no attaching
+        listener.close()
+    clients: dict[int, Attached] = {}
     log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def drop(client: Attached) -> None:
+        nonlocal stdin
+        sel.unregister(client.sock)
+        clients.pop(client.sock.fileno(), None)
+        client.sock.close()
+        if request.get("stdinOnce") and stdin is not None and not ends.tty:  # its one session is over
+            os.close(stdin)
+            stdin = None
+
     while streams:
         for key, _ in sel.select():
-            data = os.read(key.fd, 65536)
-            records, waiting[key.fd] = _records(streams[key.fd], waiting[key.fd] + data, not data)
-            if not data:
+            if key.data == "listener":
+                conn, _ = listener.accept()
+                client = Attached(conn)
+                clients[conn.fileno()] = client
+                sel.register(conn, selectors.EVENT_READ, "client")
+                continue
+            if key.data == "client":
+                client = clients[key.fd]
+                for channel, data in client.frames():
+                    if channel == 0 and stdin is not None:
+                        try:
+                            os.write(stdin, data)
+                        except OSError:
+                            pass
+                    elif channel == 4 and ends.tty:
+                        _resize(stdin, data)
+                    elif channel == 255 and stdin is not None:
+                        if ends.tty:
+                            os.write(stdin, b"\x04")  # end of input, as a terminal says it
+                        elif request.get("stdinOnce"):
+                            os.close(stdin)
+                            stdin = None
+                if client.gone:
+                    drop(client)
+                continue
+            try:
+                data = os.read(key.fd, 65536)
+            except OSError:  # EIO: the terminal's other side has closed
+                data = b""
+            name = streams[key.fd]
+            records, waiting[key.fd] = _records(name, waiting[key.fd] + data, not data)
+            if data:
+                for client in list(clients.values()):
+                    client.send(CHANNELS[name], data)
+                    if client.gone:
+                        drop(client)
+            else:
                 sel.unregister(key.fd)
-                os.close(key.fd)
+                if key.fd != stdin:  # a terminal's master is both
+                    os.close(key.fd)
                 del streams[key.fd]
             while records:
                 records = records[os.write(log, records):]
@@ -322,6 +446,14 @@ def _copy_logs(path: str, stdout: int, stderr: int) -> None:
                 _rotate(path)
                 log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     os._exit(0)
+
+
+def _resize(terminal: int | None, data: bytes) -> None:
+    try:
+        size = json.loads(data)
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
+    except (ValueError, KeyError, TypeError, OSError):
+        pass
 
 
 # --- the launcher ---------------------------------------------------------------------------------
@@ -395,24 +527,24 @@ class Launcher:
         if request.get("op") == "sandbox":
             self._fork(_sandbox, request)
             return
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        ends = _stdio(request)  # the copier's ends, the container's ends
         try:
             copier = os.fork()
             if copier == 0:
-                self._child(out_r, err_r)
-                os.close(out_w)
-                os.close(err_w)
-                _copy_logs(request["log"], out_r, err_r)
+                self._child(*ends.copier)
+                for fd in ends.container:
+                    os.close(fd)
+                _copy_logs(request, ends)
             self.copiers.add(copier)
-            os.close(out_r)
-            os.close(err_r)
-            self._fork(_process, {**request, "stdio": (out_w, err_w)}, f"/proc/{request['sandbox']}/ns/pid")
+            for fd in ends.copier:
+                os.close(fd)
+            ends.copier = ()
+            self._fork(_process, {**request, "stdio": ends.stdio}, f"/proc/{request['sandbox']}/ns/pid")
         except OSError as err:  # the sandbox has gone
             _reply({"id": request["id"], "reason": "StartError", "error": str(err)})
         finally:
-            os.close(out_w)
-            os.close(err_w)
+            for fd in {*ends.copier, *ends.container}:
+                os.close(fd)
 
     def read_status(self, fd: int) -> None:
         """More of a child's answer; at its end (EOF), the reply."""

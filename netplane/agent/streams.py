@@ -1,6 +1,7 @@
-"""``kubectl exec`` as the kubelet serves it: a new process in a running container's namespaces (at
-its root, with its environment), its standard streams carried over a WebSocket in the channel
-protocol the API server and kubectl speak.
+"""``kubectl exec`` and ``kubectl attach`` as the kubelet serves them: a new process in a running
+container's namespaces (at its root, with its environment), or the container's own streams as its
+log copier hands them on (launcher.py), carried over a WebSocket in the channel protocol the API
+server and kubectl speak.
 
 ``v5.channel.k8s.io`` (kubectl 1.32) and ``v4.channel.k8s.io`` (the Python client): each binary
 message starts with its channel, 0 stdin, 1 stdout, 2 stderr, 3 error (at the end, a Status: Success,
@@ -16,12 +17,15 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import struct
 import termios
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
+
+from netplane.agent import launcher
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -69,11 +73,11 @@ def set_size(fd: int, resize: bytes) -> None:
         pass
 
 
-class Session:
-    """One exec: the process, its streams, and the WebSocket they travel on."""
+class Channels:
+    """The channel protocol on one WebSocket: numbered messages both ways."""
 
-    def __init__(self, ws: web.WebSocketResponse, options: StreamOptions) -> None:
-        self.ws, self.options = ws, options
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
         self.v5 = ws.ws_protocol == PROTOCOLS[0]
         self.sending = asyncio.Lock()
 
@@ -81,6 +85,33 @@ class Session:
         async with self.sending:
             if not self.ws.closed:
                 await self.ws.send_bytes(bytes([channel]) + data)
+
+    async def opened(self, options: StreamOptions) -> None:
+        """The empty message that tells the client its streams are open."""
+        await self.send(STDOUT if options.stdout else STDERR if options.stderr else ERROR, b"")
+
+    async def messages(self) -> AsyncIterator[tuple[int, bytes]]:
+        """(channel, data) of each message from the client; a text message is taken as its bytes,
+        as the kubelet takes it (the Python client writes str data as text). A v5 close of stdin
+        comes as (CLOSE, b"")."""
+        async for msg in self.ws:
+            raw = msg.data.encode() if msg.type == WSMsgType.TEXT else msg.data if msg.type == WSMsgType.BINARY else b""
+            if not raw:
+                continue
+            channel, data = raw[0], raw[1:]
+            if channel == CLOSE:
+                if self.v5 and data[:1] == bytes([STDIN]):
+                    yield CLOSE, b""
+            elif channel in (STDIN, RESIZE):
+                yield channel, data
+
+
+class Session:
+    """One exec: the process, its streams, and the WebSocket they travel on."""
+
+    def __init__(self, channels: Channels, options: StreamOptions) -> None:
+        self.channels, self.options = channels, options
+        self.send = channels.send
 
     async def _pump(self, channel: int, read) -> None:
         """Each chunk read, sent on channel, until the end."""
@@ -105,7 +136,7 @@ class Session:
             *argv, stdin=pipe if self.options.stdin else asyncio.subprocess.DEVNULL,
             stdout=pipe if self.options.stdout else asyncio.subprocess.DEVNULL,
             stderr=pipe if self.options.stderr else asyncio.subprocess.DEVNULL, start_new_session=True)
-        await self._opened()
+        await self.channels.opened(self.options)
         pumps = [asyncio.create_task(self._pump(ch, lambda s=s: s.read(READ_SIZE)))
                  for ch, s in ((STDOUT, proc.stdout), (STDERR, proc.stderr)) if s is not None]
 
@@ -144,7 +175,7 @@ class Session:
             chunks.put_nowait(data)
 
         loop.add_reader(master, readable)
-        await self._opened()
+        await self.channels.opened(self.options)
         pump = asyncio.create_task(self._pump(STDOUT, chunks.get))
 
         async def feed(data: bytes | None) -> None:
@@ -156,10 +187,6 @@ class Session:
         finally:
             loop.remove_reader(master)
             os.close(master)
-
-    async def _opened(self) -> None:
-        """The empty message that tells the client its streams are open."""
-        await self.send(STDOUT if self.options.stdout else STDERR if self.options.stderr else ERROR, b"")
 
     async def _until_done(self, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task], feed,
                           terminal: int | None) -> int:
@@ -182,18 +209,12 @@ class Session:
                 _kill(proc)
 
     async def _from_client(self, feed, terminal: int | None) -> None:
-        async for msg in self.ws:
-            # a text message is taken as its bytes, as the kubelet takes it (the Python client
-            # writes str data as text)
-            raw = msg.data.encode() if msg.type == WSMsgType.TEXT else msg.data if msg.type == WSMsgType.BINARY else b""
-            if not raw:
-                continue
-            channel, data = raw[0], raw[1:]
+        async for channel, data in self.channels.messages():
             if channel == STDIN and data:
                 await feed(data)
             elif channel == RESIZE and terminal is not None:
                 set_size(terminal, data)
-            elif channel == CLOSE and self.v5 and data[:1] == bytes([STDIN]):
+            elif channel == CLOSE:
                 await feed(None)
 
 
@@ -209,6 +230,49 @@ async def serve(request: web.Request, argv: list[str], shown: list[str]) -> web.
     if ws.ws_protocol is None:
         await ws.close(message=f"none of the protocols {', '.join(PROTOCOLS)} was offered".encode())
         return ws
-    await Session(ws, StreamOptions.from_query(request.query)).run(argv, shown)
+    await Session(Channels(ws), StreamOptions.from_query(request.query)).run(argv, shown)
     await ws.close()
+    return ws
+
+
+async def serve_attach(request: web.Request, copier: socket.socket) -> web.WebSocketResponse:
+    """The WebSocket of one attach: the container's output as its log copier hands it on (``copier``:
+    a socket connected to the copier's attach socket), and what the client types into its stdin."""
+    options = StreamOptions.from_query(request.query)
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+    await ws.prepare(request)
+    if ws.ws_protocol is None:
+        copier.close()
+        await ws.close(message=f"none of the protocols {', '.join(PROTOCOLS)} was offered".encode())
+        return ws
+    channels = Channels(ws)
+    copier.setblocking(False)
+    reader, writer = await asyncio.open_unix_connection(sock=copier)
+    await channels.opened(options)
+    frame = launcher.ATTACH_FRAME
+
+    async def output() -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                channel, size = frame.unpack(await reader.readexactly(frame.size))
+                data = await reader.readexactly(size)
+                if (channel == STDOUT and options.stdout) or (channel == STDERR and options.stderr):
+                    await channels.send(channel, data)
+
+    async def typed() -> None:
+        async for channel, data in channels.messages():
+            if (channel == STDIN and options.stdin) or channel in (RESIZE, CLOSE):
+                writer.write(frame.pack(channel, len(data)) + data)
+                await writer.drain()
+
+    tasks = [asyncio.create_task(output()), asyncio.create_task(typed())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0].done():  # the container's output ended: it has exited
+            await channels.send(ERROR, json.dumps(exit_status(0, [])).encode())
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        await ws.close()
     return ws

@@ -1,7 +1,7 @@
-"""The ``pods/exec`` and ``pods/portforward`` subresources as kube-apiserver serves them: the
-request checked (a command, a container of the pod that is running; a pod that runs), then its
+"""The ``pods/exec``, ``pods/attach`` and ``pods/portforward`` subresources as kube-apiserver serves
+them: the request checked (a command, a container of the pod that is running; a pod that runs), then its
 WebSocket joined to one the API server opens to the kubelet of the pod's node
-(``/exec/NS/POD/CONTAINER``, ``/portForward/NS/POD``), message for message, in the protocol the
+(``/exec/NS/POD/CONTAINER``, ``/attach/...``, ``/portForward/NS/POD``), message for message, in the protocol the
 two ends agree on (agent/streams.py, agent/portforward.py). A request that is not a WebSocket
 upgrade is refused, as one without an upgrade is upstream."""
 from __future__ import annotations
@@ -80,17 +80,27 @@ async def relay(request: web.Request, kubelets: Kubelets, node: dict, path: str,
         await upstream.close()
 
 
-async def serve_exec(request: web.Request, pod: dict, kubelets: Kubelets, node: dict | None) -> web.StreamResponse:
-    command = request.query.getall("command", [])
-    if not command:
-        raise ApiError(400, "BadRequest", "you must specify at least 1 command")
+async def _to_container(request: web.Request, pod: dict, kubelets: Kubelets, node: dict | None, action: str,
+                        command: list[str]) -> web.StreamResponse:
+    """exec or attach: the container checked, the WebSocket joined to the kubelet's /<action>/."""
     container = container_of(pod, request.query.get("container", ""))
     if node is None:
         raise ApiError(400, "BadRequest", f'pod {pod["metadata"]["name"]} does not have a host assigned')
     _running(pod, container)
     meta = pod["metadata"]
-    return await relay(request, kubelets, node, f"exec/{meta['namespace']}/{meta['name']}/{container}",
+    return await relay(request, kubelets, node, f"{action}/{meta['namespace']}/{meta['name']}/{container}",
                        kubelet_query(request, command))
+
+
+async def serve_exec(request: web.Request, pod: dict, kubelets: Kubelets, node: dict | None) -> web.StreamResponse:
+    command = request.query.getall("command", [])
+    if not command:
+        raise ApiError(400, "BadRequest", "you must specify at least 1 command")
+    return await _to_container(request, pod, kubelets, node, "exec", command)
+
+
+async def serve_attach(request: web.Request, pod: dict, kubelets: Kubelets, node: dict | None) -> web.StreamResponse:
+    return await _to_container(request, pod, kubelets, node, "attach", [])
 
 
 async def serve_port_forward(request: web.Request, pod: dict, kubelets: Kubelets,

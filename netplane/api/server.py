@@ -21,7 +21,7 @@ import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import (auth, codec, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, podexec,
+from netplane.api import (auth, codec, health, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, podexec,
                           podlog, protobuf, proxy, schema, serviceaccounts, tables)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.kubelets import Kubelets
@@ -31,7 +31,7 @@ from netplane.api.satokens import TokenIssuer
 from netplane.api.store import Store
 
 MAX_BODY = 3 * 1024 * 1024
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez"})
+OPEN_PREFIXES = tuple(f"/{e}" for e in health.ENDPOINTS)  # answered without a token, as upstream's health checks
 NO_DELETE_COLLECTION = frozenset({"namespaces"})  # as upstream: a namespace goes only by name
 VERSION = {
     "major": "1",
@@ -753,20 +753,14 @@ class _Handlers:
         node_name = pod["spec"].get("nodeName")
         return pod, store.get("nodes", None, node_name) if node_name else None
 
-    async def log(self, request: web.Request) -> web.StreamResponse:
-        """pods/NAME/log, from the kubelet of the pod's node (podlog.py)."""
-        pod, node = self._pod_and_node(request)
-        return await podlog.serve(request, pod, request.app[KUBELETS], node)
+    def from_node(self, serve: Callable[..., Awaitable[web.StreamResponse]]) -> Handler:
+        """A pod subresource the kubelet of the pod's node serves: pods/NAME/log (podlog.py), exec,
+        attach and portforward (podexec.py)."""
+        async def handler(request: web.Request) -> web.StreamResponse:
+            pod, node = self._pod_and_node(request)
+            return await serve(request, pod, request.app[KUBELETS], node)
 
-    async def exec(self, request: web.Request) -> web.StreamResponse:
-        """pods/NAME/exec, a WebSocket joined to the kubelet's (podexec.py)."""
-        pod, node = self._pod_and_node(request)
-        return await podexec.serve_exec(request, pod, request.app[KUBELETS], node)
-
-    async def port_forward(self, request: web.Request) -> web.StreamResponse:
-        """pods/NAME/portforward, a WebSocket joined to the kubelet's (podexec.py)."""
-        pod, node = self._pod_and_node(request)
-        return await podexec.serve_port_forward(request, pod, request.app[KUBELETS], node)
+        return handler
 
     async def _update(self, request: web.Request, subresource: str | None) -> web.Response:
         duplicates: list[str] = []
@@ -831,10 +825,11 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
         router.add_patch(item + "/status", h.patch_status)
     if res.plural == "pods":
         router.add_post(item + "/eviction", h.evict)
-        router.add_get(item + "/log", h.log)
+        router.add_get(item + "/log", h.from_node(podlog.serve))
         for method in ("GET", "POST"):  # a WebSocket upgrade is a GET; SPDY's was a POST
-            router.add_route(method, item + "/exec", h.exec)
-            router.add_route(method, item + "/portforward", h.port_forward)
+            for sub, serve in (("exec", podexec.serve_exec), ("attach", podexec.serve_attach),
+                               ("portforward", podexec.serve_port_forward)):
+                router.add_route(method, f"{item}/{sub}", h.from_node(serve))
     if res.plural == "serviceaccounts":
         router.add_post(item + "/token", h.token)
     if res.plural in PROXIED:
@@ -877,7 +872,8 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
                             "version": "v1", "kind": "Eviction", "verbs": ["create"]})
             entries.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                             "verbs": ["get"]})
-            for sub, kind in (("exec", "PodExecOptions"), ("portforward", "PodPortForwardOptions")):
+            for sub, kind in (("exec", "PodExecOptions"), ("attach", "PodAttachOptions"),
+                              ("portforward", "PodPortForwardOptions")):
                 entries.append({"name": f"pods/{sub}", "singularName": "", "namespaced": True, "kind": kind,
                                 "verbs": ["create", "get"]})
         if r.plural == "serviceaccounts":  # kubectl create token
@@ -962,8 +958,15 @@ def _add_openapi_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/openapi/v3/{gv:.+}", document)
 
 
-async def _ok(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+def _storage_ok(store: Store) -> bool:
+    """Whether the storage answers a read (kube-apiserver's etcd check)."""
+    try:
+        store.get("namespaces", None, "default")
+    except ApiError as err:
+        return err.code == 404
+    except Exception:  # noqa: BLE001 - any failure of the storage is a failed check
+        return False
+    return True
 
 
 # -- middlewares and the app
@@ -998,12 +1001,16 @@ def _bearer(accepts: Callable[[str], bool]) -> Callable:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS and request.path != auth.CLUSTER_INFO_PATH and not _authorized(
+        if not _open(request.path) and request.path != auth.CLUSTER_INFO_PATH and not _authorized(
                 request.headers.get("Authorization", ""), accepts):
             raise ApiError(401, "Unauthorized", "Unauthorized")
         return await handler(request)
 
     return check
+
+
+def _open(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in OPEN_PREFIXES)
 
 
 def _authorized(header: str, accepts: Callable[[str], bool]) -> bool:
@@ -1046,8 +1053,7 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
     app[ISSUER] = issuer
     app.on_shutdown.append(_end_watches)
     app.on_cleanup.append(lambda app: app[KUBELETS].close())
-    for path in OPEN_PATHS:
-        app.router.add_get(path, _ok)
+    health_paths = health.routes(app.router, lambda: _storage_ok(store))
     if isinstance(token, auth.TokenFile) and ca_pem is not None:
         tokens = token
 
@@ -1057,7 +1063,7 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
         app.router.add_get(auth.CLUSTER_INFO_PATH, cluster_info)
     discovery = _add_discovery_routes(app.router)
     _add_openapi_routes(app.router)
-    root = [*discovery, *OPEN_PATHS, "/openapi/v2", "/openapi/v3", "/openapi/v3/"]
+    root = [*discovery, *health_paths, "/openapi/v2", "/openapi/v3", "/openapi/v3/"]
     app.router.add_get("/", _constant({"paths": sorted(root)}))
     for res in RESOURCES:
         _add_resource_routes(app.router, res)

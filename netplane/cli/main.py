@@ -741,6 +741,22 @@ def bench_trace(rounds: int) -> None:
                    f"{statistics.median(r.peer):5.2f} s; ratio {r.ratio:4.1f}")
 
 
+@bench.command(name="streams")
+@click.option("--rounds", default=10, show_default=True, help="Runs of each way, interleaved.")
+@click.option("--mebibytes", default=64, show_default=True, help="MiB sent per port-forward run.")
+@friendly
+def bench_streams(rounds: int, mebibytes: int) -> None:
+    """kubectl exec and port-forward through the API server and the kubelet port, next to netplane exec
+    and to a direct way into the same pod."""
+    from netplane.bench import streams as bench
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane bench streams needs root (it brings up a lab)")
+    click.echo(f"a default lab; {rounds} rounds of each way, interleaved ...")
+    for line in bench.lines(bench.run(rounds, mebibytes)):
+        click.echo(line)
+
+
 @bench.command(name="proxy")
 @click.option("--services", default="1000,10000", show_default=True,
               help="Service counts, comma-separated (3 endpoints each); the latency baseline is added.")
