@@ -21,13 +21,15 @@ def test_the_recorder_writes_in_the_background_and_counts_a_repeat_on_the_same_e
             for _ in range(3):
                 recorder.record(pod, NORMAL, "Started", "Started container app", "spec.containers{app}")
             recorder.record(node, NORMAL, "NodeReady", "Node node-9 status is now: NodeReady")
-            await asyncio.gather(*recorder.tasks)
+            await recorder.flushed()
+            recorder.record(pod, NORMAL, "Started", "Started container app", "spec.containers{app}")  # later
+            await recorder.flushed()
             in_shop = (await client.list("events", "shop"))["items"]
             in_default = (await client.list("events", "default"))["items"]
             return in_shop, in_default
 
     in_shop, in_default = asyncio.run(main())
-    assert len(in_shop) == 1 and in_shop[0]["count"] == 3 and in_shop[0]["reason"] == "Started"
+    assert len(in_shop) == 1 and in_shop[0]["count"] == 4 and in_shop[0]["reason"] == "Started"
     assert in_shop[0]["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": "u1",
                                             "namespace": "shop", "fieldPath": "spec.containers{app}"}
     assert in_shop[0]["source"] == {"component": "kubelet", "host": "node-9"}
