@@ -367,8 +367,8 @@ def test_liveness_and_startup_probes_restart_the_container(lab):
         status = eventually(restarted, timeout=30)
         assert status["lastState"]["terminated"]["exitCode"] == 143  # sleep ended by SIGTERM
         kubectl(lab, "wait", "--for=condition=Ready", "pod/lively", "--timeout=30s")  # its new /tmp is healthy
-        assert "Liveness probe failed" in kubectl(lab, "get", "events", "--field-selector",
-                                                  "involvedObject.name=lively").stdout
+        eventually(lambda: "Liveness probe failed" in kubectl(lab, "get", "events", "--field-selector",
+                                                              "involvedObject.name=lively").stdout)
         # a startup probe that never passes: never started nor ready, its readiness probe never asked
         again = eventually(lambda: (s := pod_json(lab, "never-starts")["status"]["containerStatuses"][0])
                            ["restartCount"] >= 1 and s, timeout=30)
