@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labtools import cli, default_lab_file, eventually, get, http, pod_ip, running_lab
+from labtools import cli, default_lab_file, eventually, get, http, kubectl, pod_ip, running_lab
 from netplane import names
 from netplane.api import auth, kubeconfig, tls
 from netplane.kernel import netns
@@ -195,3 +195,11 @@ def test_status_shows_each_members_and_each_agents_health(lab):
         assert row[3] == "ago" and row[-1] == "ok", shown
     running = [tuple(map(int, row[4].split("/"))) for row in rows.values()]
     assert all(r == t for r, t in running) and sum(r for r, _ in running) == 4, shown
+
+
+def test_kubectl_exec_logs_and_the_kubelet_port_reach_each_agent_over_the_underlay(lab):
+    """The server, in its own host, asks each node's agent on its kubelet port across the underlay."""
+    assert kubectl(lab, "exec", "web-2", "--", "hostname").stdout == "web-2\n"
+    assert kubectl(lab, "logs", "web-2").returncode == 0
+    summary = yaml.safe_load(kubectl(lab, "get", "--raw", "/api/v1/nodes/node-2/proxy/stats/summary").stdout)
+    assert summary["node"]["nodeName"] == "node-2" and "web-2" in {p["podRef"]["name"] for p in summary["pods"]}
