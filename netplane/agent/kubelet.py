@@ -145,6 +145,10 @@ class Sandbox:
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": self.key[0], "name": self.key[1],
                                                                 "uid": self.uid}}
 
+    def container(self, name: str) -> Container | None:
+        """One of its containers or init containers, by name."""
+        return self.containers.get(name) or self.init.get(name)
+
     @property
     def ready(self) -> bool:
         return all(c.ready for c in self.containers.values()) and all(
@@ -643,7 +647,7 @@ class Kubelet:
         """A running container and its pod's sandbox; Unavailable in the kubelet's words when it
         does not run."""
         box = self.sandbox_of(namespace, name)
-        c = box.containers.get(container) or box.init.get(container)
+        c = box.container(container)
         if c is None or c.running is None or c.waiting or not c.running.alive():
             raise containers.Unavailable(f'container not found ("{container}")')
         return box, c
@@ -666,7 +670,7 @@ class Kubelet:
             raise containers.Unavailable(f'pod "{name}" is not on node "{self.node_name}"', 404)
         uid = pod["metadata"]["uid"]
         box = self.sandboxes.get(uid)
-        c = (box.containers.get(container) or box.init.get(container)) if box is not None else None
+        c = box.container(container) if box is not None else None
         reported = pod.get("status") or {}
         listed = [*(reported.get("containerStatuses") or []), *(reported.get("initContainerStatuses") or [])]
         status = c.status() if c is not None else next((s for s in listed if s["name"] == container), None)
@@ -857,8 +861,8 @@ class Kubelet:
 
     async def _stop(self, box: Sandbox, c: Container, grace: float) -> None:
         """Stop a container as the kubelet does: its preStop hook first (unless the grace period is
-        0), then its image's stop signal (SIGTERM but for a few), and SIGKILL once the grace period is over (at least 2 s after a hook that
-        took it all, as upstream's minimum)."""
+        0), then its image's stop signal (SIGTERM but for a few), and SIGKILL once the grace period
+        is over (at least 2 s after a hook that took it all, as upstream's minimum)."""
         run = c.running
         if run is None:
             return

@@ -30,17 +30,9 @@ log = logging.getLogger(__name__)
 CERT_NAME = "kubelet"  # its serving certificate and key, kubelet.crt and kubelet.key, as /var/lib/kubelet/pki has them
 
 
-def listener(space: str | None, port: int) -> socket.socket:
-    """The port's listening socket, on every address of the node's network namespace."""
-    sock = netns.socket_in(space, socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(("0.0.0.0", port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(128)
-    return sock
+def refused(why: str, code: int = 400) -> web.Response:
+    """A request the kubelet cannot serve, in plain text as the kubelet answers it."""
+    return web.Response(status=code, text=f"{why}\n")
 
 
 def tls_context(pki: Path, node_ip: str, node_name: str, client_ca: str) -> ssl.SSLContext:
@@ -86,9 +78,9 @@ class KubeletServer:
             path, running = self.kubelet.container_log(where["namespace"], where["pod"], where["container"],
                                                        options.previous)
         except LogOptionError as err:
-            return web.Response(status=400, text=f"{err}\n")
+            return refused(str(err))
         except containers.Unavailable as err:
-            return web.Response(status=err.code, text=f"{err}\n")
+            return refused(str(err), err.code)
         out = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await out.prepare(request)
         try:
@@ -101,14 +93,14 @@ class KubeletServer:
     async def exec(self, request: web.Request) -> web.StreamResponse:
         where, command = request.match_info, request.query.getall("command", [])
         if not command:
-            return web.Response(status=400, text="you must specify at least 1 command\n")
+            return refused("you must specify at least 1 command")
         try:
             argv = nsenter.command(self.kubelet.running(where["namespace"], where["pod"], where["container"]).pid,
                                    command)
         except containers.Unavailable as err:
-            return web.Response(status=err.code, text=f"{err}\n")
+            return refused(str(err), err.code)
         except OSError:  # it ended a moment ago
-            return web.Response(status=400, text=f'container not found ("{where["container"]}")\n')
+            return refused(f'container not found ("{where["container"]}")')
         return await streams.serve(request, argv, command)
 
     async def attach(self, request: web.Request) -> web.StreamResponse:
@@ -116,13 +108,13 @@ class KubeletServer:
         try:
             name = self.kubelet.attach_socket(where["namespace"], where["pod"], where["container"])
         except containers.Unavailable as err:
-            return web.Response(status=err.code, text=f"{err}\n")
+            return refused(str(err), err.code)
         copier = netns.socket_in(self.kubelet.node_netns, socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             copier.connect(b"\0" + name.encode())
         except OSError:
             copier.close()
-            return web.Response(status=400, text=f'container "{where["container"]}" cannot be attached to\n')
+            return refused(f'container "{where["container"]}" cannot be attached to')
         return await streams.serve_attach(request, copier)
 
     async def port_forward(self, request: web.Request) -> web.StreamResponse:
@@ -130,9 +122,9 @@ class KubeletServer:
         try:
             box = self.kubelet.sandbox_of(where["namespace"], where["pod"])
         except containers.Unavailable as err:
-            return web.Response(status=err.code, text=f"{err}\n")
+            return refused(str(err), err.code)
         return await portforward.serve(request, box.netns, where["pod"],
-                                       lambda why: web.Response(status=400, text=f"{why}\n"))
+                                       refused)
 
     async def housekeeping(self) -> None:
         """A sample of every cgroup each HOUSEKEEPING seconds, so rates are there when asked for."""

@@ -413,7 +413,7 @@ def _copy_logs(request: dict, ends: Stdio) -> None:
                         except OSError:
                             pass
                     elif channel == 4 and ends.tty:
-                        _resize(stdin, data)
+                        resize(stdin, data)
                     elif channel == 255 and stdin is not None:
                         if ends.tty:
                             os.write(stdin, b"\x04")  # end of input, as a terminal says it
@@ -448,7 +448,8 @@ def _copy_logs(request: dict, ends: Stdio) -> None:
     os._exit(0)
 
 
-def _resize(terminal: int | None, data: bytes) -> None:
+def resize(terminal: int, data: bytes) -> None:
+    """A terminal's new size, from a resize message (``{"Width": w, "Height": h}``); a bad one is ignored."""
     try:
         size = json.loads(data)
         fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))

@@ -18,7 +18,7 @@ import aiohttp
 from netplane import names
 from netplane.agent import overlay, stats
 from netplane.agent.kubelet import Kubelet, now
-from netplane.agent.kubelet_server import KubeletServer, listener, tls_context
+from netplane.agent.kubelet_server import KubeletServer, tls_context
 from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL
@@ -27,6 +27,7 @@ from netplane.api.kubelets import KUBELET_PORT
 from netplane.api.loop import Reconciler
 from netplane.api.objects import now_text
 from netplane.cni.runtime import Runtime, conf_from_file, load_conf_dir, plugin_dir
+from netplane.kernel import netns
 
 log = logging.getLogger(__name__)
 VERSION = "v1.32.0-netplane"
@@ -308,7 +309,7 @@ class NodeAgent:
         self.kubelet.host_ip = self.ip
         port = None
         if self.config.client_ca:  # before the Node says where it is
-            port = listener(self.config.netns, self.config.kubelet_port)
+            port = netns.listener_in(self.config.netns, "0.0.0.0", self.config.kubelet_port)  # every address
             context = await asyncio.to_thread(tls_context, self.config.state_dir / "pki", self.ip,
                                               self.config.node_name, self.config.client_ca)
         await self.register()

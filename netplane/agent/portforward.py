@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
 from netplane.agent import spdy
+from netplane.api import proxy
 from netplane.kernel import netns
 
 SPDY_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
@@ -29,14 +29,7 @@ READ_SIZE = 32 << 10
 
 async def connect(pod_netns: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to localhost:port in the pod's network namespace."""
-    sock = netns.socket_in(pod_netns, socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    except BaseException:
-        sock.close()
-        raise
-    return await asyncio.open_connection(sock=sock)
+    return await proxy.connect(netns.sockets_in(pod_netns), "127.0.0.1", port)
 
 
 def _failed(port: int, pod: str, err: OSError) -> bytes:

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import signal
 import socket
-import struct
-import termios
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -62,15 +59,6 @@ def exit_status(code: int, argv: list[str]) -> dict:
 
 def failure(message: str) -> dict:
     return {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"}
-
-
-def set_size(fd: int, resize: bytes) -> None:
-    """A terminal's new size, from a resize message."""
-    try:
-        size = json.loads(resize)
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
-    except (ValueError, KeyError, TypeError, OSError):
-        pass
 
 
 class Channels:
@@ -213,7 +201,7 @@ class Session:
             if channel == STDIN and data:
                 await feed(data)
             elif channel == RESIZE and terminal is not None:
-                set_size(terminal, data)
+                launcher.resize(terminal, data)
             elif channel == CLOSE:
                 await feed(None)
 

@@ -89,6 +89,25 @@ def socket_in(name: str | None, family: int, kind: int, proto: int = 0) -> socke
     return run_in(name, lambda: socket.socket(family, kind, proto))
 
 
+def sockets_in(name: str | None) -> Callable[[tuple], socket.socket]:
+    """A socket factory for the named namespace, given an addrinfo tuple (family, type, proto, ...):
+    aiohttp's socket_factory and the API server's Outbound."""
+    return lambda addrinfo: socket_in(name, *addrinfo[:3])
+
+
+def listener_in(name: str | None, address: str, port: int) -> socket.socket:
+    """A listening TCP socket on address:port in the named namespace."""
+    sock = socket_in(name, socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    return sock
+
+
 def _share_netns_dir() -> None:
     """Make /run/netns a shared mount point, as `ip netns add` does, so the bind mounts propagate."""
     NETNS_DIR.mkdir(parents=True, exist_ok=True)

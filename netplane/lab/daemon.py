@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +22,6 @@ from netplane.api.client import Client
 from netplane.api import satokens, serviceaccounts, tls
 from netplane.api.informer import Informers
 from netplane.api.main import setup_logging
-from netplane.api.proxy import Outbound
 from netplane.api.server import start
 from netplane.api.store import Store
 from netplane.api.errors import ApiError
@@ -150,33 +148,18 @@ async def until_stopped(parts: dict[str, Callable[[], Awaitable]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def sockets_in(space: str) -> Outbound:
-    """The API server's outbound sockets from a node's network namespace: it reaches pods (the proxy
-    subresources) and node agents through the lab's data plane, as a control-plane node's
-    kube-apiserver does."""
-    return lambda addrinfo: netns.socket_in(space, *addrinfo[:3])
-
-
-def listener_in(space: str, address: str, port: int) -> socket.socket:
-    """A listening TCP socket in a namespace of the lab."""
-    sock = netns.socket_in(space, socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address, port))
-    sock.listen(128)
-    return sock
-
-
 async def run_embedded(state: LabState, lab: Lab) -> None:
     """The control plane in this process. The API server listens on loopback for the lab's own
     clients and, as a control-plane node's does, on node-1's address in node-1 (port 6443), which
-    the `kubernetes` Service leads pods to."""
+    the `kubernetes` Service leads pods to. Its outbound sockets (to pods for the proxy
+    subresources, to kubelets) are made in node-1, so they cross the lab's data plane."""
     token = state.token()
     first, advertise = names.node_netns(lab.name, lab.nodes[0]), lab.node_ip(lab.nodes[0])
     certs = tls.ensure(state.pki, lab.name, apiserver_names(lab.network.serviceCIDR, advertise))
     store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage,
                   admit=admission(lab.network.serviceCIDR))
-    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(), outbound=sockets_in(first),
-                               issuer=token_issuer(state.pki), sockets=[listener_in(first, advertise, API_PORT)],
+    runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(), outbound=netns.sockets_in(first),
+                               issuer=token_issuer(state.pki), sockets=[netns.listener_in(first, advertise, API_PORT)],
                                kubelet_client=tls.kubelet_client(state.pki))
     server = f"https://127.0.0.1:{port}"
     # one client and one set of informers for the controllers and every node agent: a Node or
