@@ -11,7 +11,8 @@ from typing import Any
 
 from netplane.api.schema import KINDS, Node
 
-MODELS = {"Event": "CoreV1Event"}  # the client's model of a kind, when it is not "V1" + kind
+MODELS = {"Event": "CoreV1Event", "EventsV1Event": "EventsV1Event"}  # the client's model of a schema
+# key (resources.Resource.schema_key), when it is not "V1" + the key
 _LIST = re.compile(r"(?:List|list)\[(.+)\]")
 _DICT = re.compile(r"(?:Dict\[str, |dict\(str, )(.+)[\])]")
 _PRIMITIVES = {"str": {"type": "string"}, "int": {"type": "integer", "format": "int64"}, "bool": {"type": "boolean"},

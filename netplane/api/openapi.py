@@ -23,8 +23,8 @@ import hashlib
 import json
 from functools import cache
 
-from netplane.api import fulltypes, lifecycle, openapi_pb
-from netplane.api.resources import RESOURCES, Resource, group_path
+from netplane.api import fulltypes, lifecycle, openapi_pb, views
+from netplane.api.resources import Resource, group_path
 
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
                "application/apply-patch+yaml")
@@ -45,7 +45,8 @@ def schema_name(res_or_kind: Resource | str) -> str:
     if isinstance(res_or_kind, str):
         return "io.k8s.api.autoscaling.v1.Scale" if res_or_kind == "Scale" else res_or_kind
     res = res_or_kind
-    packages = {"": "core", "discovery.k8s.io": "discovery", "coordination.k8s.io": "coordination"}
+    packages = {"": "core", "discovery.k8s.io": "discovery", "coordination.k8s.io": "coordination",
+                "events.k8s.io": "events"}
     package = packages.get(res.group, res.group)
     return f"io.k8s.api.{package}.{res.version}.{res.kind}"
 
@@ -138,15 +139,15 @@ def _resource_paths(res: Resource) -> dict[str, dict]:
 def group_versions() -> dict[str, list[Resource]]:
     """The served group-versions by their OpenAPI path: ``api/v1``, ``apis/apps/v1``, ..."""
     out: dict[str, list[Resource]] = {}
-    for res in RESOURCES:
+    for res in views.SERVED:
         out.setdefault(group_path(res).lstrip("/"), []).append(res)
     return out
 
 
-def _tagged(schemas: dict[str, dict], kind: str, gvk: dict) -> dict:
+def _tagged(schemas: dict[str, dict], schema_key: str, gvk: dict) -> dict:
     """A kind's schema, from the document's components, with its group-version-kind, by which
     kubectl finds it (explain, apply's patches)."""
-    whole = schemas[fulltypes.component_name(fulltypes.model_of(kind))]
+    whole = schemas[fulltypes.component_name(fulltypes.model_of(schema_key))]
     return {**whole, "x-kubernetes-group-version-kind": [gvk]}
 
 
@@ -158,11 +159,11 @@ def document(gv_path: str) -> bytes:
     schemas: dict[str, dict] = {PATCH_SCHEMA: {
         "type": "object",
         "description": "The body of a PATCH: a JSON patch, a merge patch or a strategic merge patch."}}
-    kinds = [res.kind for res in resources] + (["Scale"] if any(map(lifecycle.scale_subresource_of, resources)) else [])
+    kinds = [res.schema_key for res in resources] + (["Scale"] if any(map(lifecycle.scale_subresource_of, resources)) else [])
     schemas |= fulltypes.components(tuple(kinds))
     for res in resources:
         paths.update(_resource_paths(res))
-        schemas[schema_name(res)] = _tagged(schemas, res.kind, _gvk(res.group, res.version, res.kind))
+        schemas[schema_name(res)] = _tagged(schemas, res.schema_key, _gvk(res.group, res.version, res.kind))
     if "Scale" in kinds:
         schemas[schema_name("Scale")] = _tagged(schemas, "Scale", _gvk("autoscaling", "v1", "Scale"))
     doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},

@@ -1,6 +1,7 @@
 """The resources the embedded API server serves, and where they live on the wire."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -13,10 +14,29 @@ class Resource:
     namespaced: bool
     aliases: tuple[str, ...]
     has_status: bool
+    type_name: str = ""  # its schema's name when the kind alone is taken (another group's Event)
 
     @property
     def singular(self) -> str:
         return self.kind.lower()
+
+    @property
+    def schema_key(self) -> str:
+        return self.type_name or self.kind
+
+
+@dataclass(frozen=True)
+class View:
+    """A resource served in another group's words whose objects are stored as ``stored``'s: converted
+    on the way in and out, its field selector labels mapped to the stored ones, and a new object
+    checked by ``check_create`` (in the view's words) before the stored kind's own validation."""
+
+    served: Resource
+    stored: Resource
+    to_stored: Callable[[dict], dict]
+    from_stored: Callable[[dict], dict]
+    field_labels: Mapping[str, str]
+    check_create: Callable[[dict], None]
 
 
 RESOURCES: tuple[Resource, ...] = (

@@ -178,6 +178,11 @@ KINDS: Mapping[str, Node] = MappingProxyType({
         count=INT, type=STR, eventTime=Node("string", format="date-time"), series=ANY, action=STR,
         related=ANY, reportingComponent=STR, reportingInstance=STR,
     ),
+    "EventsV1Event": _kind(
+        regarding=ANY, reason=STR, note=STR, deprecatedSource=ANY, deprecatedFirstTimestamp=TIME,
+        deprecatedLastTimestamp=TIME, deprecatedCount=INT, type=STR, eventTime=TIME, series=ANY, action=STR,
+        related=ANY, reportingController=STR, reportingInstance=STR,
+    ),
     "EndpointSlice": _kind(
         addressType=STR, endpoints=arr(ENDPOINT),
         ports=arr(obj(name=STR, protocol=STR, port=INT, appProtocol=STR)),

@@ -15,18 +15,18 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from aiohttp import web
 
 from netplane import names
 from netplane.api import (auth, codec, health, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, podexec,
-                          podlog, protobuf, proxy, schema, serviceaccounts, tables)
+                          podlog, protobuf, proxy, schema, serviceaccounts, tables, views)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.kubelets import Kubelets
 from netplane.api.lifecycle import DeleteOptions
-from netplane.api.resources import RESOURCES, Resource, api_version, group_path
+from netplane.api.resources import Resource, View, api_version, group_path
 from netplane.api.satokens import TokenIssuer
 from netplane.api.store import Store
 
@@ -52,6 +52,15 @@ ISSUER = web.AppKey("issuer", object)  # the ServiceAccount token issuer (satoke
 PROXIED = ("pods", "services", "nodes")  # the resources with a proxy subresource
 
 Match = Callable[[dict], bool]
+
+
+class Typed(NamedTuple):
+    """What a request's body is read as: its schema, kind and apiVersion."""
+
+    schema_key: str
+    kind: str
+    api_version: str
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # -- selectors: labels as kubectl writes them (k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a,b));
@@ -171,11 +180,14 @@ def _field(obj: dict, path: str) -> str:
     return "" if node is None else str(node)
 
 
-def selector(query: Mapping[str, str], plural: str = "pods") -> Match:
-    """The predicate of a request's labelSelector and fieldSelector on a resource."""
+def selector(query: Mapping[str, str], plural: str = "pods", view: View | None = None) -> Match:
+    """The predicate of a request's labelSelector and fieldSelector on a resource (on the stored
+    objects of a view, whose labels are mapped to the stored resource's)."""
     labels = _terms(query.get("labelSelector", ""), "labelSelector")
     fields = _field_terms(query.get("fieldSelector", ""))
     known = {**COMMON_FIELDS, **FIELDS.get(plural, {})}
+    if view is not None:
+        known = {**COMMON_FIELDS, **{label: known[stored] for label, stored in view.field_labels.items()}}
     for key, _, _ in fields:
         if key not in known:
             raise bad_request(f"field label not supported: {key}")  # upstream's words
@@ -312,14 +324,14 @@ def _warn(request: web.Request, message: str) -> None:
     request.setdefault(WARNINGS, []).append(message)
 
 
-def _fields_checked(request: web.Request, kind: str, api_version_: str, obj: dict, duplicates: list[str]) -> dict:
+def _fields_checked(request: web.Request, typed: Typed, obj: dict, duplicates: list[str]) -> dict:
     """The object as a Go decoder would take it, per ``fieldValidation``: Strict refuses unknown and
     duplicate fields (400); Warn (the default) drops them with a Warning header each; Ignore drops them."""
     mode = request.query.get("fieldValidation") or "Warn"
     if mode not in FIELD_VALIDATION:
         raise bad_request(f'fieldValidation: Unsupported value: "{mode}": '
                           f'supported values: {", ".join(FIELD_VALIDATION)}')
-    node = schema.for_kind(kind)
+    node, kind, api_version_ = schema.for_kind(typed.schema_key), typed.kind, typed.api_version
     unknown = list(schema.unknown_fields(node, obj))
     problems = [f'unknown field "{u}"' for u in unknown] + [f'duplicate field "{d}"' for d in duplicates]
     if problems and mode == "Strict":
@@ -374,15 +386,16 @@ def _encoded(request: web.Request, data: dict, status: int = 200) -> web.Respons
     return _json(data, status)
 
 
-def _as_requested(request: web.Request, res: Resource, obj: dict) -> web.Response:
-    """One object of a GET, as the client asked for it."""
+def _as_requested(request: web.Request, res: Resource, obj: dict,
+                  outward: Callable[[dict], dict] = lambda obj: obj) -> web.Response:
+    """One object of a GET, as the client asked for it (a view's object converted by ``outward``)."""
     form, version = _accepts(request)
     if form == "table":
         meta = {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}
         return _json(tables.table(res, [obj], meta, _include_object(request.query), version=version))
     if form == "metadata":
         return _json({**tables.partial_metadata(obj), "apiVersion": f"meta.k8s.io/{version}"})
-    return _encoded(request, obj)
+    return _encoded(request, outward(obj))
 
 
 # -- watch
@@ -396,8 +409,10 @@ class _Events:
     """Writes watch events, converting objects to one-row Tables when the client asked for them
     (column definitions only on the first, as the apiserver does)."""
 
-    def __init__(self, resp: web.StreamResponse, res: Resource, form: str, version: str, include: str):
+    def __init__(self, resp: web.StreamResponse, res: Resource, form: str, version: str, include: str,
+                 outward: Callable[[dict], dict]):
         self.resp, self.res, self.form, self.version, self.include = resp, res, form, version, include
+        self.outward = outward
         self.headers = True
 
     def _object(self, type_: str, obj: dict) -> dict:
@@ -408,7 +423,7 @@ class _Events:
             return table
         if self.form == "metadata" and type_ in ("ADDED", "MODIFIED", "DELETED"):
             return {**tables.partial_metadata(obj), "apiVersion": f"meta.k8s.io/{self.version}"}
-        return obj
+        return self.outward(obj) if type_ in ("ADDED", "MODIFIED", "DELETED") else obj
 
     async def send(self, events: list[tuple[str, dict]]) -> None:
         if events:
@@ -456,7 +471,7 @@ async def _next_batch(queue: asyncio.Queue, wait: float | None) -> list | None:
 
 
 async def _watch(
-    request: web.Request, res: Resource, namespace: str | None, match: Match
+    request: web.Request, res: Resource, namespace: str | None, match: Match, outward: Callable[[dict], dict]
 ) -> web.StreamResponse:
     """A watch: the current objects first (no resourceVersion, "0", or sendInitialEvents=true, which
     ends them with a BOOKMARK annotated initial-events-end), else the log replayed from the given
@@ -477,7 +492,7 @@ async def _watch(
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    out = _Events(resp, res, form, version, include)
+    out = _Events(resp, res, form, version, include, outward)
     feed = store.subscribe(wanted)  # no await between this and the snapshot below
     request.app[WATCHES].add(feed.queue)
     try:
@@ -530,7 +545,7 @@ def _invalid_list_options(field: str, message: str) -> ApiError:
                     {"group": "meta.k8s.io", "kind": "ListOptions", "causes": [{"field": field, "message": message}]})
 
 
-def _list(store: Store, res: Resource, namespace: str | None, match: Match,
+def _list(store: Store, plural: str, namespace: str | None, match: Match,
           query: Mapping[str, str]) -> tuple[list[dict], dict]:
     """One page of a list and its ListMeta, after the apiserver's checks of the list options."""
     token_text = query.get("continue", "")
@@ -558,14 +573,14 @@ def _list(store: Store, res: Resource, namespace: str | None, match: Match,
         token = paging.Token.decode(token_text)
         after = token.after
         try:
-            items, current = store.list(res.plural, namespace, token.resource_version or None)
+            items, current = store.list(plural, namespace, token.resource_version or None)
         except Gone:
             raise paging.Expired(paging.Token(0, after)) from None
     else:
         # Exact reads the past; NotOlderThan (and a bare resourceVersion) is served by the present,
         # unless that is older than asked for: then store.list says "Too large resource version".
         at = rv if rv and (rv_match == "Exact" or rv > store.resource_version) else None
-        items, current = store.list(res.plural, namespace, at)
+        items, current = store.list(plural, namespace, at)
     chunk, next_key, remaining = paging.page([o for o in items if match(o)], limit, after)
     meta: dict[str, Any] = {"resourceVersion": str(current)}
     if next_key is not None:
@@ -605,26 +620,35 @@ def _manager(request: web.Request) -> str:
 
 
 class _Handlers:
-    """The REST verbs of one resource and its subresources."""
+    """The REST verbs of one resource and its subresources; of a view (views.py), on its stored
+    resource's objects, converted on the way in and out."""
 
     def __init__(self, res: Resource):
         self.res = res
+        self.view = views.VIEWS.get(res)
+        self.plural = self.view.stored.plural if self.view else res.plural
+
+    def _out(self, obj: dict) -> dict:
+        return self.view.from_stored(obj) if self.view else obj
+
+    def _in(self, obj: dict) -> dict:
+        return self.view.to_stored(obj) if self.view else obj
 
     @staticmethod
     def _where(request: web.Request) -> tuple[str | None, str]:
         return request.match_info.get("namespace"), request.match_info["name"]
 
-    def _kind_of(self, subresource: str | None) -> tuple[str, str]:
+    def _typed(self, subresource: str | None = None) -> Typed:
         if subresource == "scale":
-            return "Scale", lifecycle.SCALE_API_VERSION
-        return self.res.kind, api_version(self.res)
+            return Typed("Scale", "Scale", lifecycle.SCALE_API_VERSION)
+        return Typed(self.res.schema_key, self.res.kind, api_version(self.res))
 
     async def list_or_watch(self, request: web.Request) -> web.StreamResponse:
-        namespace, match = request.match_info.get("namespace"), selector(request.query, self.res.plural)
+        namespace, match = request.match_info.get("namespace"), selector(request.query, self.plural, self.view)
         if _bool_param(request.query, "watch"):
-            return await _watch(request, self.res, namespace, match)
+            return await _watch(request, self.res, namespace, match, self._out)
         form, version = _accepts(request)
-        items, meta = _list(request.app[STORE], self.res, namespace, match, request.query)
+        items, meta = _list(request.app[STORE], self.plural, namespace, match, request.query)
         if form == "table":
             return _json(tables.table(self.res, items, meta, _include_object(request.query), version=version))
         if form == "metadata":
@@ -632,20 +656,23 @@ class _Handlers:
             return _json({"kind": "PartialObjectMetadataList", "apiVersion": f"meta.k8s.io/{version}",
                           "metadata": meta, "items": partial})
         return _encoded(request, {"kind": f"{self.res.kind}List", "apiVersion": api_version(self.res),
-                                  "metadata": meta, "items": items})
+                                  "metadata": meta, "items": [self._out(o) for o in items]})
 
     async def create(self, request: web.Request) -> web.Response:
         duplicates: list[str] = []
         body = await _body(request, request.match_info.get("namespace"), duplicates=duplicates)
-        body = _fields_checked(request, self.res.kind, api_version(self.res), body, duplicates)
+        body = _fields_checked(request, self._typed(), body, duplicates)
+        if self.view is not None:
+            self.view.check_create(body)
         if self.res.plural == "pods" and request.app[ISSUER] is not None:  # admission will look its account up
             await serviceaccounts.wait_for_account(request.app[STORE], body["metadata"]["namespace"], body)
-        made = request.app[STORE].create(self.res.plural, body, dry_run=_dry_run(request.query),
+        made = request.app[STORE].create(self.plural, self._in(body), dry_run=_dry_run(request.query),
                                          manager=_manager(request))
-        return _encoded(request, made, status=201)
+        return _encoded(request, self._out(made), status=201)
 
     async def get(self, request: web.Request) -> web.Response:
-        return _as_requested(request, self.res, request.app[STORE].get(self.res.plural, *self._where(request)))
+        found = request.app[STORE].get(self.plural, *self._where(request))
+        return _as_requested(request, self.res, found, self._out)
 
     async def get_scale(self, request: web.Request) -> web.Response:
         return _encoded(request, lifecycle.scale_of(request.app[STORE].get(self.res.plural, *self._where(request))))
@@ -682,21 +709,21 @@ class _Handlers:
 
     async def delete(self, request: web.Request) -> web.Response:
         options, dry_run = await self._delete_options(request)
-        deleted = request.app[STORE].delete(self.res.plural, *self._where(request), options, dry_run=dry_run)
-        return _encoded(request, deleted)
+        deleted = request.app[STORE].delete(self.plural, *self._where(request), options, dry_run=dry_run)
+        return _encoded(request, self._out(deleted))
 
     async def delete_collection(self, request: web.Request) -> web.Response:
         """deletecollection: every object the label and field selectors match, each deleted as a
         DELETE of it would be; the answer lists them as they are after it (a pod still terminating
         carries its deletionTimestamp)."""
         options, dry_run = await self._delete_options(request)
-        store, match = request.app[STORE], selector(request.query, self.res.plural)
-        items, _ = store.list(self.res.plural, request.match_info.get("namespace"))
+        store, match = request.app[STORE], selector(request.query, self.plural, self.view)
+        items, _ = store.list(self.plural, request.match_info.get("namespace"))
         deleted = []
         for obj in filter(match, items):
             try:
-                deleted.append(store.delete(self.res.plural, obj["metadata"].get("namespace"), obj["metadata"]["name"],
-                                            options, dry_run=dry_run))
+                deleted.append(self._out(store.delete(self.plural, obj["metadata"].get("namespace"),
+                                                      obj["metadata"]["name"], options, dry_run=dry_run)))
             except ApiError as err:  # gone meanwhile (a namespace's deletion took it along)
                 if err.code != 404:
                     raise
@@ -766,10 +793,10 @@ class _Handlers:
         duplicates: list[str] = []
         namespace, name = self._where(request)
         body = await _body(request, namespace, name, duplicates)
-        body = _fields_checked(request, *self._kind_of(subresource), body, duplicates)
-        updated = request.app[STORE].update(self.res.plural, body, subresource, dry_run=_dry_run(request.query),
+        body = _fields_checked(request, self._typed(subresource), body, duplicates)
+        updated = request.app[STORE].update(self.plural, self._in(body), subresource, dry_run=_dry_run(request.query),
                                             manager=_manager(request))
-        return _encoded(request, lifecycle.scale_of(updated) if subresource == "scale" else updated)
+        return _encoded(request, lifecycle.scale_of(updated) if subresource == "scale" else self._out(updated))
 
     async def _patch(self, request: web.Request, subresource: str | None) -> web.Response:
         media = _media_type(request)
@@ -781,15 +808,16 @@ class _Handlers:
         if "force" in request.query:
             raise _invalid_patch_options("force", "Forbidden: may not be specified for non-apply patch")
         document = await _decode(request, "application/json")
-        kind, version = self._kind_of(subresource)
-        node = schema.for_kind(kind)
+        typed = self._typed(subresource)
+        node = schema.for_kind(typed.schema_key)
 
         def change(current: dict) -> dict:
-            return _fields_checked(request, kind, version, patch.apply(node, current, document, patch_type), [])
+            changed = patch.apply(node, self._out(current), document, patch_type)
+            return self._in(_fields_checked(request, typed, changed, []))
 
-        patched = request.app[STORE].patch(self.res.plural, *self._where(request), change, subresource,
+        patched = request.app[STORE].patch(self.plural, *self._where(request), change, subresource,
                                            dry_run=_dry_run(request.query), manager=_manager(request))
-        return _encoded(request, lifecycle.scale_of(patched) if subresource == "scale" else patched)
+        return _encoded(request, lifecycle.scale_of(patched) if subresource == "scale" else self._out(patched))
 
     async def _apply(self, request: web.Request) -> web.Response:
         """Server-side apply (``application/apply-patch+yaml``): 201 when it made the object."""
@@ -797,11 +825,11 @@ class _Handlers:
         if not manager:
             raise _invalid_patch_options("fieldManager", "Required value: is required for apply patch")
         config = await _decode(request, "application/yaml")
-        config = _fields_checked(request, self.res.kind, api_version(self.res), config, [])
+        config = _fields_checked(request, self._typed(), config, [])
         force = _bool_param(request.query, "force") or False
-        result, created = request.app[STORE].apply(self.res.plural, *self._where(request), config, _manager(request),
-                                                   force, dry_run=_dry_run(request.query))
-        return _encoded(request, result, status=201 if created else 200)
+        result, created = request.app[STORE].apply(self.plural, *self._where(request), self._in(config),
+                                                   _manager(request), force, dry_run=_dry_run(request.query))
+        return _encoded(request, self._out(result), status=201 if created else 200)
 
 
 def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
@@ -903,7 +931,7 @@ def _add_discovery_routes(router: web.UrlDispatcher) -> list[str]:
         paths.append(path)
 
     by_gv: dict[str, list[Resource]] = {}
-    for r in RESOURCES:
+    for r in views.SERVED:
         by_gv.setdefault(api_version(r), []).append(r)
     lists = {gv: _resource_list(gv, resources) for gv, resources in by_gv.items()}
     lists[metrics.GROUP_VERSION] = metrics.RESOURCE_LIST  # served by the metrics API's own routes
@@ -1065,7 +1093,7 @@ def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_
     _add_openapi_routes(app.router)
     root = [*discovery, *health_paths, "/openapi/v2", "/openapi/v3", "/openapi/v3/"]
     app.router.add_get("/", _constant({"paths": sorted(root)}))
-    for res in RESOURCES:
+    for res in views.SERVED:
         _add_resource_routes(app.router, res)
     metrics.routes(app.router, lambda plural, namespace: store.list(plural, namespace)[0], selector, app[KUBELETS])
     return app
