@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -100,11 +101,12 @@ def bare_lab(**fields) -> Iterator[str]:
             lifecycle.down(name)
 
 
-def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """kubectl with the lab's kubeconfig; ``check``: it must succeed."""
+def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """kubectl with the lab's kubeconfig (and ``env`` added to its environment); ``check``: it must succeed."""
     from netplane.lab.state import LabState
     result = subprocess.run(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), *args], input=stdin,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
     if check:
         assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
     return result

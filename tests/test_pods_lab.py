@@ -908,6 +908,39 @@ def test_kubectl_port_forward_carries_http_and_a_long_stream_both_ways_and_the_p
         assert answer.startswith(b"HTTP/1.1 200 OK") and b"Welcome to nginx!" in answer
 
 
+SPDY_FALLBACK = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false", "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}
+
+
+def test_kubectl_on_spdy_upgraded_connections_execs_attaches_and_forwards_ports(lab):
+    """What kubectl falls back to, and what client-go programs speak: exec, attach (run -i --rm) and
+    port-forward on connections upgraded to SPDY/3.1 through the API server to the kubelet port."""
+    import urllib.request
+    from netplane.lab.state import LabState
+    with applied(lab, FORWARDED):
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/forwarded", "--timeout=60s")
+        run = lambda *argv, stdin=None: kubectl(lab, "exec", *(["-i"] if stdin else []), "forwarded", "-c", "echo",  # noqa: E731
+                                                "-v=6", "--", *argv, stdin=stdin, check=False, env=SPDY_FALLBACK)
+        said = run("sh", "-c", "hostname; echo err >&2; exit 5")
+        upgraded = [line for line in said.stderr.splitlines() if "101 Switching Protocols" in line]
+        assert len(upgraded) == 1 and "POST " in upgraded[0] and "/exec?" in upgraded[0]  # a WebSocket's is a GET
+        assert said.stdout == "forwarded\n" and said.returncode == 5 and "err\n" in said.stderr
+        assert run("wc", "-c", stdin="y" * 300_000).stdout.strip() == "300000"
+        assert run("sh", "-c", "cat; echo done", stdin="stdin closes\n").stdout == "stdin closes\ndone\n"
+        port = free_port()
+        forwarder = subprocess.Popen(["kubectl", "--kubeconfig", str(LabState(lab).kubeconfig), "port-forward",
+                                      "pod/forwarded", f"{port}:80"], env={**os.environ, **SPDY_FALLBACK},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            page = eventually(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read())
+            assert b"Welcome to nginx!" in page
+        finally:
+            forwarder.terminate()
+            forwarder.communicate(timeout=10)
+    ran = kubectl(lab, "run", "-i", "--rm", "spdy-reader", "--image=busybox", "--restart=Never", "--",
+                  "sh", "-c", 'read line; echo "got $line"', stdin="over spdy\n", env=SPDY_FALLBACK)
+    assert "got over spdy" in ran.stdout and 'pod "spdy-reader" deleted' in ran.stdout, (ran.stdout, ran.stderr)
+
+
 EVENTFUL = """
 apiVersion: apps/v1
 kind: Deployment

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 
 import aiohttp
 from aiohttp import web
 
-from netplane.agent import streams
+from netplane.agent import spdy, streams
 
 
 async def exec_over_websocket(argv: list[str], query: str, protocol: str, talk) -> list[tuple[int, bytes]]:
@@ -69,3 +70,66 @@ def test_v4_a_terminal_takes_its_size_and_success_is_said():
     said = joined(got, 1).decode().split()
     assert said[:2] == ["40", "120"] and said[2].startswith("/dev/pts/")
     assert joined(got, 2) == b"" and json.loads(joined(got, 3)) == {"metadata": {}, "status": "Success"}
+
+
+async def exec_over_spdy(argv: list[str], query: str, offered: list[str], streams_: dict[int, str],
+                         stdin: bytes = b"") -> tuple[bytes, dict[int, bytes]]:
+    """Serve one exec of argv, upgrade a raw connection to SPDY/3.1 offering ``offered``, open
+    ``streams_`` (stream id -> streamType), write stdin and half-close it; the head of the answer,
+    and what came on each stream until the server went away."""
+    app = web.Application()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await streams.serve(request, argv, argv)
+
+    app.router.add_post("/exec", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    got: dict[int, bytes] = {}
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        versions = "".join(f"X-Stream-Protocol-Version: {p}\r\n" for p in offered)
+        writer.write(f"POST /exec?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                     f"{versions}Content-Length: 0\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            writer.close()
+            return head + await asyncio.wait_for(reader.read(4096), 5), got
+        codec, parser = spdy.HeaderCodec(), spdy.Parser()
+        for stream_id, kind in streams_.items():
+            writer.write(spdy.control(spdy.SYN_STREAM, 0, struct.pack(">IIH", stream_id, 0, 0)
+                                      + codec.encode({"streamtype": [kind]})))
+        stdin_id = next((i for i, kind in streams_.items() if kind == "stdin"), None)
+        if stdin_id is not None:
+            writer.write(spdy.data(stdin_id, 0, stdin) + spdy.data(stdin_id, spdy.FLAG_FIN, b""))
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            for frame in parser.feed(chunk):
+                if not frame.control:
+                    got[frame.stream_id] = got.get(frame.stream_id, b"") + frame.payload
+        writer.close()
+    finally:
+        await runner.cleanup()
+    return head, got
+
+
+def test_spdy_upgraded_exec_carries_each_stream_type_and_refuses_unknown_protocols():
+    argv = ["sh", "-c", "cat; echo oops >&2; exit 7"]
+    kinds = {1: "error", 3: "stdin", 5: "stdout", 7: "stderr"}
+    head, got = asyncio.run(exec_over_spdy(argv, "input=1&output=1&error=1",
+                                           ["v5.channel.k8s.io", "v4.channel.k8s.io"], kinds, b"typed in"))
+    assert b"X-Stream-Protocol-Version: v5.channel.k8s.io" in head  # the client's first choice
+    assert got[5] == b"typed in" and got[7] == b"oops\n"
+    status = json.loads(got[1])
+    assert status["reason"] == "NonZeroExitCode" and status["details"]["causes"][0]["message"] == "7"
+
+    refused, _ = asyncio.run(exec_over_spdy(argv, "output=1", ["v2.channel.k8s.io"], {}))
+    assert refused.startswith(b"HTTP/1.1 403 ") and b"unable to negotiate protocol" in refused
+
+
+def test_a_resize_stream_is_split_into_its_json_objects():
+    found, rest = streams.json_objects(b'{"Width": 80, "Height": 24}\n{"Width": 100, "Height": 30}\n{"Wid')
+    assert [json.loads(f) for f in found] == [{"Width": 80, "Height": 24}, {"Width": 100, "Height": 30}]
+    assert rest == b'{"Wid'

@@ -5,7 +5,9 @@ to the port on the pod's own loopback, made in the pod's network namespace (so a
 - ``SPDY/3.1+portforward.k8s.io`` (kubectl 1.32): the WebSocket's binary messages carry a SPDY
   session (spdy.py). For each connection the client opens an error stream and a data stream with
   the headers ``streamtype``, ``port`` and ``requestid``; the data stream is the connection, and a
-  failure is written on the error stream.
+  failure is written on the error stream. The same session on the connection itself, upgraded to
+  SPDY/3.1 with the protocol ``portforward.k8s.io`` (api/upgrade.py), is what kubectl falls back to
+  and what client-go programs speak.
 - ``v4.channel.k8s.io`` (the Python client's ``portforward``): the ports are in the ``ports``
   query, one connection per port; port i's data travels on channel 2i and its errors on 2i+1, and
   each channel's first message is the port as two little-endian bytes."""
@@ -14,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
 from netplane.agent import spdy
-from netplane.api import proxy
+from netplane.api import proxy, upgrade
 from netplane.kernel import netns
 
 SPDY_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+UPGRADED_PROTOCOL = "portforward.k8s.io"  # X-Stream-Protocol-Version of a connection upgraded to SPDY/3.1
 CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 READ_SIZE = 32 << 10
 
@@ -89,18 +92,28 @@ class SpdyForwarder:
             await data.close()
 
 
-async def _spdy(ws: web.WebSocketResponse, pod_netns: str, pod: str) -> None:
-    session = spdy.Session(ws.send_bytes, SpdyForwarder(pod_netns, pod).opened)
+async def _spdy(read: Callable[[], Awaitable[bytes]], send: Callable[[bytes], Awaitable[None]],
+                pod_netns: str, pod: str) -> None:
+    """One SPDY session of forwarded connections, over whatever read and send carry."""
+    session = spdy.Session(send, SpdyForwarder(pod_netns, pod).opened)
     try:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                await session.feed(msg.data)
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                break
-    except spdy.ProtocolError as err:
-        await ws.close(message=str(err).encode()[:120])
+        await session.run(read)
     finally:
         await session.close()
+
+
+def binary_messages(ws: web.WebSocketResponse) -> Callable[[], Awaitable[bytes]]:
+    """The WebSocket's binary messages one by one (skipping empty ones, which client-go's tunnel
+    sends for a write of nothing), b"" once it closes."""
+    async def read() -> bytes:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY and msg.data:
+                return msg.data
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+        return b""
+
+    return read
 
 
 async def _channels(ws: web.WebSocketResponse, pod_netns: str, pod: str, ports: list[int]) -> None:
@@ -154,17 +167,39 @@ def ports_of(query) -> list[int]:
     return [int(p) for p in found]
 
 
+async def _upgraded(request: web.Request, pod_netns: str, pod: str,
+                    refuse: Callable[..., web.Response]) -> web.StreamResponse:
+    """A port-forward session on the connection itself, upgraded to SPDY/3.1."""
+    try:
+        raw = await upgrade.switch(request, upgrade.negotiate(request, (UPGRADED_PROTOCOL,)))
+    except upgrade.NoProtocol as err:
+        return refuse(str(err), 403)
+    try:
+        await _spdy(raw.read, raw.write, pod_netns, pod)
+    except (spdy.ProtocolError, ConnectionError):
+        pass
+    finally:
+        raw.close()
+    return raw.response
+
+
 async def serve(request: web.Request, pod_netns: str, pod: str,
-                refuse: Callable[[str], web.Response]) -> web.StreamResponse:
-    """The WebSocket of one port-forward session to the pod whose network namespace is pod_netns."""
+                refuse: Callable[..., web.Response]) -> web.StreamResponse:
+    """One port-forward session to the pod whose network namespace is pod_netns: a WebSocket, or
+    the connection upgraded to SPDY/3.1."""
     try:
         ports = ports_of(request.query)
     except ValueError:
         return refuse("ports must be numbers")
+    if upgrade.asks_for_spdy(request):
+        return await _upgraded(request, pod_netns, pod, refuse)
     ws = web.WebSocketResponse(protocols=(SPDY_PROTOCOL, CHANNEL_PROTOCOL), max_msg_size=0)
     await ws.prepare(request)
     if ws.ws_protocol == SPDY_PROTOCOL:
-        await _spdy(ws, pod_netns, pod)
+        try:
+            await _spdy(binary_messages(ws), ws.send_bytes, pod_netns, pod)
+        except spdy.ProtocolError as err:
+            await ws.close(message=str(err).encode()[:120])
     elif ws.ws_protocol == CHANNEL_PROTOCOL and ports:
         await _channels(ws, pod_netns, pod, ports)
     await ws.close()

@@ -227,6 +227,11 @@ class Session:
             self.ended = True
         # SETTINGS, HEADERS and WINDOW_UPDATE change nothing here
 
+    async def run(self, read: Callable[[], Awaitable[bytes]]) -> None:
+        """Feed it what ``read`` gives until that ends (b"") or the peer says GOAWAY."""
+        while not self.ended and (chunk := await read()):
+            await self.feed(chunk)
+
     async def close(self) -> None:
         """GOAWAY, then every stream's work stops."""
         if not self.ended:

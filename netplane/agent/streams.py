@@ -8,7 +8,12 @@ message starts with its channel, 0 stdin, 1 stdout, 2 stderr, 3 error (at the en
 or Failure with reason NonZeroExitCode and the exit code as an ExitCode cause, as upstream), 4 resize
 (``{"Width": w, "Height": h}`` for a tty), and in v5 only 255 close (``[255, 0]``: stdin is done).
 An empty message on the first output channel tells the client the streams are open. With a tty the
-process gets a pseudo-terminal as its controlling terminal, and stderr is part of stdout."""
+process gets a pseudo-terminal as its controlling terminal, and stderr is part of stdout.
+
+On a connection upgraded to SPDY/3.1 (api/upgrade.py; what kubectl falls back to and client-go
+programs speak) the same channels are SPDY streams the client opens, one per ``streamType``
+(error, stdin, stdout, stderr, resize); the session starts once every stream the request asks for
+is there, stdin's end is its half-close, and resize carries one JSON object after another."""
 from __future__ import annotations
 
 import asyncio
@@ -17,16 +22,19 @@ import json
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
-from netplane.agent import launcher
+from netplane.agent import launcher, spdy
+from netplane.api import upgrade
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 READ_SIZE = 32 << 10
+STREAM_TYPES = {"stdin": STDIN, "stdout": STDOUT, "stderr": STDERR, "error": ERROR, "resize": RESIZE}
+STREAM_CREATION_TIMEOUT = 30.0  # the kubelet's --streaming-connection... wait for a client's streams
 
 
 @dataclass(frozen=True)
@@ -94,10 +102,86 @@ class Channels:
                 yield channel, data
 
 
+class SpdyChannels:
+    """The channels as the SPDY streams the client opened on an upgraded connection."""
+
+    def __init__(self, options: StreamOptions) -> None:
+        self.expected = {ERROR} | {c for c, on in ((STDIN, options.stdin), (STDOUT, options.stdout),
+                                                   (STDERR, options.stderr), (RESIZE, options.tty)) if on}
+        self.streams: dict[int, spdy.Stream] = {}
+        self.ready = asyncio.Event()  # every expected stream is open
+        self.ended = asyncio.Event()  # the connection is gone
+
+    async def stream_opened(self, stream: spdy.Stream) -> None:
+        channel = STREAM_TYPES.get(stream.header("streamType"))
+        if channel is None:
+            await stream.reset()
+            return
+        self.streams[channel] = stream
+        if self.expected <= set(self.streams):
+            self.ready.set()
+
+    async def send(self, channel: int, data: bytes) -> None:
+        stream = self.streams.get(channel)
+        if stream is not None:
+            await stream.write(data)
+
+    async def opened(self, options: StreamOptions) -> None:
+        """Nothing to say: a SPDY stream is open once the client has made it."""
+
+    async def messages(self) -> AsyncIterator[tuple[int, bytes]]:
+        """stdin's data then (CLOSE, b"") at its half-close, and each resize; until the connection ends."""
+        queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+
+        async def pump(channel: int, stream: spdy.Stream) -> None:
+            pending = b""
+            while chunk := await stream.read():
+                if channel == STDIN:
+                    queue.put_nowait((STDIN, chunk))
+                    continue
+                sizes, pending = json_objects(pending + chunk)
+                for size in sizes:
+                    queue.put_nowait((RESIZE, size))
+            if channel == STDIN:
+                queue.put_nowait((CLOSE, b""))
+
+        pumps = [asyncio.create_task(pump(c, self.streams[c])) for c in (STDIN, RESIZE) if c in self.streams]
+        ended = asyncio.create_task(self.ended.wait())
+        try:
+            while True:
+                getting = asyncio.create_task(queue.get())
+                await asyncio.wait({getting, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    return
+                yield getting.result()
+        finally:
+            for task in [*pumps, ended]:
+                task.cancel()
+
+    async def close(self) -> None:
+        for stream in self.streams.values():
+            await stream.close()
+
+
+def json_objects(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The whole JSON objects at the start of buffer (a JSON encoder's stream), and the rest."""
+    decoder, text, at, found = json.JSONDecoder(), buffer.decode(errors="replace"), 0, []
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except ValueError:
+            return found, text[at:].encode()
+        found.append(text[at:end].encode())
+        at = end
+
+
 class Session:
     """One exec: the process, its streams, and the WebSocket they travel on."""
 
-    def __init__(self, channels: Channels, options: StreamOptions) -> None:
+    def __init__(self, channels: Channels | SpdyChannels, options: StreamOptions) -> None:
         self.channels, self.options = channels, options
         self.send = channels.send
 
@@ -211,29 +295,75 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def serve(request: web.Request, argv: list[str], shown: list[str]) -> web.WebSocketResponse:
-    """The WebSocket of one exec of argv."""
+async def _on_channels(request: web.Request, options: StreamOptions,
+                       session: Callable[[Channels | SpdyChannels], Awaitable[None]]) -> web.StreamResponse:
+    """Open the request's channels (a WebSocket, or the connection upgraded to SPDY/3.1), run the
+    session on them, and close them."""
+    if upgrade.asks_for_spdy(request):
+        return await _on_spdy(request, options, session)
     ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
     await ws.prepare(request)
     if ws.ws_protocol is None:
         await ws.close(message=f"none of the protocols {', '.join(PROTOCOLS)} was offered".encode())
         return ws
-    await Session(Channels(ws), StreamOptions.from_query(request.query)).run(argv, shown)
-    await ws.close()
+    try:
+        await session(Channels(ws))
+    finally:
+        await ws.close()
     return ws
 
 
-async def serve_attach(request: web.Request, copier: socket.socket) -> web.WebSocketResponse:
-    """The WebSocket of one attach: the container's output as its log copier hands it on (``copier``:
-    a socket connected to the copier's attach socket), and what the client types into its stdin."""
+async def _on_spdy(request: web.Request, options: StreamOptions,
+                   session: Callable[[Channels | SpdyChannels], Awaitable[None]]) -> web.StreamResponse:
+    try:
+        raw = await upgrade.switch(request, upgrade.negotiate(request, PROTOCOLS))
+    except upgrade.NoProtocol as err:
+        return web.Response(status=403, text=f"{err}\n")
+    channels = SpdyChannels(options)
+    connection = spdy.Session(raw.write, channels.stream_opened)
+
+    async def carry() -> None:
+        try:
+            await connection.run(raw.read)
+        except (spdy.ProtocolError, ConnectionError):
+            pass
+        finally:
+            channels.ended.set()
+
+    carrying = asyncio.create_task(carry())
+    try:
+        waiting = asyncio.create_task(channels.ready.wait())
+        await asyncio.wait({waiting, carrying}, timeout=STREAM_CREATION_TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if waiting.done():
+            await session(channels)
+        waiting.cancel()
+        with contextlib.suppress(ConnectionError):
+            await channels.close()
+            await connection.close()
+    finally:
+        carrying.cancel()
+        raw.close()
+    return raw.response
+
+
+async def serve(request: web.Request, argv: list[str], shown: list[str]) -> web.StreamResponse:
+    """One exec of argv."""
     options = StreamOptions.from_query(request.query)
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
-    await ws.prepare(request)
-    if ws.ws_protocol is None:
+    return await _on_channels(request, options, lambda channels: Session(channels, options).run(argv, shown))
+
+
+async def serve_attach(request: web.Request, copier: socket.socket) -> web.StreamResponse:
+    """One attach: the container's output as its log copier hands it on (``copier``: a socket
+    connected to the copier's attach socket), and what the client types into its stdin."""
+    options = StreamOptions.from_query(request.query)
+    try:
+        return await _on_channels(request, options, lambda channels: _attached(channels, options, copier))
+    finally:
         copier.close()
-        await ws.close(message=f"none of the protocols {', '.join(PROTOCOLS)} was offered".encode())
-        return ws
-    channels = Channels(ws)
+
+
+async def _attached(channels: Channels | SpdyChannels, options: StreamOptions, copier: socket.socket) -> None:
     copier.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=copier)
     await channels.opened(options)
@@ -262,5 +392,3 @@ async def serve_attach(request: web.Request, copier: socket.socket) -> web.WebSo
         for task in tasks:
             task.cancel()
         writer.close()
-        await ws.close()
-    return ws

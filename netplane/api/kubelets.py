@@ -6,6 +6,7 @@ itself and is not checked, as kube-apiserver does not check it without
 connection crosses the underlay from a node's namespace."""
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from netplane.api.errors import ApiError
-from netplane.api.proxy import HOP_BY_HOP, Outbound, here
+from netplane.api.proxy import HOP_BY_HOP, Outbound, connect, here
 
 KUBELET_PORT = 10250
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
@@ -40,17 +41,30 @@ class Kubelets:
     def __init__(self, client_cert: tuple[Path, Path] | None, outbound: Outbound = here) -> None:
         self.client_cert, self.outbound = client_cert, outbound
         self._session: aiohttp.ClientSession | None = None
+        self._context: ssl.SSLContext | None = None
 
-    def session(self) -> aiohttp.ClientSession:
+    def context(self) -> ssl.SSLContext:
         if self.client_cert is None:
             raise ApiError(503, "ServiceUnavailable", "this API server has no client certificate for kubelets")
+        if self._context is None:
+            self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+            self._context.load_cert_chain(*self.client_cert)
+        return self._context
+
+    def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-            context.load_cert_chain(*self.client_cert)
-            connector = aiohttp.TCPConnector(ssl=context, socket_factory=self.outbound, force_close=True)
+            connector = aiohttp.TCPConnector(ssl=self.context(), socket_factory=self.outbound, force_close=True)
             self._session = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT, auto_decompress=False)
         return self._session
+
+    async def connect(self, node: dict) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TLS connection of its own to the node's kubelet port (for a connection to be upgraded)."""
+        ip, port = address(node)
+        try:
+            return await asyncio.wait_for(connect(self.outbound, ip, port, self.context()), TIMEOUT.connect)
+        except (OSError, asyncio.TimeoutError) as err:
+            raise unreachable(self.url(node, ""), err) from None
 
     @staticmethod
     def url(node: dict, path: str) -> str:

@@ -2,21 +2,27 @@
 them: the request checked (a command, a container of the pod that is running; a pod that runs), then its
 WebSocket joined to one the API server opens to the kubelet of the pod's node
 (``/exec/NS/POD/CONTAINER``, ``/attach/...``, ``/portForward/NS/POD``), message for message, in the protocol the
-two ends agree on (agent/streams.py, agent/portforward.py). A request that is not a WebSocket
-upgrade is refused, as one without an upgrade is upstream."""
+two ends agree on (agent/streams.py, agent/portforward.py). A request upgraded to SPDY/3.1 instead
+(api/upgrade.py) is joined byte for byte to a connection the API server upgrades at the kubelet, as
+kube-apiserver's upgrade-aware proxy joins them. A request that is neither is refused, as one
+without an upgrade is upstream."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from netplane.api import upgrade
 from netplane.api.errors import ApiError
-from netplane.api.kubelets import Kubelets, unreachable
+from netplane.api.kubelets import Kubelets, address, unreachable
 from netplane.api.podlog import container_of
 
 STREAM_FLAGS = {"stdin": "input", "stdout": "output", "stderr": "error", "tty": "tty"}  # as the kubelet names them
+READ_SIZE = 64 << 10
+MAX_HEAD = 16 << 10  # the most of a kubelet's answer read before the switch
 
 
 def _running(pod: dict, container: str) -> None:
@@ -49,9 +55,67 @@ async def _carry(source, sink) -> None:
             break
 
 
+async def _kubelet_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], str]:
+    """(status, headers by lower-case name, the start of the body) of the kubelet's answer."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("iso-8859-1").split("\r\n")
+    headers = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    status = int(head[0].split()[1])
+    body = b""
+    if status != 101:
+        with contextlib.suppress(asyncio.IncompleteReadError, ValueError):
+            body = await reader.readexactly(min(int(headers.get("content-length", "0")), MAX_HEAD))
+    return status, headers, body.decode(errors="replace").strip()
+
+
+async def _splice(request: web.Request, kubelets: Kubelets, node: dict, path: str,
+                  query: list[tuple[str, str]]) -> web.StreamResponse:
+    """The client's connection, upgraded to SPDY/3.1, joined to one upgraded at the kubelet."""
+    reader, writer = await kubelets.connect(node)
+    try:
+        ip, port = address(node)
+        head = [f"POST /{path}?{urlencode(query)} HTTP/1.1", f"Host: {ip}:{port}", "Connection: Upgrade",
+                f"Upgrade: {upgrade.SPDY}", *(f"{upgrade.PROTOCOL_HEADER}: {p}" for p in upgrade.offered(request)),
+                "Content-Length: 0"]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        try:
+            status, headers, body = await asyncio.wait_for(_kubelet_answer(reader), 30)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                asyncio.TimeoutError) as err:
+            raise unreachable(kubelets.url(node, path), err) from None
+        if status != 101:
+            raise ApiError.for_code(status if status >= 400 else 500, f"unable to upgrade connection: {body}")
+        raw = await upgrade.switch(request, headers.get(upgrade.PROTOCOL_HEADER.lower(), ""))
+
+        async def up() -> None:
+            while chunk := await raw.read():
+                writer.write(chunk)
+                await writer.drain()
+
+        async def down() -> None:
+            while chunk := await reader.read(READ_SIZE):
+                await raw.write(chunk)
+
+        ways = [asyncio.create_task(up()), asyncio.create_task(down())]
+        try:
+            await asyncio.wait(ways, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for way in ways:
+                way.cancel()
+            await asyncio.gather(*ways, return_exceptions=True)
+            raw.close()
+        return raw.response
+    finally:
+        writer.close()
+
+
 async def relay(request: web.Request, kubelets: Kubelets, node: dict, path: str,
-                query: list[tuple[str, str]]) -> web.WebSocketResponse:
-    """The client's WebSocket joined to the kubelet's for path."""
+                query: list[tuple[str, str]]) -> web.StreamResponse:
+    """The client's WebSocket joined to the kubelet's for path, or its SPDY connection to the kubelet's."""
+    if upgrade.asks_for_spdy(request):
+        return await _splice(request, kubelets, node, path, query)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(400, "BadRequest", "Upgrade request required")
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -36,8 +37,9 @@ def here(addrinfo: tuple) -> socket.socket:
     return socket.socket(*addrinfo[:3])
 
 
-async def connect(outbound: Outbound, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A TCP connection to host:port from a socket outbound makes."""
+async def connect(outbound: Outbound, host: str, port: int,
+                  context: ssl.SSLContext | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to host:port from a socket outbound makes (TLS with a context)."""
     sock = outbound((socket.AF_INET, socket.SOCK_STREAM, 0, "", (host, port)))
     sock.setblocking(False)
     try:
@@ -45,7 +47,9 @@ async def connect(outbound: Outbound, host: str, port: int) -> tuple[asyncio.Str
     except BaseException:
         sock.close()
         raise
-    return await asyncio.open_connection(sock=sock)
+    if context is None:
+        return await asyncio.open_connection(sock=sock)
+    return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=host)
 
 
 def split_name(text: str) -> tuple[str, str, str]:
