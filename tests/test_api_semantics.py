@@ -1599,3 +1599,45 @@ def test_a_client_side_apply_then_a_server_side_one_takes_over_without_conflict(
         refused = c.kubectl("apply", "--server-side", "-f", "-", stdin=clash, ok=False)
         assert refused.returncode != 0
         assert 'conflict with "ops" using apps/v1: .metadata.annotations.owner' in refused.stderr
+
+
+def test_ephemeral_containers_are_added_through_their_subresource_and_never_changed(tmp_path):
+    import kubernetes
+    from kubernetes.client import ApiException
+    with Cluster(tmp_path) as c, kubernetes.client.ApiClient(kubernetes.client.Configuration(host=c.url)) as client:
+        core = kubernetes.client.CoreV1Api(client)
+        core.create_namespaced_pod("default", pod("web", {"app": "web"}, node="node-1"))
+        debugger = {"name": "debugger", "image": "busybox", "command": ["sh"], "stdin": True, "tty": True,
+                    "targetContainerName": "echo"}
+        added = core.patch_namespaced_pod_ephemeralcontainers(
+            "web", "default", {"spec": {"ephemeralContainers": [debugger]}})
+        made = added.spec.ephemeral_containers[0]
+        assert (made.name, made.target_container_name, made.termination_message_policy) == \
+            ("debugger", "echo", "File")  # defaulted as a container
+        assert core.read_namespaced_pod_ephemeralcontainers("web", "default").spec.ephemeral_containers[0].stdin
+
+        def refused(body: dict) -> list[str]:
+            with pytest.raises(ApiException) as err:
+                core.replace_namespaced_pod_ephemeralcontainers("web", "default", body)
+            assert err.value.status == 422
+            return [f"{cause['field']}: {cause['message']}" for cause in json.loads(err.value.body)["details"]["causes"]]
+
+        current = core.read_namespaced_pod("web", "default").to_dict()
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+                "spec": {**client.sanitize_for_serialization(added.spec)}}
+        body["spec"]["ephemeralContainers"] = []
+        assert refused(body) == ['spec.ephemeralContainers: Forbidden: existing ephemeral containers "debugger" '
+                                 "may not be removed"]
+        body["spec"]["ephemeralContainers"] = [{**debugger, "image": "debian"}]
+        assert "may not be changed" in refused(body)[0]
+        body["spec"]["ephemeralContainers"] = [
+            client.sanitize_for_serialization(made),
+            {"name": "echo", "image": "busybox", "ports": [{"containerPort": 80}], "targetContainerName": "nope"}]
+        assert refused(body) == [
+            'spec.ephemeralContainers[1].name: Duplicate value: "echo"',
+            "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container",
+            'spec.ephemeralContainers[1].targetContainerName: Not found: "nope"']
+        assert current["spec"]["containers"] == core.read_namespaced_pod("web", "default").to_dict()["spec"]["containers"]
+        discovered = json.loads(c.kubectl("get", "--raw", "/api/v1").stdout)["resources"]
+        assert {"name": "pods/ephemeralcontainers", "kind": "Pod"}.items() <= \
+            next(r for r in discovered if r["name"] == "pods/ephemeralcontainers").items()

@@ -1015,6 +1015,37 @@ def test_kubectl_attach_follows_a_container_and_run_i_rm_feeds_its_stdin_then_de
     assert kubectl(lab, "get", "pod", "reader", "--ignore-not-found", "-o", "name").stdout == ""
 
 
+DEBUGGEE = """
+apiVersion: v1
+kind: Pod
+metadata: {name: debuggee}
+spec:
+  containers:
+  - {name: main, image: busybox, command: [sh, -c, "exec sleep 3600"]}
+"""
+
+
+def test_kubectl_debug_runs_ephemeral_containers_in_the_pod_once_each_and_attaches_to_one(lab):
+    with applied(lab, DEBUGGEE):
+        kubectl(lab, "wait", "--for=condition=Ready", "pod/debuggee", "--timeout=60s")
+        kubectl(lab, "debug", "debuggee", "--image=busybox", "--target=main", "-c", "peek", "--profile=general",
+                "--", "sh", "-c", "ps; cat /etc/hostname")
+        peeked = eventually(lambda: kubectl(lab, "logs", "debuggee", "-c", "peek").stdout or None)
+        assert "sleep 3600" in peeked and "debuggee" in peeked  # the target's processes, the pod's files
+        finished = eventually(lambda: [s for s in pod_json(lab, "debuggee")["status"].get(
+            "ephemeralContainerStatuses", []) if "terminated" in s["state"]])
+        assert finished[0]["name"] == "peek" and finished[0]["state"]["terminated"]["exitCode"] == 0
+        typed = kubectl(lab, "debug", "-i", "debuggee", "--image=busybox", "-c", "typed", "--profile=general",
+                        "--", "sh", stdin="echo typed $((1 + 2)); exit\n")  # no stdinOnce: stdin stays open
+        assert "typed 3" in typed.stdout, (typed.stdout, typed.stderr)
+        pod = pod_json(lab, "debuggee")
+        assert [c["name"] for c in pod["spec"]["ephemeralContainers"]] == ["peek", "typed"]
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        assert pod["status"]["phase"] == "Running" and ready["status"] == "True"  # they count for neither
+        started = eventually(lambda: events_of(lab, "debuggee", "Started"))
+        assert "spec.ephemeralContainers{peek}" in {e["involvedObject"].get("fieldPath") for e in started}
+
+
 def test_kubectl_proxy_shows_the_servers_paths_health_and_openapi_as_the_seeds_do(lab):
     import urllib.request
     from netplane.lab.state import LabState

@@ -42,7 +42,7 @@ from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
-from netplane.api.objects import write_status
+from netplane.api.objects import container_statuses, write_status
 from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.cni import INCOMPATIBLE_VERSION, CNIError
 from netplane.cni.runtime import Attachment, Runtime
@@ -134,7 +134,9 @@ class Sandbox:
     pause: containers.Running | None = None
     containers: dict[str, Container] = field(default_factory=dict)
     init: dict[str, Container] = field(default_factory=dict)  # in the order they run
+    ephemeral: dict[str, Container] = field(default_factory=dict)  # added later (kubectl debug); never restarted
     initialized: bool = False  # its init containers have all done their part (or it has none)
+    volumes_ready: asyncio.Task | None = None  # gives its volumes, by name, once they are set up
     tokens: dict = field(default_factory=dict)  # its projected ServiceAccount tokens, by (volume, path)
     ready_since: str = ""
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -146,8 +148,13 @@ class Sandbox:
                                                                 "uid": self.uid}}
 
     def container(self, name: str) -> Container | None:
-        """One of its containers or init containers, by name."""
-        return self.containers.get(name) or self.init.get(name)
+        """One of its containers, init or ephemeral containers, by name."""
+        return self.every.get(name)
+
+    @property
+    def every(self) -> dict[str, Container]:
+        """Its containers, init and ephemeral containers, by name."""
+        return self.containers | self.init | self.ephemeral
 
     @property
     def ready(self) -> bool:
@@ -162,8 +169,9 @@ class Sandbox:
 
 def _field_path(pod: dict, container: str) -> str:
     """An Event's fieldPath for one of the pod's containers, as the kubelet writes it."""
-    init = any(c["name"] == container for c in pod["spec"].get("initContainers") or [])
-    return f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
+    kind = next((k for k in ("initContainers", "ephemeralContainers")
+                 if any(c["name"] == container for c in pod["spec"].get(k) or [])), "containers")
+    return f"spec.{kind}{{{container}}}"
 
 
 def sidecar(spec: dict) -> bool:
@@ -236,7 +244,9 @@ def pod_status(box: Sandbox, host_ip: str, restart_policy: str) -> dict:
     out = {"phase": phase, "podIP": box.ip, "podIPs": [{"ip": box.ip}], "hostIP": host_ip,
            "hostIPs": [{"ip": host_ip}], "startTime": box.started_at, "conditions": conditions,
            "containerStatuses": statuses}
-    return out | ({"initContainerStatuses": init_statuses} if init_statuses else {})
+    ephemeral = [{**c.status(), "ready": False} for c in box.ephemeral.values()]  # never ready, as upstream
+    return out | ({"initContainerStatuses": init_statuses} if init_statuses else {}) | (
+        {"ephemeralContainerStatuses": ephemeral} if ephemeral else {})
 
 
 def _env_references(spec: dict) -> set[tuple[str, str]]:
@@ -299,6 +309,7 @@ class Kubelet:
             if pod is None or "deletionTimestamp" in pod["metadata"]:
                 self._spawn(uid, self._terminate(box, pod))
                 continue
+            self._start_ephemeral(pod, box)
             status = pod_status(box, self.host_ip, pod["spec"].get("restartPolicy", "Always"))
             await self._write_status(pod, status)
             if status["phase"] in ("Succeeded", "Failed"):  # done: its sandbox goes, its logs stay
@@ -392,7 +403,7 @@ class Kubelet:
 
         saved = {"ip": box.ip, "mac": box.mac, "startedAt": box.started_at,
                  "pause": box.pause.pid if box.pause else None, "initialized": box.initialized,
-                 "containers": {name: record(c) for name, c in (box.containers | box.init).items()}}
+                 "containers": {name: record(c) for name, c in box.every.items()}}
         (self._pod_dir(box.key, box.uid) / "sandbox.json").write_text(json.dumps(saved))
 
     async def _adopt(self, pod: dict, box: Sandbox) -> bool:
@@ -410,11 +421,13 @@ class Kubelet:
             return False
         box.ip, box.mac, box.started_at, box.pause = record["ip"], record.get("mac", ""), record["startedAt"], pause
         box.containers, box.init = self._containers(pod)
+        box.ephemeral = {c["name"]: Container(c) for c in pod["spec"].get("ephemeralContainers") or []
+                         if c["name"] in record["containers"]}  # the others start as if just added
         box.initialized = record.get("initialized", False) or not box.init
-        for name, c in (box.containers | box.init).items():
+        for name, c in box.every.items():
             seen = record["containers"].get(name, {})
             c.restarts = seen.get("restarts", 0)
-            if box.initialized and seen.get("terminated"):
+            if (box.initialized or name in box.ephemeral) and seen.get("terminated"):
                 c.terminated, c.waiting = seen["terminated"], "Completed"
             elif seen.get("pid") and containers.Running(seen["pid"]).alive():
                 c.running, c.waiting = containers.Running(seen["pid"], seen["startedAt"]), ""
@@ -448,8 +461,25 @@ class Kubelet:
                 raise RuntimeError(f"pod {key[0]}/{key[1]} failed to start: {err}") from err
             self.sandboxes[box.uid] = box
             self._save(box)
+        box.volumes_ready = volumes_ready
         box.tasks += [volumes_ready, asyncio.create_task(self._watch_sandbox(box)),
                       asyncio.create_task(self._run_pod(pod, box, volumes_ready))]
+        for c in box.ephemeral.values():  # adopted: supervised again (one that ended stays ended)
+            if c.terminated is None:
+                box.tasks.append(asyncio.create_task(self._run_ephemeral(pod, box, c)))
+
+    def _start_ephemeral(self, pod: dict, box: Sandbox) -> None:
+        """Start the ephemeral containers added to the pod since (kubectl debug): each runs once, in
+        the pod's namespaces, and is not restarted."""
+        for spec in pod["spec"].get("ephemeralContainers") or []:
+            if spec["name"] not in box.ephemeral and box.volumes_ready is not None:
+                c = box.ephemeral[spec["name"]] = Container(spec)
+                box.tasks.append(asyncio.create_task(self._run_ephemeral(pod, box, c)))
+
+    async def _run_ephemeral(self, pod: dict, box: Sandbox, c: Container) -> None:
+        assert box.volumes_ready is not None
+        await self._supervise(pod, box, c, await asyncio.shield(box.volumes_ready), "Never")
+        self._save(box)
 
     async def _run_pod(self, pod: dict, box: Sandbox, volumes_ready: asyncio.Task) -> None:
         """Once its volumes are set up, the pod's init containers in order (each to its successful
@@ -671,8 +701,7 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         box = self.sandboxes.get(uid)
         c = box.container(container) if box is not None else None
-        reported = pod.get("status") or {}
-        listed = [*(reported.get("containerStatuses") or []), *(reported.get("initContainerStatuses") or [])]
+        listed = container_statuses(pod)
         status = c.status() if c is not None else next((s for s in listed if s["name"] == container), None)
         folder = self._logs((namespace, name), uid, container)
         runs = sorted(int(p.name[:-4]) for p in folder.glob("*.log") if p.name[:-4].isdigit()) if folder.is_dir() else []
@@ -684,7 +713,7 @@ class Kubelet:
         """The cgroups of the pods here and of their running containers, for the stats."""
         return [stats.PodCgroup(box.key[0], box.key[1], box.uid, self._cgroup(box), box.started_at, tuple(
                     stats.ContainerCgroup(c.spec["name"], self._cgroup(box, c), c.running.started_at)
-                    for c in [*box.init.values(), *box.containers.values()] if c.running is not None))
+                    for c in box.every.values() if c.running is not None))
                 for box in list(self.sandboxes.values())]
 
     def _cgroup(self, box: Sandbox, c: Container | None = None) -> str:
@@ -883,7 +912,7 @@ class Kubelet:
 
     async def _terminate(self, box: Sandbox, pod: dict | None) -> None:
         grace = pod["metadata"].get("deletionGracePeriodSeconds", 30) if pod else 0
-        for c in [*box.containers.values(), *box.init.values()]:
+        for c in box.every.values():
             if c.running is not None and pod is not None:
                 self.events.record(pod, NORMAL, "Killing", f"Stopping container {c.spec['name']}",
                                    _field_path(pod, c.spec["name"]))
@@ -907,8 +936,9 @@ class Kubelet:
     async def _teardown(self, box: Sandbox, grace: float) -> None:
         for task in box.tasks:
             task.cancel()
-        # app containers first, then the sidecars, as upstream stops a pod
-        await asyncio.gather(*(self._stop(box, c, grace) for c in box.containers.values() if c.running))
+        # app and ephemeral containers first, then the sidecars, as upstream stops a pod
+        await asyncio.gather(*(self._stop(box, c, grace) for c in [*box.containers.values(), *box.ephemeral.values()]
+                               if c.running))
         await asyncio.gather(*(self._stop(box, c, grace) for c in box.init.values() if c.running))
         if box.pause is not None:  # the sandbox goes at once, as runtimes stop it
             await containers.stop(box.pause, 0)

@@ -63,10 +63,22 @@ def prepare_create(res: Resource, obj: dict, now: datetime) -> None:
     defaults.apply_on_create(res, obj)
 
 
+EPHEMERAL = "ephemeralcontainers"  # the pod subresource that adds ephemeral containers (kubectl debug)
+
+
 def prepare_update(res: Resource, new: dict, old: dict, subresource: str | None) -> dict:
-    """The object an update stores, before admission: system fields and the other half kept."""
+    """The object an update stores, before admission: system fields and the other half kept (of
+    a pod's ephemeralcontainers, everything but its ephemeral containers)."""
     if subresource == "status":
         return {**clone(old), "status": new.get("status", {})}
+    if subresource == EPHEMERAL:
+        kept = clone(old)
+        added = (new.get("spec") or {}).get("ephemeralContainers")
+        kept["spec"].pop("ephemeralContainers", None)
+        if added:
+            kept["spec"]["ephemeralContainers"] = added
+        defaults.pod_spec(kept["spec"])
+        return kept
     meta = new["metadata"]
     for key in ("deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
         meta.pop(key, None)
@@ -279,6 +291,7 @@ def scale_subresource_of(res: Resource) -> bool:
 
 def error_for_subresource(res: Resource, subresource: str | None) -> ApiError | None:
     if subresource is None or (subresource == "status" and res.has_status) or \
-            (subresource == "scale" and scale_subresource_of(res)):
+            (subresource == "scale" and scale_subresource_of(res)) or \
+            (subresource == EPHEMERAL and res.plural == "pods"):
         return None
     return ApiError(404, "NotFound", f"{res.plural} has no subresource {subresource!r}")

@@ -6,6 +6,13 @@ from datetime import datetime, timezone
 from netplane.api.lifecycle import clone
 
 MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # a MicroTime, as a Lease's acquireTime and renewTime
+CONTAINER_STATUS_LISTS = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")  # a pod's
+
+
+def container_statuses(pod: dict) -> list[dict]:
+    """The statuses of all of a pod's containers: app, init and ephemeral."""
+    status = pod.get("status") or {}
+    return [s for key in CONTAINER_STATUS_LISTS for s in status.get(key) or []]
 
 
 def now_text() -> str:

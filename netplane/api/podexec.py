@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from netplane.api import upgrade
 from netplane.api.errors import ApiError
 from netplane.api.kubelets import Kubelets, address, unreachable
+from netplane.api.objects import container_statuses
 from netplane.api.podlog import container_of
 
 STREAM_FLAGS = {"stdin": "input", "stdout": "output", "stderr": "error", "tty": "tty"}  # as the kubelet names them
@@ -30,7 +31,7 @@ def _running(pod: dict, container: str) -> None:
     if status.get("phase") in ("Succeeded", "Failed"):
         raise ApiError(400, "BadRequest", f"cannot exec into a container in a completed pod; current phase is "
                                           f"{status['phase']}")
-    listed = [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]
+    listed = container_statuses(pod)
     state = next((s.get("state") or {} for s in listed if s["name"] == container), {})
     if "running" not in state:  # the kubelet's words, which users know from containers in CrashLoopBackOff
         raise ApiError(400, "BadRequest", f'unable to upgrade connection: container not found ("{container}")')

@@ -74,13 +74,15 @@ def container_of(pod: dict, asked: str) -> str:
     spec, name = pod.get("spec") or {}, pod["metadata"]["name"]
     app = [c["name"] for c in spec.get("containers") or []]
     init = [c["name"] for c in spec.get("initContainers") or []]
+    ephemeral = [c["name"] for c in spec.get("ephemeralContainers") or []]
     if not asked:
         if len(app) == 1:
             return app[0]
-        also = f" or one of the init containers: [{' '.join(init)}]" if init else ""
+        also = "".join(f" or one of the {kind} containers: [{' '.join(them)}]"
+                       for kind, them in (("init", init), ("ephemeral", ephemeral)) if them)
         raise ApiError(400, "BadRequest",
                        f"a container name must be specified for pod {name}, choose one of: [{' '.join(app)}]{also}")
-    if asked not in app + init:
+    if asked not in app + init + ephemeral:
         raise ApiError(400, "BadRequest", f"container {asked} is not valid for pod {name}")
     return asked
 

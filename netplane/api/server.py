@@ -695,6 +695,12 @@ class _Handlers:
     async def patch_scale(self, request: web.Request) -> web.Response:
         return await self._patch(request, "scale")
 
+    async def replace_ephemeral(self, request: web.Request) -> web.Response:
+        return await self._update(request, lifecycle.EPHEMERAL)
+
+    async def patch_ephemeral(self, request: web.Request) -> web.Response:
+        return await self._patch(request, lifecycle.EPHEMERAL)
+
     @staticmethod
     async def _delete_options(request: web.Request) -> tuple[DeleteOptions, bool]:
         """The DeleteOptions of a DELETE (body or query) and whether it is a dry run."""
@@ -852,6 +858,9 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
         router.add_put(item + "/status", h.replace_status)
         router.add_patch(item + "/status", h.patch_status)
     if res.plural == "pods":
+        router.add_get(f"{item}/{lifecycle.EPHEMERAL}", h.get)
+        router.add_put(f"{item}/{lifecycle.EPHEMERAL}", h.replace_ephemeral)
+        router.add_patch(f"{item}/{lifecycle.EPHEMERAL}", h.patch_ephemeral)
         router.add_post(item + "/eviction", h.evict)
         router.add_get(item + "/log", h.from_node(podlog.serve))
         for method in ("GET", "POST"):  # a WebSocket upgrade is a GET; SPDY's was a POST
@@ -900,6 +909,8 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
                             "version": "v1", "kind": "Eviction", "verbs": ["create"]})
             entries.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                             "verbs": ["get"]})
+            entries.append({"name": f"pods/{lifecycle.EPHEMERAL}", "singularName": "", "namespaced": True,
+                            "kind": "Pod", "verbs": ["get", "patch", "update"]})
             for sub, kind in (("exec", "PodExecOptions"), ("attach", "PodAttachOptions"),
                               ("portforward", "PodPortForwardOptions")):
                 entries.append({"name": f"pods/{sub}", "singularName": "", "namespaced": True, "kind": kind,

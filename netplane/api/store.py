@@ -264,7 +264,7 @@ class Store:
         if new["metadata"].get("resourceVersion") not in (None, "", current):
             raise conflict(res.plural, old["metadata"]["name"], res.group)
         new = lifecycle.prepare_update(res, new, old, subresource)
-        if subresource is None:
+        if subresource in (None, lifecycle.EPHEMERAL):
             validation.check(res, new, old)
         new = self._admitted("update/status" if subresource else "update", res.plural, new, old)
         lifecycle.after_admission(old, new)

@@ -298,14 +298,24 @@ def _named(at: str, name: str, rule, seen: set[str]) -> list[Problem]:
 INIT_ONLY = "may not be set for init containers without restartPolicy=Always"
 
 
-def _containers(field: str, containers: Any, volumes: set[str], seen: set[str], init: bool = False) -> list[Problem]:
-    """A pod's containers or init containers (``seen``: the names taken so far, by either)."""
+EPHEMERAL_FORBIDDEN = ("lifecycle", "livenessProbe", "readinessProbe", "startupProbe", "ports", "resizePolicy",
+                       "restartPolicy")
+
+
+def _containers(field: str, containers: Any, volumes: set[str], seen: set[str], init: bool = False,
+                ephemeral: bool = False) -> list[Problem]:
+    """A pod's containers, init or ephemeral containers (``seen``: the names taken so far, by any)."""
     out: list[Problem] = []
     for at, c in _items(field, containers, out):
         out += _named(at, c["name"], dns1123_label, seen) if c.get("name") else [required(f"{at}.name")]
         if not c.get("image"):
             out.append(required(f"{at}.image"))
-        if not init and "restartPolicy" in c:
+        if ephemeral:
+            out += [Problem(f"{at}.{key}", "Forbidden", detail="cannot be set for an Ephemeral Container")
+                    for key in EPHEMERAL_FORBIDDEN if c.get(key)]
+            if any((c.get("resources") or {}).values()):
+                out.append(Problem(f"{at}.resources", "Forbidden", detail="cannot be set for an Ephemeral Container"))
+        elif not init and "restartPolicy" in c:
             out.append(Problem(f"{at}.restartPolicy", "Forbidden", detail="may not be set for non-init containers"))
         elif init and "restartPolicy" in c:
             out += _unsupported(f"{at}.restartPolicy", c["restartPolicy"], ("Always",))
@@ -412,7 +422,24 @@ def _pod_spec(field: str, spec: Any) -> list[Problem]:
     taken: set[str] = set()
     out += _containers(f"{field}.containers", spec.get("containers") or [], volumes, taken)
     out += _containers(f"{field}.initContainers", spec.get("initContainers") or [], volumes, taken, init=True)
+    targets = set(taken)
+    ephemeral = spec.get("ephemeralContainers") or []
+    out += _containers(f"{field}.ephemeralContainers", ephemeral, volumes, taken, ephemeral=True)
+    for at, c in _items(f"{field}.ephemeralContainers", ephemeral, []):
+        target = c.get("targetContainerName")
+        if target and target not in targets:
+            out.append(Problem(f"{at}.targetContainerName", "Not found", target))
     return out
+
+
+def _ephemeral_kept(old: dict, new: dict) -> list[Problem]:
+    """An ephemeral container, once added, is neither changed nor removed."""
+    before = {c.get("name"): c for c in (old.get("spec") or {}).get("ephemeralContainers") or []}
+    after = {c.get("name"): c for c in (new.get("spec") or {}).get("ephemeralContainers") or []}
+    field = "spec.ephemeralContainers"
+    return [Problem(field, "Forbidden", detail=f'existing ephemeral containers "{name}" may not be '
+                                               f'{"removed" if name not in after else "changed"}')
+            for name, c in before.items() if after.get(name) != c]
 
 
 EMPTY_SELECTOR = Go("v1.LabelSelector{MatchLabels:map[string]string(nil), "
@@ -510,6 +537,8 @@ def problems(res: Resource, obj: dict, old: dict | None = None) -> list[Problem]
         out += _secret(obj)
     if old is not None and res.kind in ("ConfigMap", "Secret"):
         out += _immutable_data(res, obj, old)
+    if old is not None and res.kind == "Pod":
+        out += _ephemeral_kept(old, obj)
     return out
 
 
