@@ -38,7 +38,9 @@ def resolve_port(service_port: dict, pod: dict) -> int | None:
     return None
 
 
-def _endpoint(pod: dict, zones: dict[str, str]) -> dict:
+def _endpoint(pod: dict, zones: dict[str, str], service: str) -> dict:
+    """A pod as an endpoint of the Service named ``service``: with its hostname when the pod's
+    subdomain is that Service (its DNS name under a headless Service), as upstream's controller."""
     ready = pod_ready(pod)
     terminating = "deletionTimestamp" in pod["metadata"]
     meta = pod["metadata"]
@@ -50,6 +52,8 @@ def _endpoint(pod: dict, zones: dict[str, str]) -> dict:
     }
     if pod["spec"].get("nodeName") in zones:
         endpoint["zone"] = zones[pod["spec"]["nodeName"]]
+    if pod["spec"].get("hostname") and pod["spec"].get("subdomain") == service:
+        endpoint["hostname"] = pod["spec"]["hostname"]
     return endpoint
 
 
@@ -98,7 +102,7 @@ def desired_slices(service: dict, pods: list[dict], zones: dict[str, str] | None
             number = resolve_port(sp, pod)
             if number is not None:
                 ports.append((sp.get("name", ""), sp.get("protocol", "TCP"), number))
-        groups.setdefault(tuple(ports), []).append(_endpoint(pod, zones or {}))
+        groups.setdefault(tuple(ports), []).append(_endpoint(pod, zones or {}, service["metadata"]["name"]))
     if not groups:
         return [_slice(service, (), [])]
     return [_slice(service, ports, endpoints) for ports, endpoints in groups.items()]
@@ -126,7 +130,9 @@ def endpoints_object(service: dict, slices: list[dict]) -> dict:
 
 
 def _address(endpoint: dict) -> dict:
-    return {"ip": endpoint["addresses"][0], "nodeName": endpoint["nodeName"], "targetRef": endpoint["targetRef"]}
+    hostname = {"hostname": endpoint["hostname"]} if "hostname" in endpoint else {}
+    return {"ip": endpoint["addresses"][0], **hostname, "nodeName": endpoint["nodeName"],
+            "targetRef": endpoint["targetRef"]}
 
 
 def _differs(want: dict, have: dict) -> bool:
