@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,6 +20,8 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)  # a server t
 WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)  # a watch lasts as long as it lasts
 # a watch with BOOKMARKs (the server sends one every 10 s) that is silent this long has lost its server
 BOOKMARKED_WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
+TOKEN_REREAD = 60.0  # seconds between reads of a token file
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where a pod has its token and CA
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
@@ -55,6 +59,18 @@ def server_urls(text: str) -> list[str]:
     return [url.strip().rstrip("/") for url in text.split(",") if url.strip()]
 
 
+def in_cluster() -> Client:
+    """A client of the API server from inside a pod, as client-go's InClusterConfig makes one: the
+    ``kubernetes`` Service from KUBERNETES_SERVICE_HOST and _PORT, the pod's ServiceAccount token
+    (read again as it is rotated) and the cluster's CA."""
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        raise RuntimeError("not in a pod: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set")
+    host = f"[{host}]" if ":" in host else host
+    return Client(f"https://{host}:{port}", ca_file=f"{SERVICE_ACCOUNT_DIR}/ca.crt",
+                  token_file=f"{SERVICE_ACCOUNT_DIR}/token")
+
+
 class Client:
     """``async with Client(url, token) as api: await api.get("pods", "web", "default")``.
 
@@ -62,10 +78,11 @@ class Client:
     until it cannot connect to it, then fails over to the next (client-side failover, as kubelets
     behind no load balancer do with a list of servers)."""
 
-    def __init__(self, base_url: str, token: str | None = None, ca_file: str | None = None):
+    def __init__(self, base_url: str, token: str | None = None, ca_file: str | None = None,
+                 token_file: str | None = None):
         self.base_urls = server_urls(base_url)
         self._current = 0
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token, self._token_file, self._token_read = token, token_file, -TOKEN_REREAD
         self._ssl = client_context(ca_file)
         self._session: aiohttp.ClientSession | None = None
 
@@ -86,8 +103,17 @@ class Client:
             # no connection limit: every watch holds a connection for as long as it lasts, and a
             # client shared by many informers must not queue requests behind them
             connector = aiohttp.TCPConnector(ssl=self._ssl or True, limit=0)
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=REQUEST_TIMEOUT, connector=connector)
+            self._session = aiohttp.ClientSession(timeout=REQUEST_TIMEOUT, connector=connector)
         return self._session
+
+    def _auth(self, **more: str) -> dict[str, str]:
+        """The request's headers: its bearer token (a token file read again each minute, as client-go
+        does, since the kubelet rotates a projected ServiceAccount token) and ``more``."""
+        if self._token_file is not None and time.monotonic() - self._token_read >= TOKEN_REREAD:
+            with open(self._token_file) as f:
+                self._token = f.read().strip()
+            self._token_read = time.monotonic()
+        return {**({"Authorization": f"Bearer {self._token}"} if self._token else {}), **more}
 
     @property
     def base_url(self) -> str:
@@ -111,10 +137,10 @@ class Client:
         for attempt in range(len(self.base_urls)):
             server = self.base_url
             if content_type is None:
-                request = self._http().request(method, server + path, json=body, params=params)
+                request = self._http().request(method, server + path, json=body, params=params, headers=self._auth())
             else:
                 request = self._http().request(method, server + path, data=codec.dumps(body), params=params,
-                                               headers={"Content-Type": content_type})
+                                               headers=self._auth(**{"Content-Type": content_type}))
             try:
                 async with request as resp:
                     await _raise_for_status(resp)
@@ -230,6 +256,7 @@ class Client:
         server = self.base_url
         try:
             response = await self._http().get(server + base_path(by_plural(plural), namespace), params=params,
+                                               headers=self._auth(),
                                                timeout=BOOKMARKED_WATCH_TIMEOUT if allow_bookmarks else WATCH_TIMEOUT)
         except (aiohttp.ClientConnectorError, asyncio.TimeoutError):
             self._fail_over(server)  # the informer watches again, then through the next server
