@@ -36,15 +36,20 @@ class Dest:
     kind: str               # pod | service | ip
     name: str
     port: str | None = None  # a Service port's number or name
+    namespace: str | None = None  # a Service's, when not the trace's (svc/NS/NAME or svc/NAME.NS)
 
 
 def parse_dest(text: str) -> Dest:
     if text.startswith(SERVICE_PREFIXES):
         rest = text.split("/", 1)[1]
         name, _, port = rest.partition(":")
-        if not name:
-            raise TraceError(f"{text!r}: give a Service name, as svc/NAME or svc/NAME:PORT")
-        return Dest("service", name, port or None)
+        namespace, _, name = name.rpartition("/")
+        if not namespace and "." in name:  # as a DNS name says it: kube-dns.kube-system
+            name, namespace = name.split(".", 1)
+        if not name or not namespace and "/" in rest.partition(":")[0]:
+            raise TraceError(f"{text!r}: give a Service name, as svc/NAME[:PORT], svc/NAMESPACE/NAME[:PORT] "
+                             "or svc/NAME.NAMESPACE[:PORT]")
+        return Dest("service", name, port or None, namespace or None)
     if text.startswith(POD_PREFIXES):
         return Dest("pod", text.split("/", 1)[1])
     address, colon, port = text.partition(":")
@@ -166,7 +171,7 @@ class Resolver:
                           ) -> tuple[str, str, str, int | None, list[Place]]:
         """(label, protocol, IP and port to send to, the places where the request counts as delivered)."""
         if dest.kind == "service":
-            svc = await self.client.get("services", dest.name, namespace)
+            svc = await self.client.get("services", dest.name, dest.namespace or namespace)
             return await self._service(svc, dest.port if dest.port is not None else
                                        (str(port) if port is not None and proto != "icmp" else None), proto)
         proto = proto or "tcp"
