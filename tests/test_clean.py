@@ -65,7 +65,7 @@ def test_down_leaves_the_root_namespace_as_it_was(tmp_path):
                         timeout=120, stdin=subprocess.DEVNULL)
     assert up.returncode == 0, up.stderr
     assert f"lab '{name}' is up" in up.stdout
-    assert "nodes Ready 2/2, pods Running 1/1" in up.stderr  # it says what it is doing
+    assert "nodes Ready 2/2, pods Running 3/3" in up.stderr  # it says what it is doing (its pod, 2 coredns)
     down = cli(name, "down")
     assert down.returncode == 0 and f"lab '{name}' is down" in down.stdout
     assert leftovers(name) == []
@@ -87,7 +87,7 @@ def test_clean_after_kill_9_removes_every_trace(tmp_path):
     # `clean` without names removes every lab on the machine; the suite names its own so that a
     # lab the user has up survives the tests
     result = cli(name, "clean", name)
-    assert result.returncode == 0 and result.stdout.strip() == f"removed lab '{name}': 5 namespaces"  # underlay, client, 2 nodes, 1 pod
+    assert result.returncode == 0 and result.stdout.strip() == f"removed lab '{name}': 7 namespaces"  # underlay, client, 2 nodes, 3 pods
     assert leftovers(name) == []
     assert root_state() == before
 

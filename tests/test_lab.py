@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import unique_lab
-from labtools import cli, default_lab_file, eventually, get, http, pod_ip
+from labtools import DNS_PODS, cli, default_lab_file, eventually, get, http, pod_ip
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import lifecycle, model
@@ -34,7 +34,7 @@ def lab(request, tmp_path_factory):
     lines: list[str] = []
     try:
         summary = lifecycle.up(model.load(path, name), lines.append)
-        assert summary.pods == 4 and summary.nodes == 2
+        assert summary.pods == 4 + DNS_PODS and summary.nodes == 2
         yield name
     finally:
         if lifecycle.is_up(name):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labtools import cli, default_lab_file, eventually, get, http, kubectl, pod_ip, running_lab
+from labtools import DNS_PODS, cli, default_lab_file, eventually, get, http, kubectl, pod_ip, running_lab
 from netplane import names
 from netplane.api import auth, kubeconfig, tls
 from netplane.kernel import netns
@@ -194,7 +194,20 @@ def test_status_shows_each_members_and_each_agents_health(lab):
         assert row[1] == (LabState(lab).node_dir(node) / "agent-id").read_text().strip(), shown
         assert row[3] == "ago" and row[-1] == "ok", shown
     running = [tuple(map(int, row[4].split("/"))) for row in rows.values()]
-    assert all(r == t for r, t in running) and sum(r for r, _ in running) == 4, shown
+    assert all(r == t for r, t in running) and sum(r for r, _ in running) == 4 + DNS_PODS, shown
+
+
+def test_pods_reach_the_api_in_its_own_host_and_cluster_dns_answers(lab):
+    """The control-plane host routes to each node's podCIDR: in-cluster clients (the coredns pods
+    first) reach the API through the kubernetes Service, so names resolve in this mode too."""
+    assert kubectl(lab, "exec", "client", "--", "getent", "hosts", "web").stdout.split()[1] == \
+        "web.default.svc.cluster.local"
+    routes = subprocess.run(["ip", "-n", names.control_plane_netns(lab, 1), "route"], capture_output=True,
+                            text=True, check=True).stdout
+    for node in ("node-1", "node-2"):
+        cidr = get(lab, "nodes", node)["spec"]["podCIDR"]
+        address = next(a["address"] for a in get(lab, "nodes", node)["status"]["addresses"] if a["type"] == "InternalIP")
+        assert f"{cidr} via {address} dev eth0" in routes, routes
 
 
 def test_kubectl_exec_logs_and_the_kubelet_port_reach_each_agent_over_the_underlay(lab):

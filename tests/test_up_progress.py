@@ -43,10 +43,10 @@ def test_up_off_a_terminal_writes_plain_lines_and_ends_with_the_summary(tmp_path
         err = up.stderr.splitlines()
         assert "\r" not in up.stderr and "\x1b" not in up.stderr  # no bar off a terminal
         assert f"[{name}] pod/p0 created" in err and f"[{name}] pod/p1 created" in err
-        assert f"[{name}] nodes Ready 1/1, pods Running 2/2" in err  # the counts, a line whenever they change
+        assert f"[{name}] nodes Ready 1/1, pods Running 4/4" in err  # the counts (2 coredns), a line when they change
         assert f"[{name}] data plane: routes and rules in place on every node" in err
         out = up.stdout.splitlines()
-        assert out[0].startswith(f"lab '{name}' is up in ") and out[0].split(": ", 1)[1].startswith("1 nodes, 2 pods; slowest phase: ")
+        assert out[0].startswith(f"lab '{name}' is up in ") and out[0].split(": ", 1)[1].startswith("1 nodes, 4 pods; slowest phase: ")
         assert out[1].startswith("phases: namespaces and links ") and "pods Running" in out[1]
     finally:
         cli(name, "down")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -125,15 +126,28 @@ def _test_server(program: str, source: str, cmd: tuple[str, ...] = ()) -> Image:
         files={f"/{program}": source}, modes={f"/{program}": 0o755}))
 
 
+def _netplane_itself() -> tuple[str, ...]:
+    """What a pod needs to run netplane's own Python programs: the interpreter's installation, the
+    virtual environment and the source tree (each may be in a directory containers get fresh)."""
+    source = str(Path(__file__).resolve().parents[2])
+    found = dict.fromkeys(str(Path(p).resolve()) for p in (sys.base_prefix, sys.prefix, source))
+    return tuple(p for p in found if not any(p.startswith(o + "/") for o in found if o != p))
+
+
 def _catalog() -> dict[str, Image]:
     applets, servers = _busybox_links(), Path(agnhost.__file__).read_text()
     agnhost_image = _test_server("agnhost", servers, ("pause",))
     shell = Image(cmd=("sh",), layer=Layer(links=applets), needs="busybox")
     python = Image(cmd=("python3",), layer=Layer(links={"/usr/local/bin/python": "/usr/bin/python3"}),
                    needs="python3")
+    dns = Image(entrypoint=(sys.executable, "-I", "-m", "netplane.addons.dns"), cmd=("-conf", "/etc/coredns/Corefile"),
+                layer=Layer(binds=_netplane_itself()))
     return {
         "netplane/echo": Image(entrypoint=(ECHO,)),
         "registry.k8s.io/pause": Image(entrypoint=(PAUSE,)),
+        "netplane/dns": dns,  # netplane's cluster DNS (netplane.addons.dns), also under CoreDNS's names
+        "registry.k8s.io/coredns/coredns": dns,
+        "coredns/coredns": dns,
         "nginx": NGINX,
         "busybox": shell,
         "alpine": Image(cmd=("/bin/sh",), layer=shell.layer, needs="busybox"),

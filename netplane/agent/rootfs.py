@@ -23,11 +23,14 @@ OWN = {"proc", "sys", "dev", *PRIVATE}  # made fresh for each container, never t
 
 @dataclass(frozen=True)
 class Layer:
-    """An image's own files: path -> content, and path -> symlink target."""
+    """An image's own files: path -> content, and path -> symlink target; and the machine's
+    directories it runs from (netplane's own programs: the interpreter, the virtual environment and
+    the source), bound read-only where they are, even inside the directories a container gets fresh."""
 
     files: Mapping[str, str] = field(default_factory=dict)
     links: Mapping[str, str] = field(default_factory=dict)
     modes: Mapping[str, int] = field(default_factory=dict)
+    binds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ def plan(stage: str, tops: list[Top], mounts: list[str], layer: Layer, kubelet_f
     for name in sorted({p.split("/")[1] for p in (*layer.files, *layer.links)} - present):
         steps += _layer_steps(layer, name, f"{root}/{name}")  # an image's own top-level paths
     # a path in the container (a volume's mountPath) is resolved inside its root, its links too
+    for path in layer.binds:
+        steps.append({"op": "bind", "source": path, "root": root, "target": path, "recursive": True,
+                      "readonly": True})
     for target, source in sorted(kubelet_files.items()):
         steps.append({"op": "bind", "source": source, "root": root, "target": target})
     for volume in volumes:

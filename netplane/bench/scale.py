@@ -129,14 +129,15 @@ def _children(pid: int) -> list[int]:
 
 
 def lab_file(directory: Path, name: str, nodes: int, pods_per_node: int) -> Path:
-    """A lab of `nodes` nodes and its manifest: pods_per_node echo pods pinned to each node."""
+    """A lab of `nodes` nodes and its manifest: pods_per_node echo pods pinned to each node, and no
+    add-ons (the peer's hosts have no cluster DNS either)."""
     pods = [{"apiVersion": "v1", "kind": "Pod",
              "metadata": {"name": f"echo-{n}-{i}", "labels": {"app": "echo"}},
              "spec": {"nodeName": f"node-{n}", "containers": [{"name": "echo", "image": "netplane/echo"}]}}
             for n in range(1, nodes + 1) for i in range(1, pods_per_node + 1)]
     (directory / "pods.yaml").write_text(yaml.safe_dump_all(pods))
     path = directory / "lab.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "nodes": nodes, "manifests": ["pods.yaml"]}))
+    path.write_text(yaml.safe_dump({"name": name, "nodes": nodes, "manifests": ["pods.yaml"], "addons": []}))
     return path
 
 

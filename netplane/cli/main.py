@@ -353,7 +353,8 @@ def container_pid(ctx: click.Context, target: str, namespace: str, container: st
 def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int | None, namespace: str,
           output: str, count: int, pcap_dir: str | None, svg_file: str | None, no_rules: bool) -> None:
     """Send one probe from SRC (a pod, node/NAME, or underlay/client: the host outside the cluster) to
-    DEST (a pod, svc/NAME[:PORT] or an IP[:PORT]) and show every hop it makes.
+    DEST (a pod, svc/NAME[:PORT], a Service of another namespace as svc/NAMESPACE/NAME[:PORT] or
+    svc/NAME.NAMESPACE[:PORT], or an IP[:PORT]) and show every hop it makes.
 
     Exits 0 when the probe (every probe, with --count) reached its destination, 1 when one did not."""
 
@@ -754,6 +755,23 @@ def bench_streams(rounds: int, mebibytes: int) -> None:
         raise click.ClickException("netplane bench streams needs root (it brings up a lab)")
     click.echo(f"a default lab; {rounds} rounds of each way, interleaved ...")
     for line in bench.lines(bench.run(rounds, mebibytes)):
+        click.echo(line)
+
+
+@bench.command(name="dns")
+@click.option("--rate", default=2000, show_default=True, help="Queries per second offered, all four clients together.")
+@click.option("--seconds", default=5.0, show_default=True, help="Length of each run.")
+@click.option("--rounds", default=3, show_default=True, help="Runs of each server, interleaved.")
+@friendly
+def bench_dns(rate: int, seconds: float, rounds: int) -> None:
+    """Cluster DNS under a fixed load from four pods through the kube-dns Service, next to dnsmasq
+    serving the same names from a pod behind a Service of its own."""
+    from netplane.bench import dns as bench
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane bench dns needs root (it brings up a lab)")
+    click.echo(f"a lab with 4 client pods; {rounds} runs of {seconds:g} s at {rate}/s per server, interleaved ...")
+    for line in bench.lines(bench.run(rate, seconds, rounds)):
         click.echo(line)
 
 

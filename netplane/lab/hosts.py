@@ -28,7 +28,7 @@ from netplane.api import auth, kubeconfig, satokens, tls
 from netplane.api.client import Client
 from netplane.api.informer import Informers
 from netplane.kernel import netns
-from netplane.lab import cloud
+from netplane.lab import cloud, podroutes
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState
 
@@ -212,6 +212,8 @@ async def parts(lab: Lab, state: LabState) -> tuple[dict[str, Callable[[], Await
             f"agent/{node}", names.node_netns(lab.name, node), argv, logs / f"agent-{node}.log")
     informers = Informers(client)
     run.update(cloud.components(informers, lab.name, lab.network.loadBalancerPool))
+    control_plane = [names.control_plane_netns(lab.name, i) for i in range(1, lab.controlPlane.replicas + 1)]
+    run.update(podroutes.components(informers, control_plane, lab.network.clusterCIDR))
     run.update(informers.parts())
     state.write_kubeconfig(local, admin.token, state.pki / "ca.crt")
     return run, client, listener

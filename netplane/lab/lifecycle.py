@@ -23,7 +23,7 @@ from netplane.api.errors import ApiError
 from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.api.informer import Informer
 from netplane.kernel import cgroups, netns
-from netplane.lab import converge, topology
+from netplane.lab import addons, converge, topology
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState, known_labs
 
@@ -134,7 +134,7 @@ def up(lab: Lab, say: Say, timeout: float = CONVERGE_TIMEOUT, progress: OnProgre
         say("starting the API server, controllers and node agents")
         _start_control_plane(state)
         phases.end("control plane start")
-        objects = [obj for path in lab.manifests for obj in manifests.load(path)]
+        objects = addons.objects(lab) + [obj for path in lab.manifests for obj in manifests.load(path)]
         pods = asyncio.run(_converge(lab, state, objects, say, started, started + timeout, phases, progress))
     except BaseException as err:
         if not isinstance(err, LabFailure) and state.log.exists():
@@ -256,7 +256,7 @@ async def _converge(lab: Lab, state: LabState, objects: list[dict], say: Say, st
 async def _wait_for_lab(lab: Lab, state: LabState, client: Client, watched: dict[str, Informer],
                         changed: asyncio.Event, say: Say, deadline: float, phases: _Phases,
                         progress: OnProgress | None, started: float) -> int:
-    last, nodes_ready_at = "", None
+    last, last_status, nodes_ready_at = "", "", None  # the last counts line said, the last status line
     while True:
         changed.clear()
         nodes = list(watched["nodes"].cache.values())
@@ -283,11 +283,17 @@ async def _wait_for_lab(lab: Lab, state: LabState, client: Client, watched: dict
             line = (f"data plane: routes and rules in place on {len(nodes) - len(lagging)}/{len(nodes)} nodes "
                     f"(waiting for {'; '.join(f'{n}: {m}' for n, m in lagging.items())})"
                     if lagging else "data plane: routes and rules in place on every node")
-            if line != last:
+            dns_waits = "dns" in lab.addons and not addons.dns_ready(slices)
+            if not lagging and dns_waits:
+                line = "cluster DNS: waiting for a coredns pod to be Ready"
+            if line != last_status:
                 say(line)
-                last = line
-            if not lagging:
+                last_status = line
+            if not lagging and not any(name == "data plane" for name, _ in phases.done):
                 phases.end("data plane")
+            if not lagging and not dns_waits:
+                if "dns" in lab.addons:
+                    phases.end("cluster DNS")
                 return len(pods)
         if state.pid() is None:
             raise LabFailure(f"the control plane stopped; its log:\n{_tail(state)}")

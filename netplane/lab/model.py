@@ -22,6 +22,9 @@ controlPlane:
                                 #   (172.30.0.3:6443) and each node runs `netplane agent`, joined with a
                                 #   bootstrap token over TLS, as on real machines
 manifests: [demo.yaml]          # applied once the lab is up, relative to the lab file
+addons: [dns]                   # add-ons deployed before the manifests, as kubeadm deploys them: dns
+                                #   (the default: CoreDNS's Deployment and the kube-dns Service in
+                                #   kube-system); [] for none
 nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
 nodeResyncSeconds: 30           # how often each node agent checks the kernel against what it wrote
                                 #   (proxy rules, flannel.1 and its routes, FDB and ARP) and repairs it
@@ -102,6 +105,7 @@ class Lab:
     nodeLabels: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].labels
     controlPlane: ControlPlane = field(default_factory=ControlPlane)
     images: dict[str, dict] = field(default_factory=dict)  # additions to the image catalog
+    addons: tuple[str, ...] = ("dns",)
 
     def node_ip(self, node: str) -> str:
         """The node's underlay address: .11 for the first node, .12 for the second, ..."""
@@ -295,6 +299,18 @@ def _manifests(value: Any, base: Path | None) -> tuple[str, ...]:
 IMAGE_FIELDS = {"entrypoint", "cmd", "env", "workingDir", "stopSignal"}
 
 
+ADDONS = ("dns",)
+
+
+def _addons(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise LabError("addons", f"{value!r}: give a list of add-ons ({', '.join(ADDONS)}), or [] for none")
+    for i, name in enumerate(value):
+        if name not in ADDONS:
+            raise LabError(f"addons[{i}]", f"{name!r} is not an add-on netplane has; it has {', '.join(ADDONS)}")
+    return tuple(dict.fromkeys(value))
+
+
 def _images(value: Any) -> dict[str, dict]:
     """images: an image name (or prefix*) to its entrypoint, cmd, env and workingDir."""
     if value is None:
@@ -353,6 +369,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         nodeLabels=labels,
         controlPlane=_control_plane(data.get("controlPlane")),
         images=_images(data.get("images")),
+        addons=_addons(data.get("addons", list(Lab.addons))),
     )
 
 
@@ -399,4 +416,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         storage=data.get("storage", Lab.storage),
         controlPlane=ControlPlane(**data.get("controlPlane", {})),
         images=data.get("images", {}),
+        addons=tuple(data.get("addons", Lab.addons)),
     )

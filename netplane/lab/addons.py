@@ -1,0 +1,34 @@
+"""The add-ons a lab deploys after its control plane is up, as kubeadm's addon phase does: the
+objects are applied by `netplane up` through the API before the lab's own manifests. The lab
+file's ``addons:`` lists them; without it a lab has cluster DNS."""
+from __future__ import annotations
+
+from importlib import resources
+
+from netplane import names
+from netplane.api import manifests
+from netplane.lab.model import Lab
+
+CLUSTER_DNS_IP = "CLUSTER_DNS_IP"  # in coredns.yaml: the Service's address, the 10th of the service CIDR
+DNS_SERVICE = ("kube-system", "kube-dns")
+
+
+def objects(lab: Lab) -> list[dict]:
+    """The objects of the lab's add-ons, in the order they are applied."""
+    out: list[dict] = []
+    if "dns" in lab.addons:
+        with resources.as_file(resources.files("netplane.lab").joinpath("coredns.yaml")) as path:
+            found = manifests.load(str(path))
+        for obj in found:
+            if obj["kind"] == "Service" and obj["spec"].get("clusterIP") == CLUSTER_DNS_IP:
+                obj["spec"]["clusterIP"] = names.cluster_dns_ip(lab.network.serviceCIDR)
+        out += found
+    return out
+
+
+def dns_ready(slices: list[dict]) -> bool:
+    """Whether the kube-dns Service has a ready endpoint: a pod answers the cluster's names."""
+    return any(s["metadata"].get("namespace") == DNS_SERVICE[0]
+               and (s["metadata"].get("labels") or {}).get(names.SERVICE_NAME_LABEL) == DNS_SERVICE[1]
+               and any((e.get("conditions") or {}).get("ready") for e in s.get("endpoints") or [])
+               for s in slices)
