@@ -3,8 +3,10 @@ processes (the lab tests drive it with kubectl and the Python client through the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -12,22 +14,30 @@ from aiohttp import web
 from netplane.agent import spdy, streams
 
 
-async def exec_over_websocket(argv: list[str], query: str, protocol: str, talk) -> list[tuple[int, bytes]]:
-    """Serve one exec of argv, connect as a client offering protocol, let talk(ws) write, and
-    return every (channel, data) the server sent."""
+@contextlib.asynccontextmanager
+async def serving_exec(argv: list[str]) -> AsyncIterator[int]:
+    """The port of a server on loopback that serves each exec request (GET or POST /exec) with argv."""
     app = web.Application()
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return await streams.serve(request, argv, argv)
 
-    app.router.add_get("/exec", handler)
+    app.router.add_route("*", "/exec", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
-    got: list[tuple[int, bytes]] = []
     try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def exec_over_websocket(argv: list[str], query: str, protocol: str, talk) -> list[tuple[int, bytes]]:
+    """Serve one exec of argv, connect as a client offering protocol, let talk(ws) write, and
+    return every (channel, data) the server sent."""
+    got: list[tuple[int, bytes]] = []
+    async with serving_exec(argv) as port:
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"http://127.0.0.1:{port}/exec?{query}", protocols=[protocol]) as ws:
                 assert ws.protocol == protocol
@@ -35,8 +45,6 @@ async def exec_over_websocket(argv: list[str], query: str, protocol: str, talk) 
                 async for msg in ws:
                     if msg.type == aiohttp.WSMsgType.BINARY:
                         got.append((msg.data[0], msg.data[1:]))
-    finally:
-        await runner.cleanup()
     return got
 
 
@@ -77,19 +85,8 @@ async def exec_over_spdy(argv: list[str], query: str, offered: list[str], stream
     """Serve one exec of argv, upgrade a raw connection to SPDY/3.1 offering ``offered``, open
     ``streams_`` (stream id -> streamType), write stdin and half-close it; the head of the answer,
     and what came on each stream until the server went away."""
-    app = web.Application()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await streams.serve(request, argv, argv)
-
-    app.router.add_post("/exec", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     got: dict[int, bytes] = {}
-    try:
+    async with serving_exec(argv) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         versions = "".join(f"X-Stream-Protocol-Version: {p}\r\n" for p in offered)
         writer.write(f"POST /exec?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
@@ -110,8 +107,6 @@ async def exec_over_spdy(argv: list[str], query: str, offered: list[str], stream
                 if not frame.control:
                     got[frame.stream_id] = got.get(frame.stream_id, b"") + frame.payload
         writer.close()
-    finally:
-        await runner.cleanup()
     return head, got
 
 

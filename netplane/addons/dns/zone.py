@@ -30,13 +30,13 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from netplane import names
 from netplane.addons.dns import wire
 from netplane.addons.dns.corefile import Config
 
 DNS_SCHEMA_VERSION = "1.1.0"
 DNS_VERSION_TTL = 28800
 MAX_SOA_TTL = 300
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400
 CNAME_DEPTH = 8
 
@@ -136,7 +136,7 @@ def endpoints_of(slices: Iterable[dict]) -> dict[tuple[str, str], list[Endpoint]
     """The ready endpoints of each Service (namespace, name), from its EndpointSlices."""
     out: dict[tuple[str, str], list[Endpoint]] = {}
     for s in slices:
-        service = (s["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+        service = (s["metadata"].get("labels") or {}).get(names.SERVICE_NAME_LABEL)
         if not service:
             continue
         ports = _ports(s.get("ports"))
