@@ -157,6 +157,19 @@ def test_ptr_external_names_and_the_hosts_block(zone):
     assert outside.rcode == wire.NXDOMAIN and not outside.authoritative  # never asked of anyone else
 
 
+def test_pods_verified_answers_only_for_a_live_pods_address():
+    config = corefile.parse(".:53 {\n    kubernetes cluster.local {\n        pods verified\n    }\n}\n")
+    pods = [{"metadata": {"name": "a", "namespace": "shop"}, "status": {"podIP": "10.244.1.5", "phase": "Running"}},
+            {"metadata": {"name": "b", "namespace": "shop", "deletionTimestamp": "x"},
+             "status": {"podIP": "10.244.1.6", "phase": "Running"}}]
+    zone = Zone.build(config, NAMESPACES, [], [], 1, pods)
+    assert texts(ask(zone, "10-244-1-5.shop.pod.cluster.local", wire.A).answers) == [
+        "10-244-1-5.shop.pod.cluster.local.\t5\tIN\tA\t10.244.1.5"]
+    for name in ("10-244-1-5.default.pod.cluster.local", "10-244-1-6.shop.pod.cluster.local",
+                 "10-244-1-7.shop.pod.cluster.local"):  # another namespace, a pod going, no pod
+        assert ask(zone, name, wire.A).rcode == wire.NXDOMAIN
+
+
 def test_messages_read_back_by_dnspython_and_cut_to_the_clients_size():
     slices = [endpoint_slice("many", [(f"10.244.{i // 200}.{i % 200 + 1}", None, True) for i in range(60)])]
     zone = Zone.build(corefile.parse(corefile.DEFAULT), NAMESPACES, [service("many", ip="None")], slices, 1)
@@ -181,6 +194,8 @@ def test_corefile_errors_name_the_plugin_and_forwarding_is_refused():
         corefile.parse(".:53 {\n    forward . 8.8.8.8\n}\n")
     with pytest.raises(corefile.CorefileError, match="unknown plugin 'kubernets'"):
         corefile.parse(".:53 {\n    kubernets cluster.local\n}\n")
+    with pytest.raises(corefile.CorefileError, match="hosts: this plugin can only be used once per Server Block"):
+        corefile.parse(".:53 {\n    hosts {\n    }\n    hosts {\n    }\n}\n")
     with pytest.raises(corefile.CorefileError, match="hosts: 'registry' is not an address"):
         corefile.parse(".:53 {\n    hosts {\n        registry 1.2.3.4\n    }\n}\n")
     config = corefile.parse(".:53 {\n    log\n    kubernetes example.lab {\n        ttl 30\n    }\n}\n")

@@ -67,7 +67,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[str]:
-    with bare_lab() as name:
+    with bare_lab(dns={"hosts": {"client.lab": "172.30.0.2"}}) as name:  # the underlay client, by a name
         kubectl(name, "apply", "-f", "-", stdin=APP)
         for pod in ("tools", "box", "db-0"):
             kubectl(name, "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=60s")
@@ -111,6 +111,12 @@ def test_pods_resolve_services_by_every_name_glibc_busybox_and_curl(lab):
     resolv = sh(lab, "cat /etc/resolv.conf")
     dns_ip = kubectl(lab, "-n", "kube-system", "get", "svc", "kube-dns", "-o", "jsonpath={.spec.clusterIP}").stdout
     assert dns_ip == "10.96.0.10" and f"nameserver {dns_ip}" in resolv and "ndots:5" in resolv
+
+
+def test_the_lab_files_own_names_answer_in_every_pod(lab):
+    assert sh(lab, "getent hosts client.lab").split() == ["172.30.0.2", "client.lab"]
+    assert dig(lab, "+short", "client.lab").split() == ["172.30.0.2"]
+    assert status(dig(lab, "AAAA", "client.lab")) == "NOERROR"  # a name with no IPv6 address: NODATA
 
 
 def test_dig_gets_each_record_type_and_answer_code_as_from_coredns(lab):
@@ -193,8 +199,9 @@ def test_a_new_service_resolves_within_a_second_and_a_deleted_one_stops_after_it
 
 
 def dns_pods(lab: str) -> list[dict]:
-    return json.loads(kubectl(lab, "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns",
-                              "-o", "json").stdout)["items"]
+    """The coredns pods, but for one being deleted."""
+    return [p for p in json.loads(kubectl(lab, "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns",
+                                          "-o", "json").stdout)["items"] if "deletionTimestamp" not in p["metadata"]]
 
 
 def served(lab: str, pod_ip: str) -> int:
@@ -218,18 +225,27 @@ def test_the_two_replicas_share_the_queries_and_one_answers_while_the_other_is_r
     answers = sh(lab, "for i in $(seq 50); do dig +short +tries=2 +timeout=1 hello.default.svc.cluster.local; "
                       "sleep 0.02; done").split()
     assert len(answers) == 50  # every one answered, by the other replica while the first went
-    eventually(lambda: len([p for p in dns_pods(lab) if p["metadata"].get("deletionTimestamp") is None and any(
+    eventually(lambda: len([p for p in dns_pods(lab) if any(
         c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]) == 2, timeout=30)
 
 
 def test_the_corefile_is_read_again_logs_queries_and_gives_static_names(lab):
     corefile = json.loads(kubectl(lab, "-n", "kube-system", "get", "cm", "coredns", "-o", "json").stdout)["data"]["Corefile"]
-    changed = corefile.replace("    ready\n", "    ready\n    log\n    hosts {\n        192.0.2.7 registry.lab\n"
-                                             "    }\n")
+    changed = corefile.replace("    ready\n", "    ready\n    log\n").replace(
+        "        172.30.0.2 client.lab\n", "        172.30.0.2 client.lab\n        192.0.2.7 registry.lab\n").replace(
+        "pods insecure", "pods verified")
     patch = json.dumps({"data": {"Corefile": changed}})
     kubectl(lab, "-n", "kube-system", "patch", "cm", "coredns", "--type=merge", "-p", patch)
     try:
-        eventually(lambda: dig(lab, "+short", "registry.lab").split() == ["192.0.2.7"], timeout=60, interval=1)
+        eventually(lambda: all("Reloading complete" in kubectl(lab, "-n", "kube-system", "logs", p["metadata"]["name"])
+                               .stdout for p in dns_pods(lab)), timeout=60, interval=1)  # both replicas
+        assert dig(lab, "+short", "registry.lab").split() == ["192.0.2.7"]
+        # pods verified: a pod name answers only for an address a pod of that namespace has (the
+        # server now watches Pods as well)
+        dashed = address(lab, "pod", "db-0", "{.status.podIP}").replace(".", "-")
+        eventually(lambda: status(dig(lab, "10-250-9-9.default.pod.cluster.local")) == "NXDOMAIN", timeout=30)
+        assert status(dig(lab, f"{dashed}.default.pod.cluster.local")) == "NOERROR"
+        assert status(dig(lab, f"{dashed}.kube-system.pod.cluster.local")) == "NXDOMAIN"
         for _ in range(4):  # through the Service: both replicas see one at least
             dig(lab, "+short", "hello.default.svc.cluster.local")
         logs = "".join(kubectl(lab, "-n", "kube-system", "logs", p["metadata"]["name"]).stdout for p in dns_pods(lab))

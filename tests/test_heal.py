@@ -23,7 +23,8 @@ RESYNC = 3
 
 @pytest.fixture(scope="module", params=model.IMPLEMENTED_PROXY_MODES)
 def lab(request, tmp_path_factory):
-    path = default_lab_file(tmp_path_factory.mktemp(request.param), request.param, nodeResyncSeconds=RESYNC)
+    path = default_lab_file(tmp_path_factory.mktemp(request.param), request.param, nodeResyncSeconds=RESYNC,
+                            addons=[])  # repairs of the data plane: no cluster DNS needed
     with running_lab(path) as name:
         yield request.param, name
 

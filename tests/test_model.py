@@ -45,6 +45,13 @@ def test_name_override_and_node_count():
     ({"network": {"loadBalancerPool": "240.0.0.0/24"}}, "network.loadBalancerPool"),
     ({"nodes": [f"n{i}" for i in range(201)]}, "nodes"),  # a list is capped as a count is
     ({"nodeResyncSeconds": "30s"}, "nodeResyncSeconds"),
+    ({"addons": ["ingres"]}, "addons[0]"),
+    ({"addons": "dns"}, "addons"),
+    ({"addons": [], "dns": {"log": True}}, "dns"),  # settings of an add-on that is off
+    ({"dns": {"hosts": {"Bad_Name": "10.0.0.1"}}}, "dns.hosts.Bad_Name"),
+    ({"dns": {"hosts": {"registry.lab": "10.0.0.300"}}}, "dns.hosts.registry.lab"),
+    ({"dns": {"log": "yes"}}, "dns.log"),
+    ({"dns": {"forward": "8.8.8.8"}}, "dns.forward"),
 ])
 def test_bad_lab_files_name_the_field(data, field, tmp_path):
     with pytest.raises(model.LabError) as err:
@@ -56,6 +63,9 @@ def test_bad_lab_files_name_the_field(data, field, tmp_path):
 def test_lab_round_trips_through_its_dict():
     lab = model.load(None)
     assert model.from_dict(lab.to_dict()) == lab
+    named = model.parse({"dns": {"hosts": {"registry.lab.": "172.30.0.2"}, "log": True}})
+    assert model.from_dict(named.to_dict()) == named and named.dns.hosts == {"registry.lab": "172.30.0.2"}
+    assert model.parse({}).addons == ("dns",) and model.parse({"addons": []}).addons == ()
 
 
 def test_plan_reads_as_ip_commands():

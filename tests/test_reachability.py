@@ -128,7 +128,8 @@ def manifests() -> tuple[dict, ...]:
 @pytest.fixture(scope="module", params=model.IMPLEMENTED_PROXY_MODES)
 def matrix_lab(request, tmp_path_factory):
     """(proxy mode, lab) with the matrix's pod and Services, and the underlay client's routes."""
-    path = default_lab_file(tmp_path_factory.mktemp(request.param), request.param, extra=manifests())
+    # no add-ons: the matrix is about kube-proxy's rules, and the suite's time is better spent elsewhere
+    path = default_lab_file(tmp_path_factory.mktemp(request.param), request.param, extra=manifests(), addons=[])
     with running_lab(path, pods=5) as name:
         for cidr in ("10.96.0.0/16", "172.30.2.0/24"):  # an administrator's routes, through node-2
             cli(name, "exec", "underlay/client", "--", "ip", "route", "add", cidr, "via", "172.30.0.12", check=True)

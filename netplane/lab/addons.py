@@ -7,7 +7,7 @@ from importlib import resources
 
 from netplane import names
 from netplane.api import manifests
-from netplane.lab.model import Lab
+from netplane.lab.model import Dns, Lab
 
 CLUSTER_DNS_IP = "CLUSTER_DNS_IP"  # in coredns.yaml: the Service's address, the 10th of the service CIDR
 DNS_SERVICE = ("kube-system", "kube-dns")
@@ -22,8 +22,19 @@ def objects(lab: Lab) -> list[dict]:
         for obj in found:
             if obj["kind"] == "Service" and obj["spec"].get("clusterIP") == CLUSTER_DNS_IP:
                 obj["spec"]["clusterIP"] = names.cluster_dns_ip(lab.network.serviceCIDR)
+            if obj["kind"] == "ConfigMap":
+                obj["data"]["Corefile"] = corefile(obj["data"]["Corefile"], lab.dns)
         out += found
     return out
+
+
+def corefile(text: str, dns: Dns) -> str:
+    """kubeadm's Corefile with the lab file's own additions: ``log``, and a hosts block of its names."""
+    extra = ["    log\n"] if dns.log else []
+    if dns.hosts:
+        extra.append("    hosts {\n" + "".join(f"        {address} {name}\n" for name, address in
+                                             sorted(dns.hosts.items())) + "    }\n")
+    return text.replace("    ready\n", "    ready\n" + "".join(extra), 1)
 
 
 def dns_ready(slices: list[dict]) -> bool:

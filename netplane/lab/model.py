@@ -25,6 +25,9 @@ manifests: [demo.yaml]          # applied once the lab is up, relative to the la
 addons: [dns]                   # add-ons deployed before the manifests, as kubeadm deploys them: dns
                                 #   (the default: CoreDNS's Deployment and the kube-dns Service in
                                 #   kube-system); [] for none
+dns:                            # with the dns add-on: the lab's own names, answered to every pod
+  hosts: {registry.lab: 172.30.0.2}   #   (the Corefile's hosts block), and a log line per query
+  log: false
 nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease for this long is NotReady
 nodeResyncSeconds: 30           # how often each node agent checks the kernel against what it wrote
                                 #   (proxy rules, flannel.1 and its routes, FDB and ARP) and repairs it
@@ -87,6 +90,12 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Dns:
+    hosts: dict[str, str] = field(default_factory=dict)  # name -> address
+    log: bool = False
+
+
+@dataclass(frozen=True)
 class ControlPlane:
     mode: str = "embedded"
     replicas: int = 1
@@ -106,6 +115,7 @@ class Lab:
     controlPlane: ControlPlane = field(default_factory=ControlPlane)
     images: dict[str, dict] = field(default_factory=dict)  # additions to the image catalog
     addons: tuple[str, ...] = ("dns",)
+    dns: Dns = field(default_factory=Dns)
 
     def node_ip(self, node: str) -> str:
         """The node's underlay address: .11 for the first node, .12 for the second, ..."""
@@ -311,6 +321,30 @@ def _addons(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _dns(value: Any, addons: Any) -> Dns:
+    if value is None:
+        return Dns()
+    if not isinstance(value, dict):
+        raise LabError("dns", "give a mapping: {hosts: {name: address}, log: true|false}")
+    if isinstance(addons, list) and "dns" not in addons:
+        raise LabError("dns", "the dns add-on is off (addons); add dns to addons or leave dns out")
+    _require_keys(value, set(Dns.__dataclass_fields__), "dns.")
+    hosts = value.get("hosts") or {}
+    if not isinstance(hosts, dict):
+        raise LabError("dns.hosts", "give a mapping of names to addresses, e.g. {registry.lab: 172.30.0.2}")
+    for name, address in hosts.items():
+        if not isinstance(name, str) or not all(DNS_LABEL.match(label) for label in name.rstrip(".").split(".")):
+            raise LabError(f"dns.hosts.{name}", "is not a DNS name (labels of lower-case letters, digits, '-')")
+        try:
+            ipaddress.ip_address(str(address))
+        except ValueError:
+            raise LabError(f"dns.hosts.{name}", f"{address!r} is not an IP address") from None
+    log = value.get("log", Dns.log)
+    if not isinstance(log, bool):
+        raise LabError("dns.log", f"{log!r}: give true or false")
+    return Dns({name.rstrip("."): str(address) for name, address in hosts.items()}, log)
+
+
 def _images(value: Any) -> dict[str, dict]:
     """images: an image name (or prefix*) to its entrypoint, cmd, env and workingDir."""
     if value is None:
@@ -370,6 +404,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         controlPlane=_control_plane(data.get("controlPlane")),
         images=_images(data.get("images")),
         addons=_addons(data.get("addons", list(Lab.addons))),
+        dns=_dns(data.get("dns"), data.get("addons", list(Lab.addons))),
     )
 
 
@@ -417,4 +452,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         controlPlane=ControlPlane(**data.get("controlPlane", {})),
         images=data.get("images", {}),
         addons=tuple(data.get("addons", Lab.addons)),
+        dns=Dns(**data.get("dns", {})),
     )

@@ -153,10 +153,14 @@ def parse(text: str) -> Config:
         raise CorefileError("a Corefile is a server block: .:53 { plugins }")
     server = top[0]
     config = Config()
+    seen: set[str] = set()
     address = server.name.rsplit(":", 1)
     if len(address) == 2 and address[1]:
         config.port = _number(server, address[1])
     for d in server.block:
+        if d.name in seen:
+            raise CorefileError(f"{d.name}: this plugin can only be used once per Server Block")
+        seen.add(d.name)
         if d.name == "kubernetes":
             _kubernetes(config, d)
         elif d.name == "hosts":

@@ -27,7 +27,7 @@ from aiohttp import web
 from netplane.addons.dns import corefile, wire
 from netplane.addons.dns.zone import Zone
 from netplane.api.client import in_cluster
-from netplane.api.informer import Informers
+from netplane.api.informer import Informer, Informers
 
 log = logging.getLogger("coredns")
 RELOAD_CHECK = 2.0  # seconds between looks at the Corefile
@@ -80,11 +80,22 @@ class Server:
     def __init__(self, config: corefile.Config, informers: Informers) -> None:
         self.config, self.informers = config, informers
         self.watched = [informers.get(p) for p in ("namespaces", "services", "endpointslices")]
+        self.pods: Informer | None = None  # watched only for `pods verified`, as the plugin does
         self.zone: Zone | None = None
         self.changed_at = int(time.time())
         self.metrics = Metrics()
+        self.started: set[asyncio.Task] = set()  # the pod watch, when a reload asks for it
         for informer in self.watched:
             informer.add_handler(self._changed)
+        self._watch_pods_if_asked(start=False)  # before Informers.run, which runs it
+
+    def _watch_pods_if_asked(self, start: bool) -> None:
+        if self.config.pods == "verified" and self.pods is None:
+            self.pods = self.informers.get("pods")
+            self.pods.add_handler(self._changed)
+            self.watched.append(self.pods)
+            if start:
+                self.started.add(asyncio.get_running_loop().create_task(self.pods.run()))
 
     async def _changed(self, kind: str, obj: dict, old: dict | None) -> None:
         self.zone, self.changed_at = None, int(time.time())
@@ -95,8 +106,9 @@ class Server:
 
     def current(self) -> Zone | None:
         if self.zone is None and self.synced:
-            namespaces, services, slices = (list(i.cache.values()) for i in self.watched)
-            self.zone = Zone.build(self.config, namespaces, services, slices, self.changed_at)
+            namespaces, services, slices = (list(i.cache.values()) for i in self.watched[:3])
+            pods = list(self.pods.cache.values()) if self.pods is not None else []
+            self.zone = Zone.build(self.config, namespaces, services, slices, self.changed_at, pods)
         return self.zone
 
     def answer(self, question: wire.Question) -> wire.Answer:
@@ -113,6 +125,7 @@ class Server:
 
     def reconfigure(self, config: corefile.Config) -> None:
         self.config, self.zone = config, None
+        self._watch_pods_if_asked(start=True)
 
     def handle(self, data: bytes, peer: tuple, proto: str) -> bytes | None:
         """The answer to one message (None: nothing to send back)."""

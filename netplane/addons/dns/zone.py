@@ -8,7 +8,8 @@ Names in the cluster zone (``cluster.local``), after the Kubernetes DNS specific
   or its address with dashes;
 - ``_<port>._<proto>.<svc>.<ns>.svc.<zone>``: SRV of a named port (a ClusterIP Service's one
   record, a headless Service's one per endpoint, each with its target's address added);
-- ``<a-b-c-d>.<ns>.pod.<zone>``: a pod's address, given back as asked (``pods insecure``);
+- ``<a-b-c-d>.<ns>.pod.<zone>``: a pod's address, given back as asked (``pods insecure``), or
+  only when a pod of that namespace has it (``pods verified``: then the server watches Pods);
 - ``dns-version.<zone>``: TXT ``1.1.0``; the zone's apex: its SOA and NS (kube-dns's name);
 - PTR in the reverse zones for Service and endpoint addresses.
 
@@ -158,6 +159,7 @@ class Zone:
     endpoints: dict[tuple[str, str], list[Endpoint]]
     serial: int
     own_addresses: tuple[str, ...] = ()  # the DNS Service's addresses (ns.dns.<zone>)
+    pod_addresses: frozenset[tuple[str, str]] = frozenset()  # (namespace, podIP) of live pods (pods verified)
     reverse: dict[str, list[str]] = field(init=False)  # reverse name -> the names it points at
 
     def __post_init__(self) -> None:
@@ -177,11 +179,14 @@ class Zone:
 
     @classmethod
     def build(cls, config: Config, namespaces: Iterable[dict], services: Iterable[dict], slices: Iterable[dict],
-              serial: int, own_service: tuple[str, str] = ("kube-system", "kube-dns")) -> Zone:
+              serial: int, pods: Iterable[dict] = (), own_service: tuple[str, str] = ("kube-system", "kube-dns")) -> Zone:
         found = {(s.namespace, s.name): s for s in map(service_of, services)}
         own = found.get(own_service)
+        live = frozenset((p["metadata"]["namespace"], p["status"]["podIP"]) for p in pods
+                         if (p.get("status") or {}).get("podIP") and "deletionTimestamp" not in p["metadata"]
+                         and p["status"].get("phase") in ("Pending", "Running"))
         return cls(config, {n["metadata"]["name"] for n in namespaces}, found, endpoints_of(slices), serial,
-                   own.addresses if own else ())
+                   own.addresses if own else (), live)
 
     # -- the answer
 
@@ -290,7 +295,10 @@ class Zone:
             dashed.replace("-", ":")
         if not _is_address(address):
             return None
-        return [Found(str(ipaddress.ip_address(address)), None,
+        address = str(ipaddress.ip_address(address))
+        if self.config.pods == "verified" and (r.namespace, address) not in self.pod_addresses:
+            return None
+        return [Found(address, None,
                       f"{r.service}.{r.namespace}.pod.{self.config.zone}")]
 
     def _typed(self, qname: str, qtype: int, found: list[Found], depth: int) -> tuple[list[wire.Record], list]:
