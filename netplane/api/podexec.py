@@ -20,6 +20,7 @@ from netplane.api.errors import ApiError
 from netplane.api.kubelets import Kubelets, address, unreachable
 from netplane.api.objects import container_statuses
 from netplane.api.podlog import container_of
+from netplane.api.proxy import parse_head
 
 STREAM_FLAGS = {"stdin": "input", "stdout": "output", "stderr": "error", "tty": "tty"}  # as the kubelet names them
 READ_SIZE = 64 << 10
@@ -58,12 +59,8 @@ async def _carry(source, sink) -> None:
 
 async def _kubelet_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], str]:
     """(status, headers by lower-case name, the start of the body) of the kubelet's answer."""
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("iso-8859-1").split("\r\n")
-    headers = {}
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    status = int(head[0].split()[1])
+    status, found = parse_head(await reader.readuntil(b"\r\n\r\n"))
+    headers = {name.lower(): value for name, value in found}
     body = b""
     if status != 101:
         with contextlib.suppress(asyncio.IncompleteReadError, ValueError):
@@ -83,7 +80,7 @@ async def _splice(request: web.Request, kubelets: Kubelets, node: dict, path: st
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
         try:
             status, headers, body = await asyncio.wait_for(_kubelet_answer(reader), 30)
-        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 asyncio.TimeoutError) as err:
             raise unreachable(kubelets.url(node, path), err) from None
         if status != 101:

@@ -124,16 +124,25 @@ async def forward(request: web.Request, outbound: Outbound, host: str, port: int
     return _response(raw)
 
 
-def _response(raw: bytes) -> web.Response:
-    header, _, body = raw.partition(b"\r\n\r\n")
-    lines = header.decode("iso-8859-1").split("\r\n")
+def parse_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
+    """The status and the headers (name, value) of an HTTP answer's head; ValueError when it is none."""
+    lines = head.decode("iso-8859-1").split("\r\n")
     try:
         status = int(lines[0].split()[1])
     except (IndexError, ValueError):
+        raise ValueError("the answer is not HTTP") from None
+    found = [line.partition(":") for line in lines[1:]]
+    return status, [(key.strip(), value.strip()) for key, _, value in found if key]
+
+
+def _response(raw: bytes) -> web.Response:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        status, headers = parse_head(head)
+    except ValueError:
         raise _unavailable("error trying to reach service: the backend's answer is not HTTP") from None
     resp = web.Response(status=status, body=body)
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        if key and key.lower() not in HOP_BY_HOP:
-            resp.headers.add(key.strip(), value.strip())
+    for key, value in headers:
+        if key.lower() not in HOP_BY_HOP:
+            resp.headers.add(key, value)
     return resp

@@ -11,6 +11,7 @@ changes (the ConfigMap's volume is updated in place), as the reload plugin does.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import decimal
 import hashlib
 import logging
@@ -49,7 +50,7 @@ class Metrics:
         key = (proto, family, qtype)
         self.requests[key] = self.requests.get(key, 0) + 1
         self.responses[rcode] = self.responses.get(rcode, 0) + 1
-        self.durations[next((i for i, le in enumerate(DURATION_BUCKETS) if seconds <= le), len(DURATION_BUCKETS))] += 1
+        self.durations[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1  # the first bucket it is <= to
         self.seconds += seconds
 
     def text(self) -> str:
