@@ -1030,11 +1030,15 @@ def test_kubectl_debug_runs_ephemeral_containers_in_the_pod_once_each_and_attach
         kubectl(lab, "wait", "--for=condition=Ready", "pod/debuggee", "--timeout=60s")
         kubectl(lab, "debug", "debuggee", "--image=busybox", "--target=main", "-c", "peek", "--profile=general",
                 "--", "sh", "-c", "ps; cat /etc/hostname")
-        peeked = eventually(lambda: kubectl(lab, "logs", "debuggee", "-c", "peek").stdout or None)
-        assert "sleep 3600" in peeked and "debuggee" in peeked  # the target's processes, the pod's files
         finished = eventually(lambda: [s for s in pod_json(lab, "debuggee")["status"].get(
             "ephemeralContainerStatuses", []) if "terminated" in s["state"]])
         assert finished[0]["name"] == "peek" and finished[0]["state"]["terminated"]["exitCode"] == 0
+        def whole_log() -> str | None:  # once the copier has written its last line (hostname's, after ps)
+            out = kubectl(lab, "logs", "debuggee", "-c", "peek").stdout
+            return out if out.rstrip().endswith("debuggee") else None
+
+        peeked = eventually(whole_log)
+        assert "sleep 3600" in peeked and "debuggee" in peeked  # the target's processes, the pod's files
         typed = kubectl(lab, "debug", "-i", "debuggee", "--image=busybox", "-c", "typed", "--profile=general",
                         "--", "sh", stdin="echo typed $((1 + 2)); exit\n")  # no stdinOnce: stdin stays open
         assert "typed 3" in typed.stdout, (typed.stdout, typed.stderr)
