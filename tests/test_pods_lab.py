@@ -1046,8 +1046,11 @@ def test_kubectl_debug_runs_ephemeral_containers_in_the_pod_once_each_and_attach
         assert [c["name"] for c in pod["spec"]["ephemeralContainers"]] == ["peek", "typed"]
         ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
         assert pod["status"]["phase"] == "Running" and ready["status"] == "True"  # they count for neither
-        started = eventually(lambda: events_of(lab, "debuggee", "Started"))
-        assert "spec.ephemeralContainers{peek}" in {e["involvedObject"].get("fieldPath") for e in started}
+        def started() -> set[str] | None:  # Events are written a moment later, the main container's first
+            paths = {e["involvedObject"].get("fieldPath") for e in events_of(lab, "debuggee", "Started")}
+            return paths if "spec.ephemeralContainers{peek}" in paths else None
+
+        assert "spec.ephemeralContainers{peek}" in eventually(started)
 
 
 def test_kubectl_proxy_shows_the_servers_paths_health_and_openapi_as_the_seeds_do(lab):
