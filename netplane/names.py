@@ -13,6 +13,7 @@ import re
 
 NETNS_PREFIX = "np."
 LAB_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")  # whole names only: is_lab_name
+DNS_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 labels: fullmatch
 LAB_NAME_RULE = "1-32 lower-case letters, digits and '-', beginning and ending with a letter or digit"
 IFNAME_MAX = 15
 
@@ -50,6 +51,23 @@ def check_lab_name(name: object) -> str:
     if not is_lab_name(name):
         raise ValueError(f"lab name {name!r}: use {LAB_NAME_RULE}")
     return name  # type: ignore[return-value]
+
+
+CLUSTER_DOMAIN = "cluster.local"  # kubeadm's networking.dnsDomain, the kubelet's --cluster-domain
+DOMAIN_RULE = "a DNS domain: dot-separated labels of lower-case letters, digits and '-', as cluster.local"
+
+
+def is_dns_domain(value: object) -> bool:
+    """A DNS-1123 subdomain (at most 253 characters), as the kubelet's --cluster-domain must be."""
+    return (isinstance(value, str) and 0 < len(value) <= 253
+            and all(DNS_LABEL_RE.fullmatch(label) for label in value.split(".")))
+
+
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33,
+             "OPT": 41, "AXFR": 252, "ANY": 255}  # the record types cluster DNS and its clients speak of (RFC 1035 ...)
+DNS_QUESTION_TYPES = tuple(t for t in DNS_TYPES if t not in ("OPT", "AXFR"))  # what `trace --dns` may ask
+DNS_PORT = 53
+DNS_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")  # by number, as dig names them
 
 
 def cluster_dns_ip(service_cidr: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netplane.api import auth, tls
+from netplane.api import auth, satokens, tls
 from netplane.api.client import Client, discover_ca
 from netplane.api.errors import ApiError
 from netplane.api.server import start
@@ -74,3 +74,13 @@ def test_an_agent_learns_the_ca_with_its_token_and_a_wrong_token_is_refused_with
             store.close()
 
     asyncio.run(scenario())
+
+
+def test_service_account_tokens_name_the_clusters_domain_and_another_domains_are_refused(tmp_path):
+    key = satokens.ensure_key(tmp_path)
+    ours, theirs = satokens.TokenIssuer(key, satokens.issuer_url("corp.internal")), satokens.TokenIssuer(key)
+    account = {"metadata": {"namespace": "default", "name": "default", "uid": "u1"}}
+    token, _ = ours.issue(account, 3600)
+    claims = ours.claims(token)
+    assert claims["iss"] == claims["aud"][0] == "https://kubernetes.default.svc.corp.internal"
+    assert theirs.claims(token) is None  # the same key, issued for another cluster's domain

@@ -200,3 +200,14 @@ def test_corefile_errors_name_the_plugin_and_forwarding_is_refused():
         corefile.parse(".:53 {\n    hosts {\n        registry 1.2.3.4\n    }\n}\n")
     config = corefile.parse(".:53 {\n    log\n    kubernetes example.lab {\n        ttl 30\n    }\n}\n")
     assert (config.zone, config.ttl, config.log, config.reverse_zones) == ("example.lab", 30, True, ())
+
+
+def test_a_labs_cluster_domain_is_the_zone_its_corefile_answers():
+    from netplane.lab import addons, model
+    lab = model.parse({"network": {"dnsDomain": "corp.internal"}, "dns": {"hosts": {"registry.lab": "172.30.0.2"}}})
+    text = next(o for o in addons.objects(lab) if o["kind"] == "ConfigMap")["data"]["Corefile"]
+    zone = Zone.build(corefile.parse(text), NAMESPACES, SERVICES, [], 1)
+    assert texts(ask(zone, "web.default.svc.corp.internal", wire.A).answers) == [
+        "web.default.svc.corp.internal.\t5\tIN\tA\t10.96.0.20"]
+    assert ask(zone, "web.default.svc.cluster.local", wire.A).rcode == wire.NXDOMAIN  # another cluster's domain
+    assert texts(ask(zone, "registry.lab", wire.A).answers) == ["registry.lab.\t3600\tIN\tA\t172.30.0.2"]  # hosts: its own TTL

@@ -272,6 +272,12 @@ def test_restarted_dns_pods_list_again_and_catch_up_and_kubectl_cluster_info_nam
 
 
 def test_trace_follows_a_dns_query_through_the_kube_dns_dnat(lab):
-    traced = cli(lab, "trace", "tools", "svc/kube-system/kube-dns:dns").stdout
+    ip = address(lab, "svc", "hello")
+    traced = cli(lab, "trace", "tools", "svc/kube-system/kube-dns", "--dns", "hello.default.svc.cluster.local").stdout
     assert "-> svc/kube-dns:dns (10.96.0.10:53) udp" in traced
     assert re.search(r"dnat to 10\.244\.\d+\.\d+:53", traced) and "pod.kube-system.coredns-" in traced
+    assert "query A hello.default.svc.cluster.local." in traced and f"replied: yes (NOERROR A {ip})" in traced, traced
+    report = json.loads(cli(lab, "trace", "tools", "svc/kube-system/kube-dns", "--dns", "gone.default.svc.cluster.local",
+                            "--dns-type", "AAAA", "-o", "json").stdout)
+    at_source = [h["packet"] for h in report["hops"] if h["direction"] == "reply" and h["netns"].endswith(".tools")]
+    assert report["delivered"] and at_source == ["NXDOMAIN"], report["hops"]

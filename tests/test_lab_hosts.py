@@ -5,6 +5,7 @@ node are refused.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,12 +32,14 @@ from test_trace import (test_across_nodes_the_probe_crosses_the_overlay,  # noqa
 
 CONTROL_PLANE_IP = "172.30.0.3"
 RESYNC = 3  # the agents' nodeResyncSeconds in this lab
+DOMAIN = "hosts.test"  # this lab's cluster domain: the server's and the agents' flags carry it
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     with running_lab(default_lab_file(tmp_path_factory.mktemp("hosts"), "nftables",
-                                      controlPlane={"mode": "hosts"}, nodeResyncSeconds=RESYNC)) as name:
+                                      network={"dnsDomain": DOMAIN}, controlPlane={"mode": "hosts"},
+                                      nodeResyncSeconds=RESYNC)) as name:
         yield name
 
 
@@ -199,9 +202,19 @@ def test_status_shows_each_members_and_each_agents_health(lab):
 
 def test_pods_reach_the_api_in_its_own_host_and_cluster_dns_answers(lab):
     """The control-plane host routes to each node's podCIDR: in-cluster clients (the coredns pods
-    first) reach the API through the kubernetes Service, so names resolve in this mode too."""
-    assert kubectl(lab, "exec", "client", "--", "getent", "hosts", "web").stdout.split()[1] == \
-        "web.default.svc.cluster.local"
+    first) reach the API through the kubernetes Service, so names resolve in this mode too, in the
+    lab's own cluster domain: the pods' search path, the Corefile's zone, the API certificate's name
+    and the ServiceAccount tokens' issuer all carry it."""
+    assert kubectl(lab, "exec", "client", "--", "getent", "hosts", "web").stdout.split()[1] == f"web.default.svc.{DOMAIN}"
+    resolv = kubectl(lab, "exec", "client", "--", "cat", "/etc/resolv.conf").stdout
+    assert f"search default.svc.{DOMAIN} svc.{DOMAIN} {DOMAIN}" in resolv, resolv
+    assert kubectl(lab, "exec", "client", "--", "getent", "hosts", "web.default.svc.cluster.local",
+                   check=False).returncode == 2  # not this cluster's domain: no such name
+    account = "/var/run/secrets/kubernetes.io/serviceaccount"
+    answer = kubectl(lab, "exec", "client", "--", "sh", "-c",
+                     f'curl -sS --cacert {account}/ca.crt -H "Authorization: Bearer $(cat {account}/token)" '
+                     f"https://kubernetes.default.svc.{DOMAIN}/api").stdout
+    assert json.loads(answer)["kind"] == "APIVersions", answer  # the name verified, the token's issuer accepted
     routes = subprocess.run(["ip", "-n", names.control_plane_netns(lab, 1), "route"], capture_output=True,
                             text=True, check=True).stdout
     for node in ("node-1", "node-2"):

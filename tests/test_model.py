@@ -52,6 +52,9 @@ def test_name_override_and_node_count():
     ({"dns": {"hosts": {"registry.lab": "10.0.0.300"}}}, "dns.hosts.registry.lab"),
     ({"dns": {"log": "yes"}}, "dns.log"),
     ({"dns": {"forward": "8.8.8.8"}}, "dns.forward"),
+    ({"network": {"dnsDomain": "Cluster.Local"}}, "network.dnsDomain"),
+    ({"network": {"dnsDomain": "a..b"}}, "network.dnsDomain"),
+    ({"network": {"dnsDomain": "corp.example\nnameserver 8.8.8.8"}}, "network.dnsDomain"),  # into resolv.conf
 ])
 def test_bad_lab_files_name_the_field(data, field, tmp_path):
     with pytest.raises(model.LabError) as err:
@@ -66,6 +69,8 @@ def test_lab_round_trips_through_its_dict():
     named = model.parse({"dns": {"hosts": {"registry.lab.": "172.30.0.2"}, "log": True}})
     assert model.from_dict(named.to_dict()) == named and named.dns.hosts == {"registry.lab": "172.30.0.2"}
     assert model.parse({}).addons == ("dns",) and model.parse({"addons": []}).addons == ()
+    domain = model.parse({"network": {"dnsDomain": "corp.internal"}})
+    assert model.parse({}).network.dnsDomain == "cluster.local" and model.from_dict(domain.to_dict()) == domain
 
 
 def test_plan_reads_as_ip_commands():

@@ -58,6 +58,8 @@ def test_the_kubelet_managed_hosts_file():
         {"ip": "1.2.3.4", "hostnames": ["foo.local", "bar.local"]}]), ["10.244.1.5"])
     assert "10.244.1.5\tdb-0.db.shop.svc.cluster.local\tdb-0\n" in named
     assert named.endswith("\n# Entries added by HostAliases.\n1.2.3.4\tfoo.local\tbar.local\n")
+    other_domain = podenv.hosts_file(pod(hostname="db-0", subdomain="db"), ["10.244.1.5"], "corp.internal")
+    assert "10.244.1.5\tdb-0.db.shop.svc.corp.internal\tdb-0\n" in other_domain
 
 
 def test_resolv_conf_for_each_dns_policy():
@@ -74,6 +76,8 @@ def test_resolv_conf_for_each_dns_policy():
                                               "options": [{"name": "ndots", "value": "2"}, {"name": "rotate"}]})
     assert podenv.resolv_conf(custom, ["10.96.0.10"], node) == (
         "nameserver 1.1.1.1\nsearch a.example\noptions ndots:2 rotate\n")
+    assert podenv.resolv_conf(pod(), ["10.96.0.10"], node, "corp.internal").startswith(
+        "nameserver 10.96.0.10\nsearch shop.svc.corp.internal svc.corp.internal corp.internal corp.example\n")
     merged = pod(dnsConfig={"options": [{"name": "ndots", "value": "1"}]})
     assert podenv.resolv_conf(merged, ["10.96.0.10"], node).endswith("options ndots:1\n")
 

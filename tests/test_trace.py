@@ -157,6 +157,33 @@ def test_a_udp_reply_is_matched_by_its_tag_or_by_an_address_the_request_went_to(
     assert m.frame(frame(stranger)) is None
 
 
+def test_a_dns_probe_asks_a_real_question_and_its_answer_is_read_back():
+    """The question goes to the cluster DNS server's own parser and zone; its answer, and dnspython's
+    reading of the probe, show what a server sees: a plain query with an EDNS0 option it ignores."""
+    import dns.message
+    from netplane.addons.dns import corefile, wire
+    from netplane.addons.dns.zone import Zone
+    p = probelib.new("udp", CLIENT, "10.96.0.10", 53, ("web.default.svc.cluster.local", "A"))
+    pkt = IP(bytes(probelib.packet(p)))
+    read = dns.message.from_wire(bytes(pkt[UDP].payload))
+    assert str(read.question[0]) == "web.default.svc.cluster.local. IN A" and read.payload == probelib.DNS_BUFFER
+    assert [o.otype for o in read.options] == [probelib.TAG_OPTION] and p.tag in bytes(pkt[UDP].payload)
+    m = Matcher(p)
+    assert m.frame(frame(pkt)).what == "query A web.default.svc.cluster.local."
+    after_dnat = IP(src=CLIENT, dst="10.244.1.7", id=p.ip_id) / UDP(sport=p.sport, dport=53) / Raw(p.payload)
+    assert m.frame(frame(after_dnat)).direction == "request"
+    service = {"metadata": {"name": "web", "namespace": "default"},
+               "spec": {"clusterIP": VIP, "clusterIPs": [VIP], "ports": [{"port": 80, "protocol": "TCP"}]}}
+    zone = Zone.build(corefile.parse(corefile.DEFAULT), [{"metadata": {"name": "default"}}], [service], [], 1)
+    for name, said in (("web.default.svc.cluster.local", f"NOERROR A {VIP}"), ("db.default.svc.cluster.local", "NXDOMAIN")):
+        asked = wire.parse_query(probelib.new("udp", CLIENT, "10.96.0.10", 53, (name, "A")).payload)
+        answer = wire.response(asked, zone.answer(asked.question), asked.limit(tcp=False))
+        from_dns = IP(src="10.244.1.7", dst=CLIENT) / UDP(sport=53, dport=p.sport) / Raw(answer)
+        assert m.frame(frame(from_dns)).what == said
+    with pytest.raises(ValueError, match="over udp, not tcp"):
+        probelib.new("tcp", CLIENT, VIP, 53, ("web", "A"))
+
+
 def test_icmp_echo_and_icmp_errors_quoting_the_probe():
     p = icmp_probe()
     m = Matcher(p)
@@ -256,7 +283,8 @@ def test_json_has_the_documented_shape():
     data = json.loads(json.dumps(render.to_json(report())))
     assert set(data) == {"delivered", "replied", "hops", "nat", "rules", "reason", "notes"}
     assert data["delivered"] is True and data["replied"] is True and data["reason"] is None
-    assert set(data["hops"][0]) == {"node", "netns", "interface", "direction", "src", "dst", "sport", "dport", "encap"}
+    assert set(data["hops"][0]) == {"node", "netns", "interface", "direction", "packet", "src", "dst", "sport", "dport",
+                                    "encap"}
     assert data["hops"][0]["encap"] is None
     assert data["hops"][3]["encap"] == {"vni": 1, "outer_src": NODE1, "outer_dst": NODE2, "port": 8472}
     assert data["nat"] == [{"node": "node-1", "type": "DNAT", "from": f"{VIP}:80", "to": f"{WEB2}:8080",

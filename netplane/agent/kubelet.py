@@ -271,10 +271,10 @@ class Kubelet:
     def __init__(self, informers: Informers, node_name: str, node_netns: str | None, pod_netns_prefix: str,
                  state_dir: Path, runtime: Runtime, resync_seconds: float = 30.0,
                  cluster_dns: tuple[str, ...] = (), resolv_conf: str = "/etc/resolv.conf",
-                 images_extra: Mapping[str, Mapping] | None = None) -> None:
+                 images_extra: Mapping[str, Mapping] | None = None, cluster_domain: str = names.CLUSTER_DOMAIN) -> None:
         self.client, self.node_name, self.node_netns = informers.client, node_name, node_netns
         self.pod_netns_prefix, self.state_dir, self.runtime = pod_netns_prefix, state_dir, runtime
-        self.cluster_dns, self.resolv_conf = list(cluster_dns), resolv_conf
+        self.cluster_dns, self.resolv_conf, self.cluster_domain = list(cluster_dns), resolv_conf, cluster_domain
         self.catalog = images.Catalog(images_extra)
         self.host_ip = ""  # the node agent sets it once it has read its underlay address
         self.cni_conf: dict | None = None
@@ -588,9 +588,10 @@ class Kubelet:
             self.runtime.add(self.cni_conf, Attachment(box.uid, netns.path(box.netns)), box.capabilities),
             self.launcher.sandbox(box.netns, hostname, box.started_at))
         box.attached(added)
-        (pod_dir / "etc-hosts").write_text(podenv.hosts_file(pod, [box.ip]))
+        (pod_dir / "etc-hosts").write_text(podenv.hosts_file(pod, [box.ip], self.cluster_domain))
         (pod_dir / "etc-hostname").write_text(hostname + "\n")
-        (pod_dir / "resolv.conf").write_text(podenv.resolv_conf(pod, self.cluster_dns, self._node_resolv()))
+        (pod_dir / "resolv.conf").write_text(podenv.resolv_conf(pod, self.cluster_dns, self._node_resolv(),
+                                                                          self.cluster_domain))
         box.containers, box.init = self._containers(pod)
         box.initialized = not box.init
 

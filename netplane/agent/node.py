@@ -56,6 +56,7 @@ class AgentConfig:
     cni: str = "netplane"  # netplane, reference, or the path of a conflist with {{podCIDR}} placeholders
     holder: str = ""  # the holderIdentity of the node's Lease (default: the node's name)
     cluster_dns: tuple[str, ...] = (DEFAULT_CLUSTER_DNS,)  # kubelet's --cluster-dns
+    cluster_domain: str = names.CLUSTER_DOMAIN  # kubelet's --cluster-domain: pods' search path and subdomain names
     resolv_conf: str = "/etc/resolv.conf"  # kubelet's --resolv-conf: the node's own, for dnsPolicy Default
     images: dict[str, dict] = field(default_factory=dict)  # the lab's additions to the image catalog
     client_ca: str = ""  # kubelet's --client-ca-file: whose client certificates its port accepts (none: no port)
@@ -200,7 +201,7 @@ class NodeAgent:
                                exec_netns=config.netns, negotiate=True)
         self.kubelet = Kubelet(self.informers, config.node_name, config.netns, config.pod_netns_prefix,
                                config.state_dir, self.runtime, config.resync_seconds, config.cluster_dns,
-                               config.resolv_conf, config.images)
+                               config.resolv_conf, config.images, config.cluster_domain)
         self.proxy = Proxier(self.informers, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
                              iptables_backend=config.iptables_backend, resync_seconds=config.resync_seconds)
         # a pass at least every resync period, changes or not: the device or an entry lost behind

@@ -8,7 +8,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-CLUSTER_DOMAIN = "cluster.local"
+from netplane.names import CLUSTER_DOMAIN
+
 MAX_NAMESERVERS = 3  # the resolver's limit; the kubelet drops the rest
 HOSTS_HEADER = "# Kubernetes-managed hosts file.\n"
 LOCAL_HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"

@@ -21,8 +21,8 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-ISSUER = "https://kubernetes.default.svc.cluster.local"  # kubeadm's --service-account-issuer
-API_AUDIENCES = (ISSUER,)  # what a token without audiences is for: the API server
+from netplane import names
+
 KEY_FILE = "sa.key"
 KUBELET_SECONDS = 3607  # what the kubelet asks for a projected token (kube-api-access)
 EXTENDED_SECONDS = 365 * 24 * 3600
@@ -56,10 +56,17 @@ class Identity:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
 
 
-class TokenIssuer:
-    """Issues and checks the tokens of one signing key."""
+def issuer_url(cluster_domain: str = names.CLUSTER_DOMAIN) -> str:
+    """kubeadm's --service-account-issuer: the `kubernetes` Service's name in the cluster's domain."""
+    return f"https://kubernetes.default.svc.{cluster_domain}"
 
-    def __init__(self, key_file: Path) -> None:
+
+class TokenIssuer:
+    """Issues and checks the tokens of one signing key; a token without audiences is for the API
+    server, named by the issuer's URL as kube-apiserver's default --api-audiences."""
+
+    def __init__(self, key_file: Path, issuer: str = issuer_url()) -> None:
+        self.issuer, self.api_audiences = issuer, (issuer,)
         self.private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
         self.public = self.private.public_key()
         der = self.public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -81,8 +88,8 @@ class TokenIssuer:
         if seconds == KUBELET_SECONDS and bound is not None and bound.get("kind") == "Pod":
             private["warnafter"] = now + seconds
             lifetime = EXTENDED_SECONDS
-        claims = {"iss": ISSUER, "sub": f"system:serviceaccount:{meta['namespace']}:{meta['name']}",
-                  "aud": list(audiences or API_AUDIENCES), "iat": now, "nbf": now, "exp": now + lifetime,
+        claims = {"iss": self.issuer, "sub": f"system:serviceaccount:{meta['namespace']}:{meta['name']}",
+                  "aud": list(audiences or self.api_audiences), "iat": now, "nbf": now, "exp": now + lifetime,
                   "jti": secrets.token_hex(16), CLAIMS: private}
         return jwt.encode(claims, self.private, algorithm="RS256", headers={"kid": self.key_id}), now + lifetime
 
@@ -91,7 +98,8 @@ class TokenIssuer:
         if token.count(".") != 2:
             return None
         try:
-            return jwt.decode(token, self.public, algorithms=["RS256"], audience=list(API_AUDIENCES), issuer=ISSUER,
+            return jwt.decode(token, self.public, algorithms=["RS256"], audience=list(self.api_audiences),
+                              issuer=self.issuer,
                               options={"require": ["exp", "iat", "sub"]}, leeway=60)
         except jwt.PyJWTError:
             return None

@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime, timezone
 
 from netplane.api.errors import ApiError, bad_request, invalid
-from netplane.api.satokens import API_AUDIENCES, KUBELET_SECONDS, MAX_SECONDS, MIN_SECONDS, TokenIssuer
+from netplane.api.satokens import KUBELET_SECONDS, MAX_SECONDS, MIN_SECONDS, TokenIssuer
 
 DEFAULT_ACCOUNT = "default"
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -130,5 +130,5 @@ def token_request(store, issuer: TokenIssuer, namespace: str, name: str, body: d
     stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"kind": "TokenRequest", "apiVersion": TOKEN_REQUEST_VERSION,
             "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
-            "spec": {**spec, "expirationSeconds": seconds, "audiences": spec.get("audiences") or list(API_AUDIENCES)},
+            "spec": {**spec, "expirationSeconds": seconds, "audiences": spec.get("audiences") or list(issuer.api_audiences)},
             "status": {"token": token, "expirationTimestamp": stamp}}

@@ -77,6 +77,12 @@ def netns_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def cluster_domain_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not names.is_dns_domain(value):
+        raise click.BadParameter(f"{value!r}: use {names.DOMAIN_RULE}")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--lab", envvar="NETPLANE_LAB", default="netplane", show_default=True, callback=lab_name,
               help="The lab to act on (env NETPLANE_LAB).")
@@ -348,10 +354,16 @@ def container_pid(ctx: click.Context, target: str, namespace: str, container: st
               help="Draw the path over the lab as SVG (FILE-1.svg, FILE-2.svg... with --count).")
 @click.option("--no-rules", is_flag=True,
               help="Do not trace the netfilter rules: the nodes' rulesets stay untouched, and no rule hits are shown.")
+@click.option("--dns", "dns_name", metavar="NAME",
+              help="Make the probe a DNS query for NAME (as dig asks it: no search path), over UDP to port 53 unless "
+                   "DEST names another; the hops show the question and the answer.")
+@click.option("--dns-type", type=click.Choice(names.DNS_QUESTION_TYPES), default="A", show_default=True,
+              help="The type the --dns query asks for.")
 @click.pass_context
 @friendly
 def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int | None, namespace: str,
-          output: str, count: int, pcap_dir: str | None, svg_file: str | None, no_rules: bool) -> None:
+          output: str, count: int, pcap_dir: str | None, svg_file: str | None, no_rules: bool, dns_name: str | None,
+          dns_type: str) -> None:
     """Send one probe from SRC (a pod, node/NAME, or underlay/client: the host outside the cluster) to
     DEST (a pod, svc/NAME[:PORT], a Service of another namespace as svc/NAMESPACE/NAME[:PORT] or
     svc/NAME.NAMESPACE[:PORT], or an IP[:PORT]) and show every hop it makes.
@@ -362,6 +374,11 @@ def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int 
 
     if os.geteuid() != 0:
         raise click.ClickException("netplane trace needs root (it captures in the lab's namespaces)")
+    query = None
+    if dns_name is not None:
+        if proto not in (None, "udp"):
+            raise click.BadParameter(f"a --dns query goes over udp, not {proto}", param_hint="--proto")
+        proto, port, query = "udp", names.DNS_PORT if port is None else port, (dns_name, dns_type)
     lab = lab_state(ctx).load_lab()
     try:
         target = run_api(ctx, lambda client: resolve.Resolver(client, lab).target(src, dest, namespace, proto, port))
@@ -372,7 +389,7 @@ def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int 
         topology = svg.topology(lab, run_api(ctx, lambda client: client.list("pods"))["items"])
     reports = []
     for i in range(1, count + 1):
-        report = tracer.run(target, rule_hits=not no_rules)
+        report = tracer.run(target, rule_hits=not no_rules, query=query)
         reports.append(report)
         if pcap_dir:
             where = Path(pcap_dir) if count == 1 else Path(pcap_dir) / str(i)
@@ -519,6 +536,8 @@ def _listen_address(text: str) -> tuple[str, int]:
                                         "`netplane token create` makes more.")
 @click.option("--cluster-cidr", default="10.244.0.0/16", show_default=True, help="The pod network (node IPAM).")
 @click.option("--service-cidr", default="10.96.0.0/16", show_default=True, help="ClusterIPs come from here.")
+@click.option("--cluster-domain", default=names.CLUSTER_DOMAIN, show_default=True, callback=cluster_domain_option,
+              help="The cluster's DNS domain: names the API server's certificate and the ServiceAccount tokens' issuer.")
 @click.option("--name", default="server", show_default=True, help="Names the CA and the kubeconfig's context.")
 @click.option("--leader-elect-lease-duration", default=15.0, show_default=True,
               help="Seconds another server waits after the leader's last renewal before taking over.")
@@ -528,7 +547,7 @@ def _listen_address(text: str) -> tuple[str, int]:
               help="Seconds between attempts to take or renew the Lease.")
 @friendly
 def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: str | None, cluster_cidr: str,
-           service_cidr: str, name: str, leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
+           service_cidr: str, cluster_domain: str, name: str, leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
            leader_elect_retry_period: float) -> None:
     """Run the API server and the controllers, with no emulated nodes, for `netplane agent`s to join."""
     from netplane.api.auth import TokenError, split_bootstrap
@@ -544,8 +563,8 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
         raise click.UsageError("leader election needs retry period < renew deadline < lease duration")
     setup_logging()
     asyncio.run(control_plane.run(control_plane.ServerConfig(
-        host, port, state_dir.resolve(), cluster_cidr, service_cidr, storage, bootstrap_token, name=name,
-        election=election)))
+        host, port, state_dir.resolve(), cluster_cidr, service_cidr, cluster_domain, storage, bootstrap_token,
+        name=name, election=election)))
 
 
 @cli.command()
@@ -568,6 +587,8 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
               help="How often the proxy and the overlay check the kernel against what they wrote, and repair it.")
 @click.option("--cluster-dns", default="10.96.0.10", show_default=True,
               help="The cluster DNS Service's address, pods' name server (kubelet's --cluster-dns).")
+@click.option("--cluster-domain", default=names.CLUSTER_DOMAIN, show_default=True, callback=cluster_domain_option,
+              help="The cluster's DNS domain, in pods' search path (kubelet's --cluster-domain).")
 @click.option("--resolv-conf", default="/etc/resolv.conf", show_default=True,
               help="The node's resolv.conf, for pods with dnsPolicy Default (kubelet's --resolv-conf).")
 @click.option("--image-catalog", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -575,7 +596,8 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
 @friendly
 def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, node: str, iface: str,
           state_dir: Path | None, cluster_cidr: str, proxy_mode: str, cni: str, netns_prefix: str,
-          resync_seconds: int, cluster_dns: str, resolv_conf: str, image_catalog: Path | None) -> None:
+          resync_seconds: int, cluster_dns: str, cluster_domain: str, resolv_conf: str,
+          image_catalog: Path | None) -> None:
     """Run this host's node agent (kubelet via CNI, overlay, proxy) against a `netplane server`."""
     from netplane.lab import agent as node_agent
     if not kubeconfig and not (server_url and token):
@@ -584,7 +606,7 @@ def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, no
     config = node_agent.JoinConfig(
         node, (state_dir or Path("/var/lib/netplane/agent") / node).resolve(), server_url, token, kubeconfig,
         iface, cluster_cidr, netns_prefix, proxy_mode, cni, resync_seconds=resync_seconds,
-        cluster_dns=(cluster_dns,), resolv_conf=resolv_conf,
+        cluster_dns=(cluster_dns,), cluster_domain=cluster_domain, resolv_conf=resolv_conf,
         images=model.parse({"images": json.loads(image_catalog.read_text())}).images if image_catalog else {})
     try:
         asyncio.run(node_agent.run(config))

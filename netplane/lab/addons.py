@@ -10,6 +10,7 @@ from netplane.api import manifests
 from netplane.lab.model import Dns, Lab
 
 CLUSTER_DNS_IP = "CLUSTER_DNS_IP"  # in coredns.yaml: the Service's address, the 10th of the service CIDR
+CLUSTER_DOMAIN = "CLUSTER_DOMAIN"  # in coredns.yaml's Corefile: the zone the kubernetes plugin answers
 DNS_SERVICE = ("kube-system", "kube-dns")
 
 
@@ -23,13 +24,15 @@ def objects(lab: Lab) -> list[dict]:
             if obj["kind"] == "Service" and obj["spec"].get("clusterIP") == CLUSTER_DNS_IP:
                 obj["spec"]["clusterIP"] = names.cluster_dns_ip(lab.network.serviceCIDR)
             if obj["kind"] == "ConfigMap":
-                obj["data"]["Corefile"] = corefile(obj["data"]["Corefile"], lab.dns)
+                obj["data"]["Corefile"] = corefile(obj["data"]["Corefile"], lab.dns, lab.network.dnsDomain)
         out += found
     return out
 
 
-def corefile(text: str, dns: Dns) -> str:
-    """kubeadm's Corefile with the lab file's own additions: ``log``, and a hosts block of its names."""
+def corefile(text: str, dns: Dns, domain: str) -> str:
+    """kubeadm's Corefile for the cluster's domain, with the lab file's own additions: ``log``, and a
+    hosts block of its names."""
+    text = text.replace(CLUSTER_DOMAIN, domain, 1)
     extra = ["    log\n"] if dns.log else []
     if dns.hosts:
         extra.append("    hosts {\n" + "".join(f"        {address} {name}\n" for name, address in

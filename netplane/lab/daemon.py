@@ -75,11 +75,11 @@ def controllers(informers: Informers, cluster_cidr: str, lease_seconds: int,
 API_PORT = 6443
 
 
-def apiserver_names(service_cidr: str, *addresses: str) -> list[str]:
+def apiserver_names(service_cidr: str, cluster_domain: str, *addresses: str) -> list[str]:
     """What the API server's certificate names: its own addresses, the `kubernetes` Service's IP and
-    DNS names (so an in-cluster client verifies it), and loopback."""
+    DNS names in the cluster's domain (so an in-cluster client verifies it), and loopback."""
     return [*addresses, service_ip(service_cidr), "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local", "127.0.0.1", "localhost"]
+            f"kubernetes.default.svc.{cluster_domain}", "127.0.0.1", "localhost"]
 
 
 def admission(service_cidr: str) -> Callable:
@@ -92,8 +92,8 @@ def admission(service_cidr: str) -> Callable:
     return admit
 
 
-def token_issuer(pki: Path) -> satokens.TokenIssuer:
-    return satokens.TokenIssuer(satokens.ensure_key(pki))
+def token_issuer(pki: Path, cluster_domain: str) -> satokens.TokenIssuer:
+    return satokens.TokenIssuer(satokens.ensure_key(pki), satokens.issuer_url(cluster_domain))
 
 
 async def system_namespaces(client: Client) -> None:
@@ -155,11 +155,13 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
     subresources, to kubelets) are made in node-1, so they cross the lab's data plane."""
     token = state.token()
     first, advertise = names.node_netns(lab.name, lab.nodes[0]), lab.node_ip(lab.nodes[0])
-    certs = tls.ensure(state.pki, lab.name, apiserver_names(lab.network.serviceCIDR, advertise))
+    domain = lab.network.dnsDomain
+    certs = tls.ensure(state.pki, lab.name, apiserver_names(lab.network.serviceCIDR, domain, advertise))
     store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage,
                   admit=admission(lab.network.serviceCIDR))
     runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(), outbound=netns.sockets_in(first),
-                               issuer=token_issuer(state.pki), sockets=[netns.listener_in(first, advertise, API_PORT)],
+                               issuer=token_issuer(state.pki, domain),
+                               sockets=[netns.listener_in(first, advertise, API_PORT)],
                                kubelet_client=tls.kubelet_client(state.pki))
     server = f"https://127.0.0.1:{port}"
     # one client and one set of informers for the controllers and every node agent: a Node or
@@ -172,8 +174,8 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
             lease_seconds=lab.nodeLeaseSeconds, resync_seconds=lab.nodeResyncSeconds, labels=lab.nodeLabels.get(node, {}),
             proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni,
-            cluster_dns=(names.cluster_dns_ip(lab.network.serviceCIDR),), resolv_conf=str(state.node_resolv()),
-            images=lab.images, client_ca=str(certs.ca)),
+            cluster_dns=(names.cluster_dns_ip(lab.network.serviceCIDR),), cluster_domain=domain,
+            resolv_conf=str(state.node_resolv()), images=lab.images, client_ca=str(certs.ca)),
             informers)
         for node in lab.nodes
     ]

@@ -80,7 +80,8 @@ def etcd_argv(lab: Lab, state: LabState, index: int) -> list[str]:
 def server_argv(lab: Lab, state: LabState, token: str, index: int) -> list[str]:
     argv = [netplane_command(), "server", "--listen", f"{lab.control_plane_ips[index - 1]}:{API_PORT}",
             "--state-dir", str(server_dirs(state, lab)[index - 1]), "--bootstrap-token", token, "--name", lab.name,
-            "--cluster-cidr", lab.network.clusterCIDR, "--service-cidr", lab.network.serviceCIDR]
+            "--cluster-cidr", lab.network.clusterCIDR, "--service-cidr", lab.network.serviceCIDR,
+            "--cluster-domain", lab.network.dnsDomain]
     if lab.controlPlane.storage == "etcd":
         members = ",".join(f"{address}:{ETCD_CLIENT_PORT}" for address in lab.control_plane_ips)
         return argv + ["--storage", f"etcd://{members}"]
@@ -93,7 +94,8 @@ def agent_argv(lab: Lab, state: LabState, token: str, node: str) -> list[str]:
             "--cluster-cidr", lab.network.clusterCIDR, "--proxy-mode", lab.network.proxyMode,
             "--cni", lab.network.cni, "--netns-prefix", names.lab_prefix(lab.name),
             "--resync-seconds", str(lab.nodeResyncSeconds),
-            "--cluster-dns", names.cluster_dns_ip(lab.network.serviceCIDR), "--resolv-conf", str(state.node_resolv()),
+            "--cluster-dns", names.cluster_dns_ip(lab.network.serviceCIDR), "--cluster-domain", lab.network.dnsDomain,
+            "--resolv-conf", str(state.node_resolv()),
             "--image-catalog", str(state.image_catalog(lab.images))]
 
 

@@ -16,6 +16,8 @@ network:
                                 #   reference (Debian's bridge + host-local + portmap, /usr/lib/cni), or
                                 #   a conflist file (relative to the lab file) with "{{podCIDR}}" where
                                 #   each node's pod range goes ({{dataDir}} and {{mtu}} are filled too)
+  dnsDomain: cluster.local      # the cluster's domain: Service names, pods' search path, the Corefile's
+                                #   zone, the API certificate and the tokens' issuer (kubeadm's dnsDomain)
 controlPlane:
   mode: embedded                # embedded: one process runs the API server, controllers and every
                                 #   node agent; hosts: `netplane server` runs in its own host cp-1
@@ -87,6 +89,7 @@ class Network:
     loadBalancerPool: str = "172.30.1.0/24"
     iptablesBackend: str = "nft"
     cni: str = "netplane"  # a name of CNI_KINDS, or the absolute path of a conflist file
+    dnsDomain: str = names.CLUSTER_DOMAIN  # the cluster's domain (kubeadm's networking.dnsDomain)
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ def _network(data: Any, node_count: int, base: Path | None = None) -> Network:
     if network.iptablesBackend not in IPTABLES_BACKENDS:
         raise LabError("network.iptablesBackend",
                        f"{network.iptablesBackend!r}: choose one of {', '.join(IPTABLES_BACKENDS)}")
+    if not names.is_dns_domain(network.dnsDomain):
+        raise LabError("network.dnsDomain", f"{network.dnsDomain!r}: give {names.DOMAIN_RULE}")
     return replace(network, cni=_cni(network.cni, base))
 
 

@@ -45,6 +45,7 @@ class ServerConfig:
     state_dir: Path
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/16"
+    cluster_domain: str = names.CLUSTER_DOMAIN  # names the API server's certificate and the tokens' issuer
     storage: str | None = None  # etcd://...; None: SQLite in the state directory
     bootstrap_token: str | None = None
     lease_seconds: int = 40  # the nodes' Leases
@@ -94,10 +95,10 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
         auth.split_bootstrap(cfg.bootstrap_token)  # the form, before it is stored
         tokens.add(auth.Token(cfg.bootstrap_token, "bootstrap", description="--bootstrap-token"))
     pki = cfg.state_dir / "pki"
-    certs = tls.ensure(pki, cfg.name, daemon.apiserver_names(cfg.service_cidr, cfg.host))
+    certs = tls.ensure(pki, cfg.name, daemon.apiserver_names(cfg.service_cidr, cfg.cluster_domain, cfg.host))
     store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=daemon.admission(cfg.service_cidr))
     runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes(),
-                               issuer=daemon.token_issuer(pki), kubelet_client=tls.kubelet_client(pki))
+                               issuer=daemon.token_issuer(pki, cfg.cluster_domain), kubelet_client=tls.kubelet_client(pki))
     url = https_url(cfg.host, port)  # the bound port, when cfg.port was 0
     client = Client(url, admin, str(certs.ca))
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scapy.layers.dns import DNS
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
@@ -79,6 +80,29 @@ def _icmp_what(icmp: ICMP) -> str:
     return kind
 
 
+def _rdata(record) -> str:
+    """A DNS record's data as dig prints it (SRV's four fields, names with their final dot)."""
+    if record.type == 33:  # scapy reads SRV into its own fields
+        return f"{record.priority} {record.weight} {record.port} {record.target.decode()}"
+    data = getattr(record, "rdata", b"")
+    if isinstance(data, list):  # TXT: its strings
+        return " ".join(f'"{d.decode(errors="replace")}"' for d in data)
+    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+
+def dns_what(payload: bytes) -> str:
+    """A DNS message in a few words: the question of a query; the code and the answers of a response."""
+    try:
+        message = DNS(payload)
+        if not message.qr:
+            return f"query {message.qd[0].sprintf('%qtype%')} {message.qd[0].qname.decode()}"
+        answers = [f"{r.sprintf('%type%')} {_rdata(r)}" for r in message.an or []]
+    except Exception:  # noqa: BLE001 - a datagram that does not parse as DNS is still the probe's
+        return "datagram"
+    code = names.DNS_RCODES[message.rcode] if message.rcode < len(names.DNS_RCODES) else f"RCODE{message.rcode}"
+    return " ".join([code, *answers])
+
+
 class Matcher:
     """Classifies frames against one probe. It remembers every (dst, dport) the request was seen
     going to, so that a reply from the endpoint (before un-DNAT) or from the ClusterIP (after)
@@ -133,10 +157,11 @@ class Matcher:
             udp = ip.getlayer(UDP)
             if udp is None:
                 return None, ""
+            what = dns_what(payload) if p.query else "datagram"
             if ip.id == p.ip_id and p.tag in payload:
-                return "request", "datagram"
+                return "request", what
             if udp.dport == p.sport and (p.tag in payload or (ip.src, udp.sport) in self.destinations):
-                return "reply", "datagram"
+                return "reply", what
             return None, ""
         icmp = ip.getlayer(ICMP)
         if icmp is None:

@@ -2,7 +2,7 @@
 
 JSON (`-o json`):
     {"delivered": bool, "replied": bool,
-     "hops": [{"node", "netns", "interface", "direction", "src", "dst", "sport", "dport",
+     "hops": [{"node", "netns", "interface", "direction", "packet", "src", "dst", "sport", "dport",
                "encap": null | {"vni", "outer_src", "outer_dst", "port"}}],
      "nat": [{"node", "type": "DNAT" | "SNAT", "from", "to", "confirmed": bool | null}],
      "rules": [{"node", "table", "chain", "rule", "verdict", "service", "endpoint", "direction"}],
@@ -15,7 +15,9 @@ text as `nft` prints it, counters left out; "policy drop" when a base chain's po
 "verdict" ("accept", "drop", "jump KUBE-SVC-...", "goto service-...", "continue", ...), "service"
 (the Service port the rule belongs to, as kube-proxy names it: "default/web:http", or null),
 "endpoint" (the endpoint the rule sends to, "10.244.2.3:8080", or null) and "direction" ("request"
-or "reply"). Accepting base-chain policies are left out. "reason" says why a probe that was not
+or "reply"). A hop's "packet" is the table's PACKET column: "SYN", "SYN-ACK", "datagram",
+"echo-request", "dest-unreach/port-unreachable", or with `--dns` the query ("query A
+web.default.svc.cluster.local.") and the answer ("NOERROR A 10.96.0.2"). Accepting base-chain policies are left out. "reason" says why a probe that was not
 delivered was lost (null when it was delivered); "notes" says what the trace could not see (rule
 hits with the iptables-legacy backend, say).
 """
@@ -52,7 +54,7 @@ def to_json(report: Report) -> dict:
         "delivered": report.delivered,
         "replied": report.replied,
         "hops": [{
-            "node": h.node, "netns": h.netns, "interface": h.interface, "direction": h.direction,
+            "node": h.node, "netns": h.netns, "interface": h.interface, "direction": h.direction, "packet": h.what,
             "src": h.src, "dst": h.dst, "sport": h.sport, "dport": h.dport,
             "encap": None if h.encap is None else {
                 "vni": h.encap.vni, "outer_src": h.encap.outer_src, "outer_dst": h.encap.outer_dst,

@@ -79,7 +79,7 @@ def match_rules(probe: Probe) -> list[str]:
         request = f"ip id {p.ip_id} tcp sequence {p.seq}"
         reply = f"tcp flags & ack == ack tcp ackseq {p.reply_ack}"
     elif p.proto == "udp":
-        request = f"ip id {p.ip_id} udp length {8 + len(p.tag)}"
+        request = f"ip id {p.ip_id} udp length {8 + len(p.payload)}"
         reply = f"ip daddr {p.src} udp dport {p.sport}"
     else:
         request = f"ip id {p.ip_id} icmp type echo-request icmp id {p.sport} icmp sequence {p.seq}"

@@ -68,10 +68,11 @@ def translations(target: Target, probe: probelib.Probe, hops: list[Hop], check: 
 
 
 def run(target: Target, seconds: float = CAPTURE_SECONDS, check_conntrack: bool = True,
-        rule_hits: bool = True) -> Report:
+        rule_hits: bool = True, query: tuple[str, str] | None = None) -> Report:
     """Trace one probe; rule hits are mapped to the target's Service ports (read by the resolver).
-    `rule_hits=False` leaves the nodes' netfilter alone altogether (no table, no monitor)."""
-    probe = probelib.new(target.proto, target.src_ip, target.dst_ip, target.dport)
+    `rule_hits=False` leaves the nodes' netfilter alone altogether (no table, no monitor); `query`
+    (name, type) makes the UDP probe a DNS query."""
+    probe = probelib.new(target.proto, target.src_ip, target.dst_ip, target.dport, query)
     found: list[ruleslib.Hit] = []
     notes: list[str] = []
     catalog = ruleslib.Catalog([])

@@ -14,12 +14,12 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT, AXFR, ANY = 1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 252, 255
-TYPE_NAMES = {A: "A", NS: "NS", CNAME: "CNAME", SOA: "SOA", PTR: "PTR", MX: "MX", TXT: "TXT", AAAA: "AAAA",
-              SRV: "SRV", OPT: "OPT", AXFR: "AXFR", ANY: "ANY"}
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
-               NOTIMP: "NOTIMP", REFUSED: "REFUSED"}
+from netplane import names
+
+A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT, AXFR, ANY = names.DNS_TYPES.values()
+TYPE_NAMES = {number: name for name, number in names.DNS_TYPES.items()}
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = range(len(names.DNS_RCODES))
+RCODE_NAMES = dict(enumerate(names.DNS_RCODES))
 IN = 1
 QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
 DO = 0x8000  # in an OPT record's TTL field
