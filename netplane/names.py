@@ -33,6 +33,7 @@ LEASE_NAMESPACE = "kube-node-lease"  # the nodes' heartbeat Leases
 LEADER_LEASE = "netplane-controllers"  # in kube-system: which `netplane server` runs the controllers
 NFT_TABLE = "kube-proxy"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # an EndpointSlice's Service
+KUBERNETES_VERSION = ("1", "32", "v1.32.0-netplane")  # major, minor, gitVersion: what the API server and kubelets say
 
 
 def short_hash(text: str, length: int = 8) -> str:
@@ -68,6 +69,12 @@ DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 
 DNS_QUESTION_TYPES = tuple(t for t in DNS_TYPES if t not in ("OPT", "AXFR"))  # what `trace --dns` may ask
 DNS_PORT = 53
 DNS_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")  # by number, as dig names them
+
+
+def kubernetes_service_ip(service_cidr: str) -> str:
+    """The `kubernetes` Service's ClusterIP: the first address of the range."""
+    import ipaddress
+    return str(ipaddress.ip_network(service_cidr).network_address + 1)
 
 
 def cluster_dns_ip(service_cidr: str) -> str:
@@ -127,6 +134,12 @@ def lab_of_netns(netns: str) -> str | None:
         return None
     lab = netns[len(NETNS_PREFIX):].split(".", 1)[0]
     return lab if is_lab_name(lab) else None
+
+
+def short_netns(netns: str) -> str:
+    """A lab namespace without its `np.<lab>.` prefix: `pod.default.client`, `node-1`, `underlay`."""
+    lab = lab_of_netns(netns)
+    return netns[len(lab_prefix(lab)):] if lab else netns
 
 
 def switch_port(node: str) -> str:

@@ -1,6 +1,8 @@
 """Helpers for tests that drive a whole lab: the real CLI, and requests from inside pods."""
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import subprocess
@@ -50,6 +52,23 @@ def eventually(check: Callable[[], object], timeout: float = 15, interval: float
         except Exception as err:  # noqa: BLE001 - kept for the failure message
             last = err
         time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s; last: {last!r}")
+
+
+async def eventually_async(check: Callable[[], object], timeout: float = 15, interval: float = 0.02) -> object:
+    """eventually() on an event loop: check() may be a coroutine function; the loop runs meanwhile."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if inspect.isawaitable(last):
+                last = await last
+            if last:
+                return last
+        except Exception as err:  # noqa: BLE001 - kept for the failure message
+            last = err
+        await asyncio.sleep(interval)
     raise AssertionError(f"condition not met in {timeout} s; last: {last!r}")
 
 

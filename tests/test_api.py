@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from labtools import eventually_async
 from netplane.api import resources
 from netplane.api.client import Client, retry_on_conflict
 from netplane.api.errors import ApiError, Gone
@@ -103,12 +104,6 @@ async def take(events: AsyncIterator[dict], n: int) -> list[tuple[str, str]]:
             if len(got) == n:
                 return got
     return got
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 5) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 # -- resources table
@@ -431,7 +426,7 @@ def test_informer_follows_changes_and_recovers_after_a_server_restart(tmp_path):
             b = await api.create("pods", pod("b"))
             await api.update("pods", {**b, "metadata": {**b["metadata"], "labels": {"v": "2"}}})
             await api.delete("pods", "a")
-            await eventually(lambda: len(seen) == 4)
+            await eventually_async(lambda: len(seen) == 4)
             assert seen[1:] == [("ADDED", "b", False), ("MODIFIED", "b", True), ("DELETED", "a", True)]
             assert set(informer.cache) == {("default", "b")}
             assert informer.cache[("default", "b")]["metadata"]["labels"] == {"v": "2"}
@@ -440,11 +435,11 @@ def test_informer_follows_changes_and_recovers_after_a_server_restart(tmp_path):
             store.delete("pods", "default", "b")
             store.create("pods", pod("c"))
             runner, _ = await start(store, port=port)
-            await eventually(lambda: set(informer.cache) == {("default", "c")})
+            await eventually_async(lambda: set(informer.cache) == {("default", "c")})
             assert ("DELETED", "b", True) in seen[4:] and ("ADDED", "c", False) in seen[4:]
 
             await api.create("pods", pod("d"))  # and it watches again
-            await eventually(lambda: ("default", "d") in informer.cache)
+            await eventually_async(lambda: ("default", "d") in informer.cache)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 
-from netplane.api import lifecycle, openapi, paging, patch, protobuf, resources, schema, tables
+from netplane.api import lifecycle, openapi, paging, patch, protobuf, resources, schema, tables, times
 from netplane.api.errors import ApiError, Gone
 from netplane.api.lifecycle import DeleteOptions
 from netplane.api.server import start
@@ -35,7 +35,7 @@ POD = schema.for_kind("Pod")
 
 
 def ago(seconds: float) -> str:
-    return lifecycle.timestamp(NOW - timedelta(seconds=seconds))
+    return times.time_text(NOW - timedelta(seconds=seconds))
 
 
 def deployment(name: str = "web", replicas: int = 2) -> dict:
@@ -194,7 +194,7 @@ def test_delete_plans_graceful_pods_finalizers_and_preconditions():
              "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}}
     action, marked = lifecycle.plan_delete(pods, bound, DeleteOptions(), NOW)
     assert action == "update" and marked["metadata"]["deletionGracePeriodSeconds"] == 10
-    assert marked["metadata"]["deletionTimestamp"] == lifecycle.timestamp(NOW + timedelta(seconds=10))
+    assert marked["metadata"]["deletionTimestamp"] == times.time_text(NOW + timedelta(seconds=10))
     assert marked["metadata"]["generation"] == 2
     assert lifecycle.plan_delete(pods, marked, DeleteOptions(), NOW)[0] == "none"  # already under way
     assert lifecycle.plan_delete(pods, marked, DeleteOptions(grace_period_seconds=20), NOW)[0] == "none"  # longer: no

@@ -5,6 +5,7 @@ import subprocess
 
 from netplane import names
 from netplane.agent import overlay
+from netplane.kernel import links, steps
 from netplane.lab import model, topology
 
 
@@ -35,11 +36,11 @@ def test_desired_state_has_one_entry_of_each_kind_per_peer():
 def test_two_nodes_reach_each_other_over_vxlan(lab_name):
     lab = model.parse({"name": lab_name})
     try:
-        topology.apply(topology.plan(lab))
+        steps.apply(topology.plan(lab))
         published = []
         for i, name in enumerate(lab.nodes):
             space = names.node_netns(lab_name, name)
-            ip, mtu = overlay.underlay_address(space, "eth0")
+            ip, mtu = links.ipv4_and_mtu(space, "eth0")
             mac = overlay.ensure_device(space, ip, f"10.244.{i}.0/24", mtu - names.VXLAN_OVERHEAD)
             assert overlay.ensure_device(space, ip, f"10.244.{i}.0/24", mtu - names.VXLAN_OVERHEAD) == mac
             published.append(node(name, f"10.244.{i}.0/24", mac, ip))
@@ -64,3 +65,10 @@ def test_two_nodes_reach_each_other_over_vxlan(lab_name):
         assert overlay.apply(one, overlay.desired(())) == overlay.desired(())
     finally:
         topology.teardown(lab_name)
+
+
+def test_up_waits_for_each_address_itself_not_one_that_contains_it():
+    from netplane.lab import converge
+    rules = "ip daddr 10.96.0.10 tcp dport 53 goto service-x\n\t\tdnat to 10.244.1.4:53\n"
+    assert converge.unmentioned({"10.96.0.1", "10.96.0.10", "10.244.1.4", "10.244.1.40"}, rules) == [
+        "10.244.1.40", "10.96.0.1"]

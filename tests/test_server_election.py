@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from labtools import eventually
+from labtools import eventually, eventually_async
 from netplane.api import kubeconfig
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
@@ -108,7 +108,10 @@ def test_the_survivor_takes_the_lease_and_keeps_every_acknowledged_write(servers
             await asyncio.sleep(0.5)
             os.killpg(first.pid, signal.SIGKILL)  # the leader's process dies mid-stream
             killed = time.monotonic()
-            new = await eventually_async(leader, lambda who: second_conn.server in who, timeout=15)
+            async def second_leads() -> str | None:
+                who = await leader()
+                return who if second_conn.server in who else None
+            new = await eventually_async(second_leads)
             took = time.monotonic() - killed
             await stream
             assert second_conn.server in new and took < 4 + 3  # within the lease duration, plus a retry
@@ -118,26 +121,14 @@ def test_the_survivor_takes_the_lease_and_keeps_every_acknowledged_write(servers
             assert set(acknowledged) <= stored and len(acknowledged) > 100
 
             await two.create("deployments", deployment("after"), "default")  # the controllers run here now
-            sets = await eventually_async(lambda: two.list("replicasets", "default"),
-                                          lambda found: found["items"], timeout=15)
+            async def replicasets() -> dict | None:
+                found = await two.list("replicasets", "default")
+                return found if found["items"] else None
+            sets = await eventually_async(replicasets)
             assert sets["items"][0]["metadata"]["ownerReferences"][0]["name"] == "after"
 
     asyncio.run(scenario())
 
-
-async def eventually_async(fetch, good=bool, timeout: float = 15.0):
-    """The first value of fetch() that good() accepts, within timeout seconds."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = await fetch()
-            if good(last):
-                return last
-        except ApiError as err:
-            last = err
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s; last: {last!r}")
 
 
 def test_two_candidates_never_lead_at_once(etcd, tmp_path):

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from test_api import SAMPLES, assert_status, eventually, pod, take
+from labtools import eventually_async
+from test_api import SAMPLES, assert_status, pod, take
 
 from netplane.api import resources
 from netplane.api.client import Client
@@ -275,7 +276,7 @@ def test_informer_adds_modifies_and_deletes(store_url):
             b = await api.create("pods", pod("b"))
             await api.update("pods", {**b, "metadata": {**b["metadata"], "labels": {"v": "2"}}})
             await api.delete("pods", "a")
-            await eventually(lambda: len(seen) == 4)
+            await eventually_async(lambda: len(seen) == 4)
             assert seen == [("ADDED", "a", False), ("ADDED", "b", False), ("MODIFIED", "b", True),
                             ("DELETED", "a", True)]
             assert set(informer.cache) == {("default", "b")}

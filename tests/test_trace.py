@@ -403,7 +403,7 @@ def promiscuity(netns: str, ifname: str) -> int:
 
 
 def where(report: render.Report, direction: str = "request") -> list[tuple[str, str]]:
-    return [(render.short_netns(h.netns), h.interface) for h in report.hops if h.direction == direction]
+    return [(names.short_netns(h.netns), h.interface) for h in report.hops if h.direction == direction]
 
 
 def open_fds() -> int:
@@ -418,7 +418,7 @@ def test_same_node_goes_over_the_bridge_without_encapsulation(lab):
     report, target = trace_in(lab, "web-1")
     assert report.delivered and report.replied and report.nat == []
     # a bridged frame shows on two of cni0's ports (the bridge device only sees what it routes)
-    seen = [(render.short_netns(h.netns), h.bridge or h.interface, h.io) for h in report.hops
+    seen = [(names.short_netns(h.netns), h.bridge or h.interface, h.io) for h in report.hops
             if h.direction == "request"]
     assert seen == [("pod.default.client", "eth0", "out"), ("node-1", "cni0", "in"), ("node-1", "cni0", "out"),
                     ("pod.default.web-1", "eth0", "in")]
@@ -530,7 +530,7 @@ def test_path1_containers_of_one_pod_over_localhost(lab):
 
     report = tracer.run(asyncio.run(target()))
     assert report.delivered and report.replied and report.nat == []
-    assert {(render.short_netns(h.netns), h.interface) for h in report.hops} == {("pod.default.duo", "lo")}
+    assert {(names.short_netns(h.netns), h.interface) for h in report.hops} == {("pod.default.duo", "lo")}
 
 
 def test_a_nodeport_with_local_policy_is_dropped_on_a_node_without_an_endpoint(lab, tmp_path):

@@ -33,7 +33,6 @@ import logging
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from netplane import names
@@ -47,6 +46,7 @@ from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.cni import INCOMPATIBLE_VERSION, CNIError
 from netplane.cni.runtime import Attachment, Runtime
 from netplane.kernel import cgroups, netns
+from netplane.api.times import time_text
 
 log = logging.getLogger(__name__)
 RETRY_START, RETRY_MAX = 1.0, 10.0  # a pod that failed to start: doubling, to upstream's pod worker backoff
@@ -55,10 +55,6 @@ VOLUME_RETRY_START, VOLUME_RETRY_MAX = 0.5, 122.0  # a volume that cannot be set
 VOLUME_SYNC = 5.0  # how often a running pod's ConfigMap, Secret and downward API files are brought up to date
 BACKOFF_RESET = 600.0  # a container that ran this long starts its back-off again from the start
 START_ERROR_CODE = 128  # what runtimes report for a container whose process could not be started
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 PROBE_KINDS = ("startup", "liveness", "readiness")
@@ -263,7 +259,7 @@ def _env_references(spec: dict) -> set[tuple[str, str]]:
 def _terminated(code: int | None, started: str, reason: str = "", message: str = "") -> dict:
     code = START_ERROR_CODE if code is None else code
     out = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
-           "startedAt": started or None, "finishedAt": now()}
+           "startedAt": started or None, "finishedAt": time_text()}
     return out | ({"message": message} if message else {})
 
 
@@ -448,7 +444,7 @@ class Kubelet:
     async def _start(self, pod: dict) -> None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
-        box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key), now(), capability_args(pod))
+        box = Sandbox(meta["uid"], key, names.pod_netns(self.pod_netns_prefix, *key), time_text(), capability_args(pod))
         async with self._lock(key):
             volumes_ready = asyncio.create_task(self._volumes(pod, box))  # they need no network: beside the sandbox
             try:
@@ -776,7 +772,7 @@ class Kubelet:
                                                       "on machine", where)
         c.fresh_probes()
         try:
-            c.running = await self.launcher.start(request, now())
+            c.running = await self.launcher.start(request, time_text())
         except containers.StartFailed as err:
             self.events.record(pod, WARNING, "Failed", f"Error: {err}", where)
             raise
@@ -821,7 +817,7 @@ class Kubelet:
                     await asyncio.sleep(BACKOFF_START)
                     continue
                 except containers.StartFailed as err:
-                    code, record = START_ERROR_CODE, _terminated(START_ERROR_CODE, now(), err.reason, str(err))
+                    code, record = START_ERROR_CODE, _terminated(START_ERROR_CODE, time_text(), err.reason, str(err))
                 else:
                     await self.loop.trigger()
                     ran_from = clock()
@@ -871,7 +867,7 @@ class Kubelet:
             state = c.probes[kind]
             changed = state.record(ok)
             if kind == "readiness" and changed:
-                box.ready_since = now()
+                box.ready_since = time_text()
                 await self.loop.trigger()
             elif kind == "startup" and state.ready:
                 c.started_ok = True
@@ -951,7 +947,7 @@ class Kubelet:
         await asyncio.to_thread(netns.delete, box.netns)
 
     async def _report_failure(self, pod: dict, message: str) -> None:
-        ts = now()
+        ts = time_text()
         conditions = [{"type": t, "status": "False", "reason": "ContainerCreating", "message": message,
                        "lastTransitionTime": ts} for t in ("ContainersReady", "Ready")]
         await self._write_status(pod, {"phase": "Pending", "conditions": conditions})

@@ -17,7 +17,7 @@ import aiohttp
 
 from netplane import names
 from netplane.agent import overlay, stats
-from netplane.agent.kubelet import Kubelet, now
+from netplane.agent.kubelet import Kubelet
 from netplane.agent.kubelet_server import KubeletServer, tls_context
 from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
@@ -25,12 +25,13 @@ from netplane.api.events import NORMAL
 from netplane.api.informer import Informers
 from netplane.api.kubelets import KUBELET_PORT
 from netplane.api.loop import Reconciler
-from netplane.api.objects import now_text
+from netplane.api import objects
+from netplane.api.times import micro_time_text, time_text
 from netplane.cni.runtime import Runtime, conf_from_file, load_conf_dir, plugin_dir
-from netplane.kernel import netns
+from netplane.kernel import links, netns
 
 log = logging.getLogger(__name__)
-VERSION = "v1.32.0-netplane"
+VERSION = names.KUBERNETES_VERSION[2]
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 # the reference portmap plugin: DNATs a pod's hostPorts, from the portMappings capability args
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
@@ -182,7 +183,7 @@ def os_image() -> str:
 
 
 def ready_condition(ready: bool, reason: str, message: str) -> dict:
-    ts = now()
+    ts = time_text()
     return {"type": "Ready", "status": "True" if ready else "False", "reason": reason, "message": message,
             "lastHeartbeatTime": ts, "lastTransitionTime": ts}
 
@@ -263,8 +264,7 @@ class NodeAgent:
             await self.runtime.validate(conf)  # a plugin missing or of the wrong version: not Ready, say why
             self.kubelet.cni_conf = conf
             await self.kubelet.loop.trigger()
-        conditions = node.get("status", {}).get("conditions", [])
-        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+        if not objects.ready(node):
             node = copy.deepcopy(node)
             node["metadata"].pop("resourceVersion", None)
             node["status"]["conditions"] = [ready_condition(True, "KubeletReady", "kubelet is posting ready status")]
@@ -278,7 +278,7 @@ class NodeAgent:
                  "metadata": {"name": name, "namespace": names.LEASE_NAMESPACE},
                  "spec": {"holderIdentity": self.config.holder or name,
                           "leaseDurationSeconds": self.config.lease_seconds,
-                          "renewTime": now_text()}}
+                          "renewTime": micro_time_text()}}
         try:
             await self.client.update("leases", lease)
         except ApiError as err:
@@ -305,7 +305,7 @@ class NodeAgent:
             await asyncio.sleep(interval)
 
     async def run(self) -> None:
-        self.ip, self.underlay_mtu = await asyncio.to_thread(overlay.underlay_address, self.config.netns,
+        self.ip, self.underlay_mtu = await asyncio.to_thread(links.ipv4_and_mtu, self.config.netns,
                                                              self.config.iface)
         self.kubelet.host_ip = self.ip
         port = None
@@ -324,5 +324,5 @@ class NodeAgent:
             group.create_task(self.heartbeat())
             if port is not None:
                 memory = int(capacity()["memory"].removesuffix("Ki")) * 1024
-                summaries = stats.Stats(self.config.node_name, self.kubelet.cgroup_scope, memory, now())
+                summaries = stats.Stats(self.config.node_name, self.kubelet.cgroup_scope, memory, time_text())
                 group.create_task(KubeletServer(self.kubelet, summaries).serve(port, context))

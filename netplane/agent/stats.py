@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from netplane.kernel import cgroups
+from netplane.api.times import time_text
 
 MIN_INTERVAL = 1.0  # seconds between two samples a rate is taken from
 HOUSEKEEPING = 10.0
@@ -38,10 +38,6 @@ class PodCgroup:
     containers: tuple[ContainerCgroup, ...]
 
 
-def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Stats:
     """Summaries of one node; ``read`` is how a cgroup's use is read, ``clock`` the wall clock."""
 
@@ -62,13 +58,13 @@ class Stats:
         elif when - point[0] >= MIN_INTERVAL:
             self.rates[cgroup] = round((used.cpu_nanoseconds - point[1]) / (when - point[0]))
             self.points[cgroup] = (when, used.cpu_nanoseconds)
-        cpu = {"time": rfc3339(when), "usageCoreNanoSeconds": used.cpu_nanoseconds}
+        cpu = {"time": time_text(when), "usageCoreNanoSeconds": used.cpu_nanoseconds}
         if cgroup in self.rates:
             cpu["usageNanoCores"] = self.rates[cgroup]
         return cpu
 
     def _memory(self, when: float, used: cgroups.Usage, limit: int | None) -> dict:
-        memory = {"time": rfc3339(when), "usageBytes": used.memory_bytes, "workingSetBytes": used.working_set_bytes,
+        memory = {"time": time_text(when), "usageBytes": used.memory_bytes, "workingSetBytes": used.working_set_bytes,
                   "rssBytes": used.rss_bytes, "pageFaults": used.page_faults,
                   "majorPageFaults": used.major_page_faults}
         if limit is not None:

@@ -18,8 +18,7 @@ Every committed event reaches ``publish`` exactly once and in resourceVersion or
 it from ``commit``; etcd from its watch, so writes of other API servers on the same etcd arrive too.
 ``publish([None])`` means "events were lost": every watch must end and its client re-list.
 
-``open_backend`` picks one by URL: ``etcd://host:port[,host:port...][/prefix]`` or
-``sqlite:///path`` or a plain path (SQLite).
+The store picks one by URL (store.open_backend).
 """
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from netplane.api import codec
 from netplane.api.errors import ApiError, Gone
@@ -62,18 +60,6 @@ class Backend(Protocol):
     def compact(self, rv: int) -> None: ...
 
     def close(self) -> None: ...
-
-
-def open_backend(target: str, log_size: int, publish: Publish) -> Backend:
-    if target.startswith("etcd://"):
-        from netplane.api.etcd import EtcdBackend  # only etcd users pay for it
-
-        url = urlsplit(target)
-        endpoints = [e for e in url.netloc.split(",") if e]
-        return EtcdBackend(endpoints, url.path or "/registry", log_size, publish)
-    if target.startswith("sqlite://"):
-        target = target[len("sqlite://"):]
-    return SqliteBackend(target, log_size, publish)
 
 
 def too_large(rv: int, current: int) -> ApiError:

@@ -10,20 +10,16 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from datetime import datetime, timezone
 
 import aiohttp
 
 from netplane.api.errors import ApiError
+from netplane.api.times import time_text
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
 REMEMBERED = 4096  # repeats are recognised among this many recent Events
 FLUSH_DELAY = 1.5  # seconds from the first Event of a burst to its writing
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def reference(obj: dict, field_path: str = "") -> dict:
@@ -54,7 +50,7 @@ class Recorder:
 
     def record(self, obj: dict, type_: str, reason: str, message: str, field_path: str = "") -> None:
         """Say it; written in the background."""
-        ref, ts = reference(obj, field_path), now()
+        ref, ts = reference(obj, field_path), time_text()
         key = (ref.get("uid"), ref.get("fieldPath"), type_, reason, message)
         if key in self.queued:
             self.queued[key][1] += 1

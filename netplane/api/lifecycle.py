@@ -17,12 +17,13 @@ import pickle
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from netplane.api import defaults
 from netplane.api.errors import ApiError, bad_request, conflict, invalid
 from netplane.api.resources import Resource
+from netplane.api.times import time_text
 
 POLICIES = ("Orphan", "Background", "Foreground")
 FOREGROUND = "foregroundDeletion"  # the finalizer of an object deleted with propagationPolicy Foreground
@@ -40,10 +41,6 @@ def clone(obj: Any) -> Any:
     return pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
-def timestamp(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _system_fields_of(old: dict) -> dict:
     keep = ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
     return {k: old["metadata"][k] for k in keep if k in old["metadata"]}
@@ -58,7 +55,7 @@ def prepare_create(res: Resource, obj: dict, now: datetime) -> None:
     for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
         meta.pop(key, None)
     meta["uid"] = str(uuid.uuid4())
-    meta["creationTimestamp"] = timestamp(now)
+    meta["creationTimestamp"] = time_text(now)
     meta["generation"] = 1
     defaults.apply_on_create(res, obj)
 
@@ -212,7 +209,7 @@ def plan_delete(res: Resource, obj: dict, options: DeleteOptions, now: datetime)
 def _deleting(obj: dict, now: datetime, grace: int, bump: bool) -> dict:
     new = clone(obj)
     meta = new["metadata"]
-    meta["deletionTimestamp"] = timestamp(now + timedelta(seconds=grace))
+    meta["deletionTimestamp"] = time_text(now + timedelta(seconds=grace))
     meta["deletionGracePeriodSeconds"] = grace
     if bump and meta.get("generation"):
         meta["generation"] += 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 
 from netplane.api.errors import ApiError
@@ -47,3 +48,32 @@ class Reconciler:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             self._wake.set()
+
+
+async def supervise(name: str, run: Callable[[], Awaitable]) -> None:
+    """Keep a component running: one that ends or fails is logged and started again."""
+    while True:
+        try:
+            await run()
+            log.error("%s ended; starting it again", name)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise
+            log.exception("%s was cancelled from within; starting it again", name)
+        except Exception:  # noqa: BLE001 - logged; the lab keeps running
+            log.exception("%s failed; starting it again", name)
+        await asyncio.sleep(1.0)
+
+
+async def until_stopped(parts: dict[str, Callable[[], Awaitable]]) -> None:
+    """Supervise every part until SIGTERM or SIGINT, then cancel them all."""
+    tasks = [asyncio.create_task(supervise(name, run), name=name) for name, run in parts.items()]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    log.info("running %d parts", len(tasks))
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

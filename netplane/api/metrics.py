@@ -12,7 +12,7 @@ from aiohttp import web
 
 from netplane.api.errors import ApiError
 from netplane.api.kubelets import Kubelets
-from netplane.api.objects import now_text
+from netplane.api.times import time_text
 
 GROUP, VERSION = "metrics.k8s.io", "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"
@@ -48,7 +48,7 @@ def usage(stats: dict) -> dict | None:
 
 def _metadata(obj: dict) -> dict:
     meta = obj["metadata"]
-    out = {"name": meta["name"], "creationTimestamp": now_text()}
+    out = {"name": meta["name"], "creationTimestamp": time_text()}
     if "namespace" in meta:
         out["namespace"] = meta["namespace"]
     if meta.get("labels"):
@@ -60,7 +60,7 @@ def node_metrics(node: dict, summary: dict) -> dict | None:
     used = usage(summary.get("node") or {})
     if used is None:
         return None
-    timestamp = (summary["node"].get("cpu") or {}).get("time", now_text())
+    timestamp = (summary["node"].get("cpu") or {}).get("time", time_text())
     return {"kind": "NodeMetrics", "apiVersion": GROUP_VERSION, "metadata": _metadata(node),
             "timestamp": timestamp, "window": WINDOW, "usage": used}
 
@@ -74,7 +74,7 @@ def pod_metrics(pod: dict, stats: dict) -> dict | None:
         containers.append({"name": c["name"], "usage": used})
     if not containers:
         return None
-    timestamp = next(((c.get("cpu") or {}).get("time") for c in stats["containers"]), now_text())
+    timestamp = next(((c.get("cpu") or {}).get("time") for c in stats["containers"]), time_text())
     return {"kind": "PodMetrics", "apiVersion": GROUP_VERSION, "metadata": _metadata(pod),
             "timestamp": timestamp, "window": WINDOW, "containers": containers}
 

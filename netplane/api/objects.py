@@ -1,11 +1,8 @@
 """Small helpers on Kubernetes objects that controllers and agents share."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from netplane.api.lifecycle import clone
 
-MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # a MicroTime, as a Lease's acquireTime and renewTime
 CONTAINER_STATUS_LISTS = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")  # a pod's
 
 
@@ -15,15 +12,10 @@ def container_statuses(pod: dict) -> list[dict]:
     return [s for key in CONTAINER_STATUS_LISTS for s in status.get(key) or []]
 
 
-def now_text() -> str:
-    """Now, as a MicroTime."""
-    return datetime.now(timezone.utc).strftime(MICRO_TIME)
-
-
-def age_seconds(stamp: str) -> float:
-    """Seconds since a MicroTime."""
-    return (datetime.now(timezone.utc) - datetime.strptime(stamp, MICRO_TIME).replace(tzinfo=timezone.utc)
-            ).total_seconds()
+def ready(obj: dict) -> bool:
+    """Whether a pod's or a node's Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
 
 
 def status_differs(obj: dict, status: dict) -> bool:
@@ -41,6 +33,11 @@ async def write_status(client, plural: str, obj: dict, status: dict, merge: bool
     fresh["metadata"].pop("resourceVersion", None)
     fresh["status"] = {**obj.get("status", {}), **status} if merge else status
     return await client.update_status(plural, fresh)
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """A plain map selector (a Service's selector, a nodeSelector) against labels; an empty one matches all."""
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def matches(selector: dict | None, labels: dict[str, str]) -> bool:

@@ -23,6 +23,7 @@ import hashlib
 import json
 from functools import cache
 
+from netplane import names
 from netplane.api import fulltypes, lifecycle, openapi_pb, views
 from netplane.api.resources import Resource, group_path
 
@@ -64,9 +65,9 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _params(names: tuple[str, ...] | list[str]) -> list[dict]:
+def _params(query: tuple[str, ...] | list[str]) -> list[dict]:
     return [{"name": n, "in": "query", "description": _QUERY.get(n, n), "schema": {"type": "string"},
-             "uniqueItems": True} for n in names]
+             "uniqueItems": True} for n in query]
 
 
 def _json_body(schema: dict) -> dict:
@@ -166,7 +167,7 @@ def document(gv_path: str) -> bytes:
         schemas[schema_name(res)] = _tagged(schemas, res.schema_key, _gvk(res.group, res.version, res.kind))
     if "Scale" in kinds:
         schemas[schema_name("Scale")] = _tagged(schemas, "Scale", _gvk("autoscaling", "v1", "Scale"))
-    doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},
+    doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": names.KUBERNETES_VERSION[2]},
            "paths": paths, "components": {"schemas": schemas}}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
@@ -231,7 +232,7 @@ def swagger() -> bytes:
                            for verb, op in item.items() if verb != "parameters"}
             if item.get("parameters"):
                 paths[path]["parameters"] = _v2_parameters(item["parameters"])
-    doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0-netplane"},
+    doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": names.KUBERNETES_VERSION[2]},
            "paths": paths, "definitions": definitions}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from netplane.api.errors import ApiError, bad_request
+from netplane.api.times import time_text
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
@@ -199,7 +199,7 @@ def _scalar(type_: str, wire: int, value: Any, where: str) -> Any:
             raise bad_request(f"protobuf field {where}: not UTF-8") from None
     if type_ == "time":
         seconds = decode_message("Time", value).get("seconds", 0)
-        return None if not seconds else datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return None if not seconds else time_text(seconds)
     if type_ == "intstr":
         v = decode_message("IntOrString", value)
         return v.get("strVal", "") if v.get("type") == 1 else v.get("intVal", 0)

@@ -61,6 +61,11 @@ def issuer_url(cluster_domain: str = names.CLUSTER_DOMAIN) -> str:
     return f"https://kubernetes.default.svc.{cluster_domain}"
 
 
+def for_cluster(pki: Path, cluster_domain: str) -> "TokenIssuer":
+    """The issuer of a cluster's tokens: its key in ``pki`` (made once), its domain's issuer URL."""
+    return TokenIssuer(ensure_key(pki), issuer_url(cluster_domain))
+
+
 class TokenIssuer:
     """Issues and checks the tokens of one signing key; a token without audiences is for the API
     server, named by the issuer's URL as kube-apiserver's default --api-audiences."""

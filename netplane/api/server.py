@@ -34,9 +34,9 @@ MAX_BODY = 3 * 1024 * 1024
 OPEN_PREFIXES = tuple(f"/{e}" for e in health.ENDPOINTS)  # answered without a token, as upstream's health checks
 NO_DELETE_COLLECTION = frozenset({"namespaces"})  # as upstream: a namespace goes only by name
 VERSION = {
-    "major": "1",
-    "minor": "32",
-    "gitVersion": "v1.32.0-netplane",
+    "major": names.KUBERNETES_VERSION[0],
+    "minor": names.KUBERNETES_VERSION[1],
+    "gitVersion": names.KUBERNETES_VERSION[2],
     "gitCommit": "",
     "gitTreeState": "clean",
     "buildDate": "1970-01-01T00:00:00Z",

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import datetime, timezone
 
 from netplane.api.errors import ApiError, bad_request, invalid
 from netplane.api.satokens import KUBELET_SECONDS, MAX_SECONDS, MIN_SECONDS, TokenIssuer
+from netplane.api.times import time_text
 
 DEFAULT_ACCOUNT = "default"
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -127,7 +127,7 @@ def token_request(store, issuer: TokenIssuer, namespace: str, name: str, body: d
         if plural == "pods" and target["spec"].get("nodeName"):
             node = lookup(store, "nodes", None, target["spec"]["nodeName"])
     token, expires = issuer.issue(account, seconds, spec.get("audiences") or None, bound, node)
-    stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = time_text(expires)
     return {"kind": "TokenRequest", "apiVersion": TOKEN_REQUEST_VERSION,
             "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
             "spec": {**spec, "expirationSeconds": seconds, "audiences": spec.get("audiences") or list(issuer.api_audiences)},

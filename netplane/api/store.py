@@ -20,18 +20,34 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from netplane.api import conversion, lifecycle, managed, schema, validation
-from netplane.api.backends import ADDED, DELETED, MODIFIED, Event, Stale, open_backend
+from netplane.api.backends import ADDED, DELETED, MODIFIED, Backend, Event, Publish, SqliteBackend, Stale
 from netplane.api.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from netplane.api.lifecycle import DeleteOptions, clone
 from netplane.api.resources import RESOURCES, Resource, api_version, by_plural
+from netplane.api.times import time_text
 
 Admit = Callable[[str, str, dict, "dict | None", "Store"], "dict | None"]
 Change = Callable[[dict], dict]  # a patch: the object (or its Scale) in, the patched one out
 
 DEFAULT_NAMESPACES = ("default", "kube-system")
 _GENERATED_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's: no vowels, no look-alikes
+
+def open_backend(target: str, log_size: int, publish: Publish) -> Backend:
+    """The backend a URL names: ``etcd://host:port[,host:port...][/prefix]``, or ``sqlite:///path``
+    or a plain path (SQLite)."""
+    if target.startswith("etcd://"):
+        from netplane.api.etcd import EtcdBackend  # only etcd users pay for it
+
+        url = urlsplit(target)
+        endpoints = [e for e in url.netloc.split(",") if e]
+        return EtcdBackend(endpoints, url.path or "/registry", log_size, publish)
+    if target.startswith("sqlite://"):
+        target = target[len("sqlite://"):]
+    return SqliteBackend(target, log_size, publish)
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -175,7 +191,7 @@ class Store:
         who = managed.Manager(manager, "Apply", api_version(res))
         with self._lock:
             live = self._load(plural, _namespace(res, namespace), name)
-            merged = managed.apply(live, config, schema.for_kind(res.kind), who, force, lifecycle.timestamp(_now()))
+            merged = managed.apply(live, config, schema.for_kind(res.kind), who, force, time_text(_now()))
             if live is None:
                 return self.create(plural, merged, dry_run), True
             return self._replace(res, live, merged, None, dry_run), False
@@ -287,7 +303,7 @@ class Store:
                 meta["managedFields"] = old["metadata"]["managedFields"]
             return
         who = managed.Manager(manager, "Update", api_version(res), subresource or "")
-        fields = managed.track(old, new, schema.for_kind(res.kind), who, lifecycle.timestamp(_now()))
+        fields = managed.track(old, new, schema.for_kind(res.kind), who, time_text(_now()))
         if fields:
             meta["managedFields"] = fields
         else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from netplane.api import objects
 from netplane.api.lifecycle import selector_string
 from netplane.api.resources import Resource
 
@@ -190,9 +191,7 @@ def pod_status_reason(pod: dict) -> tuple[str, int, int, int, datetime | None]:
                 running = True
                 ready += 1
         if reason == "Completed" and running:
-            conditions = status.get("conditions") or []
-            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-            reason = "Running" if pod_ready else "NotReady"
+            reason = "Running" if objects.ready(pod) else "NotReady"
     if pod.get("metadata", {}).get("deletionTimestamp"):
         reason = "Unknown" if status.get("reason") == "NodeLost" else "Terminating"
     return reason, ready, total, restarts, last_restart

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from netplane import names
+
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 DAYS = "3650"
 
@@ -147,3 +149,10 @@ def _is_ip(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def apiserver_names(service_cidr: str, cluster_domain: str, *addresses: str) -> list[str]:
+    """What the API server's certificate names: its own addresses, the `kubernetes` Service's IP and
+    DNS names in the cluster's domain (so an in-cluster client verifies it), and loopback."""
+    return [*addresses, names.kubernetes_service_ip(service_cidr), "kubernetes", "kubernetes.default",
+            "kubernetes.default.svc", f"kubernetes.default.svc.{cluster_domain}", "127.0.0.1", "localhost"]

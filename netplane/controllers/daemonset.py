@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from netplane.api.events import Recorder
 from netplane.api.loop import Reconciler
+from netplane.api import objects
 from netplane.api.objects import write_status
 from netplane.controllers.scheduler import node_ready
-from netplane.controllers.workloads import (Expectations, active, is_ready, make_and_remove, owned_by,
+from netplane.controllers.workloads import (Expectations, active, make_and_remove, owned_by,
                                             pod_from_template, template_hash)
 
 REVISION_LABEL = "controller-revision-hash"
@@ -24,7 +25,7 @@ class Plan:
 def eligible(ds: dict, node: dict) -> bool:
     selector = ds["spec"]["template"].get("spec", {}).get("nodeSelector") or {}
     labels = node["metadata"].get("labels", {})
-    return node_ready(node) and all(labels.get(k) == v for k, v in selector.items())
+    return node_ready(node) and objects.selects(selector, labels)
 
 
 def plan(ds: dict, nodes: list[dict], pods: list[dict]) -> Plan:
@@ -38,9 +39,9 @@ def plan(ds: dict, nodes: list[dict], pods: list[dict]) -> Plan:
     delete += [p for node in wanted for p in by_node.get(node, [])[1:]]  # more than one on a node
     current = {node: ps[0] for node, ps in by_node.items() if node in wanted and ps}
     outdated = [p for p in current.values() if p["metadata"].get("labels", {}).get(REVISION_LABEL) != digest]
-    if outdated and all(is_ready(p) for p in current.values() if p not in outdated):
+    if outdated and all(objects.ready(p) for p in current.values() if p not in outdated):
         delete.append(sorted(outdated, key=lambda p: p["spec"]["nodeName"])[0])  # maxUnavailable 1
-    ready = sum(is_ready(p) for p in current.values())
+    ready = sum(objects.ready(p) for p in current.values())
     status = {
         "desiredNumberScheduled": len(wanted),
         "currentNumberScheduled": len(current),

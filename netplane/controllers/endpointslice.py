@@ -7,6 +7,7 @@ pass of the loop finds its own slices again. A Service with no endpoints keeps o
 from __future__ import annotations
 
 from netplane import names
+from netplane.api import objects
 from netplane.api.loop import Reconciler
 
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
@@ -14,15 +15,6 @@ MANAGED_BY = "endpointslice-controller.k8s.io"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 ENDPOINTS_MANAGED_BY_LABEL = "endpoints.kubernetes.io/managed-by"
 ENDPOINTS_MANAGER = "endpoint-controller"
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def pod_ready(pod: dict) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def resolve_port(service_port: dict, pod: dict) -> int | None:
@@ -41,7 +33,7 @@ def resolve_port(service_port: dict, pod: dict) -> int | None:
 def _endpoint(pod: dict, zones: dict[str, str], service: str) -> dict:
     """A pod as an endpoint of the Service named ``service``: with its hostname when the pod's
     subdomain is that Service (its DNS name under a headless Service), as upstream's controller."""
-    ready = pod_ready(pod)
+    ready = objects.ready(pod)
     terminating = "deletionTimestamp" in pod["metadata"]
     meta = pod["metadata"]
     endpoint = {
@@ -95,7 +87,7 @@ def desired_slices(service: dict, pods: list[dict], zones: dict[str, str] | None
         status = pod.get("status", {})
         if (pod["metadata"].get("namespace") != namespace or not status.get("podIP")
                 or status.get("phase") in ("Succeeded", "Failed")
-                or not selects(selector, pod["metadata"].get("labels", {}))):
+                or not objects.selects(selector, pod["metadata"].get("labels", {}))):
             continue
         ports = []
         for sp in spec.get("ports", []):

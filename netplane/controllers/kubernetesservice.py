@@ -7,27 +7,21 @@ after LEASE_SECONDS, as upstream's lease endpoint reconciler does."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from datetime import datetime, timedelta, timezone
 
 from netplane import names
 from netplane.api.errors import ApiError
+from netplane.api.times import micro_time_text, parse_micro_time
 
 log = logging.getLogger(__name__)
 RENEW, LEASE_SECONDS = 10.0, 15
 NAME, NAMESPACE = "kubernetes", "default"
 LEASE_LABEL = {"apiserver.kubernetes.io/identity": "kube-apiserver"}
-TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def service_ip(service_cidr: str) -> str:
-    """The `kubernetes` Service's ClusterIP: the first address of the range."""
-    return str(next(ipaddress.ip_network(service_cidr).hosts()))
 
 
 def service(service_cidr: str, port: int) -> dict:
-    ip = service_ip(service_cidr)
+    ip = names.kubernetes_service_ip(service_cidr)
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"component": "apiserver",
                                                                         "provider": "kubernetes"}},
@@ -55,7 +49,7 @@ def live(leases: list[dict], now: datetime) -> list[str]:
     for lease in leases:
         spec = lease.get("spec") or {}
         try:
-            renewed = datetime.strptime(spec.get("renewTime", ""), TIME).replace(tzinfo=timezone.utc)
+            renewed = parse_micro_time(spec.get("renewTime", ""))
         except ValueError:
             continue
         if now - renewed <= timedelta(seconds=spec.get("leaseDurationSeconds", LEASE_SECONDS)):
@@ -84,7 +78,7 @@ class KubernetesService:
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": self.lease, "namespace": "kube-system", "labels": LEASE_LABEL},
             "spec": {"holderIdentity": self.advertise, "leaseDurationSeconds": LEASE_SECONDS,
-                     "renewTime": now.strftime(TIME)}}, "kube-system")
+                     "renewTime": micro_time_text(now)}}, "kube-system")
         try:
             await self.client.get("services", NAME, NAMESPACE)
         except ApiError as err:

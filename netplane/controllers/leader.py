@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
-from netplane.api.objects import age_seconds, now_text
+from netplane.api.times import age_seconds, micro_time_text
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class LeaderElector:
     def _lease(self, old: dict | None) -> dict:
         spec = (old or {}).get("spec", {})
         ours = spec.get("holderIdentity") == self.identity
-        stamp = now_text()
+        stamp = micro_time_text()
         new_spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
                     "acquireTime": spec.get("acquireTime", stamp) if ours else stamp, "renewTime": stamp,
                     "leaseTransitions": spec.get("leaseTransitions", 0) + (0 if ours or old is None else 1)}

@@ -10,6 +10,7 @@ from netplane import names
 from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
+from netplane.api.times import time_text
 
 
 
@@ -57,7 +58,7 @@ class NodeLifecycleController:
 
     async def reconcile(self) -> None:
         now = datetime.now(timezone.utc)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = time_text(now)
         for node in list(self.nodes.cache.values()):
             name = node["metadata"]["name"]
             if name not in self.registered:  # once per node and run of the controller, as upstream's

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 from netplane.api.events import Recorder
 from netplane.api.loop import Reconciler
+from netplane.api import objects
 from netplane.api.objects import write_status
-from netplane.controllers.workloads import (Expectations, active, deletion_order, is_ready, make_and_remove,
+from netplane.controllers.workloads import (Expectations, active, deletion_order, make_and_remove,
                                             owned_by, pod_from_template, selector_string)
 
 
@@ -22,7 +23,7 @@ def plan(rs: dict, pods: list[dict]) -> Plan:
     mine = [p for p in pods if owned_by(p, rs)]
     live = [p for p in mine if active(p)]
     want = int(rs.get("spec", {}).get("replicas", 1))
-    ready = sum(is_ready(p) for p in live)
+    ready = sum(objects.ready(p) for p in live)
     status = {
         "replicas": len(live),
         "fullyLabeledReplicas": len(live),

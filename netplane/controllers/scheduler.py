@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import copy
 
+from netplane.api import objects
 from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.loop import Reconciler
 
 
 def node_ready(node: dict) -> bool:
-    conditions = node.get("status", {}).get("conditions", [])
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    return ready and not node.get("spec", {}).get("unschedulable", False)
+    """Ready and not cordoned."""
+    return objects.ready(node) and not node.get("spec", {}).get("unschedulable", False)
 
 
 def unschedulable_message(nodes: list[dict]) -> str:

@@ -8,6 +8,7 @@ import time
 
 from netplane import names
 from netplane.api.events import NORMAL, Recorder
+from netplane.api import objects
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 
@@ -62,15 +63,11 @@ def active(pod: dict) -> bool:
     return "deletionTimestamp" not in pod["metadata"] and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
 
 
-def is_ready(pod: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", []))
-
-
 def deletion_order(pods: list[dict]) -> list[dict]:
     """Surplus pods, first to go first: unscheduled, then pending, then not ready, then the newest."""
     def rank(pod: dict) -> tuple:
         status = pod.get("status", {})
-        return (bool(pod["spec"].get("nodeName")), status.get("phase") == "Running", is_ready(pod),
+        return (bool(pod["spec"].get("nodeName")), status.get("phase") == "Running", objects.ready(pod),
                 _negated(pod["metadata"].get("creationTimestamp", "")), pod["metadata"]["name"])
     return sorted(pods, key=rank)
 

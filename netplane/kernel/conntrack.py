@@ -4,8 +4,12 @@ the entry times out (UDP has no connection for the kernel to see closing)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
-from netplane.kernel import netns
+from netplane.kernel import commands, netns
+from netplane.kernel.commands import K
+
+LIST_TIMEOUT = 2.0
 
 
 def delete_argv(address: str, port: int, endpoint: str) -> list[str]:
@@ -21,3 +25,15 @@ async def delete_udp(namespace: str | None, stale: set[tuple[str, int, str]]) ->
             *netns.command(namespace, delete_argv(address, port, endpoint)),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await proc.wait()
+
+
+def flow_argv(proto: str, src: str, sport: int) -> list[str]:
+    """`conntrack -L` of one flow (by protocol, source and source port or ICMP id), as XML."""
+    selector = ["--icmp-id", str(sport)] if proto == "icmp" else ["--sport", str(sport)]
+    return ["conntrack", "-L", "-p", proto, "-s", src, *selector, "-o", "xml"]
+
+
+def listed_in(spaces: Mapping[K, str], argv: list[str]) -> dict[K, str]:
+    """What ``conntrack`` argv prints in each namespace, listed at once; those where it fails are left out."""
+    ran = commands.run_all({key: (space, argv) for key, space in spaces.items()}, timeout=LIST_TIMEOUT)
+    return {key: result.out for key, result in ran.items() if result.ok}

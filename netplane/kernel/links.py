@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from pyroute2 import IPRoute
@@ -53,3 +54,36 @@ def get(ipr: IPRoute, ifname: str) -> ifinfmsg | None:
     with tolerate(errno.ENODEV):
         return ipr.link("get", ifname=ifname)[0]
     return None
+
+
+def ipv4_and_mtu(netns: str | None, iface: str) -> tuple[str, int]:
+    """The interface's first IPv4 address and its MTU."""
+    with netlink(netns) as ipr:
+        idx = index(ipr, iface)
+        if idx is None:
+            raise RuntimeError(f"no interface {iface} in {netns or 'this namespace'}")
+        mtu = ipr.get_links(idx)[0].get("IFLA_MTU")
+        for addr in ipr.get_addr(index=idx, family=socket.AF_INET):
+            return addr.get_attr("IFA_ADDRESS"), mtu
+    raise RuntimeError(f"{iface} has no IPv4 address")
+
+
+def keep_routes(netns: str | None, within: str, want: Mapping[str, Sequence[str]], dev: str) -> None:
+    """Make the namespace's IPv4 routes to destinations inside ``within`` exactly ``want``: a
+    destination CIDR -> its next hops through ``dev`` (one: a gateway; several: multipath, one
+    path each; none: a blackhole). Routes to elsewhere are left alone."""
+    net = ipaddress.ip_network(within)
+    with netlink(netns) as ipr:
+        oif = index(ipr, dev)
+        for route in ipr.get_routes(family=socket.AF_INET):
+            dst = route.get_attr("RTA_DST")
+            cidr = f"{dst}/{route['dst_len']}"
+            if dst and ipaddress.ip_network(cidr).subnet_of(net) and cidr not in want:
+                ipr.route("del", dst=cidr)
+        for cidr, hops in want.items():
+            if not hops:
+                ipr.route("replace", dst=cidr, type="blackhole")
+            elif len(hops) == 1:
+                ipr.route("replace", dst=cidr, gateway=hops[0], oif=oif)
+            else:
+                ipr.route("replace", dst=cidr, multipath=[{"gateway": hop, "oif": oif} for hop in hops])

@@ -12,9 +12,11 @@ Commands run in a namespace through `nsenter`, which `command` alone builds.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +27,8 @@ CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
 MNT_DETACH = 2
 NETLINK_ROUTE = 0
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+IFREQ_FLAGS = struct.Struct("16sH14x")  # struct ifreq: the name, then ifr_flags
 T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -131,9 +135,16 @@ def create(name: str) -> None:
             except BaseException:
                 os.unlink(target)
                 raise
-    from netplane.kernel.links import netlink
-    with netlink(name) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    _loopback_up(name)
+
+
+def _loopback_up(name: str) -> None:
+    """Bring `lo` up, as `ip link set lo up` does through the old interface ioctls: one socket in the
+    namespace, no netlink."""
+    with socket_in(name, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _, flags = IFREQ_FLAGS.unpack(fcntl.ioctl(sock, SIOCGIFFLAGS, IFREQ_FLAGS.pack(b"lo", 0)))
+        if not flags & IFF_UP:
+            fcntl.ioctl(sock, SIOCSIFFLAGS, IFREQ_FLAGS.pack(b"lo", flags | IFF_UP))
 
 
 def delete(name: str) -> None:

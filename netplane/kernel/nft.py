@@ -18,38 +18,29 @@ class NftError(RuntimeError):
     pass
 
 
+async def _nft(namespace: str | None, argv: list[str], stdin: str | None = None) -> str:
+    """What `nft <argv>` prints in the namespace (None: the current one); NftError when it refuses."""
+    proc = await asyncio.create_subprocess_exec(
+        *netns.command(namespace, ["nft", *argv]), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL)
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    if proc.returncode != 0:
+        raise NftError(f"nft {' '.join(argv)} in {namespace or 'this namespace'} failed: {err.decode().strip()}")
+    return out.decode()
+
+
 async def apply(namespace: str | None, script: str) -> None:
     """Run the script as one atomic nft transaction in the namespace (None: the current one)."""
-    proc = await asyncio.create_subprocess_exec(
-        *netns.command(namespace, ["nft", "-f", "-"]),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate(script.encode())
-    if proc.returncode != 0:
-        raise NftError(f"nft -f in {namespace or 'this namespace'} failed: {err.decode().strip()}")
+    await _nft(namespace, ["-f", "-"], script)
 
 
 async def list_ruleset(namespace: str | None) -> str:
-    return await _list(namespace, ["ruleset"])
+    return await _nft(namespace, ["list", "ruleset"])
 
 
 async def list_table(namespace: str | None, table: str) -> str:
     """`nft list table <family> <name>` in the namespace; NftError when there is no such table."""
-    return await _list(namespace, ["table", *table.split()])
-
-
-async def _list(namespace: str | None, what: list[str]) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *netns.command(namespace, ["nft", "list", *what]),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise NftError(f"nft list {' '.join(what)} failed: {err.decode().strip()}")
-    return out.decode()
+    return await _nft(namespace, ["list", "table", *table.split()])
 
 
 async def table_objects(namespace: str | None, table: str) -> tuple[set[str], dict[str, int | None]] | None:
@@ -69,13 +60,7 @@ async def _list_json(namespace: str | None, what: list[str], kind: str, table: s
 async def listed_json(namespace: str | None, argv: list[str]) -> list[dict]:
     """The objects `nft -j <argv>` prints, e.g. argv ["list", "map", ...] (NftError when nft
     refuses, e.g. there is no such table)."""
-    proc = await asyncio.create_subprocess_exec(
-        *netns.command(namespace, ["nft", "-j", *argv]),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise NftError(f"nft {' '.join(argv)} failed: {err.decode().strip()}")
-    return json.loads(out)["nftables"]
+    return json.loads(await _nft(namespace, ["-j", *argv]))["nftables"]
 
 
 def _generation(namespace: str | None) -> int:

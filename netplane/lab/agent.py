@@ -24,11 +24,10 @@ import aiohttp
 
 from netplane import names
 from netplane.agent.node import DEFAULT_CLUSTER_DNS, AgentConfig, NodeAgent
-from netplane.api import auth, kubeconfig
+from netplane.api import auth, kubeconfig, loop
 from netplane.api.client import Client, discover_ca, server_urls
 from netplane.api.errors import ApiError
-from netplane.api.objects import age_seconds
-from netplane.lab import daemon
+from netplane.api.times import age_seconds
 
 log = logging.getLogger("netplane.agent")
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
@@ -152,6 +151,6 @@ async def run(cfg: JoinConfig) -> None:
             cluster_dns=cfg.cluster_dns, cluster_domain=cfg.cluster_domain, resolv_conf=cfg.resolv_conf,
             images=cfg.images, client_ca=str(ca_file)))
         log.info("node %s joined %s as %s", cfg.node, conn.server, holder)
-        await daemon.supervise(f"agent/{cfg.node}", agent.run)
+        await loop.supervise(f"agent/{cfg.node}", agent.run)
     finally:
         await client.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from collections.abc import Awaitable, Callable
 
 from netplane import names
@@ -20,7 +19,7 @@ from netplane.api.informer import Informer, Informers
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.controllers.scheduler import node_ready
-from netplane.kernel.links import index, netlink
+from netplane.kernel import links
 
 
 def allocate(pool: str, used: set[str], wanted: str | None) -> str | None:
@@ -38,26 +37,11 @@ def backends(service: dict, nodes: list[dict], slices: list[dict]) -> list[str]:
     if service["spec"].get("externalTrafficPolicy") == "Local":
         meta = service["metadata"]
         local = {e.get("nodeName") for s in slices if s["metadata"].get("namespace") == meta["namespace"]
-                 and s["metadata"].get("labels", {}).get("kubernetes.io/service-name") == meta["name"]
+                 and s["metadata"].get("labels", {}).get(names.SERVICE_NAME_LABEL) == meta["name"]
                  for e in s.get("endpoints") or [] if e.get("conditions", {}).get("ready")}
         ready = {n: ip for n, ip in ready.items() if n in local}
     return sorted(ip for ip in ready.values() if ip)
 
-
-def _routes(client_netns: str, pool: str, want: dict[str, list[str]]) -> None:
-    """Make the client's routes into the pool exactly `want` (LB ip -> next hops)."""
-    net = ipaddress.ip_network(pool)
-    with netlink(client_netns) as ipr:
-        eth0 = index(ipr, names.UNDERLAY_IF)
-        for route in ipr.get_routes(family=socket.AF_INET):
-            dst = route.get_attr("RTA_DST")
-            if dst and route["dst_len"] == 32 and ipaddress.ip_address(dst) in net and dst not in want:
-                ipr.route("del", dst=f"{dst}/32")
-        for ip, hops in want.items():
-            if hops:
-                ipr.route("replace", dst=f"{ip}/32", multipath=[{"gateway": h, "oif": eth0} for h in hops])
-            else:
-                ipr.route("replace", dst=f"{ip}/32", type="blackhole")
 
 
 class CloudController:
@@ -93,7 +77,8 @@ class CloudController:
                 self.events.record(svc, NORMAL, "EnsuredLoadBalancer", "Ensured load balancer")
                 self.assigned[key] = ip
             routes[ip] = backends(svc, list(self.nodes.cache.values()), list(self.slices.cache.values()))
-        await asyncio.to_thread(_routes, self.client_netns, self.pool, routes)
+        await asyncio.to_thread(links.keep_routes, self.client_netns, self.pool,
+                                {f"{ip}/32": hops for ip, hops in routes.items()}, names.UNDERLAY_IF)
 
 
 def components(informers: Informers, lab_name: str, pool: str) -> dict[str, Callable[[], Awaitable]]:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from netplane import names
-from netplane.api import manifests
+from netplane.api import manifests, objects
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
 from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.api.informer import Informer
-from netplane.kernel import cgroups, netns
+from netplane.kernel import cgroups, netns, steps
 from netplane.lab import addons, converge, topology
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState, known_labs
@@ -129,7 +129,7 @@ def up(lab: Lab, say: Say, timeout: float = CONVERGE_TIMEOUT, progress: OnProgre
     try:
         state.save_lab(lab)
         say(f"creating {len(lab.nodes)} nodes and the underlay switch ({lab.network.underlay})")
-        topology.apply(topology.plan(lab))
+        steps.apply(topology.plan(lab))
         phases.end("namespaces and links")
         say("starting the API server, controllers and node agents")
         _start_control_plane(state)
@@ -223,10 +223,6 @@ async def _apply_all(client: Client, objects: list[dict], say: Say) -> None:
         say(f"{kind}: " + ", ".join(f"{verbs.count(v)} {v}" for v in sorted(set(verbs))))
 
 
-def _is_ready(node: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
-
-
 async def _converge(lab: Lab, state: LabState, objects: list[dict], say: Say, started: float, deadline: float,
                     phases: _Phases, progress: OnProgress | None = None) -> int:
     async with Client(*state.connection()) as client:
@@ -261,7 +257,7 @@ async def _wait_for_lab(lab: Lab, state: LabState, client: Client, watched: dict
         changed.clear()
         nodes = list(watched["nodes"].cache.values())
         pods = list(watched["pods"].cache.values())
-        ready = sum(_is_ready(n) for n in nodes)
+        ready = sum(objects.ready(n) for n in nodes)
         running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
         now = Progress(ready, len(lab.nodes), running, len(pods), time.monotonic() - started)
         line = now.line()

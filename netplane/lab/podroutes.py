@@ -7,14 +7,12 @@ cluster whose control plane runs on its nodes."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from collections.abc import Awaitable, Callable
 
 from netplane import names
 from netplane.api.informer import Informer, Informers
 from netplane.api.loop import Reconciler
-from netplane.kernel.links import index, netlink
+from netplane.kernel import links
 
 
 def wanted(nodes: list[dict]) -> dict[str, str]:
@@ -29,20 +27,6 @@ def wanted(nodes: list[dict]) -> dict[str, str]:
     return out
 
 
-def _routes(space: str, cluster_cidr: str, want: dict[str, str]) -> None:
-    """Make the host's routes into the cluster CIDR exactly ``want``."""
-    net = ipaddress.ip_network(cluster_cidr)
-    with netlink(space) as ipr:
-        eth0 = index(ipr, names.UNDERLAY_IF)
-        for route in ipr.get_routes(family=socket.AF_INET):
-            dst = route.get_attr("RTA_DST")
-            if dst and ipaddress.ip_network(f"{dst}/{route['dst_len']}").subnet_of(net) and \
-                    f"{dst}/{route['dst_len']}" not in want:
-                ipr.route("del", dst=f"{dst}/{route['dst_len']}")
-        for cidr, via in want.items():
-            ipr.route("replace", dst=cidr, gateway=via, oif=eth0)
-
-
 def components(informers: Informers, spaces: list[str], cluster_cidr: str) -> dict[str, Callable[[], Awaitable]]:
     """The reconciler that keeps the routes of ``spaces`` (the control-plane hosts' namespaces)."""
     nodes: Informer = informers.get("nodes")
@@ -50,7 +34,8 @@ def components(informers: Informers, spaces: list[str], cluster_cidr: str) -> di
     async def reconcile() -> None:
         want = wanted(list(nodes.cache.values()))
         for space in spaces:
-            await asyncio.to_thread(_routes, space, cluster_cidr, want)
+            await asyncio.to_thread(links.keep_routes, space, cluster_cidr,
+                                    {cidr: [via] for cidr, via in want.items()}, names.UNDERLAY_IF)
 
     loop = Reconciler("pod-routes", reconcile)
     nodes.add_handler(loop.trigger)

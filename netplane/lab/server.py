@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netplane import names
-from netplane.api import auth, kubeconfig, tls
+from netplane.api import auth, kubeconfig, loop, satokens, tls
 from netplane.api.client import Client
 from netplane.api.informer import Informers
 from netplane.api.server import start
 from netplane.api.store import Store
-from netplane.controllers.leader import LeaderElector
+from netplane.controllers import manager
 from netplane.controllers.kubernetesservice import KubernetesService
-from netplane.lab import daemon
+from netplane.controllers.leader import LeaderElector
 
 log = logging.getLogger("netplane.server")
 ADMIN_KUBECONFIG = "admin.kubeconfig"
@@ -95,34 +95,34 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
         auth.split_bootstrap(cfg.bootstrap_token)  # the form, before it is stored
         tokens.add(auth.Token(cfg.bootstrap_token, "bootstrap", description="--bootstrap-token"))
     pki = cfg.state_dir / "pki"
-    certs = tls.ensure(pki, cfg.name, daemon.apiserver_names(cfg.service_cidr, cfg.cluster_domain, cfg.host))
-    store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=daemon.admission(cfg.service_cidr))
+    certs = tls.ensure(pki, cfg.name, tls.apiserver_names(cfg.service_cidr, cfg.cluster_domain, cfg.host))
+    store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=manager.admission(cfg.service_cidr))
     runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes(),
-                               issuer=daemon.token_issuer(pki, cfg.cluster_domain), kubelet_client=tls.kubelet_client(pki))
+                               issuer=satokens.for_cluster(pki, cfg.cluster_domain), kubelet_client=tls.kubelet_client(pki))
     url = https_url(cfg.host, port)  # the bound port, when cfg.port was 0
     client = Client(url, admin, str(certs.ca))
     try:
-        await daemon.system_namespaces(client)
+        await manager.system_namespaces(client)
         informers = Informers(client)
-        parts = daemon.controllers(informers, cfg.cluster_cidr, cfg.lease_seconds, certs.ca.read_text()) | informers.parts()
+        parts = manager.loops(informers, cfg.cluster_cidr, cfg.lease_seconds, certs.ca.read_text()) | informers.parts()
         identity = f"{socket.gethostname()}_{url}_{secrets.token_hex(3)}"
         elector = LeaderElector(client, names.LEADER_LEASE, "kube-system", identity, *cfg.election)
 
         async def lead() -> None:
-            await asyncio.gather(*(daemon.supervise(name, fn) for name, fn in parts.items()))
+            await asyncio.gather(*(loop.supervise(name, fn) for name, fn in parts.items()))
 
         tasks = [asyncio.create_task(elector.run(lead), name="leader-election")]
         if _reachable(cfg.host):  # every server puts itself in the `kubernetes` Service's endpoints
             endpoints = KubernetesService(client, cfg.service_cidr, cfg.host, port)
             await endpoints.sync()
-            tasks.append(asyncio.create_task(daemon.supervise("kubernetes-service", endpoints.run)))
+            tasks.append(asyncio.create_task(loop.supervise("kubernetes-service", endpoints.run)))
         kubeconfig.write(cfg.state_dir / ADMIN_KUBECONFIG, cfg.name,
                          kubeconfig.Connection(url, admin, certs.ca.read_bytes()))
         log.info("API server on %s; join nodes with: netplane agent --server %s --token TOKEN", url, url)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            running.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready.set()
         await stop.wait()

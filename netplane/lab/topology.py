@@ -1,5 +1,5 @@
-"""Emulated hosts: a lab becomes an ordered plan of kernel steps, printable as `ip` commands, then
-applied through netlink. Every step acts inside a namespace named after the lab; the root namespace
+"""Emulated hosts: a lab becomes an ordered plan of kernel steps (kernel/steps.py), printable as `ip`
+commands, then applied through netlink. Every step acts inside a namespace named after the lab; the root namespace
 is never touched, so tearing a lab down is removing its namespaces.
 
     np.<lab>.underlay   br0 (the underlay switch), one port `to-<node>` per node and `to-client`
@@ -14,14 +14,9 @@ is never touched, so tearing a lab down is removing its namespaces.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-
-from pyroute2 import IPRoute
-
 from netplane import names
-from netplane.kernel import netns, sysctl
-from netplane.kernel.links import index, netlink
+from netplane.kernel import netns
+from netplane.kernel.steps import Step
 from netplane.lab.model import Lab
 
 NODE_SYSCTLS = {
@@ -36,30 +31,6 @@ NODE_SYSCTLS = {
     "net.ipv4.conf.all.send_redirects": "0",
     "net.ipv4.conf.default.send_redirects": "0",
 }
-
-
-@dataclass(frozen=True)
-class Step:
-    """One kernel operation inside namespace `ns`; str() is the equivalent `ip` command."""
-
-    ns: str
-    op: str
-    ifname: str = ""
-    args: dict = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        a = self.args
-        text = {
-            "netns": f"ip netns add {self.ns}",
-            "bridge": f"ip -n {self.ns} link add {self.ifname} type bridge",
-            "veth": f"ip -n {self.ns} link add {self.ifname} type veth peer name {a.get('peer')} netns {a.get('peer_ns')}",
-            "master": f"ip -n {self.ns} link set {self.ifname} master {a.get('master')}",
-            "addr": f"ip -n {self.ns} addr add {a.get('cidr')} dev {self.ifname}",
-            "up": f"ip -n {self.ns} link set {self.ifname} up",
-            "route": f"ip -n {self.ns} route add default via {a.get('gateway')} dev {self.ifname}",
-            "sysctl": f"ip netns exec {self.ns} sysctl " + " ".join(f"{k}={v}" for k, v in a.items()),
-        }
-        return text[self.op]
 
 
 def plan(lab: Lab) -> list[Step]:
@@ -95,38 +66,6 @@ def plan(lab: Lab) -> list[Step]:
             Step(space, "up", names.UNDERLAY_IF),
         ]
     return steps
-
-
-def apply(steps: list[Step]) -> None:
-    """Apply a plan: one netlink socket per namespace, reused for all of its steps."""
-    with ExitStack() as stack:
-        sockets: dict[str, IPRoute] = {}
-        for step in steps:
-            if step.op == "netns":
-                netns.create(step.ns)
-            elif step.op == "sysctl":
-                sysctl.write(step.ns, step.args)
-            else:
-                if step.ns not in sockets:
-                    sockets[step.ns] = stack.enter_context(netlink(step.ns))
-                _link_step(sockets[step.ns], step)
-
-
-def _link_step(ipr: IPRoute, step: Step) -> None:
-    a = step.args
-    if step.op == "bridge":
-        ipr.link("add", ifname=step.ifname, kind="bridge", br_stp_state=0, br_forward_delay=0)
-    elif step.op == "veth":
-        ipr.link("add", ifname=step.ifname, kind="veth", peer={"ifname": a["peer"], "net_ns_fd": a["peer_ns"]})
-    elif step.op == "master":
-        ipr.link("set", index=index(ipr, step.ifname), master=index(ipr, a["master"]))
-    elif step.op == "up":
-        ipr.link("set", index=index(ipr, step.ifname), state="up")
-    elif step.op == "addr":
-        address, prefixlen = a["cidr"].split("/")
-        ipr.addr("add", index=index(ipr, step.ifname), address=address, prefixlen=int(prefixlen))
-    elif step.op == "route":
-        ipr.route("add", dst="0.0.0.0/0", gateway=a["gateway"], oif=index(ipr, step.ifname))
 
 
 def lab_namespaces(lab_name: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The trace's I/O: packet sockets in the lab's namespaces, the probe's raw socket, conntrack.
+"""The trace's I/O: packet sockets in the lab's namespaces, the probe's raw socket, the bridge ports.
 
 Sockets are made inside each namespace by kernel.netns.socket_in (a short-lived thread that
 enters the namespace, opens the socket and ends; see there why); a socket stays in the namespace it
@@ -22,7 +22,6 @@ from __future__ import annotations
 import select
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,6 @@ PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 RCVBUF = 4 << 20
 SNAPLEN = 65536
-CONNTRACK_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -149,31 +147,3 @@ class Sender:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def conntrack_argv(proto: str, src: str, sport: int) -> list[str]:
-    """`conntrack -L` for the probe's flow, as XML (filtered by the kernel side of conntrack-tools)."""
-    selector = ["--icmp-id", str(sport)] if proto == "icmp" else ["--sport", str(sport)]
-    return ["conntrack", "-L", "-p", proto, "-s", src, *selector, "-o", "xml"]
-
-
-def conntrack(places: tuple[Place, ...], argv: list[str]) -> dict[str, str]:
-    """The XML each node's conntrack gives for argv, listed in parallel; nodes that fail are left out."""
-    running = {}
-    for place in places:
-        try:
-            running[place.node] = subprocess.Popen(netns.command(place.netns, argv), stdout=subprocess.PIPE,
-                                                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
-        except FileNotFoundError:  # conntrack (or nsenter) is not installed
-            break
-    found = {}
-    for node, proc in running.items():
-        try:
-            out, _ = proc.communicate(timeout=CONNTRACK_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            continue
-        if proc.returncode == 0:
-            found[node] = out
-    return found

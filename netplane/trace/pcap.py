@@ -21,9 +21,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from netplane import names
 from netplane.trace.capture import Frame
 from netplane.trace.hops import Hop
-from netplane.trace.render import Report, short_netns
+from netplane.trace.render import Report
 
 LINKTYPE_ETHERNET = 1
 SNAPLEN = 65536
@@ -55,7 +56,7 @@ def _block(kind: int, body: bytes) -> bytes:
 
 def interface_name(node: str, netns: str, interface: str) -> str:
     """An interface's name in a merged file: `<node>/<namespace without np.<lab>.>/<interface>`."""
-    return f"{node}/{short_netns(netns)}/{interface}"
+    return f"{node}/{names.short_netns(netns)}/{interface}"
 
 
 class Writer:
@@ -117,7 +118,7 @@ def _safe(text: str) -> str:
 
 def place_file(number: int, node: str, netns: str, interface: str) -> str:
     """`NN-<node>-<netns short>-<iface>.pcapng`, e.g. `03-node-1-node-1-flannel.1.pcapng`."""
-    return f"{number:02d}-{_safe(node)}-{_safe(short_netns(netns))}-{_safe(interface)}.pcapng"
+    return f"{number:02d}-{_safe(node)}-{_safe(names.short_netns(netns))}-{_safe(interface)}.pcapng"
 
 
 def hop_comment(number: int, hop: Hop) -> str:

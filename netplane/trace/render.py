@@ -69,12 +69,6 @@ def to_json(report: Report) -> dict:
     }
 
 
-def short_netns(netns: str) -> str:
-    """A lab namespace without its `np.<lab>.` prefix: `pod.default.client`, `node-1`, `underlay`."""
-    lab = names.lab_of_netns(netns)
-    return netns[len(names.lab_prefix(lab)):] if lab else netns
-
-
 def _encap(hop: Hop) -> str:
     e = hop.encap
     return "" if e is None else f"vxlan vni {e.vni} {e.outer_src} > {e.outer_dst} udp/{e.port}"
@@ -91,12 +85,12 @@ def _columns(rows: list[list[str]]) -> list[str]:
 
 def _delivered(report: Report) -> str:
     if report.delivered:
-        return f"yes, in {short_netns(report.delivered_to)}" if report.delivered_to else "yes"
+        return f"yes, in {names.short_netns(report.delivered_to)}" if report.delivered_to else "yes"
     requests = [h for h in report.hops if h.direction == "request"]
     if not requests:
         return "no"
     last = requests[-1]
-    return f"no; last seen in {short_netns(last.netns)} on {last.interface} ({last.io})"
+    return f"no; last seen in {names.short_netns(last.netns)} on {last.interface} ({last.io})"
 
 
 def table(report: Report) -> str:
@@ -105,7 +99,7 @@ def table(report: Report) -> str:
         start = report.hops[0].time_ns
         rows = [["#", "TIME(ms)", "NODE", "NETNS", "INTERFACE", "IO", "DIRECTION", "PACKET", "SRC", "DST", "ENCAP"]]
         for i, h in enumerate(report.hops, 1):
-            rows.append([str(i), f"{(h.time_ns - start) / 1e6:.3f}", h.node, short_netns(h.netns), _interface(h), h.io,
+            rows.append([str(i), f"{(h.time_ns - start) / 1e6:.3f}", h.node, names.short_netns(h.netns), _interface(h), h.io,
                          h.direction, h.what, endpoint(h.src, h.sport), endpoint(h.dst, h.dport), _encap(h)])
         lines += _columns(rows)
     else:

@@ -10,7 +10,7 @@ How, and the kernel behaviour behind it:
   seq, the reversed ports, the echo id; an ICMP error by the IP ID it quotes) and do `meta nftrace
   set 1`. The flag stays on the skb, so every nf_tables chain it meets afterwards on that node
   reports it: kube-proxy's `ip kube-proxy` table, and iptables-nft's `ip nat` / `ip filter`.
-- **One `nft monitor` per node** (started through kernel.netns.command, as kernel/nft.py runs nft)
+- **One `nft monitor` per node** (kernel/commands.Lines: read line by line while it runs)
   prints the trace events. `nft monitor` subscribes only once it has read the ruleset, so a marker
   (`add chain <table> ready<n>`) is sent until the monitor prints it; at the end, deleting the table is
   the last event, so once a monitor printed `delete table` it printed every trace event before it.
@@ -34,16 +34,14 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-import subprocess
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from netplane.kernel import netns
+from netplane import names
+from netplane.kernel import commands, netns
 from netplane.trace.hops import Hop
 from netplane.trace.probe import Probe
-from netplane.trace.render import short_netns
 from netplane.trace.resolve import Place
 
 TABLE_PREFIX = "netplane-trace-"
@@ -52,7 +50,6 @@ PRIORITY = -400             # NF_IP_PRI_CONNTRACK_DEFRAG: before raw (-300) and 
 READY_SECONDS = 1.5         # how long a monitor may take to read the ruleset and subscribe
 MARKER_INTERVAL = 0.05      # a new ready marker this often until every monitor printed one
 FLUSH_SECONDS = 1.0         # how long to wait for a monitor to print the table's deletion
-COMMAND_TIMEOUT = 5.0
 ICMP_ERROR_TYPES = ("destination-unreachable", "time-exceeded", "parameter-problem")
 PROTO_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17}
 
@@ -373,7 +370,7 @@ def reason_from_hops(hops: list[Hop]) -> str:
     if not requests:
         return "the probe was not seen leaving the source"
     last = requests[-1]
-    return f"last seen in {short_netns(last.netns)} on {last.interface} ({last.io}); no ICMP error came back"
+    return f"last seen in {names.short_netns(last.netns)} on {last.interface} ({last.io}); no ICMP error came back"
 
 
 def reason(found: list[Hit], hops: list[Hop], catalog: Catalog | None = None) -> str:
@@ -383,81 +380,13 @@ def reason(found: list[Hit], hops: list[Hop], catalog: Catalog | None = None) ->
 
 # --- the I/O: tables, monitors ------------------------------------------------------------------
 
-def _run_all(argvs: dict[str, list[str]], stdin: dict[str, str] | None = None) -> dict[str, tuple[int, str, str]]:
-    """Run one command per key at once; key -> (returncode, stdout, stderr); -1 when it could not run."""
-    stdin = stdin or {}
-    running, results = {}, {}
-    for key, argv in argvs.items():
-        try:
-            running[key] = subprocess.Popen(argv, stdin=subprocess.PIPE if key in stdin else subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        except OSError as err:
-            results[key] = (-1, "", str(err))
-    for key, proc in running.items():
-        try:
-            out, err = proc.communicate(stdin.get(key), timeout=COMMAND_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            err = f"timed out: {err}"
-        results[key] = (proc.returncode, out, err)
-    return results
-
-
-class Monitor:
-    """`nft monitor` in one namespace, read by a thread into lines."""
-
-    def __init__(self, place: Place) -> None:
-        self.place = place
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self.proc = subprocess.Popen(netns.command(place.netns, ["nft", "monitor"]), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        self._reader = threading.Thread(target=self._read, name=f"nft-monitor:{place.node}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def printed(self, prefix: str) -> bool:
-        with self._changed:
-            return any(line.startswith(prefix) for line in self.lines)
-
-    def wait_for(self, line: str, deadline: float) -> bool:
-        with self._changed:
-            while line not in self.lines:
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    return line in self.lines
-                self._changed.wait(left)
-            return True
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=COMMAND_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=COMMAND_TIMEOUT)
-        self.proc.stdout.close()
-        with self._changed:
-            return "\n".join(self.lines) + "\n"
-
-
 def proxy_backend(tables: str, legacy_save: str | None = None) -> str:
     """What holds kube-proxy's rules in a node, from `nft list tables` (and `iptables-legacy-save -t
     nat` when nf_tables has none): nftables | iptables-nft | iptables-legacy | none."""
-    names = {tuple(line.split()[1:3]) for line in tables.splitlines() if line.startswith("table ")}
-    if (FAMILY, "kube-proxy") in names:
+    held = {tuple(line.split()[1:3]) for line in tables.splitlines() if line.startswith("table ")}
+    if (FAMILY, "kube-proxy") in held:
         return "nftables"
-    if (FAMILY, "nat") in names or (FAMILY, "filter") in names:
+    if (FAMILY, "nat") in held or (FAMILY, "filter") in held:
         return "iptables-nft"
     if legacy_save and "KUBE-SERVICES" in legacy_save:
         return "iptables-legacy"
@@ -477,7 +406,7 @@ class RuleTrace:
         self.probe = probe
         self.table = table_name(probe)
         self.loaded: list[Place] = []
-        self.monitors: dict[str, Monitor] = {}
+        self.monitors: dict[str, commands.Lines] = {}  # netns -> its `nft monitor`
         self.output: dict[str, str] = {}
         self.backends: dict[str, str] = {}
         self.notes: list[str] = []
@@ -493,20 +422,20 @@ class RuleTrace:
     def __exit__(self, *exc_info: object) -> None:
         self._finish(flush=exc_info[0] is None)
 
-    def _nft(self, argv: list[str], places: list[Place], stdin: str | None = None) -> dict[str, tuple[int, str, str]]:
-        cmds = {p.netns: netns.command(p.netns, ["nft", *argv]) for p in places}
-        return _run_all(cmds, {k: stdin for k in cmds} if stdin is not None else None)
+    def _nft(self, argv: list[str], places: list[Place], stdin: str | None = None) -> dict[str, commands.Result]:
+        return commands.run_all({p.netns: (p.netns, ["nft", *argv]) for p in places},
+                                {p.netns: stdin for p in places} if stdin is not None else None)
 
     def _start(self) -> None:
         listed = self._nft(["list", "tables"], self.places)
-        no_nft = [p for p in self.places if listed[p.netns][0] != 0]
+        no_nft = [p for p in self.places if not listed[p.netns].ok]
         if no_nft:
             self.notes.append(f"rule hits not available on {_nodes(no_nft)}: nft does not run there")
         usable = [p for p in self.places if p not in no_nft]
-        bare = [p for p in usable if proxy_backend(listed[p.netns][1]) == "none"]
-        saved = _run_all({p.netns: netns.command(p.netns, ["iptables-legacy-save", "-t", "nat"]) for p in bare})
+        bare = [p for p in usable if proxy_backend(listed[p.netns].out) == "none"]
+        saved = commands.run_all({p.netns: (p.netns, ["iptables-legacy-save", "-t", "nat"]) for p in bare})
         for p in usable:
-            self.backends[p.node] = proxy_backend(listed[p.netns][1], saved.get(p.netns, (1, "", ""))[1])
+            self.backends[p.node] = proxy_backend(listed[p.netns].out, saved[p.netns].out if p.netns in saved else None)
         legacy = [p for p in usable if self.backends[p.node] == "iptables-legacy"]
         if legacy:
             self.notes.append(f"rule hits not available on {_nodes(legacy)}: kube-proxy's rules there are "
@@ -514,14 +443,13 @@ class RuleTrace:
         usable = [p for p in usable if p not in legacy]  # nothing there for the monitor to show
         loaded = self._nft(["-f", "-"], usable, table_script(self.table, self.probe))
         for p in usable:
-            code, _, err = loaded[p.netns]
-            if code == 0:
+            if loaded[p.netns].ok:
                 self.loaded.append(p)
             else:
-                self.notes.append(f"rule hits not available on {p.node}: {err.strip() or 'nft -f failed'}")
+                self.notes.append(f"rule hits not available on {p.node}: {loaded[p.netns].err.strip() or 'nft -f failed'}")
         for p in self.loaded:
             try:
-                self.monitors[p.netns] = Monitor(p)
+                self.monitors[p.netns] = commands.Lines(p.netns, ["nft", "monitor"], f"nft-monitor:{p.node}")
             except OSError as err:
                 self.notes.append(f"rule hits not available on {p.node}: nft monitor: {err}")
         self._wait_ready()
@@ -546,7 +474,7 @@ class RuleTrace:
         try:
             if self.loaded:
                 deleted = self._nft(["delete", "table", FAMILY, self.table], self.loaded)
-                failed = [p for p in self.loaded if deleted[p.netns][0] != 0 and netns.exists(p.netns)]
+                failed = [p for p in self.loaded if not deleted[p.netns].ok and netns.exists(p.netns)]
                 if failed:  # once more, so that nothing of ours stays behind
                     self._nft(["delete", "table", FAMILY, self.table], failed)
                 if flush:
@@ -556,8 +484,9 @@ class RuleTrace:
                         if p.netns in self.monitors:
                             self.monitors[p.netns].wait_for(line, deadline)
         finally:
-            for key, monitor in self.monitors.items():
-                self.output[monitor.place.node] = monitor.stop()
+            node_of = {p.netns: p.node for p in self.places}
+            for space, monitor in self.monitors.items():
+                self.output[node_of[space]] = monitor.stop()
             self.monitors.clear()
 
     def events(self) -> dict[str, list[Event]]:

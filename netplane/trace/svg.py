@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 from netplane import names
 from netplane.trace.hops import UNDERLAY, Hop
 from netplane.trace.nat import endpoint
-from netplane.trace.render import Report, short_netns, table
+from netplane.trace.render import Report, table
 
 REQUEST, REPLY, TUNNEL, NAT = "#1f63b4", "#2a9a2a", "#e07b00", "#d62728"
 FONT = "font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\""
@@ -71,7 +71,7 @@ def _complete(topo: Topology | None, hops: list[Hop]) -> Topology:
     nodes, pods, client = list(topo.nodes), list(topo.pods), topo.client_ip
     known_pods = {p.netns for p in pods}
     for h in hops:
-        short = short_netns(h.netns)
+        short = names.short_netns(h.netns)
         if h.node not in (UNDERLAY, "") and h.node not in {n for n, _ in nodes}:
             nodes.append((h.node, ""))
         if short.startswith("pod.") and h.netns not in known_pods:
@@ -147,7 +147,7 @@ class _Layout:
         self.extra: dict[tuple[str, str], tuple[float, float]] = {}
 
     def _node_of_netns(self, netns: str) -> str | None:
-        short = short_netns(netns)
+        short = names.short_netns(netns)
         return short if short in self.column and short != "client" else None
 
     def _veths(self, hops: list[Hop]) -> dict[tuple[str, str], float]:
@@ -170,7 +170,7 @@ class _Layout:
 
     def slot(self, netns: str, interface: str) -> tuple[float, float]:
         """The point where hops on this interface are drawn."""
-        short = short_netns(netns)
+        short = names.short_netns(netns)
         if short == "underlay":
             port = {names.switch_port(c): c for c, _, _ in self.columns}.get(interface)
             if port is not None:
@@ -213,7 +213,7 @@ def _encap_text(h: Hop) -> str:
 
 
 def _hop_text(n: int, h: Hop) -> str:
-    text = (f"hop {n}: {h.node} {short_netns(h.netns)} {h.interface}"
+    text = (f"hop {n}: {h.node} {names.short_netns(h.netns)} {h.interface}"
             + (f" ({h.bridge} port)" if h.bridge else "")
             + f" {h.io}, {h.direction} {h.what}, {endpoint(h.src, h.sport)} \u2192 {endpoint(h.dst, h.dport)}")
     return text + (f", in {_encap_text(h)}" if h.encap else "")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+from netplane.kernel import conntrack
 from netplane.trace import capture, hops as hoplib, nat as natlib, probe as probelib, rules as ruleslib
 from netplane.trace.hops import Hop
 from netplane.trace.match import Matcher
@@ -61,7 +62,8 @@ def translations(target: Target, probe: probelib.Probe, hops: list[Hop], check: 
     inferred = natlib.infer(hops)
     if not check or not any(h.direction == "request" for h in hops):
         return inferred
-    tables = capture.conntrack(target.node_netns, capture.conntrack_argv(probe.proto, probe.src, probe.sport))
+    tables = conntrack.listed_in({p.node: p.netns for p in target.node_netns},
+                                 conntrack.flow_argv(probe.proto, probe.src, probe.sport))
     tracked = [n for node, text in tables.items()
                for n in natlib.from_conntrack(node, natlib.parse_conntrack_xml(text), probe)]
     return natlib.confirm(inferred, tracked, set(tables))

@@ -1,0 +1,70 @@
+"""The controller manager, as kube-controller-manager runs it: every controller's loop by name, on
+informers its caller runs; and what the API server does around them at its start (the system
+namespaces) and on every write (admission: Service addresses, pods' ServiceAccounts)."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from netplane import names
+from netplane.api import serviceaccounts
+from netplane.api.client import Client
+from netplane.api.errors import ApiError
+from netplane.api.informer import Informers
+from netplane.controllers.daemonset import DaemonSetController
+from netplane.controllers.deployment import DeploymentController
+from netplane.controllers.endpointslice import EndpointSliceController
+from netplane.controllers.eventttl import EventTTL
+from netplane.controllers.gc import GarbageCollector
+from netplane.controllers.nodeipam import NodeIPAM
+from netplane.controllers.nodelifecycle import NodeLifecycleController
+from netplane.controllers.replicaset import ReplicaSetController
+from netplane.controllers.scheduler import Scheduler
+from netplane.controllers.serviceaccount import RootCAPublisher, ServiceAccountsController
+from netplane.controllers.serviceip import admitter
+
+
+def loops(informers: Informers, cluster_cidr: str, lease_seconds: int,
+          ca_pem: str) -> dict[str, Callable[[], Awaitable]]:
+    """The controller manager: every controller's loop, by name, on informers its caller runs;
+    ``ca_pem`` is the API server's CA, published in every namespace."""
+    client = informers.client
+    inf = {plural: informers.get(plural) for plural in (
+        "nodes", "pods", "services", "endpointslices", "endpoints", "replicasets", "deployments", "daemonsets",
+        "namespaces", "serviceaccounts", "configmaps")}
+    inf["leases"] = informers.get("leases", names.LEASE_NAMESPACE)
+    loops = [
+        NodeIPAM(client, inf["nodes"], cluster_cidr).loop,
+        Scheduler(client, inf["nodes"], inf["pods"]).loop,
+        EndpointSliceController(client, inf["services"], inf["pods"], inf["endpointslices"], inf["endpoints"],
+                                inf["nodes"]).loop,
+        ReplicaSetController(client, inf["replicasets"], inf["pods"]).loop,
+        DeploymentController(client, inf["deployments"], inf["replicasets"]).loop,
+        DaemonSetController(client, inf["daemonsets"], inf["nodes"], inf["pods"]).loop,
+        NodeLifecycleController(client, inf["nodes"], inf["leases"], inf["pods"], lease_seconds).loop,
+        ServiceAccountsController(client, inf["namespaces"], inf["serviceaccounts"]).loop,
+        RootCAPublisher(client, inf["namespaces"], inf["configmaps"], ca_pem).loop,
+        GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
+                                  "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
+        EventTTL(client).loop,
+    ]
+    return {loop.name: loop.run for loop in loops}
+
+
+def admission(service_cidr: str) -> Callable:
+    """The API server's admission: Services get their IPs and NodePorts, pods their ServiceAccount."""
+    services = admitter(service_cidr)
+
+    def admit(verb: str, plural: str, obj: dict, old: dict | None, store) -> dict:
+        return serviceaccounts.admit_pod(verb, plural, services(verb, plural, obj, old, store), old, store)
+
+    return admit
+
+
+async def system_namespaces(client: Client) -> None:
+    """The namespaces the real API server makes at start: kube-node-lease holds the nodes' Leases."""
+    for name in ("kube-public", names.LEASE_NAMESPACE):
+        try:
+            await client.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except ApiError as err:
+            if err.code != 409:
+                raise
