@@ -52,7 +52,7 @@ from netplane.agent.proxy import proxier
 from netplane.agent.proxy.model import Endpoint, ServicePort
 from netplane.bench import percentile
 from netplane.kernel import netns, sysctl
-from netplane.lab.topology import Step, apply
+from netplane.kernel.steps import Step, apply
 
 LAB = "benchproxy"
 NODE = "node-1"
