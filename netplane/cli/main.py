@@ -803,7 +803,7 @@ def bench_dns(rate: int, seconds: float, rounds: int) -> None:
 @click.option("--baseline", default=100, show_default=True, help="Services the first-packet latency is compared with.")
 @click.option("--connects", default=300, show_default=True, help="Timed new TCP connections per mode and size.")
 @click.option("--changes", default=10, show_default=True, help="Incremental syncs of one changed Service per size.")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["nftables", "iptables-legacy", "iptables-nft"]),
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["nftables", "nftables-command", "iptables-legacy", "iptables-nft"]),
               help="Only these proxy modes (default: all the proxier offers).")
 @click.option("--slow", is_flag=True, help="Also run iptables-nft above 1,000 Services (minutes at 10,000).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)

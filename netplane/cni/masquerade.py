@@ -61,7 +61,7 @@ def add(owner: Owner, addresses: list[Interface]) -> None:
 def _elements(family: str) -> list[tuple[str, str]]:
     """(address, owner comment) of each element of the family's map; none without the table."""
     try:
-        listed = asyncio.run(nft.listed_json(None, ["list", "map", family, TABLE, "sources"]))
+        listed = asyncio.run(nft.listed_json(None, f"list map {family} {TABLE} sources"))
     except nft.NftError:
         return []
     found = []

@@ -2,6 +2,7 @@
 whole ruleset on a full sync and only the changes otherwise, and can remove all it made."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from netplane.agent.proxy import iptables as proxy_iptables
@@ -28,8 +29,9 @@ class Mode(Protocol):
 class NftablesMode:
     name = "nftables"
 
-    def __init__(self, netns: str | None, node: str, cluster_cidr: str) -> None:
-        self.netns = netns
+    def __init__(self, netns: str | None, node: str, cluster_cidr: str,
+                 transact: Callable[[str | None, str], Awaitable[None]] = nft.apply) -> None:
+        self.netns, self.transact = netns, transact  # how a script reaches the kernel (the bench's peer: nft -f)
         self.cache = FragmentCache(lambda sp: nftables.fragment(sp, node, cluster_cidr))
         self.base = nftables.base()
         self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
@@ -52,7 +54,7 @@ class NftablesMode:
                 return False
             script = nftables.update(changes)
         self.applied = None  # until the kernel took it: a failed sync leads to a full one
-        await nft.apply(self.netns, script)
+        await self.transact(self.netns, script)
         self.generation = await nft.generation(self.netns)
         self.applied = fragments
         return True
