@@ -18,7 +18,7 @@ ADDONS_MAY_USE = {"names", "api"}  # in-cluster programs: the API client side, n
 # it (the benchmarks run their peers - dnsmasq, iptables-legacy, curl - as a user would)
 STARTS_PROGRAMS_YET = {
     "agent/agnhost.py", "agent/containers.py", "agent/images.py", "agent/probes.py", "agent/streams.py",
-    "api/etcd.py", "api/satokens.py", "api/tls.py", "bench/api.py", "bench/dns.py", "bench/scale.py",
+    "api/etcd.py", "bench/api.py", "bench/dns.py", "bench/scale.py",
     "bench/streams.py", "bench/trace.py", "cni/conformance.py", "cni/ipam.py", "cni/runtime.py",
     "lab/hosts.py", "lab/lifecycle.py",
 }

@@ -13,13 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from netplane import names
 
@@ -32,14 +32,14 @@ CLAIMS = "kubernetes.io"
 
 def ensure_key(directory: Path) -> Path:
     """The service-account signing key in ``directory`` (a 2048-bit RSA key, as kubeadm's sa.key),
-    made once with openssl."""
+    made once."""
     key = directory / KEY_FILE
     if not key.exists():
         directory.mkdir(parents=True, exist_ok=True)
-        made = subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], capture_output=True, text=True)
-        if made.returncode != 0:
-            raise RuntimeError(f"openssl genrsa failed: {made.stderr.strip()}")
-        key.chmod(0o600)
+        made = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key.touch(mode=0o600)
+        key.write_bytes(made.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
     return key
 
 

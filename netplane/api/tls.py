@@ -1,4 +1,5 @@
-"""A certificate authority per lab and the API server's certificate, made once with openssl.
+"""A certificate authority per lab and the API server's certificate, made once (EC P-256 keys, through
+the cryptography library).
 
 The API server always speaks TLS: kubectl sends a bearer token only over TLS, and a later multi-VM
 lab needs it off loopback anyway. The kubeconfig carries the CA, so clients verify the server."""
@@ -7,7 +8,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from netplane import names
 
-EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 DAYS = "3650"
 
 
@@ -38,12 +37,6 @@ def client_context(ca_file: str | None) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=ca_file) if ca_file else None
 
 
-def _openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
-
-
 def ensure(directory: Path, name: str, hosts: list[str]) -> Certificates:
     """The CA and a server certificate for `hosts` (IPs or DNS names) in `directory`; kept if present
     and naming them all.
@@ -56,16 +49,7 @@ def ensure(directory: Path, name: str, hosts: list[str]) -> Certificates:
     ca_key = directory / "ca.key"
     if not (certs.ca.exists() and ca_key.exists()):
         make_ca(directory, name)
-    sans = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts)
-    extensions = directory / "apiserver.ext"
-    extensions.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n")
-    request = directory / "apiserver.csr"
-    _openssl("req", *EC_KEY, "-keyout", str(certs.key), "-out", str(request), "-subj", "/CN=netplane-apiserver")
-    _openssl("x509", "-req", "-in", str(request), "-CA", str(certs.ca), "-CAkey", str(ca_key), "-CAcreateserial",
-             "-out", str(certs.cert), "-days", DAYS, "-extfile", str(extensions))
-    for leftover in (request, extensions, directory / "ca.srl"):
-        leftover.unlink(missing_ok=True)
-    certs.key.chmod(0o600)
+    _issue(certs.cert, certs.key, "netplane-apiserver", ExtendedKeyUsageOID.SERVER_AUTH, hosts, ca=certs.ca)
     return certs
 
 
@@ -83,21 +67,18 @@ def names_all(cert: Path, hosts: list[str]) -> bool:
 def make_ca(directory: Path, name: str) -> Path:
     """A new CA (ca.crt, and ca.key with mode 0600) in directory; the certificate's path."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca, ca_key = directory / "ca.crt", directory / "ca.key"
-    _openssl("req", "-x509", *EC_KEY, "-keyout", str(ca_key), "-out", str(ca), "-days", DAYS,
-             "-subj", f"/CN=netplane-{name}-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    ca_key.chmod(0o600)
+    ca = directory / "ca.crt"
+    _issue(ca, directory / "ca.key", f"netplane-{name}-ca", None)
     return ca
 
 
 KUBELET_CLIENT = "apiserver-kubelet-client"  # kubeadm's name for the API server's certificate towards kubelets
 
 
-def _issue(cert: Path, key: Path, common_name: str, usage: x509.ObjectIdentifier, hosts: list[str] = (),
+def _issue(cert: Path, key: Path, common_name: str, usage: x509.ObjectIdentifier | None, hosts: list[str] = (),
            organization: str = "", ca: Path | None = None) -> None:
-    """A new EC key and a certificate for it, signed by the CA (ca and its .key beside it) or by
-    itself when ca is None."""
+    """A new EC key (P-256) and a certificate for it, signed by the CA (ca and its .key beside it)
+    or by itself when ca is None; ``usage`` None makes a CA (keyCertSign, cRLSign)."""
     own = ec.generate_private_key(ec.SECP256R1())
     names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
@@ -112,8 +93,13 @@ def _issue(cert: Path, key: Path, common_name: str, usage: x509.ObjectIdentifier
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(own.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(start)
                .not_valid_after(start + datetime.timedelta(days=int(DAYS)))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+               .add_extension(x509.BasicConstraints(ca=usage is None, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(
+                   digital_signature=usage is not None, key_cert_sign=usage is None, crl_sign=usage is None,
+                   content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False,
+                   encipher_only=False, decipher_only=False), critical=True))
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if hosts:
         builder = builder.add_extension(x509.SubjectAlternativeName(
             [x509.IPAddress(ipaddress.ip_address(h)) if _is_ip(h) else x509.DNSName(h) for h in hosts]), critical=False)

@@ -87,3 +87,12 @@ def keep_routes(netns: str | None, within: str, want: Mapping[str, Sequence[str]
                 ipr.route("replace", dst=cidr, gateway=hops[0], oif=oif)
             else:
                 ipr.route("replace", dst=cidr, multipath=[{"gateway": hop, "oif": oif} for hop in hops])
+
+
+def masters(netns: str | None) -> dict[str, str | None]:
+    """Every link of the namespace by name -> the name of the link it is enslaved to (a bridge
+    port's bridge), or None."""
+    with netlink(netns) as ipr:
+        found = ipr.get_links()
+    by_index = {link["index"]: link.get_attr("IFLA_IFNAME") for link in found}
+    return {link.get_attr("IFLA_IFNAME"): by_index.get(link.get_attr("IFLA_MASTER")) for link in found}

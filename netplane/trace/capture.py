@@ -27,8 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from netplane.kernel import netns
-from netplane.kernel.links import netlink
+from netplane.kernel import links, netns
 from netplane.trace.resolve import Place
 
 ETH_P_ALL = 0x0003
@@ -118,11 +117,7 @@ def bridge_ports(places: tuple[Place, ...]) -> dict[str, dict[str, str]]:
     for place in places:
         if not netns.exists(place.netns):
             continue
-        with netlink(place.netns) as ipr:
-            links = ipr.get_links()
-        by_index = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
-        found[place.netns] = {link.get_attr("IFLA_IFNAME"): by_index[link.get_attr("IFLA_MASTER")]
-                              for link in links if link.get_attr("IFLA_MASTER") in by_index}
+        found[place.netns] = {port: bridge for port, bridge in links.masters(place.netns).items() if bridge}
     return found
 
 

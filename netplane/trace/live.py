@@ -17,8 +17,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
-from netplane.kernel import netns
-from netplane.kernel.links import netlink
+from netplane.kernel import links, netns
 from netplane.trace import capture
 from netplane.trace.capture import Frame
 from netplane.trace.match import VXLAN_FLAG_VNI, VXLAN_PORTS, _icmp_what, _tcp_what
@@ -29,8 +28,7 @@ SLICE = 0.5  # seconds between checks of the time limit while nothing comes
 
 def interfaces(place: Place) -> list[str]:
     """The interfaces in a namespace, by name."""
-    with netlink(place.netns) as ipr:
-        return [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+    return list(links.masters(place.netns))
 
 
 def frames(place: Place, interface: str | None = None, count: int | None = None,
