@@ -4,6 +4,8 @@ thread's own namespace when none is named (the CNI server's threads each enter a
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +56,17 @@ def test_no_namespace_means_the_calling_threads_own(spaces):
         netns.run_in(space, lambda table=table: asyncio.run(nft.apply(None, f"add table ip {table}\n")))
     assert "here1" in tables(one) and "here2" not in tables(one)
     assert "here2" in tables(two) and "here1" not in tables(two)
+
+
+def test_a_process_in_a_namespace_keeps_one_context_for_its_own(spaces):
+    """As `netplane agent` runs in a node: no namespace named, the process's own."""
+    one, _ = spaces
+    script = ("import asyncio\nfrom netplane.kernel import nft\n"
+              "async def main():\n"
+              "    await nft.apply(None, 'add table ip own')\n"
+              "    before = await nft.generation(None)\n"
+              "    await nft.apply(None, 'add chain ip own c')\n"
+              "    print(len(nft._contexts), before != await nft.generation(None))\n"
+              "asyncio.run(main())\n")
+    ran = subprocess.run(netns.command(one, [sys.executable, "-c", script]), capture_output=True, text=True, check=True)
+    assert ran.stdout.split() == ["1", "True"] and "table ip own" in tables(one)

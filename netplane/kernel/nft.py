@@ -7,8 +7,9 @@ it is made in a thread inside the namespace and used from any thread after that,
 time. That saves what each `nft -f` process pays before its first byte reaches the kernel (about
 13 ms here: the process, the context, its caches). A context keeps its namespace alive, so one
 whose namespace was deleted (or replaced under the same name) is freed at the next call, or by
-``release``. The calling thread's own namespace (None) gets a context for the one command: a
-thread may have entered any namespace (the CNI server's do). ``apply_by_command`` is the old way, `nft -f -` per transaction, kept as the
+``release``. No namespace (None) means the calling thread's: the process's own namespace has a
+kept context too (used from the worker threads, which never change namespace), but a thread that
+entered another one (the CNI server's do) gets a context for the one command. ``apply_by_command`` is the old way, `nft -f -` per transaction, kept as the
 benchmark's peer.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import os
 import socket
 import struct
 import threading
@@ -91,23 +93,24 @@ class _Context:
             self.netfilter.close()
 
 
-_contexts: dict[str, _Context] = {}  # by namespace name
+_contexts: dict[str | None, _Context] = {}  # by namespace name; None: the process's own
 _contexts_lock = threading.Lock()
 
 
-def _context(namespace: str) -> _Context:
-    """The namespace's context, made on first use; contexts of namespaces that are gone are freed."""
+def _context(namespace: str | None) -> _Context:
+    """The namespace's context, made on first use; contexts of namespaces that are gone are freed.
+    None: the process's own namespace (call from a thread that is in it)."""
     with _contexts_lock:
         for name in [n for n, c in _contexts.items() if not c.alive()]:
             _contexts.pop(name).close()
         if namespace not in _contexts:
-            if not netns.exists(namespace):
+            if namespace is not None and not netns.exists(namespace):
                 raise NftError(f"no namespace {namespace}")
             _contexts[namespace] = _Context(namespace)
         return _contexts[namespace]
 
 
-def release(namespace: str) -> None:
+def release(namespace: str | None) -> None:
     """Free the namespace's context (and with it the namespace, if it was deleted meanwhile)."""
     with _contexts_lock:
         found = _contexts.pop(namespace, None)
@@ -124,8 +127,13 @@ def _run_here(text: str, flags: int) -> str:
         context.close()
 
 
+def _in_own_namespace() -> bool:
+    """Whether the calling thread is in the process's network namespace (the thread group leader's)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+
+
 async def _run(namespace: str | None, text: str, flags: int = 0) -> str:
-    if namespace is None:  # this thread's namespace, whichever it is now: not a context to keep
+    if namespace is None and not _in_own_namespace():  # a thread that entered another namespace
         return _run_here(text, flags)
     return await asyncio.to_thread(lambda: _context(namespace).run(text, flags))
 
@@ -197,17 +205,13 @@ def _ask_generation(sock: socket.socket, namespace: str | None) -> int:
     raise NftError("nf_tables answered without a generation")
 
 
-def _generation(namespace: str | None) -> int:
-    """The generation, through the namespace's context's socket (one made for the call when None:
-    making a socket in a namespace costs milliseconds, asking on a kept one microseconds)."""
-    if namespace is None:
-        with _netfilter_socket(None) as sock:
-            return _ask_generation(sock, None)
-    return _context(namespace).generation()
-
-
 async def generation(namespace: str | None) -> int:
     """The namespace's nf_tables generation: a number every committed transaction changes, whoever
     made it (nft, iptables-nft, another program), so a proxy that remembers the one after its own
-    sync knows in one netlink round trip whether anyone touched the ruleset since."""
-    return await asyncio.to_thread(_generation, namespace)
+    sync knows in one netlink round trip whether anyone touched the ruleset since. It is asked on
+    the namespace's kept socket (making a socket in a namespace costs milliseconds, asking on a kept
+    one microseconds)."""
+    if namespace is None and not _in_own_namespace():  # a thread that entered another namespace
+        with _netfilter_socket(None) as sock:
+            return _ask_generation(sock, None)
+    return await asyncio.to_thread(lambda: _context(namespace).generation())
