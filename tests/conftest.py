@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -77,3 +78,37 @@ def root_before() -> dict[str, str]:
     if not ROOT_BEFORE:
         ROOT_BEFORE.update(root_snapshot())
     return ROOT_BEFORE
+
+
+SHARED_LABS = {  # the labs tests share: name -> proxy mode and how its lab file differs from the default lab's
+    "nftables": ("nftables", {}),
+    "iptables": ("iptables", {}),
+    "reference-cni": ("nftables", {"network": {"cni": "reference"}}),
+    "hosts": ("nftables", {"network": {"dnsDomain": "hosts.test"}, "controlPlane": {"mode": "hosts"},
+                           "nodeResyncSeconds": 3}),
+}
+_open_labs: dict[str, ExitStack] = {}
+
+
+def on_labs(*names: str) -> pytest.MarkDecorator:
+    """Run a test on these shared labs (SHARED_LABS) instead of the default lab in each proxy mode."""
+    return pytest.mark.parametrize("lab", names, indirect=True)
+
+
+@pytest.fixture(scope="session", params=["nftables", "iptables"])
+def lab(request, tmp_path_factory) -> Iterator[str]:
+    """A shared lab, up once for the whole suite: pytest runs every test of one shared lab together
+    and brings the lab down before the next one comes up. Tests leave it as they found it (what
+    they apply they delete). By default the default lab in each proxy mode; `on_labs` picks others."""
+    from labtools import default_lab_file, running_lab
+    mode, fields = SHARED_LABS[request.param]
+    stack = _open_labs[request.param] = ExitStack()
+    with stack:
+        yield stack.enter_context(running_lab(default_lab_file(tmp_path_factory.mktemp(request.param), mode, **fields)))
+    _open_labs.pop(request.param, None)
+
+
+def close_shared_labs() -> None:
+    """Bring down the shared lab that is up (pytest would at the very end, after the last test)."""
+    for stack in list(_open_labs.values()):
+        stack.close()

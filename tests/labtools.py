@@ -26,6 +26,20 @@ def cli(lab: str, *args: str, timeout: float = 120, check: bool = False) -> subp
                           check=check, stdin=subprocess.DEVNULL)
 
 
+def apply_docs(lab: str, path: Path, docs: list[dict]) -> None:
+    """Write the objects to path as one YAML stream and `netplane apply -f` it."""
+    path.write_text(yaml.safe_dump_all(docs))
+    cli(lab, "apply", "-f", str(path), check=True)
+
+
+def service_manifest(directory: Path, name: str, **spec) -> str:
+    """A Service of the demo app's web pods (port 80 -> their `http` port) written to a file; `spec` adds fields."""
+    body = {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}], **spec}
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": body}))
+    return str(path)
+
+
 def get(lab: str, kind: str, name: str | None = None) -> dict:
     out = cli(lab, "get", kind, *([name] if name else []), "-o", "json", check=True).stdout
     return json.loads(out)
@@ -35,9 +49,39 @@ def pod_ip(lab: str, pod: str) -> str:
     return get(lab, "pods", pod)["status"]["podIP"]
 
 
+_containers: dict[tuple[str, str], tuple[int, str]] = {}  # (lab, pod) -> its container's pid and start time
+
+
+def _started(pid: int) -> str:
+    """A process's start time (field 22 of /proc/PID/stat), "" when it is gone: with the pid, it
+    tells a container's process from a later one that got the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, IndexError):
+        return ""
+
+
+def in_pod(lab: str, pod: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run argv in a pod's default container as `netplane exec` runs it (the same nsenter command
+    line), without a CLI process each time: the container's process is looked up once through the
+    CLI and remembered while it lives. Tests of `netplane exec` itself call the CLI."""
+    from netplane.kernel import nsenter
+    found = _containers.get((lab, pod))
+    if found is None or _started(found[0]) != found[1]:
+        obj = get(lab, "pods", pod)
+        wanted = obj["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/default-container") \
+            or obj["spec"]["containers"][0]["name"]
+        status = next(s for s in obj["status"]["containerStatuses"] if s["name"] == wanted)
+        pid = int(status["containerID"].rsplit("/", 1)[1])
+        found = _containers[(lab, pod)] = (pid, _started(pid))
+    return subprocess.run(nsenter.command(found[0], list(argv)), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
 def http(lab: str, pod: str, url: str, timeout: int = 3) -> subprocess.CompletedProcess:
-    """curl from inside a pod's network namespace."""
-    return cli(lab, "exec", pod, "--", "curl", "-sS", "-m", str(timeout), url)
+    """curl from inside a pod."""
+    return in_pod(lab, pod, "curl", "-sS", "-m", str(timeout), url)
 
 
 def eventually(check: Callable[[], object], timeout: float = 15, interval: float = 0.1) -> object:
@@ -133,3 +177,22 @@ def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True,
     if check:
         assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
     return result
+
+
+def nft_table(space: str, table: str = "ip kube-proxy") -> dict:
+    """A table as the kernel holds it: each chain's rules and each set's declaration and elements,
+    without handles or the order of objects, so that tables built in different ways compare."""
+    out = subprocess.run(["nsenter", f"--net=/run/netns/{space}", "nft", "-j", "list", "table", *table.split()],
+                         capture_output=True, text=True, check=True).stdout
+    found: dict = {"chains": {}, "sets": {}}
+    for item in json.loads(out)["nftables"]:
+        if "rule" in item:
+            found["chains"][item["rule"]["chain"]].append(json.dumps(item["rule"]["expr"], sort_keys=True))
+        elif "chain" in item:
+            hook = {k: v for k, v in item["chain"].items() if k in ("type", "hook", "prio", "policy")}
+            found["chains"].setdefault(item["chain"]["name"], []).append(json.dumps(hook, sort_keys=True))
+        elif "set" in item or "map" in item:
+            obj = item.get("set") or item["map"]
+            found["sets"][obj["name"]] = (obj.get("timeout"), json.dumps(obj.get("type")), obj.get("flags"),
+                                          sorted(json.dumps(e, sort_keys=True) for e in obj.get("elem", [])))
+    return found

@@ -12,14 +12,14 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from labtools import eventually_async
+from support.api import assert_status, serving, take
+from support.objects import SAMPLES, pod
 from netplane.api import resources
 from netplane.api.client import Client, retry_on_conflict
 from netplane.api.errors import ApiError, Gone
@@ -28,53 +28,7 @@ from netplane.api.server import start
 from netplane.api.store import Store
 
 
-def pod(name: str, labels: dict | None = None, node: str | None = None, ns: str = "default") -> dict:
-    spec: dict = {"containers": [{"name": "echo", "image": "netplane/echo"}]}
-    if node:
-        spec["nodeName"] = node
-    meta = {"name": name, "namespace": ns, "labels": labels or {}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-
-
-SAMPLES = {
-    "namespaces": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}},
-    "nodes": {
-        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}, "spec": {"podCIDR": "10.244.1.0/24"}
-    },
-    "pods": pod("web-1", {"app": "web"}),
-    "services": {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]},
-    },
-    "endpointslices": {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": "web-abc", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.1.5"]}],
-        "ports": [{"port": 8080, "protocol": "TCP"}],
-    },
-}
-
-
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
-
-
-@asynccontextmanager
-async def serving(
-    tmp_path: Path, token: str | None = None, bookmark_interval: float = 60.0, **store_args
-) -> AsyncIterator[tuple[Store, Client, int]]:
-    """A store in tmp_path, a server for it on a free port and a client of that server."""
-    store = Store(str(tmp_path / "api.db"), **store_args)
-    runner, port = await start(store, token=token, bookmark_interval=bookmark_interval)
-    try:
-        async with Client(f"http://127.0.0.1:{port}", token) as client:
-            yield store, client, port
-    finally:
-        await runner.cleanup()
-        store.close()
 
 
 async def raw(port: int, method: str, path: str, data: bytes | None = None, token: str | None = None,
@@ -87,23 +41,6 @@ async def raw(port: int, method: str, path: str, data: bytes | None = None, toke
         body = None if data is None else io.BytesIO(data)
         async with http.request(method, f"http://127.0.0.1:{port}{path}", data=body) as resp:
             return resp.status, json.loads(await resp.read())
-
-
-def assert_status(body: dict, code: int, reason: str) -> None:
-    assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["status"] == "Failure"
-    assert (body["code"], body["reason"]) == (code, reason)
-    assert body["message"]
-
-
-async def take(events: AsyncIterator[dict], n: int) -> list[tuple[str, str]]:
-    """(type, name) of the next n events, within two seconds."""
-    got = []
-    async with asyncio.timeout(2):
-        async for event in events:
-            got.append((event["type"], event["object"]["metadata"]["name"]))
-            if len(got) == n:
-                return got
-    return got
 
 
 # -- resources table

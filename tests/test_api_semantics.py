@@ -26,9 +26,8 @@ import yaml
 from netplane.api import lifecycle, openapi, paging, patch, protobuf, resources, schema, tables, times
 from netplane.api.errors import ApiError, Gone
 from netplane.api.lifecycle import DeleteOptions
-from netplane.api.server import start
-from netplane.api.store import Store
-from test_api import assert_status, pod, serving, take
+from support.api import Cluster, assert_status, serving, take
+from support.objects import pod
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
 POD = schema.for_kind("Pod")
@@ -991,54 +990,6 @@ def test_openapi_v3_tells_kubectl_the_server_validates_fields(tmp_path):
 
 
 # -- real clients: kubectl 1.32 and the official Python client, against a server in a thread
-
-
-class Cluster:
-    """A server on its own loop in a thread (the clients below block), its store, and a kubeconfig
-    for plain HTTP without a token: kubectl sends no bearer token over plain HTTP."""
-
-    def __init__(self, tmp_path):
-        self.store = Store(str(tmp_path / "api.db"))
-        self.tmp_path = tmp_path
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),))
-
-    async def _serve(self) -> None:
-        runner, self.port = await start(self.store, bookmark_interval=0.5)
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-    def __enter__(self) -> Cluster:
-        self._thread.start()
-        assert self._ready.wait(5)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.kubeconfig = self.tmp_path / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "np",
-            "clusters": [{"name": "np", "cluster": {"server": self.url}}],
-            "users": [{"name": "np", "user": {}}],
-            "contexts": [{"name": "np", "context": {"cluster": "np", "user": "np", "namespace": "default"}}],
-        }))
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
-        self._loop.close()
-        self.store.close()
-
-    def argv(self, *args: str) -> list[str]:
-        return ["kubectl", "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.tmp_path / "cache"), *args]
-
-    def kubectl(self, *args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(self.argv(*args), input=stdin, capture_output=True, text=True, timeout=30)
-        if ok:
-            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-        return done
-
 
 
 MANIFEST = """

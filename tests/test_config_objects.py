@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from test_api_semantics import Cluster
+from support.api import Cluster
 
 TLS_WITHOUT_KEY = """apiVersion: v1
 kind: Secret

@@ -8,17 +8,15 @@ from netplane.api import defaults
 from netplane.api.errors import ApiError
 from netplane.api.resources import by_plural
 from netplane.controllers import endpointslice, nodeipam, scheduler, serviceip
+from support import objects
 
 
 def pod(name, ip=None, labels=None, node="node-1", ready=True, ports=None, namespace="default"):
-    status = {"phase": "Running" if ip else "Pending"}
-    if ip:
-        status["podIP"] = ip
-    if ready:
-        status["conditions"] = [{"type": "Ready", "status": "True"}]
-    container = {"name": "c", "image": "netplane/echo", "ports": ports or [{"name": "http", "containerPort": 8080}]}
-    return {"metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "labels": labels or {}},
-            "spec": {"nodeName": node, "containers": [container]}, "status": status}
+    """A Pod as the API holds it once scheduled: Running with its IP, or Pending without one."""
+    status = {"phase": "Running" if ip else "Pending", **({"podIP": ip} if ip else {}),
+              **({"conditions": [{"type": "Ready", "status": "True"}]} if ready else {})}
+    return objects.pod(name, labels, node, namespace, ports or [{"name": "http", "containerPort": 8080}],
+                       status=status, uid=f"uid-{name}")
 
 
 def service(name="web", ports=None, selector=None):

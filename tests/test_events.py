@@ -11,7 +11,7 @@ import pytest
 from netplane.api.events import NORMAL, Recorder
 from netplane.controllers.eventttl import expired
 from netplane.controllers.scheduler import unschedulable_message
-from test_api import serving
+from support.api import Cluster, serving
 
 
 def test_the_recorder_writes_in_the_background_and_counts_a_repeat_on_the_same_event(tmp_path):
@@ -64,7 +64,6 @@ def test_events_k8s_io_v1_serves_the_same_events_in_its_own_words(tmp_path):
     fields, maps its field selector labels, watches converted, refuses what upstream refuses."""
     import kubernetes
     from kubernetes.client import EventsV1Api, CoreV1Api, ApiException
-    from test_api_semantics import Cluster
 
     with Cluster(tmp_path) as c, kubernetes.client.ApiClient(kubernetes.client.Configuration(host=c.url)) as client:
         core, events = CoreV1Api(client), EventsV1Api(client)

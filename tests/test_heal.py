@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from labtools import cli, default_lab_file, eventually, get, http, pod_ip, running_lab
+from labtools import apply_docs, cli, default_lab_file, eventually, get, http, pod_ip, running_lab
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab import model
-from test_lab import apply_docs, echo_pod
+from support import objects
 
 RESYNC = 3
 
@@ -125,7 +125,7 @@ def test_a_healthy_pod_is_never_attached_again_even_with_a_hostport(lab, tmp_pat
     portmap fails CHECK for every IPv4-only pod): across three resync periods no pod's veth is made
     again (a re-attach gives it a new interface index) and a hostPort keeps answering."""
     mode, name = lab
-    apply_docs(name, tmp_path / "hostport.yaml", [echo_pod("hostport", "node-1", {"app": "hostport"},
+    apply_docs(name, tmp_path / "hostport.yaml", [objects.pod("hostport", {"app": "hostport"}, "node-1", ports=
                                                            [{"containerPort": 8080, "hostPort": 18081}])])
     eventually(lambda: get(name, "pods", "hostport").get("status", {}).get("phase") == "Running")
 

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from conftest import unique_lab
-from labtools import bare_lab, cli, eventually, kubectl
+from labtools import bare_lab, cli, eventually, http, kubectl
 from netplane.lab.state import LabState
 
 DEPLOYMENT = """
@@ -67,7 +67,7 @@ def endpoints(lab: str, service: str = "web") -> set[str]:
 
 
 def answers(lab: str, ip: str, tries: int = 24) -> set[str]:
-    return {cli(lab, "exec", "probe", "--", "curl", "-sS", "-m", "2", f"http://{ip}/hostname").stdout
+    return {http(lab, "probe", f"http://{ip}/hostname", timeout=2).stdout
             for _ in range(tries)}
 
 
@@ -284,7 +284,7 @@ def test_a_lab_keeps_its_objects_in_etcd_when_asked(tmp_path):
             keys = {base64.b64decode(kv["key"]).decode().rsplit("/", 1)[-1] for kv in reply.get("kvs", [])}
             assert keys == {"web-1", "web-2", "client", "duo"}
             ip = json.loads(kubectl(name, "get", "svc", "web", "-o", "json").stdout)["spec"]["clusterIP"]
-            assert cli(name, "exec", "client", "--", "curl", "-sS", "-m", "3", f"http://{ip}/hostname").stdout \
+            assert http(name, "client", f"http://{ip}/hostname").stdout \
                 in ("web-1", "web-2")
         finally:
             cli(name, "down")

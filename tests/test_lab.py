@@ -1,10 +1,11 @@
 """The whole path, end to end, on the default lab: the four paths of DESIGN.md and the Service
 semantics of kube-proxy, in each proxy mode.
 
-Conventions: one default lab for the module and proxy mode (2 nodes, demo app: web-1 on node-1, web-2 on node-2,
-client on node-1, duo with two containers, Service web 80 -> http 8080 and 81/UDP -> 8081),
-named t<hex>, brought down by the fixture even when a test fails. Tests that change objects
-create their own and leave the demo app as it was.
+Conventions: the shared default lab of each proxy mode (conftest's `lab`: 2 nodes, demo app: web-1
+on node-1, web-2 on node-2, client on node-1, duo with two containers, Service web 80 -> http 8080
+and 81/UDP -> 8081), named t<hex>, brought down by the fixture even when a test fails; the paths also
+run on the reference CNI's lab and the hosts control plane's. Tests that change objects create their
+own and leave the demo app as it was.
 """
 from __future__ import annotations
 
@@ -18,33 +19,23 @@ import time
 import pytest
 import yaml
 
-from conftest import unique_lab
-from labtools import DNS_PODS, cli, default_lab_file, eventually, get, http, pod_ip
+from conftest import SHARED_LABS, on_labs
+from labtools import apply_docs, cli, eventually, get, http, pod_ip, service_manifest
 from netplane import names
 from netplane.kernel import netns
-from netplane.lab import lifecycle, model
 from netplane.lab.state import LabState
+from support import objects
 
 
-@pytest.fixture(scope="module", params=model.IMPLEMENTED_PROXY_MODES)
-def lab(request, tmp_path_factory):
-    """The default lab in each proxy mode."""
-    name = unique_lab()
-    path = default_lab_file(tmp_path_factory.mktemp(request.param), request.param)
-    lines: list[str] = []
-    try:
-        summary = lifecycle.up(model.load(path, name), lines.append)
-        assert summary.pods == 4 + DNS_PODS and summary.nodes == 2
-        yield name
-    finally:
-        if lifecycle.is_up(name):
-            lifecycle.down(name)
+EVERY_LAB = on_labs(*SHARED_LABS)  # the paths work whatever the proxy mode, the CNI or the control plane
+EVERY_CNI = on_labs("nftables", "iptables", "reference-cni")  # what a CNI plugin takes part in
 
 
 def pods_by_name(lab: str) -> dict[str, dict]:
     return {p["metadata"]["name"]: p for p in get(lab, "pods")["items"]}
 
 
+@EVERY_LAB
 def test_pods_run_on_both_nodes_with_ips_from_their_nodes_podcidr(lab):
     nodes = {n["metadata"]["name"]: n for n in get(lab, "nodes")["items"]}
     assert set(nodes) == {"node-1", "node-2"}
@@ -60,6 +51,7 @@ def test_pods_run_on_both_nodes_with_ips_from_their_nodes_podcidr(lab):
     assert f"{pods['web-2']['status']['podIP']}" in wide
 
 
+@EVERY_LAB
 def test_path2_pods_on_one_node_talk_over_the_bridge(lab):
     reply = http(lab, "client", f"http://{pod_ip(lab, 'web-1')}:8080/hostname")
     assert reply.returncode == 0 and reply.stdout == "web-1"
@@ -68,6 +60,7 @@ def test_path2_pods_on_one_node_talk_over_the_bridge(lab):
     assert seen.split(":")[0] == pod_ip(lab, "client")
 
 
+@EVERY_LAB
 def test_path3_pods_on_two_nodes_talk_over_vxlan(lab):
     reply = http(lab, "client", f"http://{pod_ip(lab, 'web-2')}:8080/hostname")
     assert reply.returncode == 0 and reply.stdout == "web-2"
@@ -79,12 +72,14 @@ def test_path3_pods_on_two_nodes_talk_over_vxlan(lab):
     assert f"{node2['spec']['podCIDR']} via {gateway} dev flannel.1" in routes and "onlink" in routes
 
 
+@EVERY_LAB
 def test_path1_containers_of_one_pod_talk_over_localhost(lab):
     # the sidecar container (port 9090) asks the web container (8080) over 127.0.0.1
     reply = http(lab, "client", f"http://{pod_ip(lab, 'duo')}:9090/dial?host=127.0.0.1&port=8080&request=hostname")
     assert json.loads(reply.stdout) == {"responses": ["duo"], "errors": []}
 
 
+@EVERY_LAB
 def test_path4_a_clusterip_reaches_both_endpoints(lab):
     svc = get(lab, "services", "web")
     ip = svc["spec"]["clusterIP"]
@@ -96,6 +91,7 @@ def test_path4_a_clusterip_reaches_both_endpoints(lab):
     assert json.loads(udp.stdout)["responses"][0] in {"web-1", "web-2"}
 
 
+@EVERY_CNI
 def test_deleting_an_endpoint_pod_removes_it_from_slice_and_rules(lab, tmp_path):
     manifest = tmp_path / "api.yaml"
     docs = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"api-{i}", "labels": {"app": "api"}},
@@ -229,17 +225,11 @@ def test_the_scheduler_spreads_pods_without_a_node(lab, tmp_path):
     cli(lab, "delete", "-f", str(manifest), check=True)
 
 
-def service_manifest(tmp_path, name: str, **spec) -> str:
-    body = {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}], **spec}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": body}))
-    return str(path)
-
-
 def from_node(lab: str, node: str, url: str) -> str:
     return cli(lab, "exec", f"node/{node}", "--", "curl", "-sS", "-m", "3", url).stdout
 
 
+@EVERY_CNI
 def test_a_nodeport_answers_on_every_node_and_masquerades(lab, tmp_path):
     path = service_manifest(tmp_path, "np-cluster", type="NodePort")
     cli(lab, "apply", "-f", path, check=True)
@@ -276,9 +266,10 @@ def test_session_affinity_sends_a_client_to_one_endpoint(lab, tmp_path):
     cli(lab, "delete", "-f", path, check=True)
 
 
+@EVERY_CNI
 def test_hairpin_a_pod_reaches_itself_through_its_service(lab):
     ip = get(lab, "services", "web")["spec"]["clusterIP"]
-    seen = {cli(lab, "exec", "web-1", "--", "curl", "-sS", "-m", "3", f"http://{ip}/hostname").stdout for _ in range(16)}
+    seen = {http(lab, "web-1", f"http://{ip}/hostname").stdout for _ in range(16)}
     assert "web-1" in seen  # it was sent to itself at least once, and the reply came back
 
 
@@ -345,17 +336,6 @@ def labtools_exec(lab: str, pod: str) -> list[str]:
     return [NETPLANE, "--lab", lab, "exec", pod, "--"]
 
 
-def apply_docs(lab: str, path, docs: list[dict]) -> None:
-    path.write_text(yaml.safe_dump_all(docs))
-    cli(lab, "apply", "-f", str(path), check=True)
-
-
-def echo_pod(name: str, node: str, labels: dict, ports: list[dict] | None = None, **spec) -> dict:
-    container = {"name": "echo", "image": "netplane/echo", **({"ports": ports} if ports else {})}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
-            "spec": {"nodeName": node, "containers": [container], **spec}}
-
-
 def service(name: str, **spec) -> dict:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
 
@@ -374,9 +354,9 @@ def udp_via(lab: str, ip: str, port: int) -> str:
 
 def test_multiport_with_named_target_ports_and_one_port_on_tcp_and_udp(lab, tmp_path):
     """Port 80 on TCP and on UDP; targetPorts named, resolved per endpoint to different numbers."""
-    docs = [echo_pod("mp-a", "node-1", {"app": "mp"}, [{"name": "web", "containerPort": 8080},
+    docs = [objects.pod("mp-a", {"app": "mp"}, "node-1", ports=[{"name": "web", "containerPort": 8080},
                                                       {"name": "dns", "containerPort": 8081, "protocol": "UDP"}]),
-            echo_pod("mp-b", "node-2", {"app": "mp"}, [{"name": "web", "containerPort": 9090},
+            objects.pod("mp-b", {"app": "mp"}, "node-2", ports=[{"name": "web", "containerPort": 9090},
                                                       {"name": "dns", "containerPort": 9091, "protocol": "UDP"}]),
             service("mp", selector={"app": "mp"}, ports=[{"name": "tcp", "port": 80, "targetPort": "web"},
                                                          {"name": "udp", "port": 80, "protocol": "UDP", "targetPort": "dns"}])]
@@ -422,7 +402,7 @@ def test_internal_traffic_policy_local_uses_only_this_nodes_endpoints(lab, tmp_p
 def test_a_terminating_endpoint_serves_only_while_no_endpoint_is_ready(lab, tmp_path):
     """A pod that ignores SIGTERM stays serving while it terminates; with no ready endpoint left,
     kube-proxy falls back to it instead of refusing."""
-    stubborn = echo_pod("term-1", "node-2", {"app": "term"}, terminationGracePeriodSeconds=20)
+    stubborn = objects.pod("term-1", {"app": "term"}, "node-2", terminationGracePeriodSeconds=20)
     stubborn["spec"]["containers"][0] |= {"image": "busybox", "command": [  # busybox's httpd, its shell deaf to SIGTERM
         "sh", "-c", "trap '' TERM; mkdir /tmp/www; printf term-1 > /tmp/www/hostname; httpd -f -p 8080 -h /tmp/www & wait"]}
     path = tmp_path / "term.yaml"
@@ -453,7 +433,7 @@ def test_load_balancer_source_ranges_admit_only_the_listed_clients(lab, tmp_path
 
 def test_external_traffic_policy_local_drops_on_a_node_without_a_local_endpoint(lab, tmp_path):
     path = tmp_path / "solo.yaml"
-    apply_docs(lab, path, [echo_pod("solo", "node-1", {"app": "solo"}),
+    apply_docs(lab, path, [objects.pod("solo", {"app": "solo"}, "node-1"),
                            service("solo", selector={"app": "solo"}, type="NodePort", externalTrafficPolicy="Local",
                                    ports=[{"port": 80, "targetPort": 8080}])])
     port = get(lab, "services", "solo")["spec"]["ports"][0]["nodePort"]
@@ -482,7 +462,7 @@ LINE_SERVER = ("import socket,threading\n"
 def test_an_open_connection_survives_a_restart_of_the_proxy(lab, tmp_path):
     """The control plane and its node agents die (kill -9) and come back: the proxy adopts its rules
     with a full sync, and a TCP connection opened through the Service before goes on."""
-    server = echo_pod("conn", "node-2", {"app": "conn"})
+    server = objects.pod("conn", {"app": "conn"}, "node-2")
     server["spec"]["containers"][0] |= {"image": "python", "command": ["python3", "-c", LINE_SERVER]}
     path = tmp_path / "conn.yaml"
     apply_docs(lab, path, [server, service("conn", selector={"app": "conn"}, ports=[{"port": 7000}])])
@@ -537,7 +517,7 @@ def test_a_pod_name_of_253_characters_runs_end_to_end(lab, tmp_path):
     serves, is reached, is exec'd into and goes away like any pod."""
     name = ("p" * 62 + ".") * 4 + "e"  # 253 characters, a valid DNS subdomain
     assert len(name) == 253
-    apply_docs(lab, tmp_path / "long.yaml", [echo_pod(name, "node-2", {"app": "long"}, ports=[{"containerPort": 8080}])])
+    apply_docs(lab, tmp_path / "long.yaml", [objects.pod(name, {"app": "long"}, "node-2", ports=[{"containerPort": 8080}])])
     pod = eventually(lambda: (p := get(lab, "pods", name))["status"].get("phase") == "Running" and p, timeout=30)
     # its hostname, which the echo server answers, is its name cut to 63 characters without the trailing
     # dot, as the kubelet makes it
@@ -555,7 +535,7 @@ def test_a_container_that_cannot_bind_its_port_crashes_and_backs_off(lab, tmp_pa
     """Two containers on one port: the one that binds second cannot, so it ends with exit code 1 as
     any server would; it is restarted at once, then backs off (CrashLoopBackOff), and the pod is not
     Ready. (The containers start side by side: either may be the second.)"""
-    clash = echo_pod("clash", "node-1", {"app": "clash"}, ports=[{"containerPort": 8080}])
+    clash = objects.pod("clash", {"app": "clash"}, "node-1", ports=[{"containerPort": 8080}])
     clash["spec"]["containers"].append({"name": "again", "image": "netplane/echo", "ports": [{"containerPort": 8080}]})
     apply_docs(lab, tmp_path / "clash.yaml", [clash])
 

@@ -1,11 +1,11 @@
 """A lab on the CNI its lab file names (`network.cni`), and hostPorts through portmap.
 
 Conventions: the default lab (see test_lab.py: web-1 and client on node-1 = 172.30.0.11, web-2 on
-node-2 = 172.30.0.12, Service web) once per CNI kind, module-scoped, named t<hex>: `reference`
-(Debian's bridge + host-local + portmap) with nftables kube-proxy, and `netplane` (netplane's
-plugins + portmap) with iptables kube-proxy, so portmap meets both proxy modes. The four paths are
-test_lab.py's own tests, imported here so that they run on these labs too. A hostPort pod is
-`hostport` on node-1, hostPort 18080 -> 8080. Pure tests (model, config builders) need no lab.
+node-2 = 172.30.0.12, Service web) once per CNI kind, shared (conftest's `lab`): `reference-cni`
+(Debian's bridge + host-local + portmap) with nftables kube-proxy, and `iptables` (netplane's
+plugins + portmap, the default) with iptables kube-proxy, so portmap meets both proxy modes. The
+four paths are test_lab.py's, which run on these labs too. A hostPort pod is `hostport` on node-1,
+hostPort 18080 -> 8080. Pure tests (model, config builders) need no lab.
 """
 from __future__ import annotations
 
@@ -14,32 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from labtools import cli, default_lab_file, eventually, get, running_lab
+from conftest import on_labs
+from labtools import apply_docs, cli, eventually, get, service_manifest
 from netplane.agent.kubelet import capability_args
 from netplane.agent.node import cni_config, network_config
 from netplane.lab import model
 from netplane.lab.state import LabState
-# test_lab's tests of the four paths, collected again here with this module's `lab` fixture
-from test_lab import (apply_docs, echo_pod, service_manifest,  # noqa: F401 - the tests are collected
-                      test_a_nodeport_answers_on_every_node_and_masquerades,
-                      test_deleting_an_endpoint_pod_removes_it_from_slice_and_rules,
-                      test_hairpin_a_pod_reaches_itself_through_its_service,
-                      test_path1_containers_of_one_pod_talk_over_localhost,
-                      test_path2_pods_on_one_node_talk_over_the_bridge, test_path3_pods_on_two_nodes_talk_over_vxlan,
-                      test_path4_a_clusterip_reaches_both_endpoints,
-                      test_pods_run_on_both_nodes_with_ips_from_their_nodes_podcidr)
+from support import objects
 
-PROXY_MODE = {"reference": "nftables", "netplane": "iptables"}
 HOST_PORT = 18080
 NODE_1, NODE_2 = "172.30.0.11", "172.30.0.12"
 
 
-@pytest.fixture(scope="module", params=list(PROXY_MODE))
-def lab(request, tmp_path_factory):
-    """The default lab on one CNI kind."""
-    with running_lab(default_lab_file(tmp_path_factory.mktemp(request.param), PROXY_MODE[request.param],
-                                      network={"cni": request.param})) as name:
-        yield name
+CNI_LABS = on_labs("reference-cni", "iptables")  # the reference plugins, and netplane's (the default)
 
 
 def from_client(lab: str, url: str) -> str:
@@ -51,13 +38,15 @@ def nat_rules(lab: str, node: str) -> str:
     return cli(lab, "exec", f"node/{node}", "--", "iptables-save", "-t", "nat", check=True).stdout
 
 
+@CNI_LABS
 def test_the_nodes_conflist_is_the_labs_cni(lab, request):
     conf = json.loads((LabState(lab).node_dir("node-1") / "10-netplane.conflist").read_text())
-    bridge = {"reference": "bridge", "netplane": "netplane-bridge"}[request.node.callspec.params["lab"]]
+    bridge = {"reference-cni": "bridge", "iptables": "netplane-bridge"}[request.node.callspec.params["lab"]]
     assert [p["type"] for p in conf["plugins"]] == [bridge, "portmap"]
     assert conf["plugins"][0]["ipam"]["ranges"] == [[{"subnet": get(lab, "nodes", "node-1")["spec"]["podCIDR"]}]]
 
 
+@CNI_LABS
 def test_the_underlay_client_reaches_a_nodeport(lab, tmp_path):
     path = service_manifest(tmp_path, "np-client", type="NodePort")
     cli(lab, "apply", "-f", path, check=True)
@@ -68,9 +57,10 @@ def test_the_underlay_client_reaches_a_nodeport(lab, tmp_path):
     cli(lab, "delete", "-f", path, check=True)
 
 
+@CNI_LABS
 def test_a_hostport_is_reached_on_its_nodes_underlay_ip_until_the_pod_goes(lab, tmp_path):
     path = tmp_path / "hostport.yaml"
-    apply_docs(lab, path, [echo_pod("hostport", "node-1", {"app": "hostport"},
+    apply_docs(lab, path, [objects.pod("hostport", {"app": "hostport"}, "node-1", ports=
                                     [{"containerPort": 8080, "hostPort": HOST_PORT}])])
     url = f"http://{NODE_1}:{HOST_PORT}"
     assert eventually(lambda: from_client(lab, f"{url}/hostname") == "hostport", timeout=30)

@@ -1,7 +1,7 @@
 """A lab whose control plane runs as on real machines: `netplane server` in its own emulated host on
 the underlay, and `netplane agent` as a separate process in each node, joined with a bootstrap
-token over TLS. The four paths and traces work across them; a wrong token and a second agent for a
-node are refused.
+token over TLS (conftest's shared `hosts` lab; test_lab.py's paths and two of test_trace.py's traces
+run on it too). A wrong token and a second agent for a node are refused.
 """
 from __future__ import annotations
 
@@ -13,34 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
-from labtools import DNS_PODS, cli, default_lab_file, eventually, get, http, kubectl, pod_ip, running_lab
+from conftest import SHARED_LABS, on_labs
+from labtools import DNS_PODS, cli, eventually, get, http, kubectl, pod_ip
 from netplane import names
 from netplane.api import auth, kubeconfig, tls
 from netplane.kernel import netns
 from netplane.lab.state import LabState
-# the four paths of test_lab and two traces of test_trace, collected again on this module's `lab`
-from test_lab import (apply_docs, echo_pod, service_manifest,  # noqa: F401 - the tests are collected
-                      test_path1_containers_of_one_pod_talk_over_localhost,
-                      test_path2_pods_on_one_node_talk_over_the_bridge, test_path3_pods_on_two_nodes_talk_over_vxlan,
-                      test_path4_a_clusterip_reaches_both_endpoints,
-                      test_pods_run_on_both_nodes_with_ips_from_their_nodes_podcidr)
-from test_trace import (test_across_nodes_the_probe_crosses_the_overlay,  # noqa: F401
-                        test_service_to_a_remote_endpoint_shows_dnat_then_vxlan)
 
 CONTROL_PLANE_IP = "172.30.0.3"
-RESYNC = 3  # the agents' nodeResyncSeconds in this lab
-DOMAIN = "hosts.test"  # this lab's cluster domain: the server's and the agents' flags carry it
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with running_lab(default_lab_file(tmp_path_factory.mktemp("hosts"), "nftables",
-                                      network={"dnsDomain": DOMAIN}, controlPlane={"mode": "hosts"},
-                                      nodeResyncSeconds=RESYNC)) as name:
-        yield name
+RESYNC = SHARED_LABS["hosts"][1]["nodeResyncSeconds"]  # the agents' nodeResyncSeconds in this lab
+DOMAIN = SHARED_LABS["hosts"][1]["network"]["dnsDomain"]  # this lab's cluster domain: the server's and the agents' flags carry it
+pytestmark = on_labs("hosts")
 
 
 def processes_in(space: str) -> dict[int, str]:

@@ -390,7 +390,7 @@ async def until(condition, seconds: float = 5) -> float:
 async def running_proxier(tmp_path, space: str, **options):
     """(API client, web's Service object, a Proxier of node-1 running in `space`) on a real API server
     holding Service web and its slice; the proxier and its informers stop afterwards."""
-    from test_api import serving
+    from support.api import serving
 
     from netplane.agent.proxy.proxier import Proxier
 

@@ -3,7 +3,7 @@
 - ``store_url`` is parametrized over ``sqlite`` and ``etcd``: a SQLite file in ``tmp_path``, or a
   fresh key prefix (``/t<hex>/registry``) on one throw-away etcd per module (127.0.0.1, free ports,
   a temp data dir; the fixture kills it and removes the directory even when a test fails);
-- behaviour tests serve the store in-process on port 0, with the helpers of test_api.py; the
+- behaviour tests serve the store in-process on port 0, with the helpers of tests/support; the
   durability tests run ``python -m netplane.api.main`` as a subprocess and ``kill -9`` it;
 - resourceVersions are compared, never spelled out: etcd's revisions are not SQLite's counter.
 """
@@ -28,7 +28,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from labtools import eventually_async
-from test_api import SAMPLES, assert_status, pod, take
+from support.api import assert_status, take
+from support.objects import SAMPLES, pod
 
 from netplane.api import resources
 from netplane.api.client import Client

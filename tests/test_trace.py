@@ -3,8 +3,9 @@ real traces in one lab.
 
 Conventions: pure tests use client 10.244.0.3 on node-1, web-1 10.244.0.4 (node-1), web-2 10.244.1.2
 (node-2), Service web 10.96.0.2 (80/TCP -> 8080, 81/UDP -> 8081), nodes 172.30.0.11/.12 on the
-underlay. Kernel tests share one default lab per module (named trh<hex>, brought down by the
-fixture even when a test fails) and read addresses from its API, since pods get theirs at run time.
+underlay. Kernel tests run on the shared default lab of each proxy mode (conftest's `lab`, brought
+down by the fixture even when a test fails) and read addresses from its API, since pods get theirs
+at run time.
 """
 from __future__ import annotations
 
@@ -22,14 +23,13 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from conftest import unique_lab
-from labtools import default_lab_file, pod_ip
+from conftest import on_labs
+from labtools import pod_ip
 from netplane import names
 from netplane.trace import nat, probe as probelib, render, resolve, tracer
 from netplane.trace.capture import Frame
 from netplane.trace.hops import Hop, ordered
 from netplane.trace.match import Encap, Matcher
-from netplane.lab.model import IMPLEMENTED_PROXY_MODES
 from netplane.trace.resolve import Place
 
 CLIENT, WEB1, WEB2, VIP = "10.244.0.3", "10.244.0.4", "10.244.1.2", "10.96.0.2"
@@ -272,6 +272,9 @@ def test_conntrack_xml_confirms_the_dnat():
     assert nat.confirm(inferred, [], set())[0].confirmed is None
     missed = nat.confirm([], tracked, {"node-1"})
     assert missed == tracked
+    # an earlier connection from the same source port, to another address, is not the probe's
+    assert nat.from_conntrack("node-1", flows, tcp_probe(), {(VIP, 80)}) == tracked
+    assert nat.from_conntrack("node-1", flows, tcp_probe(), {("10.96.0.99", 80)}) == []
 
 
 def report() -> render.Report:
@@ -367,21 +370,6 @@ def test_endpoints_come_from_the_slices_with_their_pods():
 
 # --- real traces in a lab ----------------------------------------------------------------------
 
-
-
-@pytest.fixture(scope="module", params=IMPLEMENTED_PROXY_MODES)
-def lab(request, tmp_path_factory):
-    from netplane.lab import lifecycle, model
-    name = unique_lab("trh")
-    try:
-        lifecycle.up(model.load(default_lab_file(tmp_path_factory.mktemp(request.param), request.param), name=name),
-                     lambda line: None)
-        yield name
-    finally:
-        if lifecycle.is_up(name):
-            lifecycle.down(name)
-
-
 def trace_in(lab_name: str, dest: str, proto: str | None = None, source: str = "client"
              ) -> tuple[render.Report, resolve.Target]:
     from netplane.api.client import Client
@@ -430,6 +418,7 @@ def test_same_node_goes_over_the_bridge_without_encapsulation(lab):
     assert promiscuity(names.underlay_netns(lab), names.UNDERLAY_SWITCH_IF) == 0
 
 
+@on_labs("nftables", "iptables", "hosts")
 def test_across_nodes_the_probe_crosses_the_overlay(lab):
     report, _ = trace_in(lab, "web-2")
     assert report.delivered and report.replied
@@ -451,7 +440,9 @@ def test_service_through_the_cli_reports_the_dnat_on_node_1(lab):
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     assert data["delivered"] and data["replied"]
-    [dnat] = [n for n in data["nat"] if n["type"] == "DNAT"]
+    dnats = [n for n in data["nat"] if n["type"] == "DNAT"]
+    assert len(dnats) == 1, data["nat"]
+    dnat = dnats[0]
     assert dnat["node"] == "node-1" and dnat["from"].startswith("10.96.") and dnat["from"].endswith(":80")
     assert dnat["to"].endswith(":8080") and dnat["confirmed"] is True
     endpoint = dnat["to"].split(":")[0]
@@ -474,6 +465,7 @@ def test_a_probe_that_is_not_delivered_exits_1(lab):
     assert run.returncode == 1 and "delivered: no; last seen in node-1" in run.stdout
 
 
+@on_labs("nftables", "iptables", "hosts")
 def test_service_to_a_remote_endpoint_shows_dnat_then_vxlan(lab):
     # the endpoint is chosen at random: trace until web-2 (on node-2) is the one (1 in 2 each time)
     web2 = pod_ip(lab, "web-2")

@@ -14,13 +14,12 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6ND_RS, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
-from conftest import unique_lab
+from conftest import on_labs
 from labtools import NETPLANE, cli, http, pod_ip
 from netplane.trace import live, nat, pcap, render, svg
 from netplane.trace.capture import Frame
@@ -207,17 +206,7 @@ def test_a_summary_spells_out_what_vxlan_carries():
 
 # --- in a lab, through the CLI -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def lab():
-    from netplane.lab import lifecycle, model
-    name = unique_lab("tro")
-    try:
-        lifecycle.up(model.load(None, name), print)
-        yield name
-    finally:
-        lifecycle.down(name)
-
-
+@on_labs("nftables")
 def test_trace_across_nodes_writes_pcapng_tshark_decodes_and_an_svg(lab, tmp_path):
     run = cli(lab, "trace", "client", "web-2", "--pcap", str(tmp_path / "pcap"), "--svg", str(tmp_path / "t.svg"),
               "-o", "json", timeout=60)
@@ -244,6 +233,7 @@ def test_trace_across_nodes_writes_pcapng_tshark_decodes_and_an_svg(lab, tmp_pat
     assert {"web-1", "web-2", "duo", "client"} <= set(texts(root))  # every pod of the lab, not only the path's
 
 
+@on_labs("nftables")
 def test_trace_count_sends_several_probes(lab):
     run = cli(lab, "trace", "client", "web-1", "--count", "2", timeout=60)
     assert run.returncode == 0, run.stderr
@@ -266,10 +256,12 @@ def traffic_until_done(lab: str, proc: subprocess.Popen, url: str, timeout: floa
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         http(lab, "client", url)
+        time.sleep(0.2)  # a request every 0.2 s is traffic enough, and few frames to print
     out, err = proc.communicate(timeout=10)
     return out, err
 
 
+@on_labs("nftables")
 def test_capture_on_flannel_writes_pcapng_while_curl_runs(lab, tmp_path):
     # -c 1 keeps whatever frame comes first: on a lab's young links that may be an IPv6 router
     # solicitation (the kernel sends them after link-up), so a few captures may be needed for the curl's
@@ -288,6 +280,7 @@ def test_capture_on_flannel_writes_pcapng_while_curl_runs(lab, tmp_path):
     assert web2 in (found[-1][1], found[-1][2]) and "8080" in found[-1][3].split(","), found
 
 
+@on_labs("nftables")
 def test_capture_prints_vxlan_with_its_inner_header(lab):
     web2 = pod_ip(lab, "web-2")
     proc = start_capture(lab, "node/node-1", "eth0", "--seconds", "3")
@@ -297,6 +290,7 @@ def test_capture_prints_vxlan_with_its_inner_header(lab):
                and f"> {web2}:8080 tcp" in line for line in out.splitlines()), out
 
 
+@on_labs("nftables")
 def test_capture_stops_on_ctrl_c_with_a_complete_file(lab, tmp_path):
     out = tmp_path / "u.pcapng"
     proc = start_capture(lab, "underlay", "-w", str(out))
@@ -309,6 +303,7 @@ def test_capture_stops_on_ctrl_c_with_a_complete_file(lab, tmp_path):
     assert any(r[1] == "1" for r in rows)
 
 
+@on_labs("nftables")
 def test_capture_says_what_is_wrong(lab):
     bad = cli(lab, "capture", "node/node-1", "nosuch0", "-c", "1")
     assert bad.returncode != 0 and "no interface 'nosuch0'" in bad.stderr and "flannel.1" in bad.stderr

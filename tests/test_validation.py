@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import yaml
 
-from test_api_semantics import Cluster
+from support.api import Cluster
 
 DNS1035 = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
            "character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for "

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from netplane.api import objects
 from netplane.controllers import daemonset, deployment, gc, nodelifecycle, replicaset, workloads
+from support.objects import pod as echo_pod
 
 
 def owner(kind="ReplicaSet", name="web-abc", replicas=3, uid="rs-uid", template=None, selector=None):
@@ -16,10 +17,10 @@ def owner(kind="ReplicaSet", name="web-abc", replicas=3, uid="rs-uid", template=
 
 
 def pod(name, owner_obj=None, node="node-1", ready=True, phase="Running", created="2026-01-01T00:00:00Z", **meta):
-    p = {"kind": "Pod", "metadata": {"name": name, "namespace": "default", "creationTimestamp": created,
-                                     "labels": {"app": "web"}, **meta},
-         "spec": {"nodeName": node}, "status": {"phase": phase,
-                                                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    """A web Pod in `phase`, owned by owner_obj when given, with more metadata from `meta`."""
+    p = echo_pod(name, {"app": "web"}, node, status={
+        "phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]})
+    p["metadata"] |= {"creationTimestamp": created, **meta}
     if owner_obj:
         p["metadata"]["ownerReferences"] = [workloads.controller_ref(owner_obj)]
     return p

@@ -1,7 +1,9 @@
-"""The system's tools run inside namespaces (through netns.command): several at once, one per
-namespace, or one whose output is read line by line while it runs (`nft monitor`)."""
+"""The system's tools run inside namespaces (through netns.command): one from an event loop,
+several at once, one per namespace, or one whose output is read line by line while it runs
+(`nft monitor`)."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 import time
@@ -24,6 +26,15 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.code == 0
+
+
+async def run(space: str | None, argv: Sequence[str], stdin: str | None = None) -> Result:
+    """Run one program in the namespace without blocking the event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        *netns.command(space, list(argv)), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL)
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    return Result(proc.returncode, out.decode(), err.decode())
 
 
 def run_all(commands: Mapping[K, tuple[str | None, Sequence[str]]], stdin: Mapping[K, str] | None = None,

@@ -3,10 +3,9 @@ flows that were translated to it are deleted, or clients would keep sending into
 the entry times out (UDP has no connection for the kernel to see closing)."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
-from netplane.kernel import commands, netns
+from netplane.kernel import commands
 from netplane.kernel.commands import K
 
 LIST_TIMEOUT = 2.0
@@ -21,10 +20,7 @@ def delete_argv(address: str, port: int, endpoint: str) -> list[str]:
 async def delete_udp(namespace: str | None, stale: set[tuple[str, int, str]]) -> None:
     """Delete the flows of every stale (address, port, endpoint); a miss is not an error (exit 1)."""
     for address, port, endpoint in sorted(stale):
-        proc = await asyncio.create_subprocess_exec(
-            *netns.command(namespace, delete_argv(address, port, endpoint)),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        await proc.wait()
+        await commands.run(namespace, delete_argv(address, port, endpoint))
 
 
 def flow_argv(proto: str, src: str, sport: int) -> list[str]:

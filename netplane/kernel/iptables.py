@@ -8,12 +8,11 @@ of different nodes run one after the other.
 """
 from __future__ import annotations
 
-import asyncio
 import shlex
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from netplane.kernel import netns
+from netplane.kernel import commands
 
 BACKENDS = ("nft", "legacy")
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
@@ -48,16 +47,10 @@ def tool(backend: str, verb: str) -> str:
 
 
 async def _run(namespace: str | None, argv: list[str], stdin: str | None = None) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *netns.command(namespace, argv),
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-    if proc.returncode != 0:
-        raise IptablesError(f"{argv[0]} in {namespace or 'this namespace'} failed: {err.decode().strip()}")
-    return out.decode()
+    result = await commands.run(namespace, argv, stdin)
+    if not result.ok:
+        raise IptablesError(f"{argv[0]} in {namespace or 'this namespace'} failed: {result.err.strip()}")
+    return result.out
 
 
 async def restore(namespace: str | None, backend: str, text: str) -> None:

@@ -157,12 +157,13 @@ class Matcher:
             udp = ip.getlayer(UDP)
             if udp is None:
                 return None, ""
-            what = dns_what(payload) if p.query else "datagram"
             if ip.id == p.ip_id and p.tag in payload:
-                return "request", what
-            if udp.dport == p.sport and (p.tag in payload or (ip.src, udp.sport) in self.destinations):
-                return "reply", what
-            return None, ""
+                direction = "request"
+            elif udp.dport == p.sport and (p.tag in payload or (ip.src, udp.sport) in self.destinations):
+                direction = "reply"
+            else:
+                return None, ""
+            return direction, dns_what(payload) if p.query else "datagram"
         icmp = ip.getlayer(ICMP)
         if icmp is None:
             return None, ""

@@ -94,11 +94,17 @@ def parse_conntrack_xml(text: str) -> list[Flow]:
     return flows
 
 
-def from_conntrack(node: str, flows: list[Flow], probe: Probe) -> list[Nat]:
-    """The translations a node's conntrack applied to the probe's flow."""
+def from_conntrack(node: str, flows: list[Flow], probe: Probe,
+                   sent_to: set[tuple[str, int | None]] | None = None) -> list[Nat]:
+    """The translations a node's conntrack applied to the probe's flow. An entry of an earlier
+    connection from the same source address and port (its TIME_WAIT lasts two minutes) is told
+    apart by its destination: the probe's went to one of `sent_to`, the destinations its request
+    was seen going to."""
     found = []
     for f in flows:
         if f.proto != probe.proto or f.orig_src != probe.src or f.orig_sport != probe.sport:
+            continue
+        if sent_to is not None and (f.orig_dst, f.orig_dport) not in sent_to:
             continue
         if (f.reply_src, f.reply_sport) != (f.orig_dst, f.orig_dport):
             found.append(Nat(node, "DNAT", endpoint(f.orig_dst, f.orig_dport), endpoint(f.reply_src, f.reply_sport),

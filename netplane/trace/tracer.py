@@ -64,8 +64,9 @@ def translations(target: Target, probe: probelib.Probe, hops: list[Hop], check: 
         return inferred
     tables = conntrack.listed_in({p.node: p.netns for p in target.node_netns},
                                  conntrack.flow_argv(probe.proto, probe.src, probe.sport))
+    sent_to = {h.destination for h in hops if h.direction == "request"}
     tracked = [n for node, text in tables.items()
-               for n in natlib.from_conntrack(node, natlib.parse_conntrack_xml(text), probe)]
+               for n in natlib.from_conntrack(node, natlib.parse_conntrack_xml(text), probe, sent_to)]
     return natlib.confirm(inferred, tracked, set(tables))
 
 

@@ -1,0 +1,1 @@
+"""What tests share: objects they build and helpers they call (no tests here)."""
