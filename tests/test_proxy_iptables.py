@@ -1,7 +1,7 @@
 """kube-proxy's iptables mode: its rules as text, loaded by both backends (iptables-nft and
 iptables-legacy), kept in sync incrementally, adopted, removed, and real packets through them.
 
-Conventions: the Services, slices and helpers of test_proxy_nftables (clusterCIDR 10.244.0.0/16;
+Conventions: the Services, slices and helpers of tests/support/services.py (clusterCIDR 10.244.0.0/16;
 this node is node-1; web 10.96.0.10 with http 80 -> 8080 and udp 81 -> 8081 on 10.244.1.2
 (node-1) and 10.244.2.2 (node-2), 10.244.2.9 not ready; empty 10.96.0.11:80 without endpoints).
 Namespaces are np.ipt<hex>.<role>. The packet test's topology: client 10.244.1.2 -- node
@@ -16,10 +16,12 @@ import re
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import unique_lab
+from support.services import CIDR, EMPTY, FEATURES, HEADLESS, SLICE, WEB, another, endpoint, ports, with_spec
 from netplane.agent.proxy import iptables, model
 from netplane.agent.proxy.modes import IptablesMode
 from netplane.agent.proxy.proxier import make_mode, other_modes
@@ -27,7 +29,6 @@ from netplane.agent.proxy.ruleset import FragmentCache, diff
 from netplane.kernel import iptables as kernel_iptables
 from netplane.kernel import netns, sysctl
 from netplane.lab import model as lab_model
-from test_proxy_nftables import CIDR, EMPTY, FEATURES, HEADLESS, SLICE, WEB, another, endpoint, ports, with_spec
 
 BACKENDS = kernel_iptables.BACKENDS
 MORE = {**SLICE, "endpoints": SLICE["endpoints"] + [endpoint("10.244.1.7", "node-1")]}
@@ -185,6 +186,16 @@ def test_both_policies_local_short_circuit_to_kube_svc():
     on_node_1 = render(svc, node="node-1")
     assert target(rules_of(on_node_1, "nat KUBE-SERVICES")[0]) == svl
     assert [target(rule) for rule in rules_of(on_node_1, f"nat {ext}")] == [svc_chain, "KUBE-MARK-MASQ", svc_chain, svl]
+
+
+GOLDEN = Path(__file__).parent / "data" / "proxy-iptables.golden"
+
+
+def test_the_rules_of_every_feature_match_their_golden_dump():
+    """What node-1's iptables-restore input holds for FEATURES, a Service without endpoints and a
+    headless one. After an intended change of the rules, rewrite the file from render() and read the
+    difference before committing it."""
+    assert render(FEATURES, EMPTY, HEADLESS) == GOLDEN.read_text()
 
 
 def test_one_changed_service_declares_only_its_own_chains():

@@ -1,71 +1,54 @@
-"""kube-proxy's semantics (model.py) and its nftables ruleset, checked as text and by the real nft.
+"""kube-proxy's semantics (model.py) and its nftables ruleset: built as typed objects, checked on
+the strict fake (rules as nft writes them, a golden dump, operation counts, packets walked through
+the table) without root, and by the real kernel, which must hold what the fake holds.
 
-Conventions: clusterCIDR 10.244.0.0/16; this node is node-1. Service web 10.96.0.10 (http 80 ->
-8080, udp 81 -> 8081) with endpoints 10.244.1.2 (node-1) and 10.244.2.2 (node-2) ready, 10.244.2.9
-not ready; Service empty 10.96.0.11:80 with none; headless is skipped.
+The Services (web, empty, headless, FEATURES) are tests/support/services.py's.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import copy
+import functools
 import itertools
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from labtools import eventually_async, nft_table
+from support.api import serving
+from support.services import CIDR, EMPTY, FEATURES, HEADLESS, SLICE, WEB, another, endpoint, ports, with_spec
 from netplane.agent.proxy import model, nftables
 from netplane.agent.proxy.modes import NftablesMode
 from netplane.agent.proxy.ruleset import FragmentCache, diff
 from netplane.api.informer import Informers
 from netplane.kernel import nft
+from netplane.kernel.nftfake import Fake, Outcome, Packet
+from netplane.kernel.nftobjects import DROP, Element, Rule, goto
 
-CIDR = "10.244.0.0/16"
-WEB = {"metadata": {"name": "web", "namespace": "default"},
-       "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
-                                                     {"name": "udp", "port": 81, "protocol": "UDP"}]}}
-EMPTY = {"metadata": {"name": "empty", "namespace": "default"},
-         "spec": {"clusterIP": "10.96.0.11", "ports": [{"port": 80, "protocol": "TCP"}]}}
-HEADLESS = {"metadata": {"name": "headless", "namespace": "default"},
-            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}
-
-
-def endpoint(ip, node, ready=True, serving=None, terminating=False):
-    return {"addresses": [ip], "nodeName": node,
-            "conditions": {"ready": ready, "serving": ready if serving is None else serving, "terminating": terminating}}
+def faked(*services, slices=(SLICE,), node="node-1") -> Fake:
+    """The table the proxy of `node` writes for these Services, on the strict fake."""
+    fake = Fake()
+    asyncio.run(NftablesMode(None, node, CIDR, kernel=fake).sync(ports(*services, slices=slices), True))
+    return fake
 
 
-SLICE = {"metadata": {"name": "web-abcde", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
-         "ports": [{"name": "http", "protocol": "TCP", "port": 8080}, {"name": "udp", "protocol": "UDP", "port": 8081}],
-         "endpoints": [endpoint("10.244.2.2", "node-2"), endpoint("10.244.1.2", "node-1"),
-                       endpoint("10.244.2.9", "node-2", ready=False)]}
+def texts(rules) -> list[str]:
+    """Rules (or rule bodies) as nft writes them."""
+    return [r.text() if isinstance(r, Rule) else Rule("", r).text() for r in rules]
 
 
-def ports(*services, slices=(SLICE,)):
-    return model.service_ports(list(services), list(slices))
+def chain(fake: Fake, name: str) -> list[str]:
+    return texts(fake.chains()[name])
 
 
-def render(*services, slices=(SLICE,), node="node-1") -> str:
-    return nftables.render(ports(*services, slices=slices), node, CIDR)
-
-
-def lines(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines()]
-
-
-def with_spec(service: dict, **spec) -> dict:
-    changed = copy.deepcopy(service)
-    changed["spec"].update(spec)
-    return changed
-
-
-def another(service: dict, name: str, cluster_ip: str) -> dict:
-    """The same Service under another name and address."""
-    copied = with_spec(service, clusterIP=cluster_ip)
-    copied["metadata"]["name"] = name
-    return copied
+def elements(fake: Fake, name: str) -> dict[str, str]:
+    """A map's (or set's) elements as nft writes them: key -> verdict or data ("" in a set)."""
+    return {" . ".join(k): Element(name, k, v).text().removeprefix(" . ".join(k)).removeprefix(" : ")
+            for k, v in fake.elements(name).items()}
 
 
 def test_service_ports_carry_upstream_names_and_ready_endpoints():
@@ -101,28 +84,49 @@ def test_traffic_policies_pick_this_nodes_endpoints():
     assert [e.ip for e in only_internal.reachable_endpoints("node-1")] == ["10.244.1.2"]
 
 
-def test_clusterip_rules():
-    text = render(WEB, EMPTY, HEADLESS)
-    http = ports(WEB)[0]
-    got = lines(text)
-    assert f"elements = {{ 10.96.0.10 . tcp . 80 : goto {nftables.service_chain(http)}," in text
-    assert "elements = { 10.96.0.11 . tcp . 80 : goto reject-chain }" in text
-    assert "headless" not in text
-    assert f"ip daddr 10.96.0.10 tcp dport 80 ip saddr != {CIDR} jump mark-for-masquerade" in got
-    chain = got[got.index(f"chain {nftables.service_chain(http)} {{"):]
-    assert chain[2:4] == ["numgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.1.2:8080",
-                          "meta l4proto tcp dnat to 10.244.2.2:8080"]
-    assert "meta l4proto udp dnat to 10.244.2.2:8081" in got
-    assert "10.244.2.9" not in text
-    assert text.startswith("table ip kube-proxy {")
+def test_clusterip_rules_are_elements_of_the_flat_maps():
+    """A ClusterIP whose endpoint does not depend on the client has no chain: its key in flat-ips
+    (whose chain draws the endpoint) and cluster-ips (whose clients off the cluster are masqueraded),
+    and its endpoints in the data map of their number, draw i to the i-th."""
+    fake = faked(WEB, EMPTY, HEADLESS)
+    assert elements(fake, "flat-ips") == elements(fake, "cluster-ips") == {"10.96.0.10 . tcp . 80": "",
+                                                                           "10.96.0.10 . udp . 81": ""}
+    assert elements(fake, nftables.endpoints_map(2)) == {
+        "10.96.0.10 . tcp . 80 . 0": "10.244.1.2 . 8080", "10.96.0.10 . tcp . 80 . 1": "10.244.2.2 . 8080",
+        "10.96.0.10 . udp . 81 . 0": "10.244.1.2 . 8081", "10.96.0.10 . udp . 81 . 1": "10.244.2.2 . 8081"}
+    assert elements(fake, "service-ips") == {}
+    assert elements(fake, "no-endpoint-services") == {"10.96.0.11 . tcp . 80": "goto reject-chain"}
+    assert chain(fake, "flat-services")[:3] == [
+        f"ip saddr != {CIDR} ip daddr . meta l4proto . th dport @cluster-ips jump mark-for-masquerade",
+        "ip daddr . meta l4proto . th dport @external-ips jump mark-for-masquerade",
+        "meta l4proto { tcp, udp, sctp } dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 "
+        "map @endpoints-1"]
+    assert not any("default/" in name for name in fake.chains())  # no chain of a Service port
+    dump = fake.dump()
+    assert "headless" not in dump and "10.244.2.9" not in dump
+    assert dump.startswith('add table ip kube-proxy { comment "rules for kube-proxy"; }')
+
+
+def test_a_port_gets_chains_of_its_own_only_where_the_endpoint_depends_on_the_client():
+    nodeport = with_spec(WEB, type="NodePort", ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    assert nftables.flat(ports(nodeport)[0], "node-1")  # externalTrafficPolicy Cluster: masquerade, any endpoint
+    sticky = with_spec(WEB, sessionAffinity="ClientIP")
+    local = with_spec(nodeport, externalTrafficPolicy="Local")
+    many = {**SLICE, "endpoints": [endpoint(f"10.244.1.{i}", "node-1") for i in range(2, 19)]}
+    for svc, slices in ((sticky, (SLICE,)), (local, (SLICE,)), (FEATURES, (SLICE,)), (WEB, (many,))):
+        sp = ports(svc, slices=slices)[0]
+        assert not nftables.flat(sp, "node-1") and nftables.service_chain(sp) in faked(svc, slices=slices).chains()
 
 
 def test_the_random_cascade_gives_each_endpoint_an_equal_share():
-    """numgen mod 3 == 0, then mod 2 == 0, then the rest: 1/3 each, like iptables' statistic cascade."""
+    """In a chain of its own: numgen mod 3 == 0, then mod 2 == 0, then the rest: 1/3 each, like
+    iptables' statistic cascade (flat: one draw of mod 3, each endpoint one of the three values)."""
     three = {**SLICE, "endpoints": [endpoint(f"10.244.1.{i}", "node-1") for i in (2, 3, 4)]}
-    sp = ports(WEB, slices=[three])[0]
-    chain = list(nftables.fragment(sp, "node-1", CIDR).chains[nftables.service_chain(sp)])
-    assert chain[1:] == ["numgen random mod 3 == 0 meta l4proto tcp dnat to 10.244.1.2:8080",
+    local = with_spec(WEB, type="NodePort", externalTrafficPolicy="Local",
+                      ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    sp = ports(local, slices=[three])[0]
+    rules = texts(nftables.fragment(sp, "node-1", CIDR).chains[nftables.service_chain(sp)])
+    assert rules[1:] == ["numgen random mod 3 == 0 meta l4proto tcp dnat to 10.244.1.2:8080",
                          "numgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.1.3:8080",
                          "meta l4proto tcp dnat to 10.244.1.4:8080"]
 
@@ -136,10 +140,10 @@ def test_hairpin_pairs_are_the_endpoints_the_node_may_dnat_to_and_stay_while_a_s
     cache = FragmentCache(lambda sp: nftables.fragment(sp, "node-1", CIDR))
     both = cache.fragments(ports(WEB, other, slices=(SLICE, other_slice)))
     assert set(both["default/web/tcp/http"].entries["hairpin-endpoints"]) == {
-        "10.244.1.2 . 10.244.1.2", "10.244.2.2 . 10.244.2.2"}
+        ("10.244.1.2", "10.244.1.2"), ("10.244.2.2", "10.244.2.2")}
     only_other = cache.fragments(ports(other, slices=(other_slice,)))
     assert "hairpin-endpoints" not in diff(both, only_other).delete_entries  # other still sends there
-    assert "10.244.1.2 . 10.244.1.2" in diff(only_other, {}).delete_entries["hairpin-endpoints"]
+    assert ("10.244.1.2", "10.244.1.2") in diff(only_other, {}).delete_entries["hairpin-endpoints"]
 
 
 def test_nodeports_external_and_load_balancer_ips_go_through_the_external_chain():
@@ -148,17 +152,16 @@ def test_nodeports_external_and_load_balancer_ips_go_through_the_external_chain(
                     loadBalancerSourceRanges=["172.30.0.0/28"])
     svc["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
     sp = ports(svc)[0]
-    text = render(svc)
-    got = lines(text)
+    fake = faked(svc)
     ext = nftables.external_chain(sp)
-    assert f"elements = {{ tcp . 30080 : goto {ext} }}" in text
-    assert f"172.30.0.100 . tcp . 80 : goto {ext}," in text
-    assert f"172.30.0.200 . tcp . 80 : goto {ext}" in text
-    chain = got[got.index(f"chain {ext} {{"):]
+    assert elements(fake, "service-nodeports") == {"tcp . 30080": f"goto {ext}"}
+    assert elements(fake, "service-ips") == {"10.96.0.10 . tcp . 80": f"goto {nftables.service_chain(sp)}",
+                                             "172.30.0.100 . tcp . 80": f"goto {ext}",
+                                             "172.30.0.200 . tcp . 80": f"goto {ext}"}
     # externalTrafficPolicy Cluster: the source is lost, any endpoint serves
-    assert chain[1:3] == ["jump mark-for-masquerade", f"goto {nftables.service_chain(sp)}"]
-    assert f"elements = {{ 172.30.0.200 . tcp . 80 : goto {nftables.firewall_chain(sp)} }}" in text
-    assert "ip saddr != { 172.30.0.0/28 } drop" in got
+    assert chain(fake, ext) == ["jump mark-for-masquerade", f"goto {nftables.service_chain(sp)}"]
+    assert elements(fake, "firewall-ips") == {"172.30.0.200 . tcp . 80": f"goto {nftables.firewall_chain(sp)}"}
+    assert chain(fake, nftables.firewall_chain(sp)) == ["ip saddr != { 172.30.0.0/28 } drop"]
 
 
 def test_external_traffic_policy_local_keeps_the_source_and_drops_without_a_local_endpoint():
@@ -166,22 +169,18 @@ def test_external_traffic_policy_local_keeps_the_source_and_drops_without_a_loca
                     ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
     sp = ports(svc)[0]
     ext, cluster, local = nftables.external_chain(sp), nftables.service_chain(sp), nftables.local_chain(sp)
-    got = lines(render(svc, node="node-1"))
-    chain = got[got.index(f"chain {ext} {{"):]
-    assert chain[1:6] == [f"ip saddr {CIDR} goto {cluster}",  # short-circuit pod traffic
-                          "fib saddr type local jump mark-for-masquerade",  # masquerade local traffic
-                          f"fib saddr type local goto {cluster}",  # short-circuit local traffic
-                          f"goto {local}", "}"]
-    chain = got[got.index(f"chain {local} {{"):]
-    assert chain[1:3] == ["meta l4proto tcp dnat to 10.244.1.2:8080", "}"]
+    fake = faked(svc, node="node-1")
+    assert chain(fake, ext) == [f"ip saddr {CIDR} goto {cluster}",  # short-circuit pod traffic
+                                "fib saddr type local jump mark-for-masquerade",  # masquerade local traffic
+                                f"fib saddr type local goto {cluster}",  # short-circuit local traffic
+                                f"goto {local}"]
+    assert chain(fake, local) == ["meta l4proto tcp dnat to 10.244.1.2:8080"]
     # a node without a local endpoint: the NodePort still leads to the external chain (for its pods
     # and itself), and what that chain leaves untranslated meets the drop after DNAT
-    elsewhere = render(svc, node="node-3")
-    assert f"map service-nodeports {{ type inet_proto . inet_service : verdict; elements = {{ tcp . 30080 : goto {ext} }}" \
-        in elsewhere
-    assert "map no-endpoint-nodeports { type inet_proto . inet_service : verdict; elements = { tcp . 30080 : drop }" \
-        in elsewhere
-    assert f"goto {local}" not in elsewhere and f"chain {local} " not in elsewhere
+    elsewhere = faked(svc, node="node-3")
+    assert elements(elsewhere, "service-nodeports") == {"tcp . 30080": f"goto {ext}"}
+    assert elements(elsewhere, "no-endpoint-nodeports") == {"tcp . 30080": "drop"}
+    assert local not in elsewhere.chains() and f"goto {local}" not in chain(elsewhere, ext)
 
 
 def test_both_policies_local_short_circuit_to_every_endpoint():
@@ -192,50 +191,113 @@ def test_both_policies_local_short_circuit_to_every_endpoint():
                     externalIPs=["172.30.2.1"], ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
     sp = ports(svc)[0]
     fragment = nftables.fragment(sp, "node-3", CIDR)
-    assert fragment.entries["no-endpoint-services"] == {"10.96.0.10 . tcp . 80": "drop", "172.30.2.1 . tcp . 80": "drop"}
-    assert fragment.entries["service-ips"] == {"172.30.2.1 . tcp . 80": f"goto {nftables.external_chain(sp)}"}
-    assert fragment.chains[nftables.service_chain(sp)] == ("numgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.1.2:8080",
-                                                          "meta l4proto tcp dnat to 10.244.2.2:8080")
+    assert fragment.entries["no-endpoint-services"] == {("10.96.0.10", "tcp", "80"): DROP, ("172.30.2.1", "tcp", "80"): DROP}
+    assert fragment.entries["service-ips"] == {("172.30.2.1", "tcp", "80"): goto(nftables.external_chain(sp))}
+    assert texts(fragment.chains[nftables.service_chain(sp)]) == [
+        "numgen random mod 2 == 0 meta l4proto tcp dnat to 10.244.1.2:8080", "meta l4proto tcp dnat to 10.244.2.2:8080"]
     assert nftables.local_chain(sp) not in fragment.chains
     on_node_1 = nftables.fragment(sp, "node-1", CIDR)
-    assert on_node_1.entries["service-ips"]["10.96.0.10 . tcp . 80"] == f"goto {nftables.local_chain(sp)}"
-    assert on_node_1.chains[nftables.local_chain(sp)][0].startswith("ip daddr 10.96.0.10 tcp dport 80 ip saddr != ")
+    assert on_node_1.entries["service-ips"][("10.96.0.10", "tcp", "80")] == goto(nftables.local_chain(sp))
+    assert texts(on_node_1.chains[nftables.local_chain(sp)])[0].startswith("ip daddr 10.96.0.10 tcp dport 80 ip saddr != ")
 
 
 def test_session_affinity_remembers_the_client_per_endpoint():
     svc = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
     sp = ports(svc)[0]
-    got = lines(render(svc))
+    fake = faked(svc)
     first = sp.endpoints[0]
-    assert f"set {nftables.affinity_set(sp, first)} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}" in got
+    dump = fake.dump().splitlines()
+    assert (f"add set ip kube-proxy {nftables.affinity_set(sp, first)} "
+            "{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }") in dump
     remember = f"update @{nftables.affinity_set(sp, first)} {{ ip saddr }} meta l4proto tcp dnat to 10.244.1.2:8080"
-    assert f"ip saddr @{nftables.affinity_set(sp, first)} {remember}" in got
-    assert f"numgen random mod 2 == 0 {remember}" in got
-
-
-FEATURES = with_spec(WEB, type="LoadBalancer", externalIPs=["172.30.0.100"], sessionAffinity="ClientIP",
-                     externalTrafficPolicy="Local", loadBalancerSourceRanges=["172.30.0.0/28"],
-                     ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
-                            {"name": "udp", "port": 81, "protocol": "UDP", "nodePort": 30081}])
-FEATURES["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+    rules = chain(fake, nftables.service_chain(sp))
+    assert f"ip saddr @{nftables.affinity_set(sp, first)} {remember}" in rules
+    assert f"numgen random mod 2 == 0 {remember}" in rules
 
 
 def kernel_table(space: str) -> dict:
-    """The table as the kernel holds it: each chain's rules and each set's elements, without handles
-    or order of chains, so an incrementally updated table can be compared with a freshly loaded one."""
-    out = subprocess.run(["nsenter", f"--net=/run/netns/{space}", "nft", "-j", "list", "table", "ip", "kube-proxy"],
-                         capture_output=True, text=True, check=True).stdout
-    found: dict = {"chains": {}, "sets": {}}
-    for item in json.loads(out)["nftables"]:
-        if "rule" in item:
-            found["chains"][item["rule"]["chain"]].append(json.dumps(item["rule"]["expr"], sort_keys=True))
-        elif "chain" in item:
-            found["chains"].setdefault(item["chain"]["name"], [])
-        elif "set" in item or "map" in item:
-            obj = item.get("set") or item["map"]
-            found["sets"][obj["name"]] = (obj.get("timeout"), sorted(json.dumps(e, sort_keys=True)
-                                                                      for e in obj.get("elem", [])))
-    return found
+    return nft_table(space)
+
+
+GOLDEN = Path(__file__).parent / "data" / "proxy-nftables.golden"
+
+
+PLAIN = another(with_spec(WEB, type="NodePort", externalIPs=["172.30.0.101"],
+                          ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30082}]), "plain", "10.96.0.14")
+PLAIN_SLICE = {**SLICE, "metadata": {"name": "plain-1", "namespace": "default",
+                                     "labels": {"kubernetes.io/service-name": "plain"}}}
+
+
+def test_the_table_of_every_feature_matches_its_golden_dump():
+    """What node-1 holds for FEATURES (NodePorts, external and load-balancer IPs, source ranges,
+    externalTrafficPolicy Local, session affinity, TCP and UDP: chains of its own), PLAIN (a NodePort
+    and an external IP with the Cluster policy: flat), a Service without endpoints and a headless
+    one. After an intended change of the rules, rewrite the file from fake.dump() and read the
+    difference before committing it."""
+    assert faked(FEATURES, PLAIN, EMPTY, HEADLESS, slices=(SLICE, PLAIN_SLICE)).dump() == GOLDEN.read_text()
+
+
+LB = another(FEATURES, "lb", "10.96.0.12")
+LB_SLICE = {**SLICE, "metadata": {"name": "lb-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "lb"}}}
+NEAR = another(with_spec(WEB, internalTrafficPolicy="Local"), "near", "10.96.0.13")
+NEAR_SLICE = {**SLICE, "metadata": {"name": "near-1", "namespace": "default",
+                                    "labels": {"kubernetes.io/service-name": "near"}}}
+NODE_IPS = {"node-1": "192.168.1.1", "node-3": "192.168.3.1"}
+POD, OUTSIDE, NODE = "10.244.1.5", "192.168.1.50", "node"  # NODE: sent by the node itself, from its address
+BOTH, BOTH_UDP = ("10.244.1.2:8080", "10.244.2.2:8080"), ("10.244.1.2:8081", "10.244.2.2:8081")
+FLOWS = [  # node, source, destination, protocol, port -> outcomes {(verdict, DNAT to, masqueraded)}
+    ("node-1", POD, "10.96.0.10", "tcp", 80, {("accept", ep, False) for ep in BOTH}),
+    ("node-1", POD, "10.96.0.10", "udp", 81, {("accept", ep, False) for ep in BOTH_UDP}),
+    ("node-1", POD, "10.96.0.10", "tcp", 81, {("accept", None, False)}),  # no such port: untouched
+    ("node-1", POD, "10.96.0.11", "tcp", 80, {("reject", None, False)}),  # no endpoints
+    ("node-1", OUTSIDE, "10.96.0.10", "tcp", 80, {("accept", ep, True) for ep in BOTH}),  # off-cluster client
+    ("node-1", NODE, "10.96.0.10", "tcp", 80, {("accept", ep, True) for ep in BOTH}),
+    ("node-1", "10.244.1.2", "10.96.0.10", "tcp", 80,  # hairpin: a pod sent to itself is masqueraded
+     {("accept", "10.244.1.2:8080", True), ("accept", "10.244.2.2:8080", False)}),
+    ("node-1", "172.30.0.5", "172.30.0.200", "tcp", 80, {("accept", "10.244.1.2:8080", False)}),  # Local: this node's
+    ("node-1", "172.30.0.99", "172.30.0.200", "tcp", 80, {("drop", None, False)}),  # not in the source ranges
+    ("node-1", OUTSIDE, "172.30.0.100", "tcp", 80, {("accept", "10.244.1.2:8080", False)}),  # external IP
+    ("node-1", OUTSIDE, "192.168.1.1", "tcp", 30080, {("accept", "10.244.1.2:8080", False)}),  # NodePort
+    ("node-1", OUTSIDE, "192.168.1.1", "udp", 30081, {("accept", "10.244.1.2:8081", False)}),
+    ("node-1", OUTSIDE, "192.168.1.1", "tcp", 30099, {("accept", None, False)}),  # no such NodePort
+    ("node-1", POD, "172.30.0.100", "tcp", 80, {("accept", ep, False) for ep in BOTH}),  # pods short-circuit
+    ("node-1", NODE, "192.168.1.1", "tcp", 30080, {("accept", ep, True) for ep in BOTH}),  # so does the node
+    ("node-1", POD, "10.96.0.13", "tcp", 80, {("accept", "10.244.1.2:8080", False)}),  # internal Local
+    ("node-3", OUTSIDE, "192.168.3.1", "tcp", 30080, {("drop", None, False)}),  # Local, none on this node
+    ("node-3", "10.244.3.5", "192.168.3.1", "tcp", 30080, {("accept", ep, False) for ep in BOTH}),
+    ("node-3", "10.244.3.5", "10.96.0.13", "tcp", 80, {("drop", None, False)}),  # internal Local, none here
+    ("node-3", "10.244.3.5", "10.96.0.11", "tcp", 80, {("reject", None, False)}),
+    ("node-1", OUTSIDE, "192.168.1.1", "tcp", 30082, {("accept", ep, True) for ep in BOTH}),  # flat NodePort: Cluster
+    ("node-3", OUTSIDE, "192.168.3.1", "tcp", 30082, {("accept", ep, True) for ep in BOTH}),
+    ("node-1", POD, "172.30.0.101", "tcp", 80, {("accept", ep, True) for ep in BOTH}),  # flat external IP
+    ("node-1", POD, "10.96.0.14", "tcp", 80, {("accept", ep, False) for ep in BOTH}),
+]
+
+
+@functools.cache
+def flow_table(node: str) -> Fake:
+    return faked(WEB, EMPTY, LB, NEAR, PLAIN, slices=(SLICE, LB_SLICE, NEAR_SLICE, PLAIN_SLICE), node=node)
+
+
+@pytest.mark.parametrize("node,source,destination,protocol,port,outcomes", FLOWS,
+                         ids=[f"{f[0]}:{f[1]}->{f[2]}:{f[3]}/{f[4]}" for f in FLOWS])
+def test_packets_meet_the_verdict_and_nat_upstream_gives_them(node, source, destination, protocol, port, outcomes):
+    """Each flow's first packet walked through node's table (every branch of the random choice)."""
+    local = source == NODE
+    packet = Packet(NODE_IPS[node] if local else source, destination, protocol, port, local_origin=local)
+    found = flow_table(node).walk(packet, local=frozenset({NODE_IPS[node], f"10.244.{node[-1]}.1"}))
+    assert all(isinstance(o, Outcome) for o in found) and len(found) == len(outcomes)
+    assert {(o.verdict, o.dnat, o.masquerade) for o in found} == outcomes
+
+
+MORE = {**SLICE, "endpoints": SLICE["endpoints"] + [endpoint("10.244.1.7", "node-1")]}
+STICKY = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+STICKIER = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 90}})
+FILLED = {**SLICE, "metadata": {**SLICE["metadata"], "name": "empty-1", "labels": {"kubernetes.io/service-name": "empty"}},
+          "ports": [{"protocol": "TCP", "port": 8080}]}
+STEPS = [((WEB, EMPTY), (MORE,)), ((WEB, EMPTY), (SLICE,)), ((STICKY, EMPTY), (SLICE,)),
+         ((STICKIER, EMPTY), (SLICE,)), ((WEB, EMPTY), (SLICE,)), ((FEATURES, EMPTY), (SLICE,)),
+         ((WEB, EMPTY), (SLICE, FILLED)), ((WEB,), (SLICE,)), ((EMPTY,), ())]
 
 
 def sync(mode: NftablesMode, full: bool, *services, slices=(SLICE,)) -> bool:
@@ -255,7 +317,7 @@ def fresh(make_netns, *services, slices=(SLICE,)) -> dict:
 def test_nft_loads_every_feature_and_a_full_resync_changes_nothing(make_netns):
     space = make_netns("proxy")
     mode = NftablesMode(space, "node-1", CIDR)
-    script = render(FEATURES, EMPTY, HEADLESS)
+    script = nftables.render(ports(FEATURES, EMPTY, HEADLESS), "node-1", CIDR).text()
     check = subprocess.run(["nsenter", f"--net=/run/netns/{space}", "nft", "--check", "-f", "-"],
                            input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
@@ -265,6 +327,10 @@ def test_nft_loads_every_feature_and_a_full_resync_changes_nothing(make_netns):
     assert sync(mode, True, FEATURES, EMPTY, HEADLESS)  # a periodic full resync of an existing table
     assert kernel_table(space) == loaded
     assert not sync(mode, False, FEATURES, EMPTY, HEADLESS)  # nothing changed: nothing sent
+    # the kernel holds what the fake holds: the fake's dump, loaded as it is, gives the same table
+    copied = make_netns("proxy-copy")
+    asyncio.run(nft.apply(copied, faked(FEATURES, EMPTY, HEADLESS).dump()))
+    assert kernel_table(copied) == loaded
 
 
 def test_incremental_syncs_end_where_a_fresh_load_starts(make_netns):
@@ -272,33 +338,51 @@ def test_incremental_syncs_end_where_a_fresh_load_starts(make_netns):
     space = make_netns("incr")
     mode = NftablesMode(space, "node-1", CIDR)
     sync(mode, True, WEB, EMPTY)
-    more = {**SLICE, "endpoints": SLICE["endpoints"] + [endpoint("10.244.1.7", "node-1")]}
-    sticky = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
-    stickier = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 90}})
-    filled = {**SLICE, "metadata": {**SLICE["metadata"], "name": "empty-1",
-                                    "labels": {"kubernetes.io/service-name": "empty"}},
-              "ports": [{"protocol": "TCP", "port": 8080}]}
-    steps = [((WEB, EMPTY), (more,)), ((WEB, EMPTY), (SLICE,)), ((sticky, EMPTY), (SLICE,)),
-             ((stickier, EMPTY), (SLICE,)), ((WEB, EMPTY), (SLICE,)), ((FEATURES, EMPTY), (SLICE,)),
-             ((WEB, EMPTY), (SLICE, filled)), ((WEB,), (SLICE,)), ((EMPTY,), ())]
-    for services, slices in steps:
+    for services, slices in STEPS:
         assert sync(mode, False, *services, slices=slices)
         assert kernel_table(space) == fresh(make_netns, *services, slices=slices), (services, slices)
 
 
-def test_one_changed_service_sends_only_its_own_objects():
-    other = another(WEB, "other", "10.96.0.20")
-    cache = FragmentCache(lambda sp: nftables.fragment(sp, "node-1", CIDR))
-    before = cache.fragments(ports(WEB, other))
-    fewer = {**SLICE, "endpoints": SLICE["endpoints"][1:]}
-    other_slice = {**SLICE, "metadata": {**SLICE["metadata"], "name": "other-1",
-                                         "labels": {"kubernetes.io/service-name": "other"}}}
-    after = cache.fragments(ports(WEB, other, slices=(fewer, other_slice)))
-    assert after["default/other/tcp/http"] is not before["default/other/tcp/http"]  # its endpoints came
-    script = nftables.update(diff(before, after))
-    assert "default/web/" in script and "10.96.0.20" in script
-    unchanged = cache.fragments(ports(WEB, other, slices=(fewer, other_slice)))
-    assert not diff(after, unchanged)
+def numbered(i: int) -> tuple[dict, dict]:
+    """Service svc-<i> on 10.96.1.<i>:80 with its own three endpoints 10.244.<i>.2-4 on node-1."""
+    svc = another(with_spec(WEB, ports=[{"name": "http", "port": 80, "protocol": "TCP"}]), f"svc-{i}", f"10.96.1.{i}")
+    eps = {**SLICE, "metadata": {"name": f"svc-{i}-1", "namespace": "default",
+                                 "labels": {"kubernetes.io/service-name": f"svc-{i}"}},
+           "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+           "endpoints": [endpoint(f"10.244.{i}.{j}", "node-1") for j in (2, 3, 4)]}
+    return svc, eps
+
+
+def test_one_changed_service_touches_only_its_own_objects():
+    """Of 20 Services, one loses an endpoint: the sync moves that Service's endpoints from the map of
+    three to the map of two and deletes the gone endpoint's hairpin pair, and nothing else (no rule:
+    the kernel re-validates no chain); the result is the table a fresh node would get."""
+    services, slices = zip(*(numbered(i) for i in range(1, 21)))
+    fake = Fake()
+    mode = NftablesMode(None, "node-1", CIDR, kernel=fake)
+    asyncio.run(mode.sync(ports(*services, slices=slices), True))
+    fewer = {**slices[6], "endpoints": slices[6]["endpoints"][:2]}
+    changed = (*slices[:6], fewer, *slices[7:])
+    assert asyncio.run(mode.sync(ports(*services, slices=changed), False))
+    sp = ports(services[6], slices=(fewer,))[0]
+    assert fake.last.counts() == {"delete element": 4, "add element": 2}
+    key = (sp.cluster_ip, "tcp", "80")
+    assert {(obj.owner, obj.key) for _, obj in fake.last.ops} == {
+        *((nftables.endpoints_map(3), (*key, str(i))) for i in range(3)),
+        *((nftables.endpoints_map(2), (*key, str(i))) for i in range(2)), ("hairpin-endpoints", ("10.244.7.4", "10.244.7.4"))}
+    assert fake.dump() == faked(*services, slices=changed).dump()
+    assert not asyncio.run(mode.sync(ports(*services, slices=changed), False))  # nothing changed: nothing sent
+    assert fake.transactions == 2
+
+
+def test_incremental_syncs_end_where_a_fresh_table_starts():
+    """On the fake: every step of the kernel test below, without root."""
+    fake = Fake()
+    mode = NftablesMode(None, "node-1", CIDR, kernel=fake)
+    asyncio.run(mode.sync(ports(WEB, EMPTY), True))
+    for services, slices in STEPS:
+        assert asyncio.run(mode.sync(ports(*services, slices=slices), False))
+        assert fake.dump() == faked(*services, slices=slices).dump(), (services, slices)
 
 
 def test_a_full_sync_adopts_a_table_left_by_a_previous_run(make_netns):
@@ -307,7 +391,7 @@ def test_a_full_sync_adopts_a_table_left_by_a_previous_run(make_netns):
     sticky = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
     old_slice = {**SLICE, "metadata": {"name": "old-1", "namespace": "default",
                                        "labels": {"kubernetes.io/service-name": "old"}}}
-    sync(NftablesMode(space, "node-1", CIDR), True, sticky, EMPTY, another(WEB, "old", "10.96.0.30"),
+    sync(NftablesMode(space, "node-1", CIDR), True, sticky, EMPTY, another(sticky, "old", "10.96.0.30"),
          slices=(SLICE, old_slice))
     assert any("default/old/" in chain for chain in kernel_table(space)["chains"])
     sp = ports(sticky)[0]
@@ -372,25 +456,14 @@ def test_the_tracker_recomputes_only_the_services_an_event_touched():
 def test_internal_traffic_policy_local_without_a_local_endpoint_drops():
     """Upstream drops (it does not refuse) when endpoints exist but none on this node."""
     local = with_spec(WEB, internalTrafficPolicy="Local")
-    assert "10.96.0.10 . tcp . 80 : drop" in render(local, node="node-3")
-    assert "10.96.0.11 . tcp . 80 : goto reject-chain" in render(local, EMPTY, node="node-3")
-
-
-async def until(condition, seconds: float = 5) -> float:
-    """Seconds until the coroutine function `condition` returns something true."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if await condition():
-            return time.monotonic() - started
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not reached in {seconds} s")
+    assert elements(faked(local, node="node-3"), "no-endpoint-services")["10.96.0.10 . tcp . 80"] == "drop"
+    assert elements(faked(local, EMPTY, node="node-3"), "no-endpoint-services")["10.96.0.11 . tcp . 80"] == "goto reject-chain"
 
 
 @contextlib.asynccontextmanager
 async def running_proxier(tmp_path, space: str, **options):
     """(API client, web's Service object, a Proxier of node-1 running in `space`) on a real API server
     holding Service web and its slice; the proxier and its informers stop afterwards."""
-    from support.api import serving
 
     from netplane.agent.proxy.proxier import Proxier
 
@@ -420,20 +493,20 @@ def test_the_proxier_clears_the_other_mode_and_its_periodic_full_sync_repairs_dr
     space = make_netns("switch")
     asyncio.run(IptablesMode(space, "node-1", CIDR).sync(ports(WEB), True))
     assert any("KUBE-SVC" in c for c in asyncio.run(iptables.save(space, "nft")).chains)
-    element = "10.96.0.10 . tcp . 80 : goto service-"
+    element = "10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080"  # web's first endpoint, in the map of two
 
     async def has_element() -> bool:
         return element in await nft.list_ruleset(space)
 
     async def scenario() -> None:
         async with running_proxier(tmp_path, space, full_sync_seconds=0.5) as (client, svc, _):
-            await until(has_element)
+            await eventually_async(has_element, timeout=5)
             assert not any("KUBE" in c for c in (await iptables.save(space, "nft")).chains)
-            await nft.apply(space, "delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n")
+            await nft.apply(space, "delete element ip kube-proxy endpoints-2 { 10.96.0.10 . tcp . 80 . 0 }\n")
             await asyncio.sleep(0.6)
             svc["metadata"]["labels"] = {"touched": "yes"}  # wakes the loop; the rules stay the same
             await client.update("services", svc)
-            await until(has_element)
+            await eventually_async(has_element, timeout=5)
 
     asyncio.run(scenario())
 
@@ -445,15 +518,17 @@ def test_sctp_services_load_though_this_kernel_cannot_carry_sctp(make_netns):
     sctp_slice = {**SLICE, "ports": [{"name": "s", "protocol": "SCTP", "port": 9000}]}
     assert sync(NftablesMode(space, "node-1", CIDR), True, sctp, slices=(sctp_slice,))
     listed = asyncio.run(nft.list_ruleset(space))
-    assert "10.96.0.10 . sctp . 80 : goto service-" in listed and "sctp . 30090 : goto external-" in listed
-    assert "meta l4proto sctp dnat to 10.244.1.2:9000" in listed
+    assert "10.96.0.10 . sctp . 80 . 0 : 10.244.1.2 . 9000" in listed and "sctp . 30090 . 1 : 10.244.2.2 . 9000" in listed
+    sticky = with_spec(sctp, sessionAffinity="ClientIP")  # a chain of its own
+    assert sync(NftablesMode(space, "node-1", CIDR), True, sticky, slices=(sctp_slice,))
+    assert "meta l4proto sctp dnat to 10.244.1.2:9000" in asyncio.run(nft.list_ruleset(space))
 
 
 FAULTS = {  # what a person (or another program) does to the proxy's table behind its back
     "flush table": "flush table ip kube-proxy",
     "delete table": "delete table ip kube-proxy",
-    "delete a map element": "delete element ip kube-proxy service-ips {{ 10.96.0.10 . tcp . 80 }}",
-    "flush a Service's chain": "flush chain ip kube-proxy {chain}",
+    "delete a map element": "delete element ip kube-proxy endpoints-2 { 10.96.0.10 . tcp . 80 . 0 }",
+    "flush the chain drawing endpoints": "flush chain ip kube-proxy flat-services",
     "delete a base chain": "delete chain ip kube-proxy nat-prerouting",
 }
 
@@ -464,7 +539,6 @@ def test_the_proxier_repairs_its_table_within_its_resync_period(fault, make_netn
     by default) sees the ruleset's generation moved and rewrites everything: the table is again
     what it was, with no Service change to wake it."""
     space = make_netns("heal")
-    chain = nftables.service_chain(ports(WEB)[0])
 
     def table() -> dict | None:
         try:
@@ -474,11 +548,13 @@ def test_the_proxier_repairs_its_table_within_its_resync_period(fault, make_netn
 
     async def scenario() -> float:
         async with running_proxier(tmp_path, space, resync_seconds=0.3) as (_, _svc, proxier):
-            await until(lambda: asyncio.sleep(0, proxier.mode.applied is not None))
+            await eventually_async(lambda: proxier.mode.applied is not None, timeout=5)
             healthy = table()
-            await nft.apply(space, FAULTS[fault].format(chain=chain) + "\n")
+            await nft.apply(space, FAULTS[fault] + "\n")
             assert table() != healthy
-            return await until(lambda: asyncio.sleep(0, table() == healthy))
+            broken = time.monotonic()
+            await eventually_async(lambda: table() == healthy, timeout=5)
+            return time.monotonic() - broken
 
     assert asyncio.run(scenario()) < 2
 

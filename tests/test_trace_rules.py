@@ -138,6 +138,23 @@ def test_a_service_trace_maps_chains_to_the_service_and_the_dnat_to_the_endpoint
     assert not any(h.rule == "policy accept" for h in found)
 
 
+def test_a_dnat_drawn_from_a_map_names_the_endpoint_the_packet_went_to():
+    """The flat layout's DNAT names no address: the endpoint is the destination the same packet (by
+    source and IP ID; its trace id changes on the way to the overlay) shows next."""
+    text = (DATA / "nftables" / "web.node-1.txt").read_text()
+    flat = text.replace(
+        "services rule ip daddr . meta l4proto . th dport vmap @service-ips (verdict goto service-SUSTUHLJ-default/web/tcp/http)",
+        "services rule ip daddr . meta l4proto . th dport @flat-ips goto flat-services (verdict goto flat-services)",
+    ).replace(
+        "service-SUSTUHLJ-default/web/tcp/http rule meta l4proto tcp dnat to 10.244.1.3:8080 (verdict accept)",
+        "flat-services rule meta l4proto { tcp, udp, sctp } dnat ip to ip daddr . meta l4proto . th dport . "
+        "numgen random mod 2 map @endpoints-2 (verdict accept)")
+    assert "dnat to" not in flat
+    _, probe, catalog, _ = load("nftables", "web")
+    [dnat] = [h for h in rules.hits({"node-1": rules.parse(flat)}, probe, catalog) if "dnat ip to" in h.rule]
+    assert (dnat.chain, dnat.service, dnat.endpoint) == ("flat-services", "default/web:http", "10.244.1.3:8080")
+
+
 def test_nftables_service_chain_is_named_by_the_proxy():
     _, _, _, ports = load("nftables", "web")
     sp = port(ports, "web", "http")
@@ -354,13 +371,15 @@ def monitors(lab_name: str) -> list[int]:
 
 
 def test_service_trace_shows_the_service_chain_and_the_dnat_to_the_endpoint_reached(lab):
+    """web's ports are flat in nftables mode (the DNAT draws from a map in flat-services: the endpoint
+    is where the packet went next) and chained in iptables mode (KUBE-SVC-, KUBE-SEP-)."""
     report, took = trace_in(lab, "svc/web")
     assert report.delivered and report.reason is None and took < 3
     web = {pod_ip(lab, "web-1"), pod_ip(lab, "web-2")}
     node1 = [h for h in report.rules if h.node == "node-1" and h.direction == "request"]
-    assert any(h.service == "default/web:http" and (h.chain.startswith("service-") or h.chain.startswith("KUBE-SVC-"))
+    assert any(h.service == "default/web:http" and (h.chain == "flat-services" or h.chain.startswith("KUBE-SVC-"))
                for h in node1), node1
-    [dnat] = [h for h in node1 if "dnat to" in h.rule]
+    [dnat] = [h for h in node1 if "dnat to" in h.rule or "dnat ip to" in h.rule]
     assert dnat.service == "default/web:http" and dnat.endpoint.endswith(":8080")
     assert dnat.endpoint.split(":")[0] in web
     reached = next(h.dst for h in report.hops if h.direction == "request" and h.netns == report.delivered_to)

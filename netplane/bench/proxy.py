@@ -308,7 +308,7 @@ def make(mode: str, node_ns: str):
     if mode == "nftables":
         return proxier.make_mode("nftables", node_ns, NODE, CLUSTER_CIDR)
     if mode == "nftables-command":  # the proxy's nftables mode as it was before libnftables in process
-        return NftablesMode(node_ns, NODE, CLUSTER_CIDR, transact=nft.apply_by_command)
+        return NftablesMode(node_ns, NODE, CLUSTER_CIDR, kernel=nft.Kernel(by_command=True))
     return proxier.make_mode("iptables", node_ns, NODE, CLUSTER_CIDR, iptables_backend=mode.split("-", 1)[1])
 
 

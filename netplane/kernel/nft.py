@@ -9,8 +9,11 @@ time. That saves what each `nft -f` process pays before its first byte reaches t
 whose namespace was deleted (or replaced under the same name) is freed at the next call, or by
 ``release``. No namespace (None) means the calling thread's: the process's own namespace has a
 kept context too (used from the worker threads, which never change namespace), but a thread that
-entered another one (the CNI server's do) gets a context for the one command. ``apply_by_command`` is the old way, `nft -f -` per transaction, kept as the
-benchmark's peer.
+entered another one (the CNI server's do) gets a context for the one command. ``apply_by_command``
+is the old way, `nft -f -` per transaction, kept as the benchmark's peer.
+
+``Kernel`` is what owners of a table (the proxy) hold: typed transactions in, the table's objects
+and the generation out; nftfake.Fake answers the same three calls without root.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ import socket
 import struct
 import threading
 
-from netplane.kernel import netns
+from netplane.kernel import commands, netns
+from netplane.kernel.nftobjects import Table, Transaction
 
 NETLINK_NETFILTER = 12
 GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
@@ -65,7 +69,11 @@ class _Context:
             raise NftError(f"libnftables could not make a context in {namespace or 'this namespace'}")
         _Context.lib.nft_ctx_buffer_output(self.pointer)
         _Context.lib.nft_ctx_buffer_error(self.pointer)
-        self.netfilter = _netfilter_socket(namespace)  # for the generation
+        try:
+            self.netfilter = _netfilter_socket(namespace)  # for the generation
+        except OSError:
+            _Context.lib.nft_ctx_free(self.pointer)
+            raise
         self.lock = threading.Lock()
 
     def run(self, text: str, flags: int = 0) -> str:
@@ -145,12 +153,9 @@ async def apply(namespace: str | None, script: str) -> None:
 
 async def apply_by_command(namespace: str | None, script: str) -> None:
     """``apply`` as it was done before libnftables in process: one `nft -f -` per transaction."""
-    proc = await asyncio.create_subprocess_exec(
-        *netns.command(namespace, ["nft", "-f", "-"]), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(script.encode())
-    if proc.returncode != 0:
-        raise NftError(f"nft -f in {namespace or 'this namespace'} failed: {err.decode().strip()}")
+    result = await commands.run(namespace, ["nft", "-f", "-"], script)
+    if not result.ok:
+        raise NftError(f"nft -f in {namespace or 'this namespace'} failed: {result.err.strip()}")
 
 
 async def list_ruleset(namespace: str | None) -> str:
@@ -215,3 +220,19 @@ async def generation(namespace: str | None) -> int:
         with _netfilter_socket(None) as sock:
             return _ask_generation(sock, None)
     return await asyncio.to_thread(lambda: _context(namespace).generation())
+
+
+class Kernel:
+    """The real nf_tables of a namespace, as a table's owner uses it (nftfake.Fake is its stand-in)."""
+
+    def __init__(self, by_command: bool = False) -> None:
+        self.by_command = by_command  # `nft -f -` per transaction: the benchmark's peer
+
+    async def transact(self, namespace: str | None, tx: Transaction) -> None:
+        await (apply_by_command if self.by_command else apply)(namespace, tx.text())
+
+    async def table_objects(self, namespace: str | None, table: Table) -> tuple[set[str], dict[str, int | None]] | None:
+        return await table_objects(namespace, table.text())
+
+    async def generation(self, namespace: str | None) -> int:
+        return await generation(namespace)

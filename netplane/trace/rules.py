@@ -56,7 +56,8 @@ PROTO_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17}
 # kube-proxy's chains that all Services share: a rule there is charged to the Service whose address
 # the packet was going to (when its verdict does not already name a Service's chain)
 SHARED_CHAINS = frozenset({
-    "services", "service-endpoints-check", "nodeport-endpoints-check", "firewall-check", "reject-chain",
+    "services", "flat-services", "flat-nodeports", "service-endpoints-check", "nodeport-endpoints-check",
+    "firewall-check", "reject-chain",
     "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL",
 })
 
@@ -256,6 +257,20 @@ class Catalog:
 
 
 DNAT = re.compile(r"\bdnat to (\d+\.\d+\.\d+\.\d+(?::\d+)?)")
+MAP_DNAT = re.compile(r"\bdnat ip to .* map @")  # the endpoint drawn from a map (nftables' flat layout)
+
+
+def _translated(events: list[Event], i: int) -> str | None:
+    """Where a DNAT through a map sent the packet: the destination its next event on the node shows
+    (the same packet by source and IP ID: the trace id changes when the packet is forwarded to the
+    overlay)."""
+    before = events[i].packet
+    for later in events[i + 1:]:
+        seen = later.packet
+        if before is not None and seen is not None and (seen.src, seen.ip_id) == (before.src, before.ip_id) \
+                and (seen.dst, seen.dport) != (before.dst, before.dport):
+            return f"{seen.dst}:{seen.dport}" if seen.dport is not None else seen.dst
+    return None
 
 
 def _target(verdict: str) -> str | None:
@@ -284,13 +299,15 @@ def hits(events: dict[str, list[Event]], probe: Probe, catalog: Catalog | None =
     requests = _requests([e.packet for evs in events.values() for e in evs if e.packet], probe)
     found = []
     for node, evs in events.items():
-        for e in evs:
+        for i, e in enumerate(evs):
             if is_ours(e.table) or e.kind == "return" or (e.kind == "policy" and e.verdict == "accept"):
                 continue
             way = direction(e.packet, probe, requests)
             if way is None:
                 continue
             service, endpoint = _mapping(e, catalog)
+            if endpoint is None and MAP_DNAT.search(e.rule):
+                endpoint = _translated(evs, i)
             rule = e.rule if e.kind == "rule" else f"policy {e.verdict}"
             found.append(Hit(node, e.table, e.chain, rule, e.verdict, way, service, endpoint, e.packet))
     return found

@@ -2,7 +2,6 @@
 whole ruleset on a full sync and only the changes otherwise, and can remove all it made."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from netplane.agent.proxy import iptables as proxy_iptables
@@ -10,6 +9,7 @@ from netplane.agent.proxy import nftables
 from netplane.agent.proxy.model import ServicePort
 from netplane.agent.proxy.ruleset import Fragment, FragmentCache, diff, merge
 from netplane.kernel import iptables, nft
+from netplane.kernel.nftobjects import Transaction
 
 
 class Mode(Protocol):
@@ -29,39 +29,42 @@ class Mode(Protocol):
 class NftablesMode:
     name = "nftables"
 
-    def __init__(self, netns: str | None, node: str, cluster_cidr: str,
-                 transact: Callable[[str | None, str], Awaitable[None]] = nft.apply) -> None:
-        self.netns, self.transact = netns, transact  # how a script reaches the kernel (the bench's peer: nft -f)
+    def __init__(self, netns: str | None, node: str, cluster_cidr: str, kernel: nft.Kernel | None = None) -> None:
+        self.netns = netns
+        self.kernel = kernel or nft.Kernel()  # or nftfake.Fake (tests), nft.Kernel(by_command=True) (the bench's peer)
         self.cache = FragmentCache(lambda sp: nftables.fragment(sp, node, cluster_cidr))
-        self.base = nftables.base()
+        self.base = nftables.base(cluster_cidr)
         self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
         self.generation = -1  # the namespace's nf_tables generation right after the last sync
 
     async def tampered(self) -> bool:
         # any transaction in the namespace moves the generation on (a trace's table too): one
         # netlink round trip, and a full rewrite only when something happened
-        return self.applied is not None and await nft.generation(self.netns) != self.generation
+        return self.applied is not None and await self.kernel.generation(self.netns) != self.generation
 
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
         fragments = {"": self.base, **self.cache.fragments(ports)}
         if full or self.applied is None:
-            existing = await nft.table_objects(self.netns, nftables.TABLE)
+            existing = await self.kernel.table_objects(self.netns, nftables.TABLE)
             everything = merge(fragments.values())
-            script = nftables.declare(everything) if existing is None else nftables.replace(everything, *existing)
+            tx = nftables.declare(everything) if existing is None else nftables.replace(everything, *existing)
         else:
             changes = diff(self.applied, fragments, self.cache)
             if not changes:
                 return False
-            script = nftables.update(changes)
+            tx = nftables.update(changes)
         self.applied = None  # until the kernel took it: a failed sync leads to a full one
-        await self.transact(self.netns, script)
-        self.generation = await nft.generation(self.netns)
+        await self.kernel.transact(self.netns, tx)
+        self.generation = await self.kernel.generation(self.netns)
         self.applied = fragments
         return True
 
     async def remove(self) -> None:
         self.applied = None
-        await nft.apply(self.netns, f"add table {nftables.TABLE}\ndelete table {nftables.TABLE}\n")
+        tx = Transaction(nftables.TABLE)
+        tx.add(nftables.TABLE)
+        tx.delete(nftables.TABLE)
+        await self.kernel.transact(self.netns, tx)
 
 
 class IptablesMode:

@@ -16,6 +16,14 @@ translated passes; `firewall-ips` enforcing loadBalancerSourceRanges before DNAT
 
 Where it differs from upstream, it is for the kernel's sake at 10,000 Services (figures in the
 README's performance section):
+- a port whose endpoint does not depend on the client (`flat`: no session affinity, no Local
+  external policy, no source ranges, at most MAX_FLAT_ENDPOINTS endpoints) has no chain: its
+  address is an element of `flat-ips` (NodePort: `flat-nodeports`) and of the set saying whom it
+  masquerades (`cluster-ips`: clients off the cluster; `external-ips`: everyone), and its N
+  endpoints are elements of the data map `endpoints-N`, keyed by the address, protocol, port and
+  `numgen random mod N`, which the chain `flat-services` DNATs through. Its changes are elements
+  only, and elements of sets and data maps make the kernel re-validate no chain (a rule or a
+  verdict does: every chain it can reach, 10,000 of them);
 - no `endpoint-...` chain per endpoint: the Service's chain DNATs itself, so the table has a
   quarter of the chains, and the kernel, which validates every chain a transaction can reach,
   commits a one-Service change in tens of milliseconds instead of a hundred and more;
@@ -29,9 +37,15 @@ README's performance section):
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from netplane import names
 from netplane.agent.proxy.model import Endpoint, ServicePort
-from netplane.agent.proxy.ruleset import Diff, Fragment, merge
+from netplane.agent.proxy.ruleset import Diff, Fragment, Rules, merge
+from netplane.kernel.nftobjects import (
+    CT_STATE, CT_STATUS, DROP, FIB_DADDR_TYPE, FIB_SADDR_TYPE, IP_DADDR, IP_SADDR, L4PROTO, MARK, REJECT,
+    RETURN, TH_DPORT, Chain, Dnat, DnatMap, Element, Hook, Lookup, Map, Masquerade, Match, Numgen, Rule, Set,
+    SetMark, Table, Term, Transaction, Update, VerdictMap, dport, goto, jump)
 
 
 def service_chain(sp: ServicePort) -> str:
@@ -64,198 +78,319 @@ def affinity_set(sp: ServicePort, ep: Endpoint) -> str:
     return f"affinity-{_endpoint_key(sp, ep)}"
 
 
-TABLE = f"ip {names.NFT_TABLE}"
+def endpoints_map(n: int) -> str:
+    """The data map choosing among n endpoints of a Service address and port."""
+    return f"endpoints-{n}"
+
+
+def nodeport_endpoints_map(n: int) -> str:
+    return f"nodeport-endpoints-{n}"
+
+
+def _draw(n: int) -> str:
+    return f"numgen random mod {n}"
+
+
+TABLE = Table("ip", names.NFT_TABLE, "rules for kube-proxy")
 BY_ADDRESS = "ipv4_addr . inet_proto . inet_service"
 BY_PORT = "inet_proto . inet_service"
-SHARED = {  # the sets and maps all Services put elements in -> their type
-    "service-ips": f"{BY_ADDRESS} : verdict", "service-nodeports": f"{BY_PORT} : verdict",
-    "no-endpoint-services": f"{BY_ADDRESS} : verdict", "no-endpoint-nodeports": f"{BY_PORT} : verdict",
-    "firewall-ips": f"{BY_ADDRESS} : verdict",
-    "hairpin-endpoints": "ipv4_addr . ipv4_addr",  # endpoint . itself: a pod reaching itself via a Service
-}
+SERVICE_KEY = (IP_DADDR, L4PROTO, TH_DPORT)
+NODEPORT_KEY = (L4PROTO, TH_DPORT)
+MAX_FLAT_ENDPOINTS = 16  # more endpoints than this: a chain of its own
+ENDPOINT = "ip daddr . th dport"
+SHARED: dict[str, Set | Map] = {s.name: s for s in (  # the sets and maps all Services put elements in
+    Map("service-ips", BY_ADDRESS), Map("service-nodeports", BY_PORT),
+    Map("no-endpoint-services", BY_ADDRESS), Map("no-endpoint-nodeports", BY_PORT),
+    Map("firewall-ips", BY_ADDRESS),
+    Set("hairpin-endpoints", "ipv4_addr . ipv4_addr"),  # endpoint . itself: a pod reaching itself via a Service
+    # the flat layout: addresses whose endpoint a data map draws, and which of them masquerade whom
+    Set("flat-ips", BY_ADDRESS), Set("flat-nodeports", BY_PORT),
+    Set("cluster-ips", BY_ADDRESS),  # ClusterIPs: clients off the cluster are masqueraded
+    Set("external-ips", BY_ADDRESS),  # external and load-balancer IPs: every client is masqueraded
+    *(Map(endpoints_map(n), " . ".join((*SERVICE_KEY, _draw(n))), ENDPOINT, typeof=True)
+      for n in range(1, MAX_FLAT_ENDPOINTS + 1)),
+    *(Map(nodeport_endpoints_map(n), " . ".join((*NODEPORT_KEY, _draw(n))), ENDPOINT, typeof=True)
+      for n in range(1, MAX_FLAT_ENDPOINTS + 1)),
+)}
 HOOKS = {  # base chain -> its hook; the endpoint checks see the destination after DNAT, the firewall before
-    "filter-prerouting-pre-dnat": "type filter hook prerouting priority -110; policy accept;",
-    "filter-output-pre-dnat": "type filter hook output priority -110; policy accept;",
-    "filter-input": "type filter hook input priority filter; policy accept;",
-    "filter-forward": "type filter hook forward priority filter; policy accept;",
-    "filter-output": "type filter hook output priority filter; policy accept;",
-    "nat-prerouting": "type nat hook prerouting priority dstnat; policy accept;",
-    "nat-output": "type nat hook output priority -100; policy accept;",
-    "nat-postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "filter-prerouting-pre-dnat": Hook("filter", "prerouting", "-110"),
+    "filter-output-pre-dnat": Hook("filter", "output", "-110"),
+    "filter-input": Hook("filter", "input", "filter"),
+    "filter-forward": Hook("filter", "forward", "filter"),
+    "filter-output": Hook("filter", "output", "filter"),
+    "nat-prerouting": Hook("nat", "prerouting", "dstnat"),
+    "nat-output": Hook("nat", "output", "-100"),
+    "nat-postrouting": Hook("nat", "postrouting", "srcnat"),
 }
+DRAWING_CHAINS = {"flat-services", "flat-nodeports"}  # the chains that draw endpoints from the data maps
+NEW = Match(CT_STATE, "new")
+ANY_PORT_PROTOCOL = Match(L4PROTO, ("tcp", "udp", "sctp"))  # lets nft translate the port of a drawn endpoint
+LOCAL_DESTINATION = Match(FIB_DADDR_TYPE, "local")
+LOCAL_SOURCE = Match(FIB_SADDR_TYPE, "local")
+MARK_FOR_MASQUERADE = jump("mark-for-masquerade")
 
 
-def base() -> Fragment:
+def base(cluster_cidr: str) -> Fragment:
     """The chains every node has, whatever its Services."""
-    mark = f"0x{names.MASQ_MARK:x}"
+    mark = names.MASQ_MARK
+    not_loopback = Match(IP_DADDR, "127.0.0.0/8", "!=")
     return Fragment(chains={
-        "filter-prerouting-pre-dnat": ("ct state new jump firewall-check",),
-        "filter-output-pre-dnat": ("ct state new jump firewall-check",),
-        "filter-input": ("ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"),
-        "filter-forward": ("ct state new jump service-endpoints-check",),
-        "filter-output": ("ct state new jump service-endpoints-check",),
-        "nat-prerouting": ("jump services",),
-        "nat-output": ("jump services",),
-        "nat-postrouting": ("jump masquerading",),
-        "mark-for-masquerade": (f"meta mark set meta mark | {mark}",),
-        "masquerading": ("ct status dnat ip saddr . ip daddr @hairpin-endpoints masquerade fully-random",
-                         f"meta mark & {mark} == 0 return", f"meta mark set meta mark ^ {mark}",
-                         "masquerade fully-random"),
-        "reject-chain": ("reject",),
-        "services": ("ip daddr . meta l4proto . th dport vmap @service-ips",
-                     "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports"),
-        "service-endpoints-check": ("ip daddr . meta l4proto . th dport vmap @no-endpoint-services",),
-        "nodeport-endpoints-check": ("fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports",),
-        "firewall-check": ("ip daddr . meta l4proto . th dport vmap @firewall-ips",),
+        "filter-prerouting-pre-dnat": ((NEW, jump("firewall-check")),),
+        "filter-output-pre-dnat": ((NEW, jump("firewall-check")),),
+        "filter-input": ((NEW, jump("nodeport-endpoints-check")), (NEW, jump("service-endpoints-check"))),
+        "filter-forward": ((NEW, jump("service-endpoints-check")),),
+        "filter-output": ((NEW, jump("service-endpoints-check")),),
+        "nat-prerouting": ((jump("services"),),),
+        "nat-output": ((jump("services"),),),
+        "nat-postrouting": ((jump("masquerading"),),),
+        "mark-for-masquerade": ((SetMark("|", mark),),),
+        "masquerading": ((Match(CT_STATUS, "dnat"), Lookup((IP_SADDR, IP_DADDR), "hairpin-endpoints"), Masquerade()),
+                         (Match(MARK, 0, "==", mask=mark), RETURN), (SetMark("^", mark),), (Masquerade(),)),
+        "reject-chain": ((REJECT,),),
+        "services": ((VerdictMap(SERVICE_KEY, "service-ips"),),
+                     (Lookup(SERVICE_KEY, "flat-ips"), goto("flat-services")),
+                     (LOCAL_DESTINATION, not_loopback, VerdictMap(NODEPORT_KEY, "service-nodeports")),
+                     (LOCAL_DESTINATION, not_loopback, Lookup(NODEPORT_KEY, "flat-nodeports"), goto("flat-nodeports"))),
+        "flat-services": ((Match(IP_SADDR, cluster_cidr, "!="), Lookup(SERVICE_KEY, "cluster-ips"), MARK_FOR_MASQUERADE),
+                          (Lookup(SERVICE_KEY, "external-ips"), MARK_FOR_MASQUERADE),
+                          *((ANY_PORT_PROTOCOL, DnatMap((*SERVICE_KEY, _draw(n)), endpoints_map(n)))
+                            for n in range(1, MAX_FLAT_ENDPOINTS + 1))),
+        "flat-nodeports": ((MARK_FOR_MASQUERADE,),
+                           *((ANY_PORT_PROTOCOL, DnatMap((*NODEPORT_KEY, _draw(n)), nodeport_endpoints_map(n)))
+                             for n in range(1, MAX_FLAT_ENDPOINTS + 1))),
+        "service-endpoints-check": ((VerdictMap(SERVICE_KEY, "no-endpoint-services"),),),
+        "nodeport-endpoints-check": ((LOCAL_DESTINATION, VerdictMap(NODEPORT_KEY, "no-endpoint-nodeports")),),
+        "firewall-check": ((VerdictMap(SERVICE_KEY, "firewall-ips"),),),
     })
 
 
-def _send(sp: ServicePort, ep: Endpoint) -> str:
+def _send(sp: ServicePort, ep: Endpoint) -> tuple[Term, ...]:
     """To one endpoint: remember the client there (session affinity), then DNAT."""
-    remember = f"update @{affinity_set(sp, ep)} {{ ip saddr }} " if sp.affinity_seconds else ""
-    return f"{remember}meta l4proto {sp.protocol} dnat to {ep.ip}:{ep.port}"
+    remember = (Update(affinity_set(sp, ep), (IP_SADDR,)),) if sp.affinity_seconds else ()
+    return (*remember, Dnat(sp.protocol, ep.ip, ep.port))
 
 
-def _choose(sp: ServicePort, endpoints: list[Endpoint]) -> list[str]:
+def _choose(sp: ServicePort, endpoints: list[Endpoint]) -> list[tuple[Term, ...]]:
     """Session affinity first (the endpoint that served this client before), then a random one:
     the first of N with probability 1/N, else the second of the N-1 left with 1/(N-1), ..."""
-    lines = [f"ip saddr @{affinity_set(sp, ep)} {_send(sp, ep)}" for ep in endpoints if sp.affinity_seconds]
+    rules = [(Lookup((IP_SADDR,), affinity_set(sp, ep)), *_send(sp, ep)) for ep in endpoints if sp.affinity_seconds]
     left = len(endpoints)
     for ep in endpoints[:-1]:
-        lines.append(f"numgen random mod {left} == 0 {_send(sp, ep)}")
+        rules.append((Numgen(left), *_send(sp, ep)))
         left -= 1
-    return lines + [_send(sp, endpoints[-1])]
+    return rules + [_send(sp, endpoints[-1])]
 
 
-def _external_rules(sp: ServicePort, node: str, cluster_cidr: str) -> list[str]:
+def _external_rules(sp: ServicePort, node: str, cluster_cidr: str) -> list[tuple[Term, ...]]:
     """externalTrafficPolicy Cluster: masquerade, then any endpoint. Local: traffic from pods goes
     on to every endpoint unmasqueraded, the node's own masqueraded, as upstream short-circuits both
     (as if they had gone out to a load balancer and come back); other clients keep their address
     and reach this node's endpoints, or fall through to the drop of the no-endpoint maps."""
     if not sp.external_local:
-        return ["jump mark-for-masquerade", f"goto {service_chain(sp)}"]
-    lines = [f"ip saddr {cluster_cidr} goto {service_chain(sp)}",
-             "fib saddr type local jump mark-for-masquerade",
-             f"fib saddr type local goto {service_chain(sp)}"]
-    return lines + ([f"goto {local_chain(sp)}"] if sp.local_policy_endpoints(node) else [])
+        return [(MARK_FOR_MASQUERADE,), (goto(service_chain(sp)),)]
+    rules = [(Match(IP_SADDR, cluster_cidr), goto(service_chain(sp))),
+             (LOCAL_SOURCE, MARK_FOR_MASQUERADE),
+             (LOCAL_SOURCE, goto(service_chain(sp)))]
+    return rules + ([(goto(local_chain(sp)),)] if sp.local_policy_endpoints(node) else [])
 
 
-def affinity_declaration(seconds: int | None) -> str:
-    return f"type ipv4_addr; flags dynamic,timeout; timeout {seconds}s;"
+def affinity(name: str, seconds: int | None) -> Set:
+    """A set remembering the clients an endpoint served, each for `seconds`."""
+    return Set(name, "ipv4_addr", ("dynamic", "timeout"), seconds)
+
+
+def flat(sp: ServicePort, node: str) -> bool:
+    """Whether the port's rules are only elements of the shared maps and sets: where its traffic goes
+    does not depend on the client (no session affinity, no Local external policy, no source ranges)
+    and each of its addresses has at most MAX_FLAT_ENDPOINTS endpoints."""
+    if sp.affinity_seconds or (sp.has_external and (sp.external_local or (sp.source_ranges and sp.load_balancer_ips))):
+        return False
+    return max(len(sp.internal_endpoints(node)), len(sp.cluster_policy_endpoints()) if sp.has_external else 0) \
+        <= MAX_FLAT_ENDPOINTS
+
+
+def _spread(entries: dict, key: tuple[str, ...], endpoints: list[Endpoint]) -> None:
+    """The key's endpoints as the data map's elements: draw i of n goes to the i-th."""
+    for i, ep in enumerate(endpoints):
+        entries[(*key, str(i))] = (ep.ip, str(ep.port))
 
 
 def fragment(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
     """The chains, map elements and affinity sets of one Service port on one node, decided as
-    upstream's syncProxyRules decides them."""
-    chains: dict[str, tuple[str, ...]] = {}
-    entries: dict[str, dict[str, str]] = {name: {} for name in SHARED}
-    sets: dict[str, str] = {}
+    upstream's syncProxyRules decides them: flat when it can be, else with chains of its own."""
+    return _flat(sp, node) if flat(sp, node) else _chained(sp, node, cluster_cidr)
+
+
+def _flat(sp: ServicePort, node: str) -> Fragment:
+    """Elements only: each address's key in flat-ips (and in the set saying whom it masquerades) and
+    its endpoints in the data map of their number."""
+    entries: dict[str, dict] = {name: {} for name in SHARED}
+    port = (sp.protocol, str(sp.port))
+    missing = DROP if sp.reachable else goto("reject-chain")
+    internal = sp.internal_endpoints(node)
+    if internal:
+        key = (sp.cluster_ip, *port)
+        entries["flat-ips"][key] = entries["cluster-ips"][key] = None
+        _spread(entries[endpoints_map(len(internal))], key, internal)
+    else:
+        entries["no-endpoint-services"][(sp.cluster_ip, *port)] = missing
+    cluster = sp.cluster_policy_endpoints() if sp.has_external else []
+    for ip in (*sp.external_ips, *sp.load_balancer_ips):
+        key = (ip, *port)
+        if cluster:
+            entries["flat-ips"][key] = entries["external-ips"][key] = None
+            _spread(entries[endpoints_map(len(cluster))], key, cluster)
+        else:
+            entries["no-endpoint-services"][key] = missing
+    if sp.node_port:
+        key = (sp.protocol, str(sp.node_port))
+        if cluster:
+            entries["flat-nodeports"][key] = None
+            _spread(entries[nodeport_endpoints_map(len(cluster))], key, cluster)
+        else:
+            entries["no-endpoint-nodeports"][key] = missing
+    for ep in sp.reachable_endpoints(node):
+        entries["hairpin-endpoints"][(ep.ip, ep.ip)] = None
+    return Fragment(entries={k: v for k, v in entries.items() if v})
+
+
+def _chained(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
+    """Chains of the port's own, where the endpoint depends on the client: its ClusterIP's, its
+    external addresses' (applying externalTrafficPolicy), its firewall's."""
+    chains: dict[str, Rules] = {}
+    entries: dict[str, dict] = {name: {} for name in SHARED}
+    sets: dict[str, Set] = {}
     cluster, local = sp.cluster_policy_endpoints(), sp.local_policy_endpoints(node)
     if cluster:
         chains[service_chain(sp)] = tuple(_choose(sp, cluster))
     if local:
         chains[local_chain(sp)] = tuple(_choose(sp, local))
-    key = f"{sp.protocol} . {sp.port}"
+    port = (sp.protocol, str(sp.port))
     # nowhere to go at all: reject; nowhere on this node with a Local policy: drop, as upstream
-    missing = "drop" if sp.reachable else "goto reject-chain"
+    missing = DROP if sp.reachable else goto("reject-chain")
     if sp.internal_endpoints(node):
         internal = internal_chain(sp)
-        entries["service-ips"][f"{sp.cluster_ip} . {key}"] = f"goto {internal}"
+        entries["service-ips"][(sp.cluster_ip, *port)] = goto(internal)
         # a client off the cluster (routed to the service range through this node) is
         # masqueraded, so that the reply comes back through this node to be un-DNATed
-        masquerade = f"ip daddr {sp.cluster_ip} {sp.protocol} dport {sp.port} ip saddr != {cluster_cidr} jump mark-for-masquerade"
+        masquerade = (Match(IP_DADDR, sp.cluster_ip), Match(dport(sp.protocol), sp.port),
+                      Match(IP_SADDR, cluster_cidr, "!="), MARK_FOR_MASQUERADE)
         chains[internal] = (masquerade, *chains[internal])
     else:
-        entries["no-endpoint-services"][f"{sp.cluster_ip} . {key}"] = missing
+        entries["no-endpoint-services"][(sp.cluster_ip, *port)] = missing
     if sp.has_external:
         if sp.reachable:  # even with no endpoint for outside clients: pods and the node short-circuit
             chains[external_chain(sp)] = tuple(_external_rules(sp, node, cluster_cidr))
             for ip in (*sp.external_ips, *sp.load_balancer_ips):
-                entries["service-ips"][f"{ip} . {key}"] = f"goto {external_chain(sp)}"
+                entries["service-ips"][(ip, *port)] = goto(external_chain(sp))
             if sp.node_port:
-                entries["service-nodeports"][f"{sp.protocol} . {sp.node_port}"] = f"goto {external_chain(sp)}"
+                entries["service-nodeports"][(sp.protocol, str(sp.node_port))] = goto(external_chain(sp))
         if not sp.external_endpoints(node):  # what the external chain did not translate stops here
             for ip in (*sp.external_ips, *sp.load_balancer_ips):
-                entries["no-endpoint-services"][f"{ip} . {key}"] = missing
+                entries["no-endpoint-services"][(ip, *port)] = missing
             if sp.node_port:
-                entries["no-endpoint-nodeports"][f"{sp.protocol} . {sp.node_port}"] = missing
+                entries["no-endpoint-nodeports"][(sp.protocol, str(sp.node_port))] = missing
         if sp.source_ranges and sp.load_balancer_ips:
-            chains[firewall_chain(sp)] = (f"ip saddr != {{ {', '.join(sp.source_ranges)} }} drop",)
+            chains[firewall_chain(sp)] = ((Match(IP_SADDR, tuple(sp.source_ranges), "!="), DROP),)
             for ip in sp.load_balancer_ips:
-                entries["firewall-ips"][f"{ip} . {key}"] = f"goto {firewall_chain(sp)}"
+                entries["firewall-ips"][(ip, *port)] = goto(firewall_chain(sp))
     for ep in sp.reachable_endpoints(node):
-        entries["hairpin-endpoints"][f"{ep.ip} . {ep.ip}"] = ""
+        entries["hairpin-endpoints"][(ep.ip, ep.ip)] = None
         if sp.affinity_seconds:
-            sets[affinity_set(sp, ep)] = affinity_declaration(sp.affinity_seconds)
+            sets[affinity_set(sp, ep)] = affinity(affinity_set(sp, ep), sp.affinity_seconds)
     return Fragment(chains, {k: v for k, v in entries.items() if v}, sets)
 
 
-def _elements(items: dict[str, str]) -> str:
-    return ", ".join(f"{k} : {v}" if v else k for k, v in items.items())
+def _chain(name: str) -> Chain:
+    return Chain(name, HOOKS.get(name))
 
 
-def _kind(name: str) -> str:
-    return "map" if ":" in SHARED[name] else "set"
+def _elements(entries: dict[str, dict]) -> list[Element]:
+    return [Element(name, key, value) for name, items in entries.items() for key, value in items.items()]
 
 
-def declare(everything: Fragment) -> str:
-    """A whole new table as one `table { ... }` block: the fast form for a table that does not exist."""
-    lines = [f"table {TABLE} {{", '\tcomment "rules for kube-proxy"']
-    for name, declaration in everything.sets.items():
-        lines.append(f"\tset {name} {{ {declaration} }}")
-    for name, key in SHARED.items():
-        items = everything.entries.get(name)
-        lines.append(f"\t{_kind(name)} {name} {{ type {key};" + (f" elements = {{ {_elements(items)} }}" if items else "") + " }")
-    for chain, rules in everything.chains.items():
-        hook = f" {HOOKS[chain]}" if chain in HOOKS else ""
-        lines.append(f"\tchain {chain} {{{hook}" + "".join(f"\n\t\t{r}" for r in rules) + "\n\t}")
-    return "\n".join(lines + ["}", ""])
+def declare(everything: Fragment) -> Transaction:
+    """A whole new table, for a table that does not exist."""
+    tx = Transaction(TABLE)
+    tx.add(TABLE)
+    for name in everything.chains:
+        tx.add(_chain(name))
+    for obj in (*everything.sets.values(), *SHARED.values()):
+        tx.add(obj)
+    _write(tx, everything.chains, _elements(everything.entries))
+    return tx
 
 
-def replace(everything: Fragment, chains: set[str], sets: dict[str, int | None]) -> str:
+def _write(tx: Transaction, chains: dict[str, Rules], elements: Iterable[Element]) -> None:
+    for name, rules in chains.items():
+        for body in rules:
+            tx.add(Rule(name, body))
+    for element in elements:
+        tx.add(element)
+
+
+def replace(everything: Fragment, chains: set[str], sets: dict[str, int | None]) -> Transaction:
     """Every object rewritten in an existing table (given its chains and its sets' timeouts), the
     ones no longer wanted deleted. Affinity sets keep their members unless their timeout changed, and
     the connections conntrack already translated are not touched: a restarted proxy adopts its
     table this way."""
-    changed = {n for n, d in everything.sets.items() if n in sets and affinity_declaration(sets[n]) != d}
-    out = [f"add table {TABLE}"]
+    changed = {n for n, s in everything.sets.items() if n in sets and affinity(n, sets[n]) != s}
+    tx = Transaction(TABLE)
+    tx.add(TABLE)
     # base chains are made anew, so that one left with another hook or priority (by an older
     # netplane, as upstream moved its filter chains) takes the current one
-    for chain in HOOKS.keys() & chains:
-        out += [f"flush chain {TABLE} {chain}", f"delete chain {TABLE} {chain}"]
-    for name, key in SHARED.items():
-        out += [f"add {_kind(name)} {TABLE} {name} {{ type {key}; }}", f"flush {_kind(name)} {TABLE} {name}"]
-    return "\n".join(out + _transaction(
-        write_chains=everything.chains, delete_chains=chains - everything.chains.keys(),
-        add_entries=everything.entries, delete_entries={},
-        add_sets={n: d for n, d in everything.sets.items() if n not in sets or n in changed},
-        delete_sets=sets.keys() - everything.sets.keys() - SHARED.keys(), replace_sets=changed)) + "\n"
+    for name in HOOKS.keys() & chains:
+        tx.flush(Chain(name))
+        tx.delete(Chain(name))
+    # nft 1.0.6 cannot add a rule reading a `typeof` map it knows only from the kernel ("conflicting
+    # protocols specified: tcp vs. th"): the chains reading them are emptied and the maps made anew
+    for name in DRAWING_CHAINS & chains:
+        tx.flush(Chain(name))
+    for obj in SHARED.values():
+        tx.add(obj)
+        if isinstance(obj, Map) and obj.typeof:
+            tx.delete(obj)
+            tx.add(obj)
+        else:
+            tx.flush(obj)
+    _transaction(tx, write_chains=everything.chains, delete_chains=chains - everything.chains.keys(),
+                 add_entries=everything.entries, delete_entries={},
+                 add_sets={n: s for n, s in everything.sets.items() if n not in sets or n in changed},
+                 delete_sets=sets.keys() - everything.sets.keys() - SHARED.keys(), replace_sets=changed)
+    return tx
 
 
-def update(d: Diff) -> str:
+def update(d: Diff) -> Transaction:
     """The incremental transaction for one sync's changes."""
-    return "\n".join(_transaction(d.write_chains, d.delete_chains, d.add_entries, d.delete_entries,
-                                  d.add_sets, d.delete_sets - d.add_sets.keys(), d.delete_sets & d.add_sets.keys())) + "\n"
+    tx = Transaction(TABLE)
+    _transaction(tx, d.write_chains, d.delete_chains, d.add_entries, d.delete_entries,
+                 d.add_sets, d.delete_sets - d.add_sets.keys(), d.delete_sets & d.add_sets.keys())
+    return tx
 
 
-def _transaction(write_chains: dict[str, tuple[str, ...]], delete_chains: set[str],
-                 add_entries: dict[str, dict[str, str]], delete_entries: dict[str, dict[str, str]],
-                 add_sets: dict[str, str], delete_sets: set[str], replace_sets: set[str]) -> list[str]:
+def _transaction(tx: Transaction, write_chains: dict[str, Rules], delete_chains: set[str],
+                 add_entries: dict[str, dict], delete_entries: dict[str, dict],
+                 add_sets: dict[str, Set], delete_sets: set[str], replace_sets: set[str]) -> None:
     """In the order the kernel needs: references go before what they point to is deleted, and
     what a rule points to exists before the rule."""
-    out = [f"delete element {TABLE} {name} {{ {', '.join(items)} }}" for name, items in delete_entries.items() if items]
-    for chain in write_chains:
-        hook = f" {{ {HOOKS[chain]} }}" if chain in HOOKS else ""
-        out += [f"add chain {TABLE} {chain}{hook}", f"flush chain {TABLE} {chain}"]
-    out += [f"flush chain {TABLE} {chain}" for chain in delete_chains]
-    out += [f"delete set {TABLE} {name}" for name in replace_sets]
-    out += [f"add set {TABLE} {name} {{ {declaration} }}" for name, declaration in add_sets.items()]
-    out += [f"add rule {TABLE} {chain} {rule}" for chain, rules in write_chains.items() for rule in rules]
-    out += [f"add element {TABLE} {name} {{ {_elements(items)} }}" for name, items in add_entries.items() if items]
-    out += [f"delete chain {TABLE} {chain}" for chain in delete_chains]
-    return out + [f"delete set {TABLE} {name}" for name in delete_sets]
+    for element in _elements(delete_entries):
+        tx.delete(element)
+    for name in write_chains:
+        tx.add(_chain(name))
+        tx.flush(Chain(name))
+    for name in delete_chains:
+        tx.flush(Chain(name))
+    for name in replace_sets:
+        tx.delete(Set(name, "ipv4_addr"))
+    for obj in add_sets.values():
+        tx.add(obj)
+    _write(tx, write_chains, _elements(add_entries))
+    for name in delete_chains:
+        tx.delete(Chain(name))
+    for name in delete_sets:
+        tx.delete(Set(name, "ipv4_addr"))
 
 
-def render(ports: list[ServicePort], node: str, cluster_cidr: str) -> str:
-    """The whole table of one node, as a user reads it (and as a fresh node loads it)."""
-    return declare(merge([base(), *(fragment(sp, node, cluster_cidr) for sp in ports)]))
+def render(ports: list[ServicePort], node: str, cluster_cidr: str) -> Transaction:
+    """The whole table of one node, as a fresh node loads it."""
+    return declare(merge([base(cluster_cidr), *(fragment(sp, node, cluster_cidr) for sp in ports)]))

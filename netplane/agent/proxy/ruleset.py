@@ -2,26 +2,29 @@
 Fragment, and the difference between two syncs' fragments, so a sync sends only what changed.
 
 A Fragment holds the chains a Service port owns (rewritten whole when they change, deleted when the
-port goes) and its entries in shared objects: elements of the nftables verdict maps, or rules in
-iptables' shared chains such as KUBE-SERVICES. Fragments are cached per ServicePort, so an unchanged
-port costs one identity check per sync.
+port goes) and what it puts in objects every port shares. Each mode says what those are: nftables
+rules are tuples of typed terms and its shared objects are maps and sets (key -> verdict, or None in
+a set); iptables rules are iptables-restore text and its shared objects are chains such as
+KUBE-SERVICES, whose rules are keys with no value. The diff only compares them. Fragments are cached
+per ServicePort, so an unchanged port costs one identity check per sync.
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from netplane.agent.proxy.model import ServicePort
 
-Rules = tuple[str, ...]
+Rules = tuple[Hashable, ...]  # a chain's rules in order, each as its mode writes one
+Entries = dict[str, dict[Hashable, Hashable]]  # shared object -> key -> value
 
 
 @dataclass(frozen=True)
 class Fragment:
-    chains: dict[str, Rules] = field(default_factory=dict)  # chain -> its rules, in order
-    entries: dict[str, dict[str, str]] = field(default_factory=dict)  # shared object -> key -> value
-    sets: dict[str, str] = field(default_factory=dict)  # set of its own -> declaration (affinity)
+    chains: dict[str, Rules] = field(default_factory=dict)
+    entries: Entries = field(default_factory=dict)
+    sets: dict[str, Hashable] = field(default_factory=dict)  # set of its own -> its declaration (affinity)
 
 
 @dataclass
@@ -30,9 +33,9 @@ class Diff:
 
     write_chains: dict[str, Rules] = field(default_factory=dict)
     delete_chains: set[str] = field(default_factory=set)
-    add_entries: dict[str, dict[str, str]] = field(default_factory=dict)
-    delete_entries: dict[str, dict[str, str]] = field(default_factory=dict)  # with the old value
-    add_sets: dict[str, str] = field(default_factory=dict)
+    add_entries: Entries = field(default_factory=dict)
+    delete_entries: Entries = field(default_factory=dict)  # with the old value
+    add_sets: dict[str, Hashable] = field(default_factory=dict)
     delete_sets: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
@@ -43,8 +46,8 @@ class Diff:
 def merge(fragments: Iterable[Fragment]) -> Fragment:
     """All fragments as one (what a full sync writes)."""
     chains: dict[str, Rules] = {}
-    entries: dict[str, dict[str, str]] = {}
-    sets: dict[str, str] = {}
+    entries: Entries = {}
+    sets: dict[str, Hashable] = {}
     for f in fragments:
         chains.update(f.chains)
         sets.update(f.sets)
@@ -72,10 +75,10 @@ def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: FragmentCach
         for name in before.entries.keys() | after.entries.keys():
             was, now = before.entries.get(name, {}), after.entries.get(name, {})
             for k, v in was.items():
-                if now.get(k) != v:
+                if now.get(k, _ABSENT) != v:
                     d.delete_entries.setdefault(name, {})[k] = v
             for k, v in now.items():
-                if was.get(k) != v:
+                if was.get(k, _ABSENT) != v:
                     d.add_entries.setdefault(name, {})[k] = v
         for name, declaration in after.sets.items():
             if before.sets.get(name) != declaration:
@@ -91,12 +94,13 @@ def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: FragmentCach
     return d
 
 
-def _holders(fragments: Iterable[Fragment]) -> Counter[tuple[str, str, str]]:
+def _holders(fragments: Iterable[Fragment]) -> Counter[tuple[str, Hashable, Hashable]]:
     """How many fragments hold each (shared object, key, value)."""
     return Counter((name, k, v) for f in fragments for name, items in f.entries.items() for k, v in items.items())
 
 
 EMPTY = Fragment()
+_ABSENT = object()  # a key not there (a set's elements have the value None)
 
 
 class FragmentCache:
@@ -106,7 +110,7 @@ class FragmentCache:
         self._render = render
         self._by_id: dict[str, tuple[ServicePort, Fragment]] = {}
         self.changed: set[str] = set()  # the ports rendered anew or gone at the last call
-        self.holders: Counter[tuple[str, str, str]] = Counter()  # of the fragments of the last call
+        self.holders: Counter[tuple[str, Hashable, Hashable]] = Counter()  # of the fragments of the last call
 
     def fragments(self, ports: Iterable[ServicePort]) -> dict[str, Fragment]:
         found: dict[str, tuple[ServicePort, Fragment]] = {}
