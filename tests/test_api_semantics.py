@@ -2,7 +2,7 @@
 deletion and finalizers, dry run, generation, YAML bodies, field validation, watch bookmarks and
 initial events, OpenAPI. Conventions for tests:
 
-- pure modules (patch, tables, lifecycle, schema, paging) are tested as functions first;
+- pure modules (patch, tables, writes, schema, paging) are tested as functions first;
 - then over real HTTP on loopback: each test runs its own event loop (``asyncio.run``) and starts
   its own server on port 0 with a SQLite store in ``tmp_path``; nothing is mocked;
 - objects live in the ``default`` namespace; a pod with ``node`` set is bound (graceful deletion),
@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 import yaml
 
-from netplane.api import lifecycle, openapi, paging, patch, protobuf, resources, schema, tables, times
+from netplane.api import writes, openapi, paging, patch, protobuf, resources, schema, tables, times
 from netplane.api.errors import ApiError, Gone
-from netplane.api.lifecycle import DeleteOptions
+from netplane.api.writes import DeleteOptions
 from support.api import Cluster, assert_status, serving, take
 from support.objects import pod
 
@@ -170,7 +170,7 @@ def test_strategic_merge_directives():
         assert e.value.code == code, bad
 
 
-# -- field model, lifecycle, paging
+# -- field model, writes, paging
 
 
 def test_unknown_fields_are_found_in_closed_objects_only_and_pruned():
@@ -191,31 +191,31 @@ def test_delete_plans_graceful_pods_finalizers_and_preconditions():
     pods = resources.by_plural("pods")
     bound = {"metadata": {"name": "p", "uid": "u1", "resourceVersion": "5", "generation": 1},
              "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}}
-    action, marked = lifecycle.plan_delete(pods, bound, DeleteOptions(), NOW)
+    action, marked = writes.plan_delete(pods, bound, DeleteOptions(), NOW)
     assert action == "update" and marked["metadata"]["deletionGracePeriodSeconds"] == 10
     assert marked["metadata"]["deletionTimestamp"] == times.time_text(NOW + timedelta(seconds=10))
     assert marked["metadata"]["generation"] == 2
-    assert lifecycle.plan_delete(pods, marked, DeleteOptions(), NOW)[0] == "none"  # already under way
-    assert lifecycle.plan_delete(pods, marked, DeleteOptions(grace_period_seconds=20), NOW)[0] == "none"  # longer: no
-    shorter = lifecycle.plan_delete(pods, marked, DeleteOptions(grace_period_seconds=3), NOW)
+    assert writes.plan_delete(pods, marked, DeleteOptions(), NOW)[0] == "none"  # already under way
+    assert writes.plan_delete(pods, marked, DeleteOptions(grace_period_seconds=20), NOW)[0] == "none"  # longer: no
+    shorter = writes.plan_delete(pods, marked, DeleteOptions(grace_period_seconds=3), NOW)
     assert shorter[0] == "update" and shorter[1]["metadata"]["deletionGracePeriodSeconds"] == 3
-    assert lifecycle.plan_delete(pods, marked, DeleteOptions(grace_period_seconds=0), NOW)[0] == "remove"
-    assert lifecycle.plan_delete(pods, bound, DeleteOptions(grace_period_seconds=0), NOW)[0] == "remove"
-    assert lifecycle.pod_grace_period({"spec": {"nodeName": "n"}}, None) == 30
-    assert lifecycle.pod_grace_period({"spec": {"nodeName": "n"}}, -5) == 1
-    assert lifecycle.pod_grace_period({"spec": {}}, 30) == 0  # not bound: nothing to stop
-    assert lifecycle.pod_grace_period({"spec": {"nodeName": "n"}, "status": {"phase": "Failed"}}, 30) == 0
+    assert writes.plan_delete(pods, marked, DeleteOptions(grace_period_seconds=0), NOW)[0] == "remove"
+    assert writes.plan_delete(pods, bound, DeleteOptions(grace_period_seconds=0), NOW)[0] == "remove"
+    assert writes.pod_grace_period({"spec": {"nodeName": "n"}}, None) == 30
+    assert writes.pod_grace_period({"spec": {"nodeName": "n"}}, -5) == 1
+    assert writes.pod_grace_period({"spec": {}}, 30) == 0  # not bound: nothing to stop
+    assert writes.pod_grace_period({"spec": {"nodeName": "n"}, "status": {"phase": "Failed"}}, 30) == 0
     svc = resources.by_plural("services")
     held = {"metadata": {"name": "s", "finalizers": ["x"]}}
-    action, deleting = lifecycle.plan_delete(svc, held, DeleteOptions(grace_period_seconds=30), NOW)
+    action, deleting = writes.plan_delete(svc, held, DeleteOptions(grace_period_seconds=30), NOW)
     assert action == "update" and deleting["metadata"]["deletionGracePeriodSeconds"] == 0
-    assert not lifecycle.finished_deleting(deleting)
+    assert not writes.finished_deleting(deleting)
     deleting["metadata"]["finalizers"] = []
-    assert lifecycle.finished_deleting(deleting)
+    assert writes.finished_deleting(deleting)
     with pytest.raises(ApiError) as e:
-        lifecycle.check_preconditions(pods, bound, {"uid": "other"})
+        writes.check_preconditions(pods, bound, {"uid": "other"})
     assert e.value.code == 409 and "UID in precondition: other" in e.value.message
-    lifecycle.check_preconditions(pods, bound, {"uid": "u1", "resourceVersion": "5"})
+    writes.check_preconditions(pods, bound, {"uid": "u1", "resourceVersion": "5"})
 
 
 def test_delete_options_come_from_body_or_query():
@@ -236,14 +236,14 @@ def test_scale_view_and_selector_text():
     deploy["spec"]["selector"]["matchExpressions"] = [{"key": "tier", "operator": "In", "values": ["b", "a"]},
                                                       {"key": "canary", "operator": "DoesNotExist"}]
     deploy["status"] = {"replicas": 1}
-    scale = lifecycle.scale_of(deploy)
+    scale = writes.scale_of(deploy)
     assert scale["spec"] == {"replicas": 2}
     assert scale["status"] == {"replicas": 1, "selector": "app=web,tier in (a,b),!canary"}
     assert scale["metadata"]["resourceVersion"] == "7"
-    scaled = lifecycle.apply_scale(resources.by_plural("deployments"), deploy, {**scale, "spec": {"replicas": 5}})
+    scaled = writes.apply_scale(resources.by_plural("deployments"), deploy, {**scale, "spec": {"replicas": 5}})
     assert scaled["spec"]["replicas"] == 5 and deploy["spec"]["replicas"] == 2
     with pytest.raises(ApiError) as e:
-        lifecycle.apply_scale(resources.by_plural("deployments"), deploy, {"spec": {"replicas": -1}})
+        writes.apply_scale(resources.by_plural("deployments"), deploy, {"spec": {"replicas": -1}})
     assert e.value.code == 422
 
 

@@ -1,7 +1,7 @@
 """Small helpers on Kubernetes objects that controllers and agents share."""
 from __future__ import annotations
 
-from netplane.api.lifecycle import clone
+from netplane.api.writes import clone
 
 CONTAINER_STATUS_LISTS = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")  # a pod's
 

@@ -24,7 +24,7 @@ import json
 from functools import cache
 
 from netplane import names
-from netplane.api import fulltypes, lifecycle, openapi_pb, views
+from netplane.api import fulltypes, writes, openapi_pb, views
 from netplane.api.resources import Resource, group_path
 
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json",
@@ -130,7 +130,7 @@ def _resource_paths(res: Resource) -> dict[str, dict]:
     if res.has_status:
         paths[f"{collection}/{{name}}/status"] = {"parameters": [*scope, _path_param("name")],
                                                   **_item_operations(res, "Status", schema_name(res), gvk)}
-    if lifecycle.scale_subresource_of(res):
+    if writes.scale_subresource_of(res):
         scale_gvk = _gvk("autoscaling", "v1", "Scale")
         paths[f"{collection}/{{name}}/scale"] = {"parameters": [*scope, _path_param("name")],
                                                  **_item_operations(res, "Scale", schema_name("Scale"), scale_gvk)}
@@ -160,7 +160,7 @@ def document(gv_path: str) -> bytes:
     schemas: dict[str, dict] = {PATCH_SCHEMA: {
         "type": "object",
         "description": "The body of a PATCH: a JSON patch, a merge patch or a strategic merge patch."}}
-    kinds = [res.schema_key for res in resources] + (["Scale"] if any(map(lifecycle.scale_subresource_of, resources)) else [])
+    kinds = [res.schema_key for res in resources] + (["Scale"] if any(map(writes.scale_subresource_of, resources)) else [])
     schemas |= fulltypes.components(tuple(kinds))
     for res in resources:
         paths.update(_resource_paths(res))

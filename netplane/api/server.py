@@ -21,11 +21,11 @@ import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import (auth, codec, health, kubelets, lifecycle, metrics, openapi, openapi_pb, paging, patch, podexec,
+from netplane.api import (auth, codec, health, kubelets, writes, metrics, openapi, openapi_pb, paging, patch, podexec,
                           podlog, protobuf, proxy, schema, serviceaccounts, tables, views)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.kubelets import Kubelets
-from netplane.api.lifecycle import DeleteOptions
+from netplane.api.writes import DeleteOptions
 from netplane.api.resources import Resource, View, api_version, group_path
 from netplane.api.satokens import TokenIssuer
 from netplane.api.store import Store
@@ -640,7 +640,7 @@ class _Handlers:
 
     def _typed(self, subresource: str | None = None) -> Typed:
         if subresource == "scale":
-            return Typed("Scale", "Scale", lifecycle.SCALE_API_VERSION)
+            return Typed("Scale", "Scale", writes.SCALE_API_VERSION)
         return Typed(self.res.schema_key, self.res.kind, api_version(self.res))
 
     async def list_or_watch(self, request: web.Request) -> web.StreamResponse:
@@ -675,7 +675,7 @@ class _Handlers:
         return _as_requested(request, self.res, found, self._out)
 
     async def get_scale(self, request: web.Request) -> web.Response:
-        return _encoded(request, lifecycle.scale_of(request.app[STORE].get(self.res.plural, *self._where(request))))
+        return _encoded(request, writes.scale_of(request.app[STORE].get(self.res.plural, *self._where(request))))
 
     async def replace(self, request: web.Request) -> web.Response:
         return await self._update(request, None)
@@ -696,10 +696,10 @@ class _Handlers:
         return await self._patch(request, "scale")
 
     async def replace_ephemeral(self, request: web.Request) -> web.Response:
-        return await self._update(request, lifecycle.EPHEMERAL)
+        return await self._update(request, writes.EPHEMERAL)
 
     async def patch_ephemeral(self, request: web.Request) -> web.Response:
-        return await self._patch(request, lifecycle.EPHEMERAL)
+        return await self._patch(request, writes.EPHEMERAL)
 
     @staticmethod
     async def _delete_options(request: web.Request) -> tuple[DeleteOptions, bool]:
@@ -802,7 +802,7 @@ class _Handlers:
         body = _fields_checked(request, self._typed(subresource), body, duplicates)
         updated = request.app[STORE].update(self.plural, self._in(body), subresource, dry_run=_dry_run(request.query),
                                             manager=_manager(request))
-        return _encoded(request, lifecycle.scale_of(updated) if subresource == "scale" else self._out(updated))
+        return _encoded(request, writes.scale_of(updated) if subresource == "scale" else self._out(updated))
 
     async def _patch(self, request: web.Request, subresource: str | None) -> web.Response:
         media = _media_type(request)
@@ -823,7 +823,7 @@ class _Handlers:
 
         patched = request.app[STORE].patch(self.plural, *self._where(request), change, subresource,
                                            dry_run=_dry_run(request.query), manager=_manager(request))
-        return _encoded(request, lifecycle.scale_of(patched) if subresource == "scale" else self._out(patched))
+        return _encoded(request, writes.scale_of(patched) if subresource == "scale" else self._out(patched))
 
     async def _apply(self, request: web.Request) -> web.Response:
         """Server-side apply (``application/apply-patch+yaml``): 201 when it made the object."""
@@ -858,9 +858,9 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
         router.add_put(item + "/status", h.replace_status)
         router.add_patch(item + "/status", h.patch_status)
     if res.plural == "pods":
-        router.add_get(f"{item}/{lifecycle.EPHEMERAL}", h.get)
-        router.add_put(f"{item}/{lifecycle.EPHEMERAL}", h.replace_ephemeral)
-        router.add_patch(f"{item}/{lifecycle.EPHEMERAL}", h.patch_ephemeral)
+        router.add_get(f"{item}/{writes.EPHEMERAL}", h.get)
+        router.add_put(f"{item}/{writes.EPHEMERAL}", h.replace_ephemeral)
+        router.add_patch(f"{item}/{writes.EPHEMERAL}", h.patch_ephemeral)
         router.add_post(item + "/eviction", h.evict)
         router.add_get(item + "/log", h.from_node(podlog.serve))
         for method in ("GET", "POST"):  # a WebSocket upgrade is a GET; SPDY's was a POST
@@ -872,7 +872,7 @@ def _add_resource_routes(router: web.UrlDispatcher, res: Resource) -> None:
     if res.plural in PROXIED:
         router.add_route("*", item + "/proxy", h.proxy)
         router.add_route("*", item + "/proxy/{path:.*}", h.proxy)
-    if lifecycle.scale_subresource_of(res):
+    if writes.scale_subresource_of(res):
         router.add_get(item + "/scale", h.get_scale)
         router.add_put(item + "/scale", h.replace_scale)
         router.add_patch(item + "/scale", h.patch_scale)
@@ -909,7 +909,7 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
                             "version": "v1", "kind": "Eviction", "verbs": ["create"]})
             entries.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                             "verbs": ["get"]})
-            entries.append({"name": f"pods/{lifecycle.EPHEMERAL}", "singularName": "", "namespaced": True,
+            entries.append({"name": f"pods/{writes.EPHEMERAL}", "singularName": "", "namespaced": True,
                             "kind": "Pod", "verbs": ["get", "patch", "update"]})
             for sub, kind in (("exec", "PodExecOptions"), ("attach", "PodAttachOptions"),
                               ("portforward", "PodPortForwardOptions")):
@@ -922,7 +922,7 @@ def _resource_list(group_version: str, resources: list[Resource]) -> dict:
         if r.plural in PROXIED:
             entries.append({"name": f"{r.plural}/proxy", "singularName": "", "namespaced": r.namespaced,
                             "kind": f"{r.kind}ProxyOptions", "verbs": ["create", "delete", "get", "patch", "update"]})
-        if lifecycle.scale_subresource_of(r):  # kubectl scale finds the Scale kind here
+        if writes.scale_subresource_of(r):  # kubectl scale finds the Scale kind here
             entries.append({"name": f"{r.plural}/scale", "singularName": "", "namespaced": r.namespaced,
                             "group": "autoscaling", "version": "v1", "kind": "Scale",
                             "verbs": ["get", "patch", "update"]})

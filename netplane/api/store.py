@@ -8,7 +8,7 @@ hands the events to ``_publish``, which feeds every subscriber queue, each on it
 No SQL here: what needs the storage goes through the backend's get/list/commit/events_since.
 
 The rules of an object's life (system fields, generation, graceful deletion, finalizers, the Scale
-view) are pure functions in lifecycle.py; this module only runs them under its lock and stores
+view) are pure functions in writes.py; this module only runs them under its lock and stores
 the result, so that another storage backend can run the same rules. ``dry_run`` runs everything up
 to the commit and returns what would have been stored.
 """
@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from netplane.api import conversion, lifecycle, managed, schema, validation
+from netplane.api import conversion, writes, managed, schema, validation
 from netplane.api.backends import ADDED, DELETED, MODIFIED, Backend, Event, Publish, SqliteBackend, Stale
 from netplane.api.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
-from netplane.api.lifecycle import DeleteOptions, clone
+from netplane.api.writes import DeleteOptions, clone
 from netplane.api.resources import RESOURCES, Resource, api_version, by_plural
 from netplane.api.times import time_text
 
@@ -120,7 +120,7 @@ class Store:
             validation.check(res, obj)
             if self._load(plural, ns, meta["name"]) is not None:
                 raise already_exists(plural, meta["name"], res.group)
-            lifecycle.prepare_create(res, obj, _now())
+            writes.prepare_create(res, obj, _now())
             obj = self._admitted("create", plural, obj, None)
             self._track(res, None, obj, manager, None)
             if dry_run:
@@ -139,7 +139,7 @@ class Store:
                 raise bad_request("the request body must be an autoscaling/v1 Scale with metadata.name")
             with self._lock:
                 old = self._existing(res, meta.get("namespace"), meta["name"])
-                return self._replace(res, old, lifecycle.apply_scale(res, old, obj), None, dry_run, manager, "scale")
+                return self._replace(res, old, writes.apply_scale(res, old, obj), None, dry_run, manager, "scale")
         new = _checked_copy(res, obj)
         meta = new["metadata"]
         ns, name = _namespace(res, meta.get("namespace")), meta.get("name")
@@ -165,7 +165,7 @@ class Store:
         with self._lock:
             old = self._existing(res, namespace, name)
             if subresource == "scale":
-                new = lifecycle.apply_scale(res, old, change(lifecycle.scale_of(old)))
+                new = writes.apply_scale(res, old, change(writes.scale_of(old)))
                 return self._replace(res, old, new, None, dry_run, manager, "scale")
             new = _checked_copy(res, change(clone(old)))
             for key in ("name", "namespace"):
@@ -213,8 +213,8 @@ class Store:
         options = options or DeleteOptions()
         with self._lock:
             old = self._existing(res, namespace, name)
-            lifecycle.check_preconditions(res, old, options.preconditions)
-            action, obj = lifecycle.plan_delete(res, old, options, _now())
+            writes.check_preconditions(res, old, options.preconditions)
+            action, obj = writes.plan_delete(res, old, options, _now())
             changes = self._orphaned(old) if options.propagation_policy == "Orphan" else []
             if action == "update":
                 changes.append((MODIFIED, plural, obj))
@@ -279,16 +279,16 @@ class Store:
         current = old["metadata"]["resourceVersion"]
         if new["metadata"].get("resourceVersion") not in (None, "", current):
             raise conflict(res.plural, old["metadata"]["name"], res.group)
-        new = lifecycle.prepare_update(res, new, old, subresource)
-        if subresource in (None, lifecycle.EPHEMERAL):
+        new = writes.prepare_update(res, new, old, subresource)
+        if subresource in (None, writes.EPHEMERAL):
             validation.check(res, new, old)
         new = self._admitted("update/status" if subresource else "update", res.plural, new, old)
-        lifecycle.after_admission(old, new)
+        writes.after_admission(old, new)
         self._track(res, old, new, manager, tracked_as or subresource)
         new["metadata"]["resourceVersion"] = current
         if new == old:  # a no-op write keeps its rv and sends no event, as the apiserver does
             return old
-        changes = self._removal(res.plural, new) if lifecycle.finished_deleting(new) else [(MODIFIED, res.plural, new)]
+        changes = self._removal(res.plural, new) if writes.finished_deleting(new) else [(MODIFIED, res.plural, new)]
         if dry_run:
             return clone(new)
         return clone(self._commit(changes)[-1][3])
@@ -322,7 +322,7 @@ class Store:
         namespace = owner["metadata"].get("namespace")
         changes = []
         for plural, obj in self._in_namespace(namespace) if namespace else []:
-            freed = lifecycle.orphaned(obj, uid)
+            freed = writes.orphaned(obj, uid)
             if freed is not None:
                 changes.append((MODIFIED, plural, freed))
         return changes
@@ -380,7 +380,7 @@ def _namespace(res: Resource, namespace: str | None) -> str:
 
 
 def _check_subresource(res: Resource, subresource: str | None) -> None:
-    error = lifecycle.error_for_subresource(res, subresource)
+    error = writes.error_for_subresource(res, subresource)
     if error is not None:
         raise error
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from netplane.api import objects
-from netplane.api.lifecycle import selector_string
+from netplane.api.writes import selector_string
 from netplane.api.resources import Resource
 
 TABLE_VERSIONS = ("v1", "v1beta1")  # meta.k8s.io versions of Table kubectl may ask for

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from netplane import names
-from netplane.cni import server as cni_server
+from netplane.cni import resident as cni_server
 from netplane.kernel import netns
 from netplane.lab import lifecycle, model
 from netplane.lab.state import LabState

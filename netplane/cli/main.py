@@ -20,7 +20,7 @@ from netplane.api.client import Client
 from netplane.api.errors import ApiError
 from netplane.api.main import setup_logging
 from netplane.cli import printers
-from netplane.cni import server as cni_server
+from netplane.cni import resident as cni_server
 from netplane.kernel import netns, nsenter
 from netplane.lab import health, lifecycle, model
 from netplane.lab.state import ROOT as STATE_ROOT, LabState
@@ -551,7 +551,7 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
            leader_elect_retry_period: float) -> None:
     """Run the API server and the controllers, with no emulated nodes, for `netplane agent`s to join."""
     from netplane.api.auth import TokenError, split_bootstrap
-    from netplane.lab import server as control_plane
+    from netplane.controllers import main as control_plane
     host, port = _listen_address(listen)
     if bootstrap_token:
         try:
@@ -599,7 +599,7 @@ def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, no
           resync_seconds: int, cluster_dns: str, cluster_domain: str, resolv_conf: str,
           image_catalog: Path | None) -> None:
     """Run this host's node agent (kubelet via CNI, overlay, proxy) against a `netplane server`."""
-    from netplane.lab import agent as node_agent
+    from netplane.agent import main as node_agent
     if not kubeconfig and not (server_url and token):
         raise click.UsageError("give --server and --token (as `netplane token create` prints), or --kubeconfig")
     setup_logging()
@@ -628,7 +628,7 @@ def token() -> None:
 @friendly
 def token_create(ctx: click.Context, state_dir: Path | None, ttl: str) -> None:
     """Make a bootstrap token and print the command that joins a machine with it."""
-    from netplane.lab import server as control_plane
+    from netplane.controllers import main as control_plane
     replicas = sorted((LabState(ctx.obj["lab"]).dir / "servers").glob("cp-*"))
     dirs = [state_dir] if state_dir else replicas or [Path("/var/lib/netplane/server")]
     created = control_plane.create_token(dirs, _duration(ttl) or None, "netplane token create")

@@ -12,7 +12,7 @@ import copy
 
 from netplane.api import resources
 from netplane.api.errors import ApiError
-from netplane.api.lifecycle import FOREGROUND
+from netplane.api.writes import FOREGROUND
 from netplane.api.loop import Reconciler
 
 

@@ -11,6 +11,7 @@ set or map it reads) is a field, so a checker needs no parser.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -265,6 +266,9 @@ class Transaction:
 
     def add(self, obj: Object) -> None:
         self.ops.append(("add", obj))
+
+    def add_all(self, objs: Iterable[Object]) -> None:
+        self.ops.extend(("add", obj) for obj in objs)
 
     def create(self, obj: Object) -> None:
         """Like add, but an object that exists already is an error."""

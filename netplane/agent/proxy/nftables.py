@@ -224,34 +224,41 @@ def fragment(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
 def _flat(sp: ServicePort, node: str) -> Fragment:
     """Elements only: each address's key in flat-ips (and in the set saying whom it masquerades) and
     its endpoints in the data map of their number."""
-    entries: dict[str, dict] = {name: {} for name in SHARED}
+    entries: dict[str, dict] = {}
     port = (sp.protocol, str(sp.port))
     missing = DROP if sp.reachable else goto("reject-chain")
     internal = sp.internal_endpoints(node)
     if internal:
         key = (sp.cluster_ip, *port)
-        entries["flat-ips"][key] = entries["cluster-ips"][key] = None
-        _spread(entries[endpoints_map(len(internal))], key, internal)
+        _put(entries, key, "flat-ips", "cluster-ips")
+        _spread(entries.setdefault(endpoints_map(len(internal)), {}), key, internal)
     else:
-        entries["no-endpoint-services"][(sp.cluster_ip, *port)] = missing
+        entries.setdefault("no-endpoint-services", {})[(sp.cluster_ip, *port)] = missing
     cluster = sp.cluster_policy_endpoints() if sp.has_external else []
     for ip in (*sp.external_ips, *sp.load_balancer_ips):
         key = (ip, *port)
         if cluster:
-            entries["flat-ips"][key] = entries["external-ips"][key] = None
-            _spread(entries[endpoints_map(len(cluster))], key, cluster)
+            _put(entries, key, "flat-ips", "external-ips")
+            _spread(entries.setdefault(endpoints_map(len(cluster)), {}), key, cluster)
         else:
-            entries["no-endpoint-services"][key] = missing
+            entries.setdefault("no-endpoint-services", {})[key] = missing
     if sp.node_port:
         key = (sp.protocol, str(sp.node_port))
         if cluster:
-            entries["flat-nodeports"][key] = None
-            _spread(entries[nodeport_endpoints_map(len(cluster))], key, cluster)
+            _put(entries, key, "flat-nodeports")
+            _spread(entries.setdefault(nodeport_endpoints_map(len(cluster)), {}), key, cluster)
         else:
-            entries["no-endpoint-nodeports"][key] = missing
-    for ep in sp.reachable_endpoints(node):
-        entries["hairpin-endpoints"][(ep.ip, ep.ip)] = None
-    return Fragment(entries={k: v for k, v in entries.items() if v})
+            entries.setdefault("no-endpoint-nodeports", {})[key] = missing
+    reachable = sp.reachable_endpoints(node)
+    if reachable:
+        entries["hairpin-endpoints"] = {(ep.ip, ep.ip): None for ep in reachable}
+    return Fragment(entries=entries)
+
+
+def _put(entries: dict[str, dict], key: tuple[str, ...], *sets: str) -> None:
+    """The key as an element of each of these sets."""
+    for name in sets:
+        entries.setdefault(name, {})[key] = None
 
 
 def _chained(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
@@ -313,20 +320,15 @@ def declare(everything: Fragment) -> Transaction:
     """A whole new table, for a table that does not exist."""
     tx = Transaction(TABLE)
     tx.add(TABLE)
-    for name in everything.chains:
-        tx.add(_chain(name))
-    for obj in (*everything.sets.values(), *SHARED.values()):
-        tx.add(obj)
+    tx.add_all(_chain(name) for name in everything.chains)
+    tx.add_all((*everything.sets.values(), *SHARED.values()))
     _write(tx, everything.chains, _elements(everything.entries))
     return tx
 
 
 def _write(tx: Transaction, chains: dict[str, Rules], elements: Iterable[Element]) -> None:
-    for name, rules in chains.items():
-        for body in rules:
-            tx.add(Rule(name, body))
-    for element in elements:
-        tx.add(element)
+    tx.add_all(Rule(name, body) for name, rules in chains.items() for body in rules)
+    tx.add_all(elements)
 
 
 def replace(everything: Fragment, chains: set[str], sets: dict[str, int | None]) -> Transaction:

@@ -1,4 +1,4 @@
-"""netplane's plugins through their resident server and without it (cni/netplane-plugin, netplane/cni/server.py).
+"""netplane's plugins through their resident server and without it (cni/netplane-plugin, netplane/cni/resident.py).
 
 The plugins are run as a runtime runs them (the launchers in cni/, through the Runtime), in a
 throw-away node namespace; the server is the one the launchers start for this checkout.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from netplane import names
-from netplane.cni import server
+from netplane.cni import resident as server
 from netplane.cni.runtime import Runtime, plugin_dir
 from netplane.kernel import links, netns
 from tests.labtools import eventually
@@ -35,7 +35,7 @@ def listening() -> bool:
 def running_server() -> int:
     """The checkout's server, started as the plugins start it, listening."""
     if not listening():
-        subprocess.run(["setsid", "-f", sys.executable, "-m", "netplane.cni.server"], check=True,
+        subprocess.run(["setsid", "-f", sys.executable, "-m", "netplane.cni.resident"], check=True,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     eventually(listening, timeout=20)
     return eventually(server.running)
