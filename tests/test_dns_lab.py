@@ -275,7 +275,9 @@ def test_trace_follows_a_dns_query_through_the_kube_dns_dnat(lab):
     ip = address(lab, "svc", "hello")
     traced = cli(lab, "trace", "tools", "svc/kube-system/kube-dns", "--dns", "hello.default.svc.cluster.local").stdout
     assert "-> svc/kube-dns:dns (10.96.0.10:53) udp" in traced
-    assert re.search(r"dnat to 10\.244\.\d+\.\d+:53", traced) and "pod.kube-system.coredns-" in traced
+    # the DNAT rule (a draw from the data map of kube-dns's endpoints) and where it sent the query
+    assert re.search(r"dnat ip to .* map @endpoints-2 .* kube-system/kube-dns:dns -> 10\.244\.\d+\.\d+:53", traced), traced
+    assert re.search(r"DNAT on node-\d: 10\.96\.0\.10:53 -> 10\.244\.\d+\.\d+:53", traced) and "pod.kube-system.coredns-" in traced
     assert "query A hello.default.svc.cluster.local." in traced and f"replied: yes (NOERROR A {ip})" in traced, traced
     report = json.loads(cli(lab, "trace", "tools", "svc/kube-system/kube-dns", "--dns", "gone.default.svc.cluster.local",
                             "--dns-type", "AAAA", "-o", "json").stdout)
