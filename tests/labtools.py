@@ -79,6 +79,16 @@ def in_pod(lab: str, pod: str, *argv: str, timeout: float = 60) -> subprocess.Co
                           stdin=subprocess.DEVNULL)
 
 
+def on_host(lab: str, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run argv in `node/NAME`'s or `underlay/client`'s network namespace, as `netplane exec` runs
+    it there (netns.command), without a CLI process each time."""
+    from netplane import names
+    from netplane.kernel import netns
+    space = names.client_netns(lab) if host == "underlay/client" else names.node_netns(lab, host.split("/", 1)[1])
+    return subprocess.run(netns.command(space, list(argv)), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
 def http(lab: str, pod: str, url: str, timeout: int = 3) -> subprocess.CompletedProcess:
     """curl from inside a pod."""
     return in_pod(lab, pod, "curl", "-sS", "-m", str(timeout), url)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import SHARED_LABS, on_labs
-from labtools import apply_docs, cli, eventually, get, http, pod_ip, service_manifest
+from labtools import apply_docs, cli, eventually, get, http, on_host, pod_ip, service_manifest
 from netplane import names
 from netplane.kernel import netns
 from netplane.lab.state import LabState
@@ -226,7 +226,7 @@ def test_the_scheduler_spreads_pods_without_a_node(lab, tmp_path):
 
 
 def from_node(lab: str, node: str, url: str) -> str:
-    return cli(lab, "exec", f"node/{node}", "--", "curl", "-sS", "-m", "3", url).stdout
+    return on_host(lab, f"node/{node}", "curl", "-sS", "-m", "3", url).stdout
 
 
 @EVERY_CNI
@@ -279,7 +279,7 @@ def test_a_load_balancer_gets_an_address_the_underlay_client_reaches(lab, tmp_pa
     svc = eventually(lambda: (s := get(lab, "services", "lb")).get("status", {}).get("loadBalancer", {}).get("ingress") and s)
     ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("172.30.1.0/24")
-    client = lambda url: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "3", url).stdout  # noqa: E731
+    client = lambda url: on_host(lab, "underlay/client", "curl", "-sS", "-m", "3", url).stdout  # noqa: E731
     assert eventually(lambda: {client(f"http://{ip}/hostname") for _ in range(16)} == {"web-1", "web-2"})
     # its NodePort too, on either node, from outside the cluster
     port = svc["spec"]["ports"][0]["nodePort"]
@@ -424,7 +424,7 @@ def test_load_balancer_source_ranges_admit_only_the_listed_clients(lab, tmp_path
     apply_docs(lab, path, [lb])
     svc = eventually(lambda: (s := get(lab, "services", "fw")).get("status", {}).get("loadBalancer", {}).get("ingress") and s)
     url = f"http://{svc['status']['loadBalancer']['ingress'][0]['ip']}/hostname"
-    client = lambda: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2", url)  # noqa: E731
+    client = lambda: on_host(lab, "underlay/client", "curl", "-sS", "-m", "2", url)  # noqa: E731
     assert eventually(lambda: client().stdout in ("web-1", "web-2"))
     apply_docs(lab, path, [{**lb, "spec": {**lb["spec"], "loadBalancerSourceRanges": ["10.9.9.0/24"]}}])
     assert eventually(lambda: client().returncode == 28)  # dropped: curl's timeout, not a refusal
@@ -437,8 +437,8 @@ def test_external_traffic_policy_local_drops_on_a_node_without_a_local_endpoint(
                            service("solo", selector={"app": "solo"}, type="NodePort", externalTrafficPolicy="Local",
                                    ports=[{"port": 80, "targetPort": 8080}])])
     port = get(lab, "services", "solo")["spec"]["ports"][0]["nodePort"]
-    client = lambda node_ip: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2",  # noqa: E731
-                                 f"http://{node_ip}:{port}/clientip")
+    client = lambda node_ip: on_host(lab, "underlay/client", "curl", "-sS", "-m", "2",  # noqa: E731
+                                     f"http://{node_ip}:{port}/clientip")
     seen = eventually(lambda: client("172.30.0.11").stdout, timeout=30)
     assert seen.split(":")[0] == "172.30.0.2"  # the client's own address: not masqueraded
     assert client("172.30.0.12").returncode == 28  # node-2 has no local endpoint: dropped
@@ -507,7 +507,7 @@ def test_an_external_ip_on_a_node_reaches_the_endpoints_from_the_underlay(lab, t
     apply_docs(lab, path, [service("ext", selector={"app": "web"}, externalIPs=["172.30.0.11"],
                                    ports=[{"port": 8088, "targetPort": 8080}])])
     url = "http://172.30.0.11:8088/hostname"
-    client = lambda: cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2", url).stdout  # noqa: E731
+    client = lambda: on_host(lab, "underlay/client", "curl", "-sS", "-m", "2", url).stdout  # noqa: E731
     assert eventually(lambda: {client() for _ in range(12)} == {"web-1", "web-2"})
     cli(lab, "delete", "-f", str(path), check=True)
 

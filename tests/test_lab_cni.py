@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import on_labs
-from labtools import apply_docs, cli, eventually, get, service_manifest
+from labtools import apply_docs, cli, eventually, get, on_host, service_manifest
 from netplane.agent.kubelet import capability_args
 from netplane.agent.node import cni_config, network_config
 from netplane.lab import model
@@ -31,7 +31,7 @@ CNI_LABS = on_labs("reference-cni", "iptables")  # the reference plugins, and ne
 
 def from_client(lab: str, url: str) -> str:
     """curl from the underlay client (outside the cluster); empty when it fails."""
-    return cli(lab, "exec", "underlay/client", "--", "curl", "-sS", "-m", "2", url).stdout
+    return on_host(lab, "underlay/client", "curl", "-sS", "-m", "2", url).stdout
 
 
 def nat_rules(lab: str, node: str) -> str:

@@ -137,12 +137,15 @@ def test_hairpin_pairs_are_the_endpoints_the_node_may_dnat_to_and_stay_while_a_s
     other = another(WEB, "other", "10.96.0.20")
     other_slice = {**SLICE, "metadata": {**SLICE["metadata"], "name": "other-1",
                                          "labels": {"kubernetes.io/service-name": "other"}}}
-    cache = FragmentCache(lambda sp: nftables.fragment(sp, "node-1", CIDR))
+    cache = FragmentCache(lambda sp: nftables.fragment(sp, "node-1", CIDR), nftables.HELD_BY_SEVERAL)
     both = cache.fragments(ports(WEB, other, slices=(SLICE, other_slice)))
     assert set(both["default/web/tcp/http"].entries["hairpin-endpoints"]) == {
         ("10.244.1.2", "10.244.1.2"), ("10.244.2.2", "10.244.2.2")}
     only_other = cache.fragments(ports(other, slices=(other_slice,)))
-    assert "hairpin-endpoints" not in diff(both, only_other).delete_entries  # other still sends there
+    going = diff(both, only_other, cache)
+    assert "hairpin-endpoints" not in going.delete_entries  # other still sends there
+    assert ("10.96.0.10", "tcp", "80") in going.delete_entries["flat-ips"]  # web's own entries go
+    assert "hairpin-endpoints" not in diff(both, only_other).delete_entries  # the same, counted without the cache
     assert ("10.244.1.2", "10.244.1.2") in diff(only_other, {}).delete_entries["hairpin-endpoints"]
 
 

@@ -32,7 +32,7 @@ class NftablesMode:
     def __init__(self, netns: str | None, node: str, cluster_cidr: str, kernel: nft.Kernel | None = None) -> None:
         self.netns = netns
         self.kernel = kernel or nft.Kernel()  # or nftfake.Fake (tests), nft.Kernel(by_command=True) (the bench's peer)
-        self.cache = FragmentCache(lambda sp: nftables.fragment(sp, node, cluster_cidr))
+        self.cache = FragmentCache(lambda sp: nftables.fragment(sp, node, cluster_cidr), nftables.HELD_BY_SEVERAL)
         self.base = nftables.base(cluster_cidr)
         self.applied: dict[str, Fragment] | None = None  # None: the kernel's state is not known
         self.generation = -1  # the namespace's nf_tables generation right after the last sync

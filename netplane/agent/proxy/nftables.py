@@ -122,6 +122,7 @@ HOOKS = {  # base chain -> its hook; the endpoint checks see the destination aft
     "nat-output": Hook("nat", "output", "-100"),
     "nat-postrouting": Hook("nat", "postrouting", "srcnat"),
 }
+HELD_BY_SEVERAL = {"hairpin-endpoints"}  # the one object whose entries several ports may hold at once
 DRAWING_CHAINS = {"flat-services", "flat-nodeports"}  # the chains that draw endpoints from the data maps
 NEW = Match(CT_STATE, "new")
 ANY_PORT_PROTOCOL = Match(L4PROTO, ("tcp", "udp", "sctp"))  # lets nft translate the port of a drawn endpoint

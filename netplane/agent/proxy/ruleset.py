@@ -11,7 +11,7 @@ per ServicePort, so an unchanged port costs one identity check per sync.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from netplane.agent.proxy.model import ServicePort
@@ -89,14 +89,18 @@ def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: FragmentCach
         d.delete_sets |= before.sets.keys() - after.sets.keys()
     if d.delete_entries:  # an entry several ports share (a hairpin pair) stays while one holds it
         holders = cache.holders if cache is not None else _holders(new.values())
+        shared = cache.shared if cache is not None else None
         d.delete_entries = {name: kept for name, going in d.delete_entries.items()
-                            if (kept := {k: v for k, v in going.items() if not holders[(name, k, v)]})}
+                            if (kept := going if shared is not None and name not in shared else
+                                {k: v for k, v in going.items() if not holders[(name, k, v)]})}
     return d
 
 
-def _holders(fragments: Iterable[Fragment]) -> Counter[tuple[str, Hashable, Hashable]]:
-    """How many fragments hold each (shared object, key, value)."""
-    return Counter((name, k, v) for f in fragments for name, items in f.entries.items() for k, v in items.items())
+def _holders(fragments: Iterable[Fragment], shared: Collection[str] | None = None
+             ) -> Counter[tuple[str, Hashable, Hashable]]:
+    """How many fragments hold each (shared object, key, value), of the objects named (all when None)."""
+    return Counter((name, k, v) for f in fragments for name, items in f.entries.items()
+                   if shared is None or name in shared for k, v in items.items())
 
 
 EMPTY = Fragment()
@@ -104,10 +108,12 @@ _ABSENT = object()  # a key not there (a set's elements have the value None)
 
 
 class FragmentCache:
-    """Renders each ServicePort once and hands back the same Fragment while the port is unchanged."""
+    """Renders each ServicePort once and hands back the same Fragment while the port is unchanged.
+    `shared` names the objects whose entries several ports may hold at once (None: any), the ones
+    whose holders it counts."""
 
-    def __init__(self, render: Callable[[ServicePort], Fragment]) -> None:
-        self._render = render
+    def __init__(self, render: Callable[[ServicePort], Fragment], shared: Collection[str] | None = None) -> None:
+        self._render, self.shared = render, shared
         self._by_id: dict[str, tuple[ServicePort, Fragment]] = {}
         self.changed: set[str] = set()  # the ports rendered anew or gone at the last call
         self.holders: Counter[tuple[str, Hashable, Hashable]] = Counter()  # of the fragments of the last call
@@ -126,7 +132,7 @@ class FragmentCache:
             found[key] = cached
             fragments[key] = cached[1]
         self.changed = changed | (known.keys() - found.keys())
-        self.holders -= _holders(known[key][1] for key in self.changed if key in known)
-        self.holders += _holders(fragments[key] for key in self.changed if key in fragments)
+        self.holders -= _holders((known[key][1] for key in self.changed if key in known), self.shared)
+        self.holders += _holders((fragments[key] for key in self.changed if key in fragments), self.shared)
         self._by_id = found
         return fragments
