@@ -32,7 +32,7 @@ class _Chain:
 @dataclass
 class _Set:
     set: Set | Map
-    elements: dict[tuple[str, ...], Verdict | None] = field(default_factory=dict)
+    elements: dict[tuple[str, ...], Verdict | tuple[str, ...] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,14 +71,10 @@ class Fake:
     async def generation(self, namespace: str | None) -> int:
         return self.transactions
 
-    @property
-    def table(self) -> Table | None:
-        return self.state.table
-
     def chains(self) -> dict[str, list[Rule]]:
         return {name: list(c.rules) for name, c in self.state.chains.items()}
 
-    def elements(self, name: str) -> dict[tuple[str, ...], Verdict | None]:
+    def elements(self, name: str) -> dict[tuple[str, ...], Verdict | tuple[str, ...] | None]:
         return dict(self.state.sets[name].elements)
 
     def dump(self) -> str:
