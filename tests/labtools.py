@@ -66,14 +66,13 @@ def in_pod(lab: str, pod: str, *argv: str, timeout: float = 60) -> subprocess.Co
     """Run argv in a pod's default container as `netplane exec` runs it (the same nsenter command
     line), without a CLI process each time: the container's process is looked up once through the
     CLI and remembered while it lives. Tests of `netplane exec` itself call the CLI."""
+    from netplane.api import objects
     from netplane.kernel import nsenter
     found = _containers.get((lab, pod))
     if found is None or _started(found[0]) != found[1]:
         obj = get(lab, "pods", pod)
-        wanted = obj["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/default-container") \
-            or obj["spec"]["containers"][0]["name"]
-        status = next(s for s in obj["status"]["containerStatuses"] if s["name"] == wanted)
-        pid = int(status["containerID"].rsplit("/", 1)[1])
+        wanted = objects.default_container(obj)
+        pid = objects.container_pid(next(s for s in obj["status"]["containerStatuses"] if s["name"] == wanted))
         found = _containers[(lab, pod)] = (pid, _started(pid))
     return subprocess.run(nsenter.command(found[0], list(argv)), capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)

@@ -218,10 +218,6 @@ def test_session_affinity_remembers_the_client_per_endpoint():
     assert f"numgen random mod 2 == 0 {remember}" in rules
 
 
-def kernel_table(space: str) -> dict:
-    return nft_table(space)
-
-
 GOLDEN = Path(__file__).parent / "data" / "proxy-nftables.golden"
 
 
@@ -314,7 +310,7 @@ def fresh(make_netns, *services, slices=(SLICE,)) -> dict:
     """The table a node that never had one gets for these Services."""
     space = make_netns(f"fresh{next(FRESH)}")
     sync(NftablesMode(space, "node-1", CIDR), False, *services, slices=slices)
-    return kernel_table(space)
+    return nft_table(space)
 
 
 def test_nft_loads_every_feature_and_a_full_resync_changes_nothing(make_netns):
@@ -325,15 +321,15 @@ def test_nft_loads_every_feature_and_a_full_resync_changes_nothing(make_netns):
                            input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert sync(mode, True, FEATURES, EMPTY, HEADLESS)
-    loaded = kernel_table(space)
+    loaded = nft_table(space)
     assert "10.96.0.10 . tcp . 80 : goto service-" in asyncio.run(nft.list_ruleset(space))
     assert sync(mode, True, FEATURES, EMPTY, HEADLESS)  # a periodic full resync of an existing table
-    assert kernel_table(space) == loaded
+    assert nft_table(space) == loaded
     assert not sync(mode, False, FEATURES, EMPTY, HEADLESS)  # nothing changed: nothing sent
     # the kernel holds what the fake holds: the fake's dump, loaded as it is, gives the same table
     copied = make_netns("proxy-copy")
     asyncio.run(nft.apply(copied, faked(FEATURES, EMPTY, HEADLESS).dump()))
-    assert kernel_table(copied) == loaded
+    assert nft_table(copied) == loaded
 
 
 def test_incremental_syncs_end_where_a_fresh_load_starts(make_netns):
@@ -343,7 +339,7 @@ def test_incremental_syncs_end_where_a_fresh_load_starts(make_netns):
     sync(mode, True, WEB, EMPTY)
     for services, slices in STEPS:
         assert sync(mode, False, *services, slices=slices)
-        assert kernel_table(space) == fresh(make_netns, *services, slices=slices), (services, slices)
+        assert nft_table(space) == fresh(make_netns, *services, slices=slices), (services, slices)
 
 
 def numbered(i: int) -> tuple[dict, dict]:
@@ -396,19 +392,19 @@ def test_a_full_sync_adopts_a_table_left_by_a_previous_run(make_netns):
                                        "labels": {"kubernetes.io/service-name": "old"}}}
     sync(NftablesMode(space, "node-1", CIDR), True, sticky, EMPTY, another(sticky, "old", "10.96.0.30"),
          slices=(SLICE, old_slice))
-    assert any("default/old/" in chain for chain in kernel_table(space)["chains"])
+    assert any("default/old/" in chain for chain in nft_table(space)["chains"])
     sp = ports(sticky)[0]
     remembered = nftables.affinity_set(sp, sp.endpoints[0])
     asyncio.run(nft.apply(space, f"add element ip kube-proxy {remembered} {{ 10.244.9.9 }}\n"))
     restarted = NftablesMode(space, "node-1", CIDR)  # a new process: knows nothing of the table
     assert sync(restarted, False, sticky, EMPTY)
-    table = kernel_table(space)
+    table = nft_table(space)
     want = fresh(make_netns, sticky, EMPTY)
     assert table["chains"] == want["chains"] and table["sets"].keys() == want["sets"].keys()
     assert "10.244.9.9" in json.dumps(table["sets"][remembered])
     stickier = with_spec(WEB, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 90}})
     assert sync(NftablesMode(space, "node-1", CIDR), False, stickier, EMPTY)  # restarted with a new timeout
-    assert kernel_table(space) == fresh(make_netns, stickier, EMPTY)
+    assert nft_table(space) == fresh(make_netns, stickier, EMPTY)
 
 
 def test_after_a_failed_sync_the_next_one_is_full(make_netns):
@@ -420,7 +416,7 @@ def test_after_a_failed_sync_the_next_one_is_full(make_netns):
     with pytest.raises(nft.NftError):
         sync(mode, False, WEB, EMPTY, slices=(more,))
     assert sync(mode, False, WEB, EMPTY, slices=(more,))
-    assert kernel_table(space) == fresh(make_netns, WEB, EMPTY, slices=(more,))
+    assert nft_table(space) == fresh(make_netns, WEB, EMPTY, slices=(more,))
 
 
 def test_udp_destinations_are_what_conntrack_must_forget_when_they_go():
@@ -545,7 +541,7 @@ def test_the_proxier_repairs_its_table_within_its_resync_period(fault, make_netn
 
     def table() -> dict | None:
         try:
-            return kernel_table(space)
+            return nft_table(space)
         except subprocess.CalledProcessError:  # deleted
             return None
 

@@ -41,7 +41,7 @@ from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
-from netplane.api.objects import container_statuses, write_status
+from netplane.api.objects import container_id, container_statuses, write_status
 from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.cni import INCOMPATIBLE_VERSION, CNIError
 from netplane.cni.runtime import Attachment, Runtime
@@ -101,7 +101,7 @@ class Container:
             state = {"waiting": {"reason": self.waiting, **({"message": self.message} if self.message else {})}}
         pid = self.running.pid if self.running else 0
         out = {"name": self.spec["name"], "image": self.spec.get("image", ""), "imageID": "",
-               "containerID": f"netplane://{pid}", "ready": self.ready,
+               "containerID": container_id(pid), "ready": self.ready,
                "started": self.running is not None and self.waiting == "" and self.started_ok,
                "restartCount": self.restarts,
                "state": state}

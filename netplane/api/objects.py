@@ -12,6 +12,24 @@ def container_statuses(pod: dict) -> list[dict]:
     return [s for key in CONTAINER_STATUS_LISTS for s in status.get(key) or []]
 
 
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"  # the annotation exec and logs honour
+CONTAINER_ID_SCHEME = "netplane://"  # a container's ID is its process's pid behind this
+
+
+def default_container(pod: dict) -> str:
+    """The container exec and logs pick when none is named: the annotation's, else the first."""
+    return (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER) or pod["spec"]["containers"][0]["name"]
+
+
+def container_id(pid: int) -> str:
+    return f"{CONTAINER_ID_SCHEME}{pid}"
+
+
+def container_pid(status: dict) -> int:
+    """The pid of a container from its status's containerID."""
+    return int(status["containerID"].removeprefix(CONTAINER_ID_SCHEME))
+
+
 def ready(obj: dict) -> bool:
     """Whether a pod's or a node's Ready condition is True."""
     return any(c.get("type") == "Ready" and c.get("status") == "True"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netplane import names
+from netplane.api import objects
 from netplane.kernel import netns
 from netplane.lab import lifecycle, model
 from netplane.lab.state import LabState
@@ -106,7 +107,7 @@ def _free_port() -> int:
 
 
 def exec_round_trips(lab: str, rounds: int) -> Comparison:
-    pid = int(_pod(lab, "web-1")["status"]["containerStatuses"][0]["containerID"].rsplit("/", 1)[1])
+    pid = objects.container_pid(_pod(lab, "web-1")["status"]["containerStatuses"][0])
     ways = {"kubectl exec": [*_kubectl(lab), "exec", "web-1", "--", "true"],
             "netplane exec": [NETPLANE, "--lab", lab, "exec", "web-1", "--", "true"],
             "nsenter (direct)": ["nsenter", "-t", str(pid), "-a", "true"]}

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from netplane import names
-from netplane.api import manifests, resources
+from netplane.api import manifests, objects, resources
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
 from netplane.api.main import setup_logging
@@ -221,10 +221,10 @@ def kubeconfig(ctx: click.Context) -> None:
 @friendly
 def apply(ctx: click.Context, files: tuple[str, ...]) -> None:
     """Create or update the objects of manifest files."""
-    objects = [obj for path in files for obj in manifests.load(path)]
+    loaded = [obj for path in files for obj in manifests.load(path)]
 
     async def work(client: Client):
-        for obj in objects:
+        for obj in loaded:
             click.echo(f"{manifests.describe(obj)} {await manifests.apply(client, obj)}")
 
     run_api(ctx, work)
@@ -322,15 +322,14 @@ def container_pid(ctx: click.Context, target: str, namespace: str, container: st
     pod = run_api(ctx, lambda client: client.get("pods", name, namespace))
     statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses") or []}
     specs = [c["name"] for c in pod["spec"].get("containers", [])]
-    wanted = container or pod["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/default-container") \
-        or specs[0]
+    wanted = container or objects.default_container(pod)
     if wanted not in specs:
         raise click.ClickException(f"container {wanted} is not valid for pod {name}: use one of {', '.join(specs)}")
     status = statuses.get(wanted, {})
     if "running" not in status.get("state", {}):
         state = next(iter(status.get("state", {}).values()), {}).get("reason", "ContainerCreating")
         raise click.ClickException(f"container {wanted} of pod {namespace}/{name} is not running ({state})")
-    pid = int(status["containerID"].rsplit("/", 1)[1])
+    pid = objects.container_pid(status)
     if not os.path.exists(f"/proc/{pid}"):
         raise click.ClickException(f"container {wanted} of pod {namespace}/{name} does not run on this machine")
     return pid
