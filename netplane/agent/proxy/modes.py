@@ -7,7 +7,7 @@ from typing import Protocol
 from netplane.agent.proxy import iptables as proxy_iptables
 from netplane.agent.proxy import nftables
 from netplane.agent.proxy.model import ServicePort
-from netplane.agent.proxy.ruleset import Fragment, FragmentCache, diff, merge
+from netplane.agent.proxy.ruleset import Fragment, FragmentCache, collector_held, diff, merge
 from netplane.kernel import iptables, nft
 from netplane.kernel.nftobjects import Transaction
 
@@ -42,6 +42,7 @@ class NftablesMode:
         # netlink round trip, and a full rewrite only when something happened
         return self.applied is not None and await self.kernel.generation(self.netns) != self.generation
 
+    @collector_held
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
         fragments = {"": self.base, **self.cache.fragments(ports)}
         if full or self.applied is None:
@@ -93,6 +94,7 @@ class IptablesMode:
             return await nft.generation(self.netns) != self.generation
         return not proxy_iptables.intact(self.counts, await iptables.save(self.netns, self.backend))
 
+    @collector_held
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
         fragments = self.cache.fragments(ports)
         if full or self.applied is None:
