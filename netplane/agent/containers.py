@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netplane.agent import launcher as launcher_module
-from netplane.kernel import netns
+from netplane.kernel import commands, netns
 
 LAUNCHER_FILE = launcher_module.__file__
 START_TIMEOUT = 15.0
@@ -100,10 +100,9 @@ class Launcher:
             if self.proc is None or self.proc.returncode is not None:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.log_path, "ab") as out:
-                    self.proc = await asyncio.create_subprocess_exec(
-                        *netns.command(self.host_netns, [sys.executable, "-I", "-S", LAUNCHER_FILE]),
-                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=out,
-                        start_new_session=True)
+                    self.proc = await commands.start(self.host_netns, [sys.executable, "-I", "-S", LAUNCHER_FILE],
+                                                     stdin=commands.PIPE, stdout=commands.PIPE, stderr=out,
+                                                     session=True)
                 self.reader = asyncio.create_task(self._read(self.proc))
             return self.proc
 

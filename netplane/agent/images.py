@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from netplane.agent import agnhost
 from netplane.agent.rootfs import Layer
+from netplane.kernel import programs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ECHO, PAUSE = "/netplane-echo", "/pause"  # the built-in servers' entrypoints
@@ -110,7 +110,7 @@ def busybox_applets() -> tuple[str, ...]:
     """The applets of Debian's busybox (empty when it is not installed)."""
     if shutil.which("busybox") is None:
         return ()
-    listed = subprocess.run(["busybox", "--list"], capture_output=True, text=True, check=False).stdout
+    listed = programs.run_now(None, ["busybox", "--list"]).out
     return tuple(a for a in listed.split() if a and "/" not in a and a not in ("[", "[["))
 
 

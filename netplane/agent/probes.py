@@ -6,7 +6,7 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
-from netplane.kernel import netns, nsenter
+from netplane.kernel import commands, netns, nsenter
 
 
 @dataclass
@@ -64,8 +64,7 @@ async def _http_get(node_netns: str | None, ip: str, port: int, path: str, timeo
 
 
 async def _exec(pid: int, command: list[str], timeout: float) -> bool:
-    proc = await asyncio.create_subprocess_exec(*nsenter.command(pid, command), stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await commands.start(None, nsenter.command(pid, command))
     try:
         return await asyncio.wait_for(proc.wait(), timeout) == 0
     except asyncio.TimeoutError:

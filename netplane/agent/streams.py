@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 
 from netplane.agent import launcher, spdy
 from netplane.api import upgrade
+from netplane.kernel import commands
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -203,11 +204,10 @@ class Session:
         await self.send(ERROR, json.dumps(exit_status(code, shown)).encode())
 
     async def _run_pipes(self, argv: list[str]) -> int:
-        pipe = asyncio.subprocess.PIPE
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=pipe if self.options.stdin else asyncio.subprocess.DEVNULL,
-            stdout=pipe if self.options.stdout else asyncio.subprocess.DEVNULL,
-            stderr=pipe if self.options.stderr else asyncio.subprocess.DEVNULL, start_new_session=True)
+        pipe, none = commands.PIPE, commands.DEVNULL
+        proc = await commands.start(None, argv, stdin=pipe if self.options.stdin else none,
+                                    stdout=pipe if self.options.stdout else none,
+                                    stderr=pipe if self.options.stderr else none, session=True)
         await self.channels.opened(self.options)
         pumps = [asyncio.create_task(self._pump(ch, lambda s=s: s.read(READ_SIZE)))
                  for ch, s in ((STDOUT, proc.stdout), (STDERR, proc.stderr)) if s is not None]
@@ -227,8 +227,7 @@ class Session:
     async def _run_tty(self, argv: list[str]) -> int:
         master, slave = os.openpty()
         try:
-            proc = await asyncio.create_subprocess_exec("setsid", "--ctty", *argv, stdin=slave, stdout=slave,
-                                                        stderr=slave)
+            proc = await commands.start(None, ["setsid", "--ctty", *argv], stdin=slave, stdout=slave, stderr=slave)
         finally:
             os.close(slave)
         os.set_blocking(master, False)

@@ -33,7 +33,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -44,6 +43,7 @@ from netplane.api import codec
 from netplane.api.backends import ADDED, DELETED, MODIFIED, Change, Event, Publish, Stale, expected_rv, too_large
 from netplane.api.errors import ApiError, Gone
 from netplane.api.resources import RESOURCES, by_kind
+from netplane.kernel import programs
 
 log = logging.getLogger(__name__)
 
@@ -495,8 +495,7 @@ def local_etcd(binary: str = "etcd") -> Iterator[str]:
                 "--initial-cluster", f"netplane=http://127.0.0.1:{peer}",
                 "--logger", "zap", "--log-outputs", os.path.join(work, "etcd.log"),
             ]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            proc = programs.start_daemon(argv)
             if _healthy(proc, client):
                 break
             proc.kill()
@@ -513,7 +512,7 @@ def local_etcd(binary: str = "etcd") -> Iterator[str]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _healthy(proc: subprocess.Popen, port: int, seconds: float = 15.0) -> bool:
+def _healthy(proc: programs.Daemon, port: int, seconds: float = 15.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and proc.poll() is None:
         try:

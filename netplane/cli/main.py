@@ -21,7 +21,7 @@ from netplane.api.errors import ApiError
 from netplane.api.main import setup_logging
 from netplane.cli import printers
 from netplane.cni import resident as cni_server
-from netplane.kernel import netns, nsenter
+from netplane.kernel import netns, nsenter, programs
 from netplane.lab import health, lifecycle, model
 from netplane.lab.state import ROOT as STATE_ROOT, LabState
 
@@ -302,7 +302,7 @@ def exec_(ctx: click.Context, target: str, command: tuple[str, ...], namespace: 
         argv = netns.command(resolve_netns(ctx, target), list(command))
     else:
         argv = nsenter.command(container_pid(ctx, target, namespace, container), list(command))
-    os.execvp(argv[0], argv)
+    programs.become(argv)
 
 
 def resolve_netns(ctx: click.Context, target: str) -> str:

@@ -183,17 +183,17 @@ def find_plugin(name: str, dirs: tuple[str, ...] | list[str]) -> str:
     raise CNIError(UNKNOWN, f"plugin not found in {list(dirs)}", plugin=name)
 
 
-def parse_output(plugin: str, status: int, stdout: bytes, stderr: bytes) -> dict | None:
+def parse_output(plugin: str, status: int, stdout: str, stderr: str) -> dict | None:
     """A finished plugin's result (None when it printed nothing), or its failure as CNIError."""
     try:
         reply = json.loads(stdout) if stdout.strip() else None
     except ValueError:
-        reply = stdout.decode(errors="replace").strip()
+        reply = stdout.strip()
     if status != 0:
         if isinstance(reply, dict) and "code" in reply:
             msg, details = str(reply.get("msg", "")), str(reply.get("details", ""))
             raise CNIError(int(reply["code"]), msg, details, plugin)
-        detail = stderr.decode(errors="replace").strip() or str(reply or "")
+        detail = stderr.strip() or str(reply or "")
         raise CNIError(UNKNOWN, f"plugin exited with status {status} without a CNI error", detail, plugin)
     if reply is not None and not isinstance(reply, dict):
         raise CNIError(DECODING_FAILURE, "plugin printed something other than a JSON result", reply, plugin)

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -37,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 from netplane import names
 from netplane.cni import find_plugin
-from netplane.kernel import links, netns
+from netplane.kernel import links, netns, programs
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 IFNAME = "eth0"
@@ -167,12 +166,8 @@ class Suite:
             env.pop(key, None)
         conf = self.conf if conf is None else conf
         stdin = conf if isinstance(conf, str) else json.dumps(conf)
-        try:
-            proc = subprocess.run(netns.command(self.host, [exe or self.exe]), input=stdin.encode(), env=env,
-                                  capture_output=True, timeout=TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            return Reply(-1, "", f"timed out after {TIMEOUT:.0f} s")
-        return Reply(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        done = programs.run_now(self.host, [exe or self.exe], stdin, env, TIMEOUT)
+        return Reply(-1 if done.code == -9 else done.code, done.out, done.err)
 
     def network_wide(self, command: str, conf: dict) -> Reply:
         """GC or STATUS: no attachment, so no CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME."""

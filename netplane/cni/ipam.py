@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from netplane.cni import (INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, Args, CNIError, cni_args, find_plugin, main,
                           parse_output)
+from netplane.kernel import programs
 
 TYPE = "netplane-host-local"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -296,8 +296,8 @@ def run(command: str, conf: dict, args: Args) -> dict | None:
     if kind == TYPE:
         return HANDLERS[command](args, conf)
     exe = find_plugin(kind, args.path)
-    done = subprocess.run([exe], input=json.dumps(conf).encode(), env=args.env(command), capture_output=True)
-    return parse_output(kind, done.returncode, done.stdout, done.stderr)
+    done = programs.run_now(None, [exe], json.dumps(conf), args.env(command))
+    return parse_output(kind, done.code, done.out, done.err)
 
 
 if __name__ == "__main__":

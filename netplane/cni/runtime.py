@@ -28,7 +28,7 @@ from pathlib import Path
 
 from netplane.cni import (CONTAINER_ID_RE, DECODING_FAILURE, IFNAME_RE, INCOMPATIBLE_VERSION, INVALID_CONFIG, SINCE,
                           SPEC_VERSION, UNKNOWN, Args, CNIError, at_least, find_plugin, parse_output)
-from netplane.kernel import netns
+from netplane.kernel import commands
 
 __all__ = ["Attachment", "CNIError", "Runtime", "conf_from_file", "load_conf_dir", "plugin_dir"]
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -276,13 +276,10 @@ class Runtime:
         stdout, stderr, code = await self._exec(exe, args.env(command), stdin)
         return parse_output(kind, code, stdout, stderr)
 
-    async def _exec(self, exe: str, env: dict[str, str], stdin: dict) -> tuple[bytes, bytes, int]:
+    async def _exec(self, exe: str, env: dict[str, str], stdin: dict) -> tuple[str, str, int]:
         """One plugin process inside exec_netns: its stdout, stderr and exit status."""
-        proc = await asyncio.create_subprocess_exec(
-            *netns.command(self.exec_netns, [exe]), env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        stdout, stderr = await proc.communicate(json.dumps(stdin).encode())
-        return stdout, stderr, proc.returncode
+        done = await commands.run(self.exec_netns, [exe], json.dumps(stdin), env)
+        return done.out, done.err, done.code
 
     def _cache(self, name: str, att: Attachment) -> Path:
         return self.cache_dir / f"{name}-{att.container_id}-{att.ifname}"

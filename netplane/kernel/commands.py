@@ -1,6 +1,7 @@
-"""The system's tools run inside namespaces (through netns.command): one from an event loop,
-several at once, one per namespace, or one whose output is read line by line while it runs
-(`nft monitor`)."""
+"""Programs run inside namespaces (through netns.command) from an event loop: one to its end, or one
+left running with the pipes its caller needs (a pod's processes); and, from threads, several at once,
+one per namespace, or one whose output is read line by line while it runs (`nft monitor`).
+programs.py has the one-at-a-time forms that need no asyncio."""
 from __future__ import annotations
 
 import asyncio
@@ -8,33 +9,30 @@ import subprocess
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from netplane.kernel import netns
+from netplane.kernel.programs import DEVNULL, PIPE, Result, Stream, encoded, finished
 
 K = TypeVar("K", bound=Hashable)
 TIMEOUT = 5.0
+Process = asyncio.subprocess.Process
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int  # -1: the program could not be started; negative: killed (after the timeout)
-    out: str
-    err: str
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
-
-
-async def run(space: str | None, argv: Sequence[str], stdin: str | None = None) -> Result:
+async def run(space: str | None, argv: Sequence[str], stdin: str | bytes | None = None,
+              env: Mapping[str, str] | None = None) -> Result:
     """Run one program in the namespace without blocking the event loop."""
-    proc = await asyncio.create_subprocess_exec(
-        *netns.command(space, list(argv)), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL)
-    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-    return Result(proc.returncode, out.decode(), err.decode())
+    proc = await start(space, argv, stdin=PIPE if stdin is not None else DEVNULL, stdout=PIPE, stderr=PIPE, env=env)
+    out, err = await proc.communicate(encoded(stdin))
+    return finished(proc.returncode, out, err)
+
+
+async def start(space: str | None, argv: Sequence[str], stdin: Stream = DEVNULL, stdout: Stream = DEVNULL,
+                stderr: Stream = DEVNULL, env: Mapping[str, str] | None = None, session: bool = False) -> Process:
+    """Start a program in the namespace; with session, in a session of its own (the signals of
+    netplane's terminal do not reach it)."""
+    return await asyncio.create_subprocess_exec(*netns.command(space, list(argv)), stdin=stdin, stdout=stdout,
+                                                stderr=stderr, env=env, start_new_session=session)
 
 
 def run_all(commands: Mapping[K, tuple[str | None, Sequence[str]]], stdin: Mapping[K, str] | None = None,

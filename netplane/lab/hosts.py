@@ -27,7 +27,7 @@ from netplane import names
 from netplane.api import auth, kubeconfig, satokens, tls
 from netplane.api.client import Client
 from netplane.api.informer import Informers
-from netplane.kernel import netns
+from netplane.kernel import commands, netns
 from netplane.lab import cloud, podroutes
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState
@@ -103,8 +103,7 @@ async def keep_running(name: str, space: str, argv: list[str], log_file: Path) -
     """Run argv inside a namespace, started again whenever it ends, until cancelled (then ended)."""
     while True:
         with open(log_file, "ab") as out:
-            proc = await asyncio.create_subprocess_exec(*netns.command(space, argv), stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=out, stderr=out)
+            proc = await commands.start(space, argv, stdout=out, stderr=out)
         try:
             status = await proc.wait()
         except asyncio.CancelledError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from netplane.api.client import Client
 from netplane.api.errors import ApiError
 from netplane.api.serviceaccounts import DEFAULT_ACCOUNT
 from netplane.api.informer import Informer
-from netplane.kernel import cgroups, netns, steps
+from netplane.kernel import cgroups, netns, programs, steps
 from netplane.lab import addons, converge, topology
 from netplane.lab.model import Lab
 from netplane.lab.state import LabState, known_labs
@@ -165,8 +164,7 @@ def _start_control_plane(state: LabState) -> None:
     if os.environ.get("NETPLANE_PROFILE"):  # =FILE: profile the control plane's main thread (CPU time) into FILE
         argv = [sys.executable, "-c", PROFILED.format(out=os.environ["NETPLANE_PROFILE"]), state.name]
     with open(state.log, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True)
+        proc = programs.start_daemon(argv, log)
     deadline = time.monotonic() + START_TIMEOUT
     while not state.kubeconfig.exists():
         if proc.poll() is not None:
