@@ -70,3 +70,12 @@ def test_programs_are_started_only_by_the_kernel_layer_the_benchmarks_and_agnhos
                      or "os.system" in p.read_text() or "os.exec" in p.read_text())}
     assert starting <= STARTS_PROGRAMS_ITSELF, sorted(starting - STARTS_PROGRAMS_ITSELF)
     assert STARTS_PROGRAMS_ITSELF <= starting, f"no longer starts programs: {sorted(STARTS_PROGRAMS_ITSELF - starting)}"
+
+
+RAW_NETLINK = ("links.netlink(", "links.get(", "links.index(", "links.tolerate(", "links.IPRoute", "links.ifinfmsg")
+
+
+def test_code_outside_the_kernel_layer_uses_typed_netlink_operations_not_pyroute2_messages():
+    raw = [f"{p.relative_to(ROOT)}: {call}" for p in sources() if package(p) != "kernel"
+           for call in RAW_NETLINK if call in p.read_text()]
+    assert not raw, raw

@@ -9,7 +9,6 @@ host veth as a port, and the pod's interface and addresses against prevResult.
 """
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import re
@@ -23,7 +22,6 @@ from netplane.cni import (IFNAME_RE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONME
                           cni_args, main)
 from netplane.cni import ipam, masquerade
 from netplane.kernel import links
-from netplane.kernel.links import IFF_PROMISC, IFF_UP
 
 TYPE = "netplane-bridge"
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -71,7 +69,7 @@ def parse_config(conf: dict) -> Config:
 def _require_netns(path: str) -> None:
     """Refuse a missing pod namespace with the SPEC's code 3 before anything is reserved or made.
 
-    CNI_NETNS is a path (/run/netns/NAME, /proc/PID/ns/net); links.netlink takes it as it is."""
+    CNI_NETNS is a path (/run/netns/NAME, /proc/PID/ns/net); links.opened takes it as it is."""
     if not os.path.exists(path):
         raise CNIError(UNKNOWN_CONTAINER, "the container's network namespace does not exist", path)
 
@@ -107,23 +105,16 @@ def _random_mac() -> str:
     return ":".join(f"{b:02x}" for b in octets)
 
 
-def _ensure_bridge(host: links.IPRoute, cfg: Config, gateways: list[Interface]) -> links.ifinfmsg:
-    """The bridge's link message, made if missing, up (and promiscuous with promiscMode), holding
-    the gateway addresses."""
-    link = links.get(host, cfg.bridge)
-    if link is None:
-        with links.tolerate(errno.EEXIST):  # a parallel ADD may make it first
-            host.link("add", ifname=cfg.bridge, kind="bridge", address=_random_mac(),
-                      **({"mtu": cfg.mtu} if cfg.mtu else {}))
-        link = links.get(host, cfg.bridge)
-    if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+def _ensure_bridge(host: links.Netlink, cfg: Config, gateways: list[Interface]) -> links.Link:
+    """The bridge, made if missing (a parallel ADD may make it first), up (and promiscuous with
+    promiscMode), holding the gateway addresses."""
+    link = host.link(cfg.bridge) or host.add_bridge(cfg.bridge, _random_mac(), cfg.mtu)
+    if link.kind != "bridge":
         raise CNIError(INTERNAL, f"{cfg.bridge} exists and is not a bridge")
-    wanted = IFF_UP | (IFF_PROMISC if cfg.promisc else 0)
-    if link["flags"] & wanted != wanted:
-        host.link("set", index=link["index"], flags=wanted, change=wanted)
+    if not link.up or (cfg.promisc and not link.promiscuous):
+        host.set_up(cfg.bridge, cfg.promisc)
     for gateway in gateways:
-        host.addr("replace", index=link["index"], address=str(gateway.ip),
-                  prefixlen=gateway.network.prefixlen)
+        host.add_address(cfg.bridge, gateway, replace=True)
     return link
 
 
@@ -138,37 +129,26 @@ def requested_mac(args: Args) -> str | None:
     return mac
 
 
-def _make_veth(pod: links.IPRoute, ifname: str, host_name: str, mtu: int | None,
+def _make_veth(pod: links.Netlink, ifname: str, host_name: str, mtu: int | None,
                pod_mac: str | None = None) -> tuple[str, str]:
     """The MACs of a new veth pair's pod and host ends, the pod end made up in the pod's namespace
-    (where ifname cannot clash with the node's own eth0), the peer made directly in this thread's.
-
-    Moving a link between namespaces afterwards costs the kernel an RCU grace period (about 20 ms
-    here); naming the peer's namespace at creation costs nothing extra."""
-    size = {"mtu": mtu} if mtu else {}
+    (where ifname cannot clash with the node's own eth0), the peer in this thread's (a server
+    thread enters the caller's)."""
     pod_mac, host_mac = pod_mac or _random_mac(), _random_mac()
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # this thread's: a server thread enters the caller's
     try:
-        pod.link("add", ifname=ifname, kind="veth", state="up", address=pod_mac,
-                 peer={"ifname": host_name, "net_ns_fd": own, "address": host_mac, **size}, **size)
-    except Exception as err:
-        if links.get(pod, ifname) is not None:
-            raise CNIError(INTERNAL, f"container interface {ifname} already exists") from err
-        raise
-    finally:
-        os.close(own)
+        pod.add_veth(ifname, pod_mac, host_name, host_mac, mtu)
+    except links.LinkExists as err:
+        raise CNIError(INTERNAL, f"container interface {ifname} already exists") from err
     return pod_mac, host_mac
 
 
-def _configure_pod(pod: links.IPRoute, ifname: str, ips: list[tuple[Interface, Address]],
+def _configure_pod(pod: links.Netlink, ifname: str, ips: list[tuple[Interface, Address]],
                    routes: list[dict]) -> None:
-    index = links.index(pod, ifname)
     for address, _ in ips:
-        pod.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+        pod.add_address(ifname, address)
     gateways = {address.version: str(gateway) for address, gateway in ips}
     for route in routes:
-        gateway = route.get("gw") or gateways.get(ipaddress.ip_network(route["dst"]).version)
-        pod.route("add", dst=route["dst"], oif=index, **({"gateway": gateway} if gateway else {}))
+        pod.add_route(route["dst"], ifname, route.get("gw") or gateways.get(ipaddress.ip_network(route["dst"]).version))
 
 
 def _attach(cfg: Config, args: Args, ipam_result: dict) -> dict:
@@ -179,23 +159,20 @@ def _attach(cfg: Config, args: Args, ipam_result: dict) -> dict:
     routes = _routes(cfg, ipam_result, ips)
     host_name = names.host_veth(args.container_id, args.ifname)
     gateways = [ipaddress.ip_interface((gw, a.network.prefixlen)) for a, gw in ips if cfg.is_gateway]
-    with links.netlink(None) as host, links.netlink(args.netns) as pod:
+    with links.opened(None) as host, links.opened(args.netns) as pod:
         bridge = _ensure_bridge(host, cfg, gateways)
         pod_mac, host_mac = _make_veth(pod, args.ifname, host_name, cfg.mtu, requested_mac(args))
         try:
-            host.link("set", ifname=host_name, master=bridge["index"], state="up")
-            if cfg.hairpin:
-                host.brport("set", ifname=host_name, mode=1)
+            host.set_port(host_name, bridge, cfg.hairpin)
             _configure_pod(pod, args.ifname, ips, routes)
             if cfg.ip_masq:
                 masquerade.add(masquerade.Owner(cfg.network, args.container_id, args.ifname), [a for a, _ in ips])
         except BaseException:
-            with links.tolerate(errno.ENODEV):
-                host.link("del", ifname=host_name)
+            host.delete(host_name)
             raise
     return {
         "interfaces": [
-            {"name": cfg.bridge, "mac": bridge.get_attr("IFLA_ADDRESS")},
+            {"name": cfg.bridge, "mac": bridge.mac},
             {"name": host_name, "mac": host_mac},
             {"name": args.ifname, "mac": pod_mac, "sandbox": args.netns},
         ],
@@ -234,23 +211,22 @@ def delete(args: Args, conf: dict) -> None:
     if cfg.ip_masq:
         masquerade.delete(masquerade.Owner(cfg.network, args.container_id, args.ifname))
     # Removing the host end removes the pod end; when the pod's namespace is gone, so is the pair.
-    with links.netlink(None) as host, links.tolerate(errno.ENODEV):
-        host.link("del", ifname=names.host_veth(args.container_id, args.ifname))
+    with links.opened(None) as host:
+        host.delete(names.host_veth(args.container_id, args.ifname))
 
 
 def _check_host_end(cfg: Config, args: Args) -> None:
     """The bridge is there and up, and the pod's host veth is one of its ports, as ADD left them."""
     host_name = names.host_veth(args.container_id, args.ifname)
-    with links.netlink(None) as host:
-        bridge = links.get(host, cfg.bridge)
-        if bridge is None or bridge.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
-            raise CNIError(INTERNAL, f"bridge {cfg.bridge} is missing")
-        if not bridge["flags"] & IFF_UP:
-            raise CNIError(INTERNAL, f"bridge {cfg.bridge} is down")
-        veth = links.get(host, host_name)
-        if veth is None:
-            raise CNIError(INTERNAL, f"CNI veth {host_name} of {args.ifname} is missing")
-        if veth.get_attr("IFLA_MASTER") != bridge["index"]:
+    with links.opened(None) as host:
+        bridge, veth = host.link(cfg.bridge), host.link(host_name)
+    if bridge is None or bridge.kind != "bridge":
+        raise CNIError(INTERNAL, f"bridge {cfg.bridge} is missing")
+    if not bridge.up:
+        raise CNIError(INTERNAL, f"bridge {cfg.bridge} is down")
+    if veth is None:
+        raise CNIError(INTERNAL, f"CNI veth {host_name} of {args.ifname} is missing")
+    if veth.master != bridge.index:
             raise CNIError(INTERNAL, f"interface {host_name} is not attached to bridge {cfg.bridge}")
 
 
@@ -262,12 +238,10 @@ def check(args: Args, conf: dict) -> None:
     ipam.run("CHECK", conf, args)
     _require_netns(args.netns)
     _check_host_end(cfg, args)
-    with links.netlink(args.netns) as pod:
-        link = links.get(pod, args.ifname)
-        if link is None:
+    with links.opened(args.netns) as pod:
+        if pod.link(args.ifname) is None:
             raise CNIError(INTERNAL, f"interface {args.ifname} is missing", args.netns)
-        present = {ipaddress.ip_interface((a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
-                   for a in pod.get_addr(index=link["index"])}
+        present = pod.addresses(args.ifname)
     interfaces = prev.get("interfaces", [])
     wanted = {ipaddress.ip_interface(ip["address"]) for ip in prev.get("ips", [])
               if ip.get("interface") is not None
@@ -287,15 +261,13 @@ def gc(args: Args, conf: dict) -> None:
     ipam.run("GC", conf, args)
     if cfg.ip_masq:
         masquerade.gc(cfg.network, valid)
-    with links.netlink(None) as host:
-        bridge = links.get(host, cfg.bridge)
+    with links.opened(None) as host:
+        bridge = host.link(cfg.bridge)
         if bridge is None:
             return
-        for link in host.get_links():
-            name = link.get_attr("IFLA_IFNAME")
-            if link.get_attr("IFLA_MASTER") == bridge["index"] and HOST_VETH_RE.fullmatch(name) and name not in keep:
-                with links.tolerate(errno.ENODEV):
-                    host.link("del", index=link["index"])
+        for link in host.links():
+            if link.master == bridge.index and HOST_VETH_RE.fullmatch(link.name) and link.name not in keep:
+                host.delete(link.name)
 
 
 def status(args: Args, conf: dict) -> None:

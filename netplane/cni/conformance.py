@@ -18,7 +18,6 @@ are skipped for an IPAM that hands out fixed addresses (``static``).
 from __future__ import annotations
 
 import copy
-import errno
 import ipaddress
 import itertools
 import json
@@ -232,9 +231,8 @@ def _pod_ips(result: dict) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Inter
 
 def links_in(name: str) -> dict[str, str]:
     """The links of the named namespace: name -> kind ("" for a plain device such as lo)."""
-    with links.netlink(name) as ipr:
-        return {link.get_attr("IFLA_IFNAME"): link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""
-                for link in ipr.get_links()}
+    with links.opened(name) as space:
+        return {link.name: link.kind for link in space.links()}
 
 
 def _ipam_files(data_dir: str) -> set[str]:
@@ -381,14 +379,8 @@ def check_add_result(s: Suite) -> None:
 
 
 def _routes(pod: str) -> set[tuple[str, str]]:
-    found = set()
-    with links.netlink(pod) as ipr:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for route in ipr.get_routes(family=family, table=254):
-                dst = route.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
-                network = ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False)
-                found.add((str(network), route.get_attr("RTA_GATEWAY") or ""))
-    return found
+    with links.opened(pod) as space:
+        return space.routes()
 
 
 def check_add_applied(s: Suite) -> None:
@@ -399,13 +391,11 @@ def check_add_applied(s: Suite) -> None:
         if found is None or found[1]["sandbox"] != path:
             raise Failed(f"the result should list {IFNAME} with sandbox {path}; got {result.get('interfaces')}")
         iface = found[1]
-        with links.netlink(name) as ipr:
-            link = links.get(ipr, IFNAME)
+        with links.opened(name) as space:
+            link = space.link(IFNAME)
             if link is None:
                 raise Failed(f"after ADD, {IFNAME} should exist in {path}; it does not")
-            mac = (link.get_attr("IFLA_ADDRESS") or "").lower()
-            present = {ipaddress.ip_interface((a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
-                       for a in ipr.get_addr(index=link["index"])}
+            mac, present = link.mac, space.addresses(IFNAME)
         if iface.get("mac") and iface["mac"].lower() != mac:
             raise Failed(f"result says {IFNAME} has MAC {iface['mac']}, the interface has {mac}")
         missing = [str(a) for a in _pod_ips(result) if a not in present]
@@ -544,16 +534,14 @@ def _check_breaks(s: Suite, what: str, damage: Callable[[str, dict], None]) -> N
 
 
 def _remove_addresses(pod: str, result: dict) -> None:
-    with links.netlink(pod) as ipr:
-        index = links.index(ipr, IFNAME)
+    with links.opened(pod) as space:
         for address in _pod_ips(result):
-            with links.tolerate(errno.EADDRNOTAVAIL):
-                ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+            space.delete_address(IFNAME, address)
 
 
 def _remove_interface(pod: str, result: dict) -> None:
-    with links.netlink(pod) as ipr, links.tolerate(errno.ENODEV):
-        ipr.link("del", ifname=IFNAME)
+    with links.opened(pod) as space:
+        space.delete(IFNAME)
 
 
 def check_check(s: Suite) -> None:
@@ -776,24 +764,21 @@ def _make_master(suite: Suite, master: str) -> None:
 
     When the plugin stacks a kernel link on it (macvlan, ipvlan), try one first: a kernel without
     that link type cannot run the plugin, and saying so beats a failure in every check."""
-    with links.netlink(suite.host) as ipr:
-        if links.index(ipr, master) is None:
-            ipr.link("add", ifname=master, kind="veth", peer=MASTER_PEER)
+    with links.opened(suite.host) as space:
+        if space.link(master) is None:
+            space.add_pair(master, MASTER_PEER)
         for name in (master, MASTER_PEER):
-            with links.tolerate(errno.ENODEV):
-                ipr.link("set", index=links.index(ipr, name), state="up")
+            space.set_up(name)
         kind = suite.conf["type"]
         if kind not in STACKED_KINDS:
             return
-        mode = {"macvlan_mode": "bridge"} if kind == "macvlan" else {"ipvlan_mode": 0}
         try:
-            ipr.link("add", ifname="cnitprobe", kind=kind, link=links.index(ipr, master), **mode)
+            space.add_stacked("cnitprobe", kind, master)
         except Exception as err:  # noqa: BLE001 - NetlinkError or pyroute2's own refusal
             why = os.strerror(err.code) if isinstance(getattr(err, "code", None), int) else str(err)
             raise ConfError(f"this kernel cannot make {kind} links ({why}), so the {kind} plugin cannot work "
                             f"on this machine (is the {kind} module available?)") from None
-        with links.tolerate(errno.ENODEV):
-            ipr.link("del", ifname="cnitprobe")
+        space.delete("cnitprobe")
 
 
 @contextmanager
