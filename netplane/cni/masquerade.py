@@ -5,16 +5,19 @@ table per address family, ``netplane-ipmasq``, holds a ``postrouting`` NAT chain
 rule, ``<family> saddr vmap @sources``. Each pod address is one element of that map, commented
 with its owner (network, container id, interface), that jumps to the chain of its subnet:
 accept inside the subnet, masquerade elsewhere except multicast. ADD adds elements, DEL and GC
-delete them by owner; each is one ``nft -f`` transaction in the namespace the plugin runs in.
+delete them by owner; each is one nft transaction per family in the namespace the plugin runs in.
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from netplane import names
 from netplane.kernel import nft
+from netplane.kernel.nftobjects import (ACCEPT, Chain, Element, Hook, Map, Masquerade, Match, Rule, Table, Transaction,
+                                        VerdictMap, jump)
 
 TABLE = "netplane-ipmasq"
 FAMILIES = {4: ("ip", "ipv4_addr", "224.0.0.0/4"), 6: ("ip6", "ipv6_addr", "ff00::/8")}
@@ -38,24 +41,29 @@ def _subnet_chain(network: str, subnet: str) -> str:
 
 def add(owner: Owner, addresses: list[Interface]) -> None:
     """Masquerade what these addresses send outside their subnets (re-adding is harmless)."""
-    lines = []
+    by_family: dict[str, Transaction] = {}
     for address in addresses:
         family, kind, multicast = FAMILIES[address.version]
         chain, subnet = _subnet_chain(owner.network, str(address.network)), str(address.network)
-        lines += [
-            f"add table {family} {TABLE}",
-            f"add chain {family} {TABLE} postrouting {{ type nat hook postrouting priority srcnat; }}",
-            f"add map {family} {TABLE} sources {{ type {kind} : verdict; }}",
-            f"flush chain {family} {TABLE} postrouting",
-            f"add rule {family} {TABLE} postrouting {family} saddr vmap @sources",
-            f"add chain {family} {TABLE} {chain}",
-            f"flush chain {family} {TABLE} {chain}",
-            f"add rule {family} {TABLE} {chain} {family} daddr {subnet} accept",
-            f"add rule {family} {TABLE} {chain} {family} daddr != {multicast} masquerade",
-            f'add element {family} {TABLE} sources {{ {address.ip} comment "{owner.comment}" : jump {chain} }}',
-        ]
-    if lines:
-        asyncio.run(nft.apply(None, "\n".join(lines) + "\n"))
+        tx = by_family.get(family)
+        if tx is None:
+            tx = by_family[family] = Transaction(Table(family, TABLE))
+            tx.add(tx.table)
+            tx.add(Chain("postrouting", Hook("nat", "postrouting", "srcnat")))
+            tx.add(Map("sources", kind))
+            tx.flush(Chain("postrouting"))
+            tx.add(Rule("postrouting", (VerdictMap((f"{family} saddr",), "sources"),)))
+        tx.add(Chain(chain))
+        tx.flush(Chain(chain))
+        tx.add(Rule(chain, (Match(f"{family} daddr", subnet), ACCEPT)))
+        tx.add(Rule(chain, (Match(f"{family} daddr", multicast, "!="), Masquerade(fully_random=False))))
+        tx.add(Element("sources", (str(address.ip),), jump(chain), owner.comment))
+    _apply(by_family.values())
+
+
+def _apply(transactions: Iterable[Transaction]) -> None:
+    for tx in transactions:
+        asyncio.run(nft.Kernel().transact(None, tx))
 
 
 def _elements(family: str) -> list[tuple[str, str]]:
@@ -74,11 +82,14 @@ def _elements(family: str) -> list[tuple[str, str]]:
 
 def _remove(unwanted) -> None:
     """Delete every element whose owner comment unwanted(comment) picks."""
-    lines = [f"delete element {family} {TABLE} sources {{ {address} }}"
-             for family, _, _ in FAMILIES.values()
-             for address, comment in _elements(family) if unwanted(comment)]
-    if lines:
-        asyncio.run(nft.apply(None, "\n".join(lines) + "\n"))
+    by_family = {}
+    for family, _, _ in FAMILIES.values():
+        going = [address for address, comment in _elements(family) if unwanted(comment)]
+        if going:
+            tx = by_family[family] = Transaction(Table(family, TABLE))
+            for address in going:
+                tx.delete(Element("sources", (address,)))
+    _apply(by_family.values())
 
 
 def delete(owner: Owner) -> None:

@@ -236,14 +236,15 @@ class Map:
 
 @dataclass(frozen=True)
 class Element:
-    """A key of a set, or a key and its verdict or data in a map."""
+    """A key of a set, or a key and its verdict or data in a map; a comment may say whose it is."""
 
     owner: str  # the set or map
     key: tuple[str, ...]
     value: Verdict | tuple[str, ...] | None = None
+    comment: str = ""
 
     def text(self) -> str:
-        key = " . ".join(self.key)
+        key = " . ".join(self.key) + (f' comment "{self.comment}"' if self.comment else "")
         if self.value is None:
             return key
         return f"{key} : {' . '.join(self.value) if isinstance(self.value, tuple) else self.value.text()}"
