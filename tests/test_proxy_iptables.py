@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import itertools
 import re
 import socket
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import unique_lab
+from support.flows import FLOW_SERVICES, FLOW_SLICES, FLOWS, NODE, NODE_IPS, flow_id
+from support.iptwalk import Walk
 from support.services import CIDR, EMPTY, FEATURES, HEADLESS, SLICE, WEB, another, endpoint, ports, with_spec
 from netplane.agent.proxy import iptables, model
 from netplane.agent.proxy.modes import IptablesMode
@@ -28,6 +31,7 @@ from netplane.agent.proxy.proxier import make_mode, other_modes
 from netplane.agent.proxy.ruleset import FragmentCache, diff
 from netplane.kernel import iptables as kernel_iptables
 from netplane.kernel import netns, sysctl
+from netplane.kernel.nftfake import Packet
 from netplane.lab import model as lab_model
 
 BACKENDS = kernel_iptables.BACKENDS
@@ -196,6 +200,23 @@ def test_the_rules_of_every_feature_match_their_golden_dump():
     headless one. After an intended change of the rules, rewrite the file from render() and read the
     difference before committing it."""
     assert render(FEATURES, EMPTY, HEADLESS) == GOLDEN.read_text()
+
+
+@functools.cache
+def flow_rules(node: str) -> Walk:
+    return Walk(render(*FLOW_SERVICES, slices=FLOW_SLICES, node=node),
+                frozenset({NODE_IPS[node], f"10.244.{node[-1]}.1"}))
+
+
+@pytest.mark.parametrize("node,source,destination,protocol,port,outcomes", FLOWS, ids=[flow_id(f) for f in FLOWS])
+def test_packets_meet_the_same_fate_as_in_nftables_mode(node, source, destination, protocol, port, outcomes):
+    """Each flow's first packet walked through node's iptables rules (every branch of the random
+    choice): the verdicts, DNATs and masquerades nftables mode gives the same packets."""
+    local = source == NODE
+    packet = Packet(NODE_IPS[node] if local else source, destination, protocol, port, local_origin=local)
+    found = flow_rules(node).run(packet)
+    assert len(found) == len(outcomes)
+    assert {(o.verdict, o.dnat, o.masquerade) for o in found} == outcomes
 
 
 def test_one_changed_service_declares_only_its_own_chains():

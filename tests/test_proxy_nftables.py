@@ -20,6 +20,7 @@ import pytest
 
 from labtools import eventually_async, nft_table
 from support.api import serving
+from support.flows import FLOW_SERVICES, FLOW_SLICES, FLOWS, NODE, NODE_IPS, PLAIN, PLAIN_SLICE, flow_id
 from support.services import CIDR, EMPTY, FEATURES, HEADLESS, SLICE, WEB, another, endpoint, ports, with_spec
 from netplane.agent.proxy import model, nftables
 from netplane.agent.proxy.modes import NftablesMode
@@ -221,12 +222,6 @@ def test_session_affinity_remembers_the_client_per_endpoint():
 GOLDEN = Path(__file__).parent / "data" / "proxy-nftables.golden"
 
 
-PLAIN = another(with_spec(WEB, type="NodePort", externalIPs=["172.30.0.101"],
-                          ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30082}]), "plain", "10.96.0.14")
-PLAIN_SLICE = {**SLICE, "metadata": {"name": "plain-1", "namespace": "default",
-                                     "labels": {"kubernetes.io/service-name": "plain"}}}
-
-
 def test_the_table_of_every_feature_matches_its_golden_dump():
     """What node-1 holds for FEATURES (NodePorts, external and load-balancer IPs, source ranges,
     externalTrafficPolicy Local, session affinity, TCP and UDP: chains of its own), PLAIN (a NodePort
@@ -236,50 +231,13 @@ def test_the_table_of_every_feature_matches_its_golden_dump():
     assert faked(FEATURES, PLAIN, EMPTY, HEADLESS, slices=(SLICE, PLAIN_SLICE)).dump() == GOLDEN.read_text()
 
 
-LB = another(FEATURES, "lb", "10.96.0.12")
-LB_SLICE = {**SLICE, "metadata": {"name": "lb-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "lb"}}}
-NEAR = another(with_spec(WEB, internalTrafficPolicy="Local"), "near", "10.96.0.13")
-NEAR_SLICE = {**SLICE, "metadata": {"name": "near-1", "namespace": "default",
-                                    "labels": {"kubernetes.io/service-name": "near"}}}
-NODE_IPS = {"node-1": "192.168.1.1", "node-3": "192.168.3.1"}
-POD, OUTSIDE, NODE = "10.244.1.5", "192.168.1.50", "node"  # NODE: sent by the node itself, from its address
-BOTH, BOTH_UDP = ("10.244.1.2:8080", "10.244.2.2:8080"), ("10.244.1.2:8081", "10.244.2.2:8081")
-FLOWS = [  # node, source, destination, protocol, port -> outcomes {(verdict, DNAT to, masqueraded)}
-    ("node-1", POD, "10.96.0.10", "tcp", 80, {("accept", ep, False) for ep in BOTH}),
-    ("node-1", POD, "10.96.0.10", "udp", 81, {("accept", ep, False) for ep in BOTH_UDP}),
-    ("node-1", POD, "10.96.0.10", "tcp", 81, {("accept", None, False)}),  # no such port: untouched
-    ("node-1", POD, "10.96.0.11", "tcp", 80, {("reject", None, False)}),  # no endpoints
-    ("node-1", OUTSIDE, "10.96.0.10", "tcp", 80, {("accept", ep, True) for ep in BOTH}),  # off-cluster client
-    ("node-1", NODE, "10.96.0.10", "tcp", 80, {("accept", ep, True) for ep in BOTH}),
-    ("node-1", "10.244.1.2", "10.96.0.10", "tcp", 80,  # hairpin: a pod sent to itself is masqueraded
-     {("accept", "10.244.1.2:8080", True), ("accept", "10.244.2.2:8080", False)}),
-    ("node-1", "172.30.0.5", "172.30.0.200", "tcp", 80, {("accept", "10.244.1.2:8080", False)}),  # Local: this node's
-    ("node-1", "172.30.0.99", "172.30.0.200", "tcp", 80, {("drop", None, False)}),  # not in the source ranges
-    ("node-1", OUTSIDE, "172.30.0.100", "tcp", 80, {("accept", "10.244.1.2:8080", False)}),  # external IP
-    ("node-1", OUTSIDE, "192.168.1.1", "tcp", 30080, {("accept", "10.244.1.2:8080", False)}),  # NodePort
-    ("node-1", OUTSIDE, "192.168.1.1", "udp", 30081, {("accept", "10.244.1.2:8081", False)}),
-    ("node-1", OUTSIDE, "192.168.1.1", "tcp", 30099, {("accept", None, False)}),  # no such NodePort
-    ("node-1", POD, "172.30.0.100", "tcp", 80, {("accept", ep, False) for ep in BOTH}),  # pods short-circuit
-    ("node-1", NODE, "192.168.1.1", "tcp", 30080, {("accept", ep, True) for ep in BOTH}),  # so does the node
-    ("node-1", POD, "10.96.0.13", "tcp", 80, {("accept", "10.244.1.2:8080", False)}),  # internal Local
-    ("node-3", OUTSIDE, "192.168.3.1", "tcp", 30080, {("drop", None, False)}),  # Local, none on this node
-    ("node-3", "10.244.3.5", "192.168.3.1", "tcp", 30080, {("accept", ep, False) for ep in BOTH}),
-    ("node-3", "10.244.3.5", "10.96.0.13", "tcp", 80, {("drop", None, False)}),  # internal Local, none here
-    ("node-3", "10.244.3.5", "10.96.0.11", "tcp", 80, {("reject", None, False)}),
-    ("node-1", OUTSIDE, "192.168.1.1", "tcp", 30082, {("accept", ep, True) for ep in BOTH}),  # flat NodePort: Cluster
-    ("node-3", OUTSIDE, "192.168.3.1", "tcp", 30082, {("accept", ep, True) for ep in BOTH}),
-    ("node-1", POD, "172.30.0.101", "tcp", 80, {("accept", ep, True) for ep in BOTH}),  # flat external IP
-    ("node-1", POD, "10.96.0.14", "tcp", 80, {("accept", ep, False) for ep in BOTH}),
-]
-
-
 @functools.cache
 def flow_table(node: str) -> Fake:
-    return faked(WEB, EMPTY, LB, NEAR, PLAIN, slices=(SLICE, LB_SLICE, NEAR_SLICE, PLAIN_SLICE), node=node)
+    return faked(*FLOW_SERVICES, slices=FLOW_SLICES, node=node)
 
 
 @pytest.mark.parametrize("node,source,destination,protocol,port,outcomes", FLOWS,
-                         ids=[f"{f[0]}:{f[1]}->{f[2]}:{f[3]}/{f[4]}" for f in FLOWS])
+                         ids=[flow_id(f) for f in FLOWS])
 def test_packets_meet_the_verdict_and_nat_upstream_gives_them(node, source, destination, protocol, port, outcomes):
     """Each flow's first packet walked through node's table (every branch of the random choice)."""
     local = source == NODE
