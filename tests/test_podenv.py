@@ -9,14 +9,13 @@ import pytest
 
 from netplane.agent import images, podenv, rootfs
 from netplane.agent.launcher import inside
+from support import objects
 
 
 def pod(**spec) -> dict:
-    return {"metadata": {"name": "web-1", "namespace": "shop", "uid": "u-1", "labels": {"app": "web"},
-                         "annotations": {"team": "a"}},
-            "spec": {"nodeName": "node-1", "serviceAccountName": "default", **spec},
-            "status": {"podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}], "hostIP": "172.30.0.2",
-                       "hostIPs": [{"ip": "172.30.0.2"}]}}
+    return objects.pod("web-1", {"app": "web"}, "node-1", "shop", uid="u-1", meta={"annotations": {"team": "a"}},
+                       status={"podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}], "hostIP": "172.30.0.2",
+                               "hostIPs": [{"ip": "172.30.0.2"}]}, serviceAccountName="default", **spec)
 
 
 @pytest.mark.parametrize("container, argv", [

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 import yaml
 
+from support import objects
 from support.api import Cluster
 
 DNS1035 = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
@@ -31,8 +32,7 @@ def service(name: str = "web", ports: list | None = None, **spec: object) -> dic
 
 
 def pod(containers: list | None = None, **meta: object) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", **meta},
-            "spec": {"containers": CONTAINERS if containers is None else containers}}
+    return objects.pod("web", meta=meta, containers=CONTAINERS if containers is None else containers)
 
 
 def pod_with_volumes(mounts: list, volumes: list) -> dict:

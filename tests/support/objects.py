@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 def pod(name: str, labels: dict | None = None, node: str | None = None, ns: str = "default",
-        ports: list[dict] | None = None, status: dict | None = None, uid: str | None = None, **spec) -> dict:
-    """A Pod of one container running the echo image; `spec` adds or replaces Pod spec fields."""
+        ports: list[dict] | None = None, status: dict | None = None, uid: str | None = None,
+        meta: dict | None = None, **spec) -> dict:
+    """A Pod of one container running the echo image; `meta` adds metadata fields (annotations), and
+    `spec` adds or replaces Pod spec fields (containers)."""
     container = {"name": "echo", "image": "netplane/echo", **({"ports": ports} if ports else {})}
-    meta = {"name": name, "namespace": ns, "labels": labels or {}, **({"uid": uid} if uid else {})}
+    meta = {"name": name, "namespace": ns, "labels": labels or {}, **({"uid": uid} if uid else {}), **(meta or {})}
     found = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
              "spec": {**({"nodeName": node} if node else {}), "containers": [container], **spec}}
     return found | ({"status": status} if status is not None else {})
