@@ -106,15 +106,18 @@ _contexts_lock = threading.Lock()
 
 
 def _context(namespace: str | None) -> _Context:
-    """The namespace's context, made on first use; contexts of namespaces that are gone are freed.
-    None: the process's own namespace (call from a thread that is in it)."""
+    """The namespace's context, made on first use (or again when the namespace of that name is
+    another one now); making one frees those of namespaces that are gone. None: the process's own
+    namespace (call from a thread that is in it)."""
     with _contexts_lock:
+        found = _contexts.get(namespace)
+        if found is not None and found.alive():
+            return found
         for name in [n for n, c in _contexts.items() if not c.alive()]:
             _contexts.pop(name).close()
-        if namespace not in _contexts:
-            if namespace is not None and not netns.exists(namespace):
-                raise NftError(f"no namespace {namespace}")
-            _contexts[namespace] = _Context(namespace)
+        if namespace is not None and not netns.exists(namespace):
+            raise NftError(f"no namespace {namespace}")
+        _contexts[namespace] = _Context(namespace)
         return _contexts[namespace]
 
 
