@@ -269,7 +269,9 @@ PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "securit
 
 
 @dataclass
-class _Flow:
+class Flow:
+    """A packet on one path of a walk: where DNAT sent it, whether it was masqueraded, its mark."""
+
     packet: Packet
     dnat: str | None = None
     masquerade: bool = False
@@ -292,7 +294,7 @@ class _Walk:
         """Arriving: prerouting, then input (to a local address) or forward and postrouting. Sent by
         the node: output, postrouting, and input when it is for the node itself."""
         outcomes: list[Outcome] = []
-        flows = self._pass("output" if packet.local_origin else "prerouting", [_Flow(packet)], outcomes)
+        flows = self._pass("output" if packet.local_origin else "prerouting", [Flow(packet)], outcomes)
         if packet.local_origin:
             flows = self._pass("postrouting", flows, outcomes)
             mine = [f for f in flows if f.daddr in self.local]
@@ -303,7 +305,7 @@ class _Walk:
             flows = self._pass("input", mine, outcomes) + self._pass("postrouting", passing, outcomes)
         return outcomes + [Outcome("accept", f.dnat, f.masquerade) for f in flows]
 
-    def _pass(self, hook: str, flows: list[_Flow], outcomes: list[Outcome]) -> list[_Flow]:
+    def _pass(self, hook: str, flows: list[Flow], outcomes: list[Outcome]) -> list[Flow]:
         """The flows the hook lets on; what it drops or rejects goes to outcomes."""
         going = []
         for flow in flows:
@@ -314,7 +316,7 @@ class _Walk:
                     going.append(done)
         return going
 
-    def _hook(self, hook: str, flow: _Flow) -> list[tuple[_Flow, str]]:
+    def _hook(self, hook: str, flow: Flow) -> list[tuple[Flow, str]]:
         """Every base chain of the hook by priority; per path the flow and the hook's verdict."""
         chains = sorted((c.chain for c in self.state.chains.values() if c.chain.hook and c.chain.hook.hook == hook),
                         key=lambda c: int(PRIORITIES.get(c.hook.priority, c.hook.priority)))
@@ -330,11 +332,11 @@ class _Walk:
             paths = after
         return paths
 
-    def _chain(self, name: str, flow: _Flow) -> list[tuple[_Flow, str]]:
+    def _chain(self, name: str, flow: Flow) -> list[tuple[Flow, str]]:
         """Run a chain: per path the flow and how it ended ("" fell off the end, or a verdict)."""
         return self._rules(self.state.chains[name].rules, 0, flow)
 
-    def _rules(self, rules: list[Rule], start: int, flow: _Flow) -> list[tuple[_Flow, str]]:
+    def _rules(self, rules: list[Rule], start: int, flow: Flow) -> list[tuple[Flow, str]]:
         for i in range(start, len(rules)):
             results = self._body(rules[i].body, flow)
             if results is None:
@@ -348,7 +350,7 @@ class _Walk:
             return out
         return [(flow, "")]
 
-    def _body(self, body: tuple[Term, ...], flow: _Flow) -> list[tuple[_Flow, str]] | None:
+    def _body(self, body: tuple[Term, ...], flow: Flow) -> list[tuple[Flow, str]] | None:
         """None when the rule does not match; else per path the flow and "continue" or a verdict."""
         flow = copy.copy(flow)
         for i, term in enumerate(body):
@@ -378,7 +380,7 @@ class _Walk:
             # Update: the dynamic set is not followed (a first packet finds every affinity set empty)
         return [(flow, "continue")]
 
-    def _dnat_map(self, term: DnatMap, flow: _Flow) -> list[tuple[_Flow, str]] | None:
+    def _dnat_map(self, term: DnatMap, flow: Flow) -> list[tuple[Flow, str]] | None:
         """Every draw of the key's `numgen random mod N` part that finds an element: a path each."""
         draws: list[tuple[str, ...]] = [()]
         for key in term.keys:
@@ -397,7 +399,7 @@ class _Walk:
             paths.append((taken, "dnat"))
         return paths
 
-    def _verdict(self, verdict: Verdict, flow: _Flow) -> list[tuple[_Flow, str]]:
+    def _verdict(self, verdict: Verdict, flow: Flow) -> list[tuple[Flow, str]]:
         if verdict.kind not in ("jump", "goto"):
             return [(flow, verdict.kind)]
         out = []
@@ -408,7 +410,7 @@ class _Walk:
                 out.append((f, "return" if v == "" else v))
         return out
 
-    def _field(self, what: str, flow: _Flow) -> str:
+    def _field(self, what: str, flow: Flow) -> str:
         packet = flow.packet
         values = {IP_SADDR: packet.saddr, IP_DADDR: flow.daddr, L4PROTO: packet.protocol,
                   TH_DPORT: str(flow.dport), f"{packet.protocol} dport": str(flow.dport),
@@ -419,7 +421,7 @@ class _Walk:
             raise FakeError(f"the walk cannot read {what}")
         return values[what]
 
-    def _matches(self, term: Match | Lookup, flow: _Flow) -> bool:
+    def _matches(self, term: Match | Lookup, flow: Flow) -> bool:
         if isinstance(term, Lookup):
             return tuple(self._field(k, flow) for k in term.keys) in self.state.sets[term.set].elements
         if term.what.endswith(" dport") and term.what != TH_DPORT and not term.what.startswith(flow.packet.protocol):

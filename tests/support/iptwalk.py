@@ -13,9 +13,8 @@ from __future__ import annotations
 import copy
 import ipaddress
 import shlex
-from dataclasses import dataclass
 
-from netplane.kernel.nftfake import Outcome, Packet
+from netplane.kernel.nftfake import Flow, Outcome, Packet
 
 Tables = dict[str, dict[str, list[list[str]]]]  # table -> chain -> rules, each its words after the chain
 STOPS = ("drop", "reject")
@@ -37,22 +36,6 @@ def parse(text: str) -> Tables:
     return tables
 
 
-@dataclass
-class _Flow:
-    packet: Packet
-    dnat: str | None = None
-    masquerade: bool = False
-    mark: int = 0
-
-    @property
-    def daddr(self) -> str:
-        return self.dnat.rsplit(":", 1)[0] if self.dnat else self.packet.daddr
-
-    @property
-    def dport(self) -> int:
-        return int(self.dnat.rsplit(":", 1)[1]) if self.dnat else self.packet.dport
-
-
 def _within(address: str, network: str) -> bool:
     return ipaddress.ip_address(address) in ipaddress.ip_network(network, strict=False)
 
@@ -64,19 +47,19 @@ class Walk:
     def run(self, packet: Packet) -> list[Outcome]:
         outcomes: list[Outcome] = []
         if packet.local_origin:
-            flows = self._hooks([("nat", "OUTPUT"), ("filter", "OUTPUT"), ("nat", "POSTROUTING")], [_Flow(packet)],
+            flows = self._hooks([("nat", "OUTPUT"), ("filter", "OUTPUT"), ("nat", "POSTROUTING")], [Flow(packet)],
                                 outcomes)
             mine = [f for f in flows if f.daddr in self.local]
             flows = [f for f in flows if f.daddr not in self.local] + self._hooks([("filter", "INPUT")], mine, outcomes)
         else:
-            flows = self._hooks([("nat", "PREROUTING")], [_Flow(packet)], outcomes)
+            flows = self._hooks([("nat", "PREROUTING")], [Flow(packet)], outcomes)
             mine = [f for f in flows if f.daddr in self.local]
             passing = [f for f in flows if f.daddr not in self.local]
             flows = self._hooks([("filter", "INPUT")], mine, outcomes) + \
                 self._hooks([("filter", "FORWARD"), ("nat", "POSTROUTING")], passing, outcomes)
         return outcomes + [Outcome("accept", f.dnat, f.masquerade) for f in flows]
 
-    def _hooks(self, hooks: list[tuple[str, str]], flows: list[_Flow], outcomes: list[Outcome]) -> list[_Flow]:
+    def _hooks(self, hooks: list[tuple[str, str]], flows: list[Flow], outcomes: list[Outcome]) -> list[Flow]:
         """The flows every built-in chain lets on (policy ACCEPT); what one stops goes to outcomes."""
         for table, chain in hooks:
             going = []
@@ -89,7 +72,7 @@ class Walk:
             flows = going
         return flows
 
-    def _chain(self, table: str, chain: str, flow: _Flow, start: int = 0) -> list[tuple[_Flow, str]]:
+    def _chain(self, table: str, chain: str, flow: Flow, start: int = 0) -> list[tuple[Flow, str]]:
         """Per path the flow and how the chain ended: "" (its end or RETURN) or a verdict."""
         rules = self.tables.get(table, {}).get(chain, [])
         for i in range(start, len(rules)):
@@ -102,7 +85,7 @@ class Walk:
             return out
         return [(flow, "")]
 
-    def _rule(self, table: str, words: list[str], flow: _Flow) -> list[tuple[_Flow, str]] | None:
+    def _rule(self, table: str, words: list[str], flow: Flow) -> list[tuple[Flow, str]] | None:
         """None when the rule does not match; else per path the flow and "continue" or a verdict."""
         flow, i, negate, random = copy.copy(flow), 0, False, False
         packet = flow.packet
@@ -143,7 +126,7 @@ class Walk:
             negate = False
         return [(flow, "continue")]
 
-    def _target(self, table: str, target: str, options: list[str], flow: _Flow) -> list[tuple[_Flow, str]]:
+    def _target(self, table: str, target: str, options: list[str], flow: Flow) -> list[tuple[Flow, str]]:
         option = dict(zip(options[::2], options[1::2]))
         if target in ("ACCEPT", "DROP", "REJECT"):
             return [(flow, target.lower())]
