@@ -28,7 +28,7 @@ from support.services import CIDR, EMPTY, FEATURES, HEADLESS, SLICE, WEB, anothe
 from netplane.agent.proxy import iptables, model
 from netplane.agent.proxy.modes import IptablesMode
 from netplane.agent.proxy.proxier import make_mode, other_modes
-from netplane.agent.proxy.ruleset import FragmentCache, diff
+from netplane.agent.ruleset import FragmentCache, diff
 from netplane.kernel import iptables as kernel_iptables
 from netplane.kernel import netns, sysctl
 from netplane.kernel.nftfake import Packet

@@ -24,7 +24,7 @@ from support.flows import FLOW_SERVICES, FLOW_SLICES, FLOWS, NODE, NODE_IPS, PLA
 from support.services import CIDR, EMPTY, FEATURES, HEADLESS, SLICE, WEB, another, endpoint, ports, with_spec
 from netplane.agent.proxy import model, nftables
 from netplane.agent.proxy.modes import NftablesMode
-from netplane.agent.proxy.ruleset import FragmentCache, diff
+from netplane.agent.ruleset import FragmentCache, diff
 from netplane.api.informer import Informers
 from netplane.kernel import nft
 from netplane.kernel.nftfake import Fake, Outcome, Packet

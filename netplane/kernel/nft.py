@@ -225,17 +225,42 @@ async def generation(namespace: str | None) -> int:
     return await asyncio.to_thread(lambda: _context(namespace).generation())
 
 
+OWN_KEPT = 4096  # generations remembered per namespace
+_own: dict[str | None, list[int]] = {}  # namespace -> the generations this process's commits made, oldest first
+
+
+async def committed(namespace: str | None) -> int:
+    """The generation right after a commit of this process (a table's, iptables-restore's): kept as
+    its own, so that the owners of the namespace's other tables (the proxy's, the policies') do not
+    take it for someone else's change."""
+    found = await generation(namespace)
+    own = _own.setdefault(namespace, [])
+    own.append(found)
+    del own[:-OWN_KEPT]
+    return found
+
+
+async def touched_by_others(namespace: str | None, since: int) -> bool:
+    """Whether a transaction this process did not make was committed in the namespace after the
+    generation `since` (nft by hand, another program, a trace's table)."""
+    now = await generation(namespace)
+    own = set(_own.get(namespace, ()))
+    return any(g not in own for g in range(since + 1, now + 1)) if now >= since else True
+
+
 class Kernel:
     """The real nf_tables of a namespace, as a table's owner uses it (nftfake.Fake is its stand-in)."""
 
     def __init__(self, by_command: bool = False) -> None:
         self.by_command = by_command  # `nft -f -` per transaction: the benchmark's peer
 
-    async def transact(self, namespace: str | None, tx: Transaction) -> None:
+    async def transact(self, namespace: str | None, tx: Transaction) -> int:
+        """Commit the transaction; the generation it made."""
         await (apply_by_command if self.by_command else apply)(namespace, tx.text())
+        return await committed(namespace)
+
+    async def touched_by_others(self, namespace: str | None, since: int) -> bool:
+        return await touched_by_others(namespace, since)
 
     async def table_objects(self, namespace: str | None, table: Table) -> tuple[set[str], dict[str, int | None]] | None:
         return await table_objects(namespace, table.text())
-
-    async def generation(self, namespace: str | None) -> int:
-        return await generation(namespace)

@@ -58,9 +58,10 @@ class Fake:
         self.ops += tx.counts()
         self.last = tx
 
-    async def transact(self, namespace: str | None, tx: Transaction) -> None:
-        """nft.Kernel's call: the namespace is this fake's."""
+    async def transact(self, namespace: str | None, tx: Transaction) -> int:
+        """nft.Kernel's call: the namespace is this fake's; its generation is the count of transactions."""
         self.apply(tx)
+        return self.transactions
 
     async def table_objects(self, namespace: str | None, table: Table) -> tuple[set[str], dict[str, int | None]] | None:
         state = self.state
@@ -68,8 +69,9 @@ class Fake:
             return None
         return set(state.chains), {n: s.set.timeout for n, s in state.sets.items() if isinstance(s.set, Set)}
 
-    async def generation(self, namespace: str | None) -> int:
-        return self.transactions
+    async def touched_by_others(self, namespace: str | None, since: int) -> bool:
+        """Every transaction of a fake is its owner's."""
+        return since != self.transactions
 
     def chains(self) -> dict[str, list[Rule]]:
         return {name: list(c.rules) for name, c in self.state.chains.items()}
@@ -441,4 +443,7 @@ def _equal(what: str, value: str, wanted: str) -> bool:
         return int(value) == int(wanted, 0)
     if what == CT_STATUS:
         return wanted in value.split(",")
+    if what.endswith(" dport") and "-" in wanted:  # a port range: `tcp dport 80-81`
+        low, high = wanted.split("-")
+        return int(low) <= int(value) <= int(high)
     return value == wanted

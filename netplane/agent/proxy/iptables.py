@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 from netplane import names
 from netplane.agent.proxy.model import Endpoint, ServicePort
-from netplane.agent.proxy.ruleset import Diff, Fragment, Rules, merge
+from netplane.agent.ruleset import Diff, Fragment, Rules, merge
 from netplane.kernel.iptables import Jump, Saved
 
 NAT, FILTER = "nat", "filter"

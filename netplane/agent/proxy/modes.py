@@ -7,7 +7,7 @@ from typing import Protocol
 from netplane.agent.proxy import iptables as proxy_iptables
 from netplane.agent.proxy import nftables
 from netplane.agent.proxy.model import ServicePort
-from netplane.agent.proxy.ruleset import Fragment, FragmentCache, collector_held, diff, merge
+from netplane.agent.ruleset import Fragment, FragmentCache, collector_held, diff, merge
 from netplane.kernel import iptables, nft
 from netplane.kernel.nftobjects import Transaction
 
@@ -39,8 +39,8 @@ class NftablesMode:
 
     async def tampered(self) -> bool:
         # any transaction in the namespace moves the generation on (a trace's table too): one
-        # netlink round trip, and a full rewrite only when something happened
-        return self.applied is not None and await self.kernel.generation(self.netns) != self.generation
+        # netlink round trip, and a full rewrite only when one that was not this process's happened
+        return self.applied is not None and await self.kernel.touched_by_others(self.netns, self.generation)
 
     @collector_held
     async def sync(self, ports: list[ServicePort], full: bool) -> bool:
@@ -55,8 +55,7 @@ class NftablesMode:
                 return False
             tx = nftables.update(changes)
         self.applied = None  # until the kernel took it: a failed sync leads to a full one
-        await self.kernel.transact(self.netns, tx)
-        self.generation = await self.kernel.generation(self.netns)
+        self.generation = await self.kernel.transact(self.netns, tx)
         self.applied = fragments
         return True
 
@@ -91,7 +90,7 @@ class IptablesMode:
         if self.applied is None:
             return False
         if self.backend == "nft":
-            return await nft.generation(self.netns) != self.generation
+            return await nft.touched_by_others(self.netns, self.generation)
         return not proxy_iptables.intact(self.counts, await iptables.save(self.netns, self.backend))
 
     @collector_held
@@ -110,7 +109,7 @@ class IptablesMode:
         self.applied = None  # until the kernel took it: a failed sync leads to a full one
         await iptables.restore(self.netns, self.backend, script)
         if self.backend == "nft":
-            self.generation = await nft.generation(self.netns)
+            self.generation = await nft.committed(self.netns)
         else:
             self.counts = proxy_iptables.rule_counts(fragments)
         self.applied = fragments

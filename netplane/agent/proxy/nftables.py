@@ -37,15 +37,13 @@ README's performance section):
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from netplane import names
 from netplane.agent.proxy.model import Endpoint, ServicePort
-from netplane.agent.proxy.ruleset import Diff, Fragment, Rules, merge
+from netplane.agent.ruleset import Diff, Fragment, NftTable, Rules, merge
 from netplane.kernel.nftobjects import (
     CT_STATE, CT_STATUS, DROP, FIB_DADDR_TYPE, FIB_SADDR_TYPE, IP_DADDR, IP_SADDR, L4PROTO, MARK, REJECT,
-    RETURN, TH_DPORT, Chain, Dnat, DnatMap, Element, Hook, Lookup, Map, Masquerade, Match, Numgen, Rule, Set,
-    SetMark, Table, Term, Transaction, Update, VerdictMap, dport, goto, jump)
+    RETURN, TH_DPORT, Chain, Dnat, DnatMap, Hook, Lookup, Map, Masquerade, Match, Numgen, Set, SetMark, Table,
+    Term, Transaction, Update, VerdictMap, dport, goto, jump)
 
 
 def service_chain(sp: ServicePort) -> str:
@@ -309,27 +307,12 @@ def _chained(sp: ServicePort, node: str, cluster_cidr: str) -> Fragment:
     return Fragment(chains, {k: v for k, v in entries.items() if v}, sets)
 
 
-def _chain(name: str) -> Chain:
-    return Chain(name, HOOKS.get(name))
-
-
-def _elements(entries: dict[str, dict]) -> list[Element]:
-    return [Element(name, key, value) for name, items in entries.items() for key, value in items.items()]
+TABLE_OBJECTS = NftTable(TABLE, HOOKS, SHARED)
 
 
 def declare(everything: Fragment) -> Transaction:
     """A whole new table, for a table that does not exist."""
-    tx = Transaction(TABLE)
-    tx.add(TABLE)
-    tx.add_all(_chain(name) for name in everything.chains)
-    tx.add_all((*everything.sets.values(), *SHARED.values()))
-    _write(tx, everything.chains, _elements(everything.entries))
-    return tx
-
-
-def _write(tx: Transaction, chains: dict[str, Rules], elements: Iterable[Element]) -> None:
-    tx.add_all(Rule(name, body) for name, rules in chains.items() for body in rules)
-    tx.add_all(elements)
+    return TABLE_OBJECTS.declare(everything)
 
 
 def replace(everything: Fragment, chains: set[str], sets: dict[str, int | None]) -> Transaction:
@@ -356,42 +339,16 @@ def replace(everything: Fragment, chains: set[str], sets: dict[str, int | None])
             tx.add(obj)
         else:
             tx.flush(obj)
-    _transaction(tx, write_chains=everything.chains, delete_chains=chains - everything.chains.keys(),
-                 add_entries=everything.entries, delete_entries={},
-                 add_sets={n: s for n, s in everything.sets.items() if n not in sets or n in changed},
-                 delete_sets=sets.keys() - everything.sets.keys() - SHARED.keys(), replace_sets=changed)
+    TABLE_OBJECTS.changes(tx, write_chains=everything.chains, delete_chains=chains - everything.chains.keys(),
+                          add_entries=everything.entries, delete_entries={},
+                          add_sets={n: s for n, s in everything.sets.items() if n not in sets or n in changed},
+                          delete_sets=sets.keys() - everything.sets.keys() - SHARED.keys(), replace_sets=changed)
     return tx
 
 
 def update(d: Diff) -> Transaction:
     """The incremental transaction for one sync's changes."""
-    tx = Transaction(TABLE)
-    _transaction(tx, d.write_chains, d.delete_chains, d.add_entries, d.delete_entries,
-                 d.add_sets, d.delete_sets - d.add_sets.keys(), d.delete_sets & d.add_sets.keys())
-    return tx
-
-
-def _transaction(tx: Transaction, write_chains: dict[str, Rules], delete_chains: set[str],
-                 add_entries: dict[str, dict], delete_entries: dict[str, dict],
-                 add_sets: dict[str, Set], delete_sets: set[str], replace_sets: set[str]) -> None:
-    """In the order the kernel needs: references go before what they point to is deleted, and
-    what a rule points to exists before the rule."""
-    for element in _elements(delete_entries):
-        tx.delete(element)
-    for name in write_chains:
-        tx.add(_chain(name))
-        tx.flush(Chain(name))
-    for name in delete_chains:
-        tx.flush(Chain(name))
-    for name in replace_sets:
-        tx.delete(Set(name, "ipv4_addr"))
-    for obj in add_sets.values():
-        tx.add(obj)
-    _write(tx, write_chains, _elements(add_entries))
-    for name in delete_chains:
-        tx.delete(Chain(name))
-    for name in delete_sets:
-        tx.delete(Set(name, "ipv4_addr"))
+    return TABLE_OBJECTS.update(d)
 
 
 def render(ports: list[ServicePort], node: str, cluster_cidr: str) -> Transaction:

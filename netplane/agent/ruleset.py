@@ -1,4 +1,4 @@
-"""What both proxy modes share between rendering and applying: the rules of one Service port as a
+"""What the proxy modes and the policy enforcement share between rendering and applying: the rules of one Service port as a
 Fragment, and the difference between two syncs' fragments, so a sync sends only what changed.
 
 A Fragment holds the chains a Service port owns (rewritten whole when they change, deleted when the
@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import gc
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from netplane.agent.proxy.model import ServicePort
+from netplane.kernel.nftobjects import Chain, Element, Hook, Map, Rule, Set, Table, Transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -158,3 +159,61 @@ def collector_held(sync: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             if was:
                 gc.enable()
     return held
+
+
+class NftTable:
+    """An nftables table whose objects fragments hold: its base chains' hooks and the sets and maps
+    every fragment puts elements in; the transactions that declare it or apply a Diff to it."""
+
+    def __init__(self, table: Table, hooks: Mapping[str, Hook], shared: Mapping[str, Set | Map]) -> None:
+        self.table, self.hooks, self.shared = table, hooks, shared
+
+    def chain(self, name: str) -> Chain:
+        return Chain(name, self.hooks.get(name))
+
+    def declare(self, everything: Fragment) -> Transaction:
+        """A whole new table, for a table that does not exist."""
+        tx = Transaction(self.table)
+        tx.add(self.table)
+        tx.add_all(self.chain(name) for name in everything.chains)
+        tx.add_all((*everything.sets.values(), *self.shared.values()))
+        _write(tx, everything.chains, _elements(everything.entries))
+        return tx
+
+    def update(self, d: Diff) -> Transaction:
+        """The incremental transaction for one sync's changes."""
+        tx = Transaction(self.table)
+        self.changes(tx, d.write_chains, d.delete_chains, d.add_entries, d.delete_entries,
+                     d.add_sets, d.delete_sets - d.add_sets.keys(), d.delete_sets & d.add_sets.keys())
+        return tx
+
+    def changes(self, tx: Transaction, write_chains: dict[str, Rules], delete_chains: set[str],
+                add_entries: Entries, delete_entries: Entries, add_sets: dict[str, Hashable],
+                delete_sets: set[str], replace_sets: set[str]) -> None:
+        """In the order the kernel needs: references go before what they point to is deleted, and
+        what a rule points to exists before the rule."""
+        for element in _elements(delete_entries):
+            tx.delete(element)
+        for name in write_chains:
+            tx.add(self.chain(name))
+            tx.flush(Chain(name))
+        for name in delete_chains:
+            tx.flush(Chain(name))
+        for name in replace_sets:
+            tx.delete(Set(name, "ipv4_addr"))
+        for obj in add_sets.values():
+            tx.add(obj)
+        _write(tx, write_chains, _elements(add_entries))
+        for name in delete_chains:
+            tx.delete(Chain(name))
+        for name in delete_sets:
+            tx.delete(Set(name, "ipv4_addr"))
+
+
+def _elements(entries: Entries) -> list[Element]:
+    return [Element(name, key, value) for name, items in entries.items() for key, value in items.items()]
+
+
+def _write(tx: Transaction, chains: dict[str, Rules], elements: Iterable[Element]) -> None:
+    tx.add_all(Rule(name, body) for name, rules in chains.items() for body in rules)
+    tx.add_all(elements)
