@@ -13,6 +13,7 @@ import yaml
 
 from support import objects
 from support.api import Cluster
+from netplane.api import resources
 
 DNS1035 = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
            "character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for "
@@ -39,6 +40,11 @@ def pod_with_volumes(mounts: list, volumes: list) -> dict:
     obj = pod([{"name": "web", "image": "nginx", "volumeMounts": mounts}])
     obj["spec"]["volumes"] = volumes
     return obj
+
+
+def netpol(selector: dict | None = None, **spec: object) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "web"},
+            "spec": {"podSelector": selector or {}, **spec}}
 
 
 def deployment(selector: dict, labels: dict, containers: list | None = None) -> dict:
@@ -115,6 +121,35 @@ CASES = {  # name -> (object, [(field, message)]) as kube-apiserver v1.32 answer
         ("spec.initContainers[2].name", 'Duplicate value: "web"')]),
     "namespace with a dot": ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a.b"}}, [
         ("metadata.name", 'Invalid value: "a.b": must not contain dots')]),
+    "network policy peer with nothing": (netpol(ingress=[{"from": [{}]}]), [
+        ("spec.ingress[0].from[0]", "Required value: must specify a peer")]),
+    "network policy ipBlock with another peer": (netpol(egress=[{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"},
+                                                                          "podSelector": {}}]}]), [
+        ("spec.egress[0].to[0]", "Forbidden: may not specify both ipBlock and another peer")]),
+    "network policy except outside its cidr, a cidr that is none": (netpol(ingress=[{"from": [
+        {"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.0.1.0/28", "10.0.0.0/24"]}},
+        {"ipBlock": {"cidr": "10.0.0.300/8"}}]}]), [
+        ("spec.ingress[0].from[0].ipBlock.except[0]", 'Invalid value: "10.0.1.0/28": must be a strict subset of `cidr`'),
+        ("spec.ingress[0].from[0].ipBlock.except[1]", 'Invalid value: "10.0.0.0/24": must be a strict subset of `cidr`'),
+        ("spec.ingress[0].from[1].ipBlock.cidr", 'Invalid value: "10.0.0.300/8": not a valid CIDR')]),
+    "network policy ports": (netpol(ingress=[{"ports": [
+        {"port": "http", "endPort": 90}, {"port": 90, "endPort": 80}, {"protocol": "ICMP", "port": 0},
+        {"endPort": 80}, {"port": "80"}]}]), [
+        ("spec.ingress[0].ports[0].endPort", "Invalid value: 90: may not be specified when `port` is non-numeric"),
+        ("spec.ingress[0].ports[1].endPort", "Invalid value: 90: must be greater than or equal to `port`"),
+        ("spec.ingress[0].ports[2].protocol", 'Unsupported value: "ICMP": supported values: "TCP", "UDP", "SCTP"'),
+        ("spec.ingress[0].ports[2].port", "Invalid value: 0: must be between 1 and 65535, inclusive"),
+        ("spec.ingress[0].ports[3].endPort", "Invalid value: 80: may not be specified when `port` is not specified"),
+        ("spec.ingress[0].ports[4].port", 'Invalid value: "80": must contain at least one letter (a-z)')]),
+    "network policy selectors and types": (netpol(
+        {"matchExpressions": [{"key": "pod", "operator": "In"}, {"key": "pod", "operator": "Exists", "values": ["a"]},
+                              {"key": "pod", "operator": "Near"}]}, policyTypes=["Ingress", "Sideways"]), [
+        ("spec.podSelector.matchExpressions[0].values",
+         "Required value: must be specified when `operator` is 'In' or 'NotIn'"),
+        ("spec.podSelector.matchExpressions[1].values",
+         "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"),
+        ("spec.podSelector.matchExpressions[2].operator", 'Invalid value: "Near": not a valid selector operator'),
+        ("spec.policyTypes[1]", 'Unsupported value: "Sideways": supported values: "Ingress", "Egress"')]),
 }
 
 
@@ -126,7 +161,7 @@ def cluster(tmp_path_factory):
 
 def post(cluster: Cluster, obj: dict) -> tuple[int, dict]:
     group = "api/v1" if obj["apiVersion"] == "v1" else f"apis/{obj['apiVersion']}"
-    plural = obj["kind"].lower() + "s"
+    plural = resources.by_kind(obj["kind"]).plural
     where = "" if obj["kind"] == "Namespace" else "/namespaces/default"
     request = urllib.request.Request(f"{cluster.url}/{group}{where}/{plural}", json.dumps(obj).encode(),
                                      {"Content-Type": "application/json"}, method="POST")
@@ -143,7 +178,7 @@ def test_what_kube_apiserver_refuses_is_422_with_its_field_path_and_message(clus
     status, body = post(cluster, obj)
     assert (status, body["reason"]) == (422, "Invalid")
     assert [(c["field"], c["message"]) for c in body["details"]["causes"]] == expected
-    kind = obj["kind"] + (".apps" if obj["apiVersion"] == "apps/v1" else "")
+    kind = obj["kind"] + (f".{obj['apiVersion'].split('/')[0]}" if "/" in obj["apiVersion"] else "")
     bodies = [f"{field}: {message}" for field, message in expected]
     summary = bodies[0] if len(bodies) == 1 else f"[{', '.join(bodies)}]"
     assert body["message"] == f'{kind} "{obj["metadata"]["name"]}" is invalid: {summary}'

@@ -164,8 +164,20 @@ def _service(spec: dict) -> None:
         spec.setdefault("allocateLoadBalancerNodePorts", True)
 
 
+def _network_policy(spec: dict) -> None:
+    """SetDefaults_NetworkPolicy: policyTypes from the rules present (Ingress always, Egress when
+    there are egress rules); SetDefaults_NetworkPolicyPort: protocol TCP."""
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            for port in (rule.get("ports") or []) if isinstance(rule, dict) else []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+
+
 SPEC_DEFAULTS = {"Pod": pod_spec, "Deployment": _deployment, "ReplicaSet": _replicaset, "DaemonSet": _daemonset,
-                 "Service": _service}
+                 "Service": _service, "NetworkPolicy": _network_policy}
 
 
 def apply(res: Resource, obj: dict) -> None:

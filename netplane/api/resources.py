@@ -54,6 +54,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), True),
     Resource("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), True),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, (), False),
+    Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",), False),
 )
 
 _BY_PLURAL = {r.plural: r for r in RESOURCES}

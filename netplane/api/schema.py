@@ -163,6 +163,11 @@ DAEMON_SET_SPEC = obj(
 WORKLOAD_STATUS = open_obj(conditions=CONDITIONS)
 
 
+POLICY_PORT = obj(protocol=STR, port=INT_OR_STR, endPort=INT)
+POLICY_PEER = obj(podSelector=LABEL_SELECTOR, namespaceSelector=LABEL_SELECTOR,
+                  ipBlock=obj(cidr=STR, **{"except": STR_LIST}))
+
+
 def _kind(**fields: Node) -> Node:
     return obj(apiVersion=STR, kind=STR, metadata=OBJECT_META, **fields)
 
@@ -199,6 +204,11 @@ KINDS: Mapping[str, Node] = MappingProxyType({
         strategy=STR, preferredHolder=STR,
     )),
     "Scale": _kind(spec=obj(replicas=INT), status=obj(replicas=INT, selector=STR)),
+    "NetworkPolicy": _kind(spec=obj(
+        podSelector=LABEL_SELECTOR, policyTypes=STR_LIST,
+        ingress=arr(obj(ports=arr(POLICY_PORT), **{"from": arr(POLICY_PEER)})),
+        egress=arr(obj(ports=arr(POLICY_PORT), to=arr(POLICY_PEER))),
+    )),
 })
 
 

@@ -435,6 +435,10 @@ PRINTERS: dict[str, tuple[list[Column], Cells]] = {
     "leases": ([NAME, Column("Holder", "The holder of the lease (spec.holderIdentity)."), AGE],
                lambda lease, now: [lease["metadata"].get("name", ""), _spec(lease).get("holderIdentity", ""),
                                    age(lease, now)]),
+    "networkpolicies": ([NAME, Column("Pod-Selector", "Selects the pods to which this NetworkPolicy object applies."),
+                         AGE],
+                        lambda policy, now: [policy["metadata"].get("name", ""),
+                                             selector_string(_spec(policy).get("podSelector")) or "<none>", age(policy, now)]),
 }
 
 

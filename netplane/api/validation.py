@@ -9,6 +9,7 @@ Service port's protocol, targetPort), so the checks read them as their defaults.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 from collections.abc import Iterator
@@ -506,6 +507,106 @@ def _secret(obj: dict) -> list[Problem]:
     return out
 
 
+# -- NetworkPolicy (networking/validation: ValidateNetworkPolicySpec) and label selectors
+
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+POLICY_TYPES = ("Ingress", "Egress")
+
+
+def forbidden(field: str, detail: str) -> Problem:
+    return Problem(field, "Forbidden", detail=detail)
+
+
+def label_selector(field: str, selector: Any) -> list[Problem]:
+    """metav1 ValidateLabelSelector: matchLabels as labels, each expression's operator, key and values."""
+    if not isinstance(selector, dict):
+        return []
+    out = labels(f"{field}.matchLabels", selector.get("matchLabels"))
+    for i, expr in enumerate(selector.get("matchExpressions") or []):
+        at = f"{field}.matchExpressions[{i}]"
+        op, values = expr.get("operator"), expr.get("values") or []
+        if op in ("In", "NotIn") and not values:
+            out.append(required(f"{at}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+        elif op in ("Exists", "DoesNotExist") and values:
+            out.append(forbidden(f"{at}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        elif op not in SELECTOR_OPERATORS:
+            out.append(invalid(f"{at}.operator", op, "not a valid selector operator"))
+        out += _each(f"{at}.key", str(expr.get("key", "")), qualified_name)
+        out += [invalid(f"{at}.values[{j}]", v, m) for j, v in enumerate(values) for m in label_value(str(v))]
+    return out
+
+
+def _policy_port(at: str, port: dict) -> list[Problem]:
+    out = []
+    if "protocol" in port:
+        out += _unsupported(f"{at}.protocol", port["protocol"], ("TCP", "UDP", "SCTP"))
+    number, end = port.get("port"), port.get("endPort")
+    if number is None:
+        if end is not None:
+            out.append(invalid(f"{at}.endPort", end, "may not be specified when `port` is not specified"))
+    elif isinstance(number, int):
+        out += _port_number(f"{at}.port", number)
+        if end is not None:
+            if end < number:
+                out.append(invalid(f"{at}.endPort", number, "must be greater than or equal to `port`"))
+            out += _port_number(f"{at}.endPort", end)
+    else:
+        if end is not None:
+            out.append(invalid(f"{at}.endPort", end, "may not be specified when `port` is non-numeric"))
+        out += _each(f"{at}.port", str(number), port_name)
+    return out
+
+
+def _ip_block(at: str, block: dict) -> list[Problem]:
+    cidr = block.get("cidr") or ""
+    if not cidr:
+        return [required(f"{at}.cidr")]
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return [invalid(f"{at}.cidr", cidr, "not a valid CIDR")]
+    out = []
+    for i, excepted in enumerate(block.get("except") or []):
+        try:
+            inner = ipaddress.ip_network(excepted, strict=False)
+        except ValueError:
+            return out + [invalid(f"{at}.except[{i}]", excepted, "not a valid CIDR")]
+        if inner.version != network.version or inner.network_address not in network \
+                or network.prefixlen >= inner.prefixlen:
+            out.append(invalid(f"{at}.except[{i}]", excepted, "must be a strict subset of `cidr`"))
+    return out
+
+
+def _policy_peer(at: str, peer: dict) -> list[Problem]:
+    given = [k for k in ("podSelector", "namespaceSelector", "ipBlock") if peer.get(k) is not None]
+    out = label_selector(f"{at}.podSelector", peer.get("podSelector"))
+    out += label_selector(f"{at}.namespaceSelector", peer.get("namespaceSelector"))
+    if isinstance(peer.get("ipBlock"), dict):
+        out += _ip_block(f"{at}.ipBlock", peer["ipBlock"])
+    if not given:
+        out.append(required(at, "must specify a peer"))
+    elif len(given) > 1 and "ipBlock" in given:
+        out.append(forbidden(at, "may not specify both ipBlock and another peer"))
+    return out
+
+
+def _network_policy(spec: dict) -> list[Problem]:
+    out = label_selector("spec.podSelector", spec.get("podSelector"))
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for at, rule in _items(f"spec.{direction}", spec.get(direction), out):
+            for port_at, port in _items(f"{at}.ports", rule.get("ports"), out):
+                out += _policy_port(port_at, port)
+            for peer_at, peer in _items(f"{at}.{peers}", rule.get(peers), out):
+                out += _policy_peer(peer_at, peer)
+    types = spec.get("policyTypes") or []
+    if len(types) > 2:
+        shown = Go("[]networking.PolicyType{" + ", ".join(f'"{t}"' for t in types) + "}")
+        return out + [invalid("spec.policyTypes", shown, "may not specify more than two policyTypes")]
+    for i, kind in enumerate(types):
+        out += _unsupported(f"spec.policyTypes[{i}]", kind, POLICY_TYPES)
+    return out
+
+
 def _immutable_data(res: Resource, obj: dict, old: dict) -> list[Problem]:
     """What an update of a ConfigMap or Secret may not change."""
     detail = "field is immutable when `immutable` is set"
@@ -535,6 +636,8 @@ def problems(res: Resource, obj: dict, old: dict | None = None) -> list[Problem]
         out += _config_map(obj)
     elif res.kind == "Secret":
         out += _secret(obj)
+    elif res.kind == "NetworkPolicy":
+        out += _network_policy(spec)
     if old is not None and res.kind in ("ConfigMap", "Secret"):
         out += _immutable_data(res, obj, old)
     if old is not None and res.kind == "Pod":
