@@ -32,6 +32,7 @@ MASQ_MARK = 0x4000
 LEASE_NAMESPACE = "kube-node-lease"  # the nodes' heartbeat Leases
 LEADER_LEASE = "netplane-controllers"  # in kube-system: which `netplane server` runs the controllers
 NFT_TABLE = "kube-proxy"
+NFT_POLICY_TABLE = "netplane-policy"  # a node's NetworkPolicy rules
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # an EndpointSlice's Service
 KUBERNETES_VERSION = ("1", "32", "v1.32.0-netplane")  # major, minor, gitVersion: what the API server and kubelets say
 

@@ -1,6 +1,6 @@
-"""The node agent: kubelet (pods through CNI), overlay (flannel-like VXLAN) and proxy (kube-proxy),
-knowing its node only through the API. In an emulated lab it runs for a node namespace (`netns`);
-on a real host `netns` is None and it acts on the host's own namespace."""
+"""The node agent: kubelet (pods through CNI), overlay (flannel-like VXLAN), proxy (kube-proxy) and
+NetworkPolicy enforcement, knowing its node only through the API. In an emulated lab it runs for a
+node namespace (`netns`); on a real host `netns` is None and it acts on the host's own namespace."""
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +19,7 @@ from netplane import names
 from netplane.agent import overlay, stats
 from netplane.agent.kubelet import Kubelet
 from netplane.agent.kubelet_server import KubeletServer, tls_context
+from netplane.agent.policy.enforcer import PolicyEnforcer
 from netplane.agent.proxy.proxier import Proxier
 from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL
@@ -205,6 +206,7 @@ class NodeAgent:
                                config.resolv_conf, config.images, config.cluster_domain)
         self.proxy = Proxier(self.informers, config.node_name, config.netns, config.cluster_cidr, mode=config.proxy_mode,
                              iptables_backend=config.iptables_backend, resync_seconds=config.resync_seconds)
+        self.policy = PolicyEnforcer(self.informers, config.node_name, config.netns, config.resync_seconds)
         # a pass at least every resync period, changes or not: the device or an entry lost behind
         # the agent's back comes back even when no Node changes
         self.overlay_loop = Reconciler(f"overlay/{config.node_name}", self.sync_overlay, resync=config.resync_seconds)
@@ -319,7 +321,8 @@ class NodeAgent:
         async with asyncio.TaskGroup() as group:
             if self.own_informers:
                 group.create_task(self.informers.run())
-            for loop in (self.overlay_loop, self.kubelet.loop, self.kubelet.network_loop, self.proxy.loop):
+            for loop in (self.overlay_loop, self.kubelet.loop, self.kubelet.network_loop, self.proxy.loop,
+                         self.policy.loop):
                 group.create_task(loop.run())
             group.create_task(self.heartbeat())
             if port is not None:

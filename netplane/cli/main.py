@@ -19,7 +19,8 @@ from netplane.api import manifests, objects, resources
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
 from netplane.api.main import setup_logging
-from netplane.cli import printers
+from netplane.agent.policy.model import PROTOCOLS
+from netplane.cli import policy as policies, printers
 from netplane.cni import resident as cni_server
 from netplane.kernel import netns, nsenter, programs
 from netplane.lab import health, lifecycle, model
@@ -410,6 +411,60 @@ def trace(ctx: click.Context, src: str, dest: str, proto: str | None, port: int 
         click.echo(f"\n{count} probes: {sum(r.delivered for r in reports)} delivered, "
                    f"{sum(r.replied for r in reports)} replied")
     ctx.exit(0 if all(r.delivered for r in reports) else 1)
+
+
+@cli.group()
+def policy() -> None:
+    """What the NetworkPolicies make of connections, from the objects alone (nothing is sent)."""
+
+
+def _policy_objects(ctx: click.Context) -> policies.Objects:
+    async def work(client: Client):
+        return [(await client.list(plural))["items"] for plural in ("pods", "namespaces", "networkpolicies", "nodes")]
+
+    return policies.Objects.listed(*run_api(ctx, work))
+
+
+PROTOCOL_OPTION = click.option("--protocol", type=click.Choice(PROTOCOLS), default="TCP", show_default=True)
+
+
+@policy.command(name="explain")
+@click.argument("src", metavar="SRC")
+@click.argument("dest", metavar="DEST")
+@click.option("--port", type=click.IntRange(1, 65535), default=80, show_default=True)
+@PROTOCOL_OPTION
+@click.option("-n", "--namespace", default="default", show_default=True, help="The namespace of a pod given by NAME.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+@friendly
+def policy_explain(ctx: click.Context, src: str, dest: str, port: int, protocol: str, namespace: str,
+                   output: str) -> None:
+    """Whether a new connection from SRC to DEST (each a pod as NAME or NAMESPACE/NAME, node/NAME or an
+    IP address) is allowed, and by which policies, or which policies isolate the pod that drops it.
+
+    Exits 0 when allowed, 1 when dropped."""
+    objects = _policy_objects(ctx)
+    try:
+        answer = policies.explain(objects, objects.address(src, namespace), objects.address(dest, namespace),
+                                  protocol, port)
+    except policies.PolicyQueryError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(printers.dump(answer, "json") if output == "json" else policies.explain_text(answer))
+    ctx.exit(0 if answer["allowed"] else 1)
+
+
+@policy.command(name="table")
+@click.argument("namespaces", metavar="[NAMESPACE...]", nargs=-1)
+@click.option("--port", type=click.IntRange(1, 65535), default=80, show_default=True)
+@PROTOCOL_OPTION
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+@friendly
+def policy_table(ctx: click.Context, namespaces: tuple[str, ...], port: int, protocol: str, output: str) -> None:
+    """The truth table of every pod of these namespaces (all when none given) to every other, as
+    upstream's NetworkPolicy e2e tests print theirs."""
+    table = policies.truth_table(_policy_objects(ctx), list(namespaces), protocol, port)
+    click.echo(printers.dump(table, "json") if output == "json" else policies.table_text(table))
 
 
 @cli.command()

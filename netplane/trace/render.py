@@ -5,7 +5,7 @@ JSON (`-o json`):
      "hops": [{"node", "netns", "interface", "direction", "packet", "src", "dst", "sport", "dport",
                "encap": null | {"vni", "outer_src", "outer_dst", "port"}}],
      "nat": [{"node", "type": "DNAT" | "SNAT", "from", "to", "confirmed": bool | null}],
-     "rules": [{"node", "table", "chain", "rule", "verdict", "service", "endpoint", "direction"}],
+     "rules": [{"node", "table", "chain", "rule", "verdict", "service", "endpoint", "policy", "direction"}],
      "reason": str | null,
      "notes": [str]}
 
@@ -14,8 +14,9 @@ them: "table" as nft names it ("ip kube-proxy", "ip nat", "ip filter"), "chain",
 text as `nft` prints it, counters left out; "policy drop" when a base chain's policy dropped it),
 "verdict" ("accept", "drop", "jump KUBE-SVC-...", "goto service-...", "continue", ...), "service"
 (the Service port the rule belongs to, as kube-proxy names it: "default/web:http", or null),
-"endpoint" (the endpoint the rule sends to, "10.244.2.3:8080", or null) and "direction" ("request"
-or "reply"). A hop's "packet" is the table's PACKET column: "SYN", "SYN-ACK", "datagram",
+"endpoint" (the endpoint the rule sends to, "10.244.2.3:8080", or null), "policy" (the NetworkPolicy
+whose rule it is, "x/allow-web (ingress)", or the direction whose policies dropped it, or null) and
+"direction" ("request" or "reply"). A hop's "packet" is the table's PACKET column: "SYN", "SYN-ACK", "datagram",
 "echo-request", "dest-unreach/port-unreachable", or with `--dns` the query ("query A
 web.default.svc.cluster.local.") and the answer ("NOERROR A 10.96.0.2"). Accepting base-chain policies are left out. "reason" says why a probe that was not
 delivered was lost (null when it was delivered); "notes" says what the trace could not see (rule
@@ -63,7 +64,8 @@ def to_json(report: Report) -> dict:
         "nat": [{"node": n.node, "type": n.type, "from": n.from_, "to": n.to, "confirmed": n.confirmed}
                 for n in report.nat],
         "rules": [{"node": r.node, "table": r.table, "chain": r.chain, "rule": r.rule, "verdict": r.verdict,
-                   "service": r.service, "endpoint": r.endpoint, "direction": r.direction} for r in report.rules],
+                   "service": r.service, "endpoint": r.endpoint, "policy": r.policy, "direction": r.direction}
+                  for r in report.rules],
         "reason": report.reason,
         "notes": list(report.notes),
     }
@@ -118,6 +120,8 @@ def table(report: Report) -> str:
 
 
 def _mapped(hit: Hit) -> str:
+    if hit.policy:
+        return f"NetworkPolicy {hit.policy}" if "/" in hit.policy else f"NetworkPolicies ({hit.policy})"
     if hit.service and hit.endpoint:
         return f"{hit.service} -> {hit.endpoint}"
     return hit.service or (f"-> {hit.endpoint}" if hit.endpoint else "")

@@ -15,6 +15,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from netplane import names
+from netplane.agent.policy import model
+from netplane.agent.policy.enforcer import cluster as policy_cluster
 from netplane.agent.proxy.model import ServicePort, service_ports
 from netplane.kernel import netns
 from netplane.trace.hops import UNDERLAY
@@ -83,6 +85,7 @@ class Target:
     node_netns: tuple[Place, ...]   # the nodes' namespaces (for their conntrack)
     switches: tuple[Place, ...] = ()  # the namespaces that hold bridges: the nodes and the underlay
     services: tuple[ServicePort, ...] = ()  # the lab's Service ports, to name the rules the probe hits
+    policies: model.Cluster | None = None  # the lab's pods, namespaces and NetworkPolicies, to say why one drops
 
 
 def service_port(svc: dict, spec: str | None, proto: str | None) -> dict:
@@ -236,7 +239,9 @@ class Resolver:
         underlay = Place(names.underlay_netns(self.lab.name), UNDERLAY)
         where = f"{dst_ip}:{dport}" if dport is not None else dst_ip
         title = f"{src_label} ({src_ip}) -> {label} ({where}) {proto}"
-        services, slices = await asyncio.gather(self.client.list("services"), self.client.list("endpointslices"))
+        services, slices, pods, spaces, policies = await asyncio.gather(*(self.client.list(plural) for plural in (
+            "services", "endpointslices", "pods", "namespaces", "networkpolicies")))
         return Target(title, proto, src_ip, src, dst_ip, dport, tuple(d.netns for d in dests),
                       _unique([src, *nodes, underlay, *dests]), tuple(nodes), (*nodes, underlay),
-                      tuple(service_ports(services["items"], slices["items"])))
+                      tuple(service_ports(services["items"], slices["items"])),
+                      policy_cluster(pods["items"], spaces["items"], policies["items"]))

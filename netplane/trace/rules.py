@@ -39,12 +39,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from netplane import names
+from netplane.agent.policy import model, nftables as policy_nft
 from netplane.kernel import commands, netns
 from netplane.trace.hops import Hop
 from netplane.trace.probe import Probe
 from netplane.trace.resolve import Place
 
 TABLE_PREFIX = "netplane-trace-"
+POLICY_TABLE = f"ip {names.NFT_POLICY_TABLE}"
 FAMILY = "ip"
 PRIORITY = -400             # NF_IP_PRI_CONNTRACK_DEFRAG: before raw (-300) and conntrack (-200)
 READY_SECONDS = 1.5         # how long a monitor may take to read the ruleset and subscribe
@@ -229,8 +231,12 @@ def direction(packet: Packet | None, probe: Probe, requests: list[Packet]) -> st
 class Catalog:
     """Chain names and addresses of the lab's Service ports, as both proxy modes name them."""
 
-    def __init__(self, ports: Iterable) -> None:
+    def __init__(self, ports: Iterable, policies: model.Cluster | None = None) -> None:
         from netplane.agent.proxy import iptables as ipt, nftables as nft  # the proxy's own names, not a copy
+        self.policies = policies
+        self.policy_chains = {policy_nft.policy_chain(p, d): f"{p.key} ({d.lower()})" for p in
+                              (policies.policies if policies else ()) for d in (model.INGRESS, model.EGRESS)}
+        self.policy_chains |= {"ingress-policies": "ingress", "egress-policies": "egress"}
         self.chains: dict[str, tuple[str, str | None]] = {}
         self.addresses: dict[tuple[str, str, int], tuple[str, object]] = {}
         self.node_ports: dict[tuple[str, int], tuple[str, object]] = {}
@@ -246,6 +252,10 @@ class Catalog:
                 self.addresses[(ip, sp.protocol, sp.port)] = (name, sp)
             if sp.node_port:
                 self.node_ports[(sp.protocol, sp.node_port)] = (name, sp)
+
+    def policy_of(self, event: Event) -> str | None:
+        """The NetworkPolicy a rule of the policy table belongs to or jumps to, else its direction."""
+        return self.policy_chains.get(_target(event.verdict) or "") or self.policy_chains.get(event.chain)
 
     def by_packet(self, packet: Packet | None, nodeport: bool) -> tuple[str, object] | None:
         if packet is None or packet.dport is None:
@@ -289,6 +299,7 @@ class Hit:
     service: str | None     # "default/web:http"
     endpoint: str | None    # "10.244.2.3:8080"
     packet: Packet | None = None
+    policy: str | None = None  # the NetworkPolicy whose rule this is ("x/allow-web"), or the direction
 
 
 def hits(events: dict[str, list[Event]], probe: Probe, catalog: Catalog | None = None) -> list[Hit]:
@@ -309,7 +320,8 @@ def hits(events: dict[str, list[Event]], probe: Probe, catalog: Catalog | None =
             if endpoint is None and MAP_DNAT.search(e.rule):
                 endpoint = _translated(evs, i)
             rule = e.rule if e.kind == "rule" else f"policy {e.verdict}"
-            found.append(Hit(node, e.table, e.chain, rule, e.verdict, way, service, endpoint, e.packet))
+            found.append(Hit(node, e.table, e.chain, rule, e.verdict, way, service, endpoint, e.packet,
+                             catalog.policy_of(e) if e.table == POLICY_TABLE else None))
     return found
 
 
@@ -364,9 +376,26 @@ def reason_from_hits(found: list[Hit], catalog: Catalog | None = None) -> str | 
         policy = "internalTrafficPolicy" if internal else "externalTrafficPolicy"
         what = f"Service {svc} has {policy} Local" if svc else f"{policy} Local"
         return f"dropped: {what} and no local endpoint {where}"
+    if stop.table == POLICY_TABLE and stop.chain in ("ingress-policies", "egress-policies"):
+        return f"dropped by {_policy_reason(stop, catalog)} ({where})"
     if stop.rule.startswith("policy "):
         return f"dropped by the policy of {stop.table} {stop.chain} {where}"
     return f"dropped by {stop.table} {stop.chain} {where}: {stop.rule}"
+
+
+def _policy_reason(stop: Hit, catalog: Catalog) -> str:
+    """Which direction of which pod dropped it, and the policies that isolate that pod, in model.py's words."""
+    direction = model.INGRESS if stop.chain == "ingress-policies" else model.EGRESS
+    found, packet = catalog.policies, stop.packet
+    if found is None or packet is None or packet.dport is None:
+        return f"{direction.lower()} NetworkPolicies"
+    pod_ip, peer_ip = (packet.dst, packet.src) if direction == model.INGRESS else (packet.src, packet.dst)
+    pod, peer = found.pod_at(pod_ip), found.pod_at(peer_ip)
+    if pod is None:
+        return f"{direction.lower()} NetworkPolicies of {pod_ip}"
+    protocol = packet.proto.upper()
+    judged = model.judge(found, pod, direction, peer_ip, protocol, packet.dport, found.pod_at(packet.dst))
+    return judged.text(pod.key, peer.key if peer else peer_ip, f"{protocol} {packet.dport}")
 
 
 def reason_from_hops(hops: list[Hop]) -> str:

@@ -80,7 +80,7 @@ def run(target: Target, seconds: float = CAPTURE_SECONDS, check_conntrack: bool 
     notes: list[str] = []
     catalog = ruleslib.Catalog([])
     if rule_hits:
-        catalog = ruleslib.Catalog(list(target.services))
+        catalog = ruleslib.Catalog(list(target.services), target.policies)
         tracing = ruleslib.RuleTrace(target.node_netns, probe)
         with tracing:
             frames = collect(target, probe, seconds)
