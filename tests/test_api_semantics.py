@@ -958,7 +958,7 @@ def test_openapi_v3_tells_kubectl_the_server_validates_fields(tmp_path):
         async with serving(tmp_path) as (_, _api, port):
             _, index, _ = await http(port, "GET", "/openapi/v3")
             assert set(index["paths"]) == {"api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1", "apis/coordination.k8s.io/v1",
-                                          "apis/events.k8s.io/v1"}
+                                          "apis/networking.k8s.io/v1", "apis/events.k8s.io/v1"}
             for gv, entry in index["paths"].items():
                 url = entry["serverRelativeURL"]
                 assert url.startswith(f"/openapi/v3/{gv}?hash=")

@@ -279,11 +279,11 @@ def test_json_rules_and_reason_fields():
     assert {"rules", "reason", "notes"} <= set(data)
     assert data["reason"].startswith("rejected: Service default/empty:http has no endpoints")
     assert data["notes"] == ["a note"]
-    assert all(set(r) == {"node", "table", "chain", "rule", "verdict", "service", "endpoint", "direction"}
+    assert all(set(r) == {"node", "table", "chain", "rule", "verdict", "service", "endpoint", "policy", "direction"}
                for r in data["rules"])
     assert data["rules"][-1] == {"node": "node-1", "table": "ip kube-proxy", "chain": "reject-chain", "rule": "reject",
                                  "verdict": "drop", "service": "default/empty:http", "endpoint": None,
-                                 "direction": "request"}
+                                 "policy": None, "direction": "request"}
     assert render.to_json(render.Report("t", True, True))["reason"] is None
 
 

@@ -59,9 +59,8 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def matches(selector: dict | None, labels: dict[str, str]) -> bool:
-    """A LabelSelector (matchLabels and matchExpressions) against labels, as metav1's
-    LabelSelectorAsSelector reads one: none matches nothing, an empty one ({}) everything."""
-    if selector is None:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; an empty one matches nothing."""
+    if not selector:
         return False
     if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
         return False

@@ -24,6 +24,12 @@ from netplane.api.objects import matches
 from netplane.api.writes import selector_string
 
 INGRESS, EGRESS = "Ingress", "Egress"
+
+
+def selected(selector: dict, labels: dict[str, str]) -> bool:
+    """A policy's LabelSelector as LabelSelectorAsSelector reads it: an empty one selects everything
+    (api.objects.matches, for workloads, whose selectors may not be empty, selects nothing then)."""
+    return not (selector.get("matchLabels") or selector.get("matchExpressions")) or matches(selector, labels)
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
@@ -82,8 +88,8 @@ class Peer:
         if self.namespace_selector is None:
             in_namespace = pod.namespace == policy_namespace
         else:
-            in_namespace = matches(self.namespace_selector, namespaces.get(pod.namespace, {}))
-        return in_namespace and (self.pod_selector is None or matches(self.pod_selector, pod.label_map()))
+            in_namespace = selected(self.namespace_selector, namespaces.get(pod.namespace, {}))
+        return in_namespace and (self.pod_selector is None or selected(self.pod_selector, pod.label_map()))
 
     def address_matches(self, address: str) -> bool:
         if self.cidr is None:
@@ -122,7 +128,7 @@ class Policy:
         return f"{self.namespace}/{self.name}"
 
     def selects(self, pod: Pod) -> bool:
-        return pod.namespace == self.namespace and matches(self.pod_selector, pod.label_map())
+        return pod.namespace == self.namespace and selected(self.pod_selector, pod.label_map())
 
     def rules(self, direction: str) -> tuple[Rule, ...] | None:
         return self.ingress if direction == INGRESS else self.egress
