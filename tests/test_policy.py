@@ -13,6 +13,7 @@ import yaml
 from support.api import Cluster
 from support.netpol import CASES, EVERY, PORTS, Case, namespace, policy, port_name
 from netplane.agent.policy import enforcer, model, nftables
+from netplane.agent.policy.state import NodePolicies
 from netplane.kernel.nftfake import Fake, Packet
 
 NODES = ("node-1", "node-2")
@@ -40,11 +41,10 @@ def objects(case: Case) -> tuple[list[dict], list[dict], list[dict]]:
 
 def tables(pods: list[dict], spaces: list[dict], policies: list[dict]) -> dict[str, Fake]:
     """Each node's policy table as its agent writes it, on a fake."""
-    found = enforcer.cluster(pods, spaces, policies)
     out = {}
     for node in NODES:
         out[node] = Fake()
-        asyncio.run(enforcer.PolicyTable(None, out[node]).write(enforcer.fragments(found, node)))
+        asyncio.run(enforcer.PolicyTable(None, out[node]).write(NodePolicies(node).update(pods, spaces, policies)))
     return out
 
 
@@ -85,15 +85,26 @@ def test_each_node_table_gives_upstreams_truth_table(case):
         assert differences(judged(pods, spaces, policies, protocol, port), expected.allowed) == [], f"{protocol} {port}"
 
 
-def write(table: enforcer.PolicyTable, pods: list[dict], spaces: list[dict], *policies: dict) -> bool:
-    return asyncio.run(table.write(enforcer.fragments(enforcer.cluster(pods, spaces, list(policies)), "node-1")))
+class Node:
+    """node-1's agent: its policy state and its table on a fake."""
+
+    def __init__(self) -> None:
+        self.state, self.fake = NodePolicies("node-1"), Fake()
+        self.table = enforcer.PolicyTable(None, self.fake)
+
+    def write(self, pods: list[dict], spaces: list[dict], *policies: dict) -> bool:
+        return asyncio.run(self.table.write(self.state.update(pods, spaces, list(policies)), self.state))
+
+
+def write(node: Node, pods: list[dict], spaces: list[dict], *policies: dict) -> bool:
+    return node.write(pods, spaces, *policies)
 
 
 def test_a_pod_coming_or_relabelled_changes_set_elements_not_rules():
     case = next(c for c in CASES if c.name == "a pod of another namespace by podSelector and namespaceSelector")
     pods, spaces, policies = objects(case)
-    fake = Fake()
-    table = enforcer.PolicyTable(None, fake)
+    table = Node()
+    fake = table.fake
     write(table, pods, spaces, *policies)
     y_b = pods[4]
     relabelled = [*pods[:4], {**y_b, "metadata": {**y_b["metadata"], "labels": {"pod": "a"}}}, *pods[5:]]
@@ -108,8 +119,8 @@ def test_a_pod_coming_or_relabelled_changes_set_elements_not_rules():
 
 def test_a_changed_policy_rewrites_its_own_chain_and_a_new_one_the_dispatch():
     pods, spaces, _ = objects(CASES[0])
-    fake = Fake()
-    table = enforcer.PolicyTable(None, fake)
+    table = Node()
+    fake = table.fake
     write(table, pods, spaces, policy("x", "allow", types=["Ingress"], ingress=[{"ports": [{"port": 80}]}]))
     changed = policy("x", "allow", types=["Ingress"], ingress=[{"ports": [{"port": 81}]}])
     write(table, pods, spaces, changed)
@@ -136,3 +147,29 @@ def test_kubectl_applies_a_policy_the_server_defaults_and_lists_with_its_pod_sel
             policy("default", "bad", ingress=[{"from": [{}]}])))
         assert 'The NetworkPolicy "bad" is invalid: spec.ingress[0].from[0]: Required value: must specify a peer' \
             in done.stderr
+
+
+def test_changes_applied_one_by_one_leave_the_table_a_fresh_agent_writes():
+    """Pods relabelled, readdressed, gone and new, namespace labels and policies changed, one sync
+    after another: each time the table equals what an agent starting on those objects writes."""
+    case = next(c for c in CASES if c.name == "egress denied on the client although the server allows")
+    pods, spaces, policies = objects(case)
+    relabel = lambda obj, **labels: {**obj, "metadata": {**obj["metadata"], "labels": labels}}  # noqa: E731
+    moved = lambda obj, ip: {**obj, "status": {**obj["status"], "podIP": ip}}  # noqa: E731
+    steps = [
+        (pods, spaces, policies),
+        ([relabel(pods[0], pod="b"), *pods[1:]], spaces, policies),
+        ([relabel(pods[0], pod="b"), moved(pods[1], "10.244.2.99"), *pods[2:4], *pods[5:]], spaces, policies),
+        ([*pods, pod_object("y/d", 30, {"pod": "a"})], spaces, policies),
+        ([*pods, pod_object("y/d", 30, {"pod": "a"})], [*spaces[:2], {**spaces[2], "metadata": {
+            **spaces[2]["metadata"], "labels": {"kubernetes.io/metadata.name": "x"}}}], policies),
+        (pods, spaces, [policies[0], {**policies[1], "spec": {**policies[1]["spec"], "ingress": [{}]}}]),
+        (pods, spaces, []),
+        (pods, spaces, policies),
+    ]
+    node = Node()
+    for i, (p, n, pol) in enumerate(steps):
+        node.write(p, n, *pol)
+        fresh = Node()
+        fresh.write(p, n, *pol)
+        assert node.fake.dump() == fresh.fake.dump(), f"step {i}"

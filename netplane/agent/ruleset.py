@@ -15,7 +15,7 @@ import gc
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from netplane.agent.proxy.model import ServicePort
 from netplane.kernel.nftobjects import Chain, Element, Hook, Map, Rule, Set, Table, Transaction
@@ -62,7 +62,15 @@ def merge(fragments: Iterable[Fragment]) -> Fragment:
     return Fragment(chains, entries, sets)
 
 
-def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: FragmentCache | None = None) -> Diff:
+class Tracked(Protocol):
+    """What made the new fragments and knows what it changed (FragmentCache, the policies' NodePolicies)."""
+
+    changed: set[str]  # the keys rendered anew or gone
+    holders: Counter[tuple[str, Hashable, Hashable]]  # of the fragments it handed out last
+    shared: Collection[str] | None  # the objects whose entries several keys may hold (None: any)
+
+
+def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: Tracked | None = None) -> Diff:
     """What turns the rules of `old` into those of `new` (both keyed by ServicePort id).
 
     Chain and set names derive from the port's id, so they never move between ports; a shared
@@ -94,7 +102,7 @@ def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: FragmentCach
                     d.write_chains.update(after.chains)
         d.delete_sets |= before.sets.keys() - after.sets.keys()
     if d.delete_entries:  # an entry several ports share (a hairpin pair) stays while one holds it
-        holders = cache.holders if cache is not None else _holders(new.values())
+        holders = cache.holders if cache is not None else holders_of(new.values())
         shared = cache.shared if cache is not None else None
         d.delete_entries = {name: kept for name, going in d.delete_entries.items()
                             if (kept := going if shared is not None and name not in shared else
@@ -102,7 +110,7 @@ def diff(old: dict[str, Fragment], new: dict[str, Fragment], cache: FragmentCach
     return d
 
 
-def _holders(fragments: Iterable[Fragment], shared: Collection[str] | None = None
+def holders_of(fragments: Iterable[Fragment], shared: Collection[str] | None = None
              ) -> Counter[tuple[str, Hashable, Hashable]]:
     """How many fragments hold each (shared object, key, value), of the objects named (all when None)."""
     return Counter((name, k, v) for f in fragments for name, items in f.entries.items()
@@ -138,8 +146,8 @@ class FragmentCache:
             found[key] = cached
             fragments[key] = cached[1]
         self.changed = changed | (known.keys() - found.keys())
-        self.holders -= _holders((known[key][1] for key in self.changed if key in known), self.shared)
-        self.holders += _holders((fragments[key] for key in self.changed if key in fragments), self.shared)
+        self.holders -= holders_of((known[key][1] for key in self.changed if key in known), self.shared)
+        self.holders += holders_of((fragments[key] for key in self.changed if key in fragments), self.shared)
         self._by_id = found
         return fragments
 

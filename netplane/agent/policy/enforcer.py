@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from netplane.agent.policy import model, nftables
+from netplane.agent.policy.state import NodePolicies
 from netplane.agent.ruleset import Fragment, collector_held, diff, merge
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
@@ -23,13 +24,6 @@ def cluster(pods: list[dict], namespaces: list[dict], policies: list[dict]) -> m
                          tuple(sorted((model.policy_of(p) for p in policies), key=lambda p: p.key)))
 
 
-def fragments(found: model.Cluster, node: str) -> dict[str, Fragment]:
-    """The table's objects: the base chains (""), then each policy's."""
-    pods = list(found.pods)
-    return {"": nftables.base(list(found.policies)),
-            **{p.key: nftables.fragment(p, pods, found.namespaces, node) for p in found.policies}}
-
-
 class PolicyTable:
     """A node's `ip netplane-policy` table as its owner writes it: what it last wrote, and the
     namespace's generation right after, which tells whether anyone else touched the ruleset since."""
@@ -41,8 +35,9 @@ class PolicyTable:
         self.generation = -1
 
     @collector_held
-    async def write(self, wanted: dict[str, Fragment]) -> bool:
-        """Make the table hold these fragments; True when a transaction was sent."""
+    async def write(self, wanted: dict[str, Fragment], state: NodePolicies | None = None) -> bool:
+        """Make the table hold these fragments (state: what made them, which knows what it changed);
+        True when a transaction was sent."""
         if self.applied is not None and await self.kernel.touched_by_others(self.netns, self.generation):
             log.info("policy/%s: the ruleset changed since the last sync: the policy table is written anew", self.name)
             self.applied = None
@@ -52,7 +47,7 @@ class PolicyTable:
             tx.delete(nftables.TABLE)  # what an earlier run left, in the same transaction
             tx.ops += nftables.TABLE_OBJECTS.declare(merge(wanted.values())).ops
         else:
-            changes = diff(self.applied, wanted)
+            changes = diff(self.applied, wanted, state)
             if not changes:
                 return False
             tx = nftables.TABLE_OBJECTS.update(changes)
@@ -76,6 +71,7 @@ class PolicyEnforcer:
     def __init__(self, informers: Informers, node_name: str, netns: str | None, resync_seconds: float = 30.0) -> None:
         self.node_name = node_name
         self.table = PolicyTable(netns, name=node_name)
+        self.state = NodePolicies(node_name)
         self.informers = [informers.get(plural) for plural in ("pods", "namespaces", "networkpolicies")]
         self.loop = Reconciler(f"policy/{node_name}", self.sync, resync=resync_seconds)
         for informer in self.informers:
@@ -85,4 +81,4 @@ class PolicyEnforcer:
         if not all(i.synced.is_set() for i in self.informers):
             return  # a partial view would isolate pods without the rules that allow their traffic
         pods, namespaces, policies = (list(i.cache.values()) for i in self.informers)
-        await self.table.write(fragments(cluster(pods, namespaces, policies), self.node_name))
+        await self.table.write(self.state.update(pods, namespaces, policies), self.state)

@@ -17,9 +17,12 @@ chains (and the dispatch chain when it comes or goes). Traffic the node itself s
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
 from netplane import names
 from netplane.agent.policy.model import EGRESS, INGRESS, Peer, Pod, Policy, Port, Rule as PolicyRule
-from netplane.agent.ruleset import Fragment, NftTable
+from netplane.agent.ruleset import Fragment, NftTable, Rules
 from netplane.kernel.nftobjects import (
     ACCEPT, CT_STATE, DROP, IP_DADDR, IP_SADDR, L4PROTO, TH_DPORT, Hook, Lookup, Match, Set, Table, Term, dport, jump)
 
@@ -68,27 +71,80 @@ def base(policies: list[Policy]) -> Fragment:
     return Fragment(chains=chains)
 
 
-def fragment(policy: Policy, pods: list[Pod], namespaces: dict[str, dict[str, str]], node: str) -> Fragment:
-    """A policy's chains, its sets and their elements on one node."""
-    mine = [p for p in pods if p.node == node and policy.selects(p)]
-    chains: dict = {}
-    entries: dict[str, dict] = {pods_set(policy): {(p.ip,): None for p in mine}}
+Contribution = Callable[[Pod], Iterable[tuple[str, ...]]]  # a pod -> the elements it puts in one set
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A policy's objects on one node: its chains and sets, which depend on the policy (and the
+    namespaces' labels) alone, and per set what each pod contributes to it, so that a pod's change
+    is applied by looking at that pod only."""
+
+    chains: dict[str, Rules]
+    sets: dict[str, Set]
+    contributions: dict[str, Contribution]  # set name -> what a pod puts in it
+
+    def render(self, pods: Iterable[Pod]) -> Fragment:
+        """The fragment for these pods (every pod of the cluster)."""
+        entries: dict[str, dict] = {name: {} for name in self.contributions}
+        for pod in pods:
+            for name, contribute in self.contributions.items():
+                for key in contribute(pod):
+                    entries[name][key] = None
+        return Fragment(self.chains, {n: e for n, e in entries.items() if e or n in self.sets}, self.sets)
+
+    def changed(self, fragment: Fragment, gone: Iterable[Pod], come: Iterable[Pod]) -> Fragment:
+        """The fragment after these pods went (their old selves) and came (their new ones); the same
+        object when nothing of it changed."""
+        edits: dict[str, dict] = {}
+        for pods, adding in ((gone, False), (come, True)):
+            for pod in pods:
+                for name, contribute in self.contributions.items():
+                    for key in contribute(pod):
+                        current = edits.get(name)
+                        if current is None:
+                            current = edits[name] = dict(fragment.entries.get(name, {}))
+                        if adding:
+                            current[key] = None
+                        else:
+                            current.pop(key, None)
+        edits = {n: e for n, e in edits.items() if e != fragment.entries.get(n, {})}
+        if not edits:
+            return fragment
+        entries = {**fragment.entries, **edits}
+        return Fragment(self.chains, {n: e for n, e in entries.items() if e or n in self.sets}, self.sets)
+
+
+def plan(policy: Policy, namespaces: dict[str, dict[str, str]], node: str) -> Plan:
+    """What a policy holds on one node."""
+    def mine(pod: Pod) -> bool:
+        return pod.node == node and policy.selects(pod)
+
+    def address_if(test: Callable[[Pod], bool]) -> Contribution:
+        return lambda pod: ((pod.ip,),) if test(pod) else ()
+
+    chains: dict[str, Rules] = {}
     sets = {pods_set(policy): Set(pods_set(policy), ADDRESSES)}
+    contributions: dict[str, Contribution] = {pods_set(policy): address_if(mine)}
     for direction in DIRECTIONS:
         rules = policy.rules(direction)
         if rules is None:
             continue
-        if mine:
-            entries[ISOLATED[direction]] = {(p.ip,): None for p in mine}
+        contributions[ISOLATED[direction]] = address_if(mine)
         body: list[tuple[Term, ...]] = []
         for i, rule in enumerate(rules):
-            body += _rule(policy, direction, i, rule, pods, namespaces, mine, sets, entries)
+            body += _rule(policy, direction, i, rule, namespaces, mine, sets, contributions)
         chains[policy_chain(policy, direction)] = tuple(body)
-    return Fragment(chains, entries, sets)
+    return Plan(chains, sets, contributions)
 
 
-def _rule(policy: Policy, direction: str, i: int, rule: PolicyRule, pods: list[Pod],
-          namespaces: dict[str, dict[str, str]], mine: list[Pod], sets: dict, entries: dict) -> list[tuple[Term, ...]]:
+def fragment(policy: Policy, pods: list[Pod], namespaces: dict[str, dict[str, str]], node: str) -> Fragment:
+    """A policy's chains, its sets and their elements on one node."""
+    return plan(policy, namespaces, node).render(pods)
+
+
+def _rule(policy: Policy, direction: str, i: int, rule: PolicyRule, namespaces: dict[str, dict[str, str]],
+          mine: Callable[[Pod], bool], sets: dict, contributions: dict) -> list[tuple[Term, ...]]:
     """The rule's peers times its ports, each an accepting nft rule; the sets they read are added."""
     _, _, _, other = DIRECTIONS[direction]
     peers: list[tuple[Term, ...]] = []
@@ -98,16 +154,18 @@ def _rule(policy: Policy, direction: str, i: int, rule: PolicyRule, pods: list[P
             continue
         name = peer_set(policy, direction, i, j)
         sets[name] = Set(name, ADDRESSES)
-        entries[name] = {(p.ip,): None for p in pods if peer.pod_matches(p, policy.namespace, namespaces)}
+        contributions[name] = lambda pod, peer=peer: ((pod.ip,),) if peer.pod_matches(pod, policy.namespace,
+                                                                                       namespaces) else ()
         peers.append((Lookup((other,), name),))
     ports = [_port(p) for p in rule.ports if not isinstance(p.port, str)]
     named = [p for p in rule.ports if isinstance(p.port, str)]
     if named:
         name = ports_set(policy, direction, i)
         sets[name] = Set(name, NAMED_PORTS)
-        destinations = mine if direction == INGRESS else pods
-        entries[name] = {(d.ip, p.protocol.lower(), str(number)): None for p in named for d in destinations
-                         if (number := d.named_port(p.port, p.protocol)) is not None}
+        destination = mine if direction == INGRESS else (lambda pod: True)
+        contributions[name] = lambda pod, named=named, destination=destination: (
+            (pod.ip, p.protocol.lower(), str(number)) for p in named
+            if (number := pod.named_port(p.port, p.protocol)) is not None and destination(pod))
         ports.append((Lookup((IP_DADDR, L4PROTO, TH_DPORT), name),))
     return [(*peer, *port, ACCEPT) for peer in peers or [()] for port in ports or [()]]
 
