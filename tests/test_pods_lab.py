@@ -46,7 +46,7 @@ def applied(lab: str, manifest: str) -> Iterator[None]:
     try:
         yield
     finally:
-        kubectl(lab, "delete", "-f", "-", "--wait=false", "--ignore-not-found", stdin=manifest)
+        kubectl(lab, "delete", "-f", "-", "--ignore-not-found", stdin=manifest)  # gone before the next test applies it again
 
 
 def in_pod(lab: str, pod: str, *argv: str) -> str:
