@@ -117,7 +117,7 @@ def test_a_pod_coming_or_relabelled_changes_set_elements_not_rules():
     assert fake.last.counts() == {"delete element": 2}
 
 
-def test_a_changed_policy_rewrites_its_own_chain_and_a_new_one_the_dispatch():
+def test_a_changed_policy_rewrites_its_own_chain_and_a_new_one_the_groups():
     pods, spaces, _ = objects(CASES[0])
     table = Node()
     fake = table.fake
@@ -128,7 +128,8 @@ def test_a_changed_policy_rewrites_its_own_chain_and_a_new_one_the_dispatch():
     assert rules == {nftables.policy_chain(model.policy_of(changed), model.INGRESS)}
     deny = policy("x", "deny-egress", types=["Egress"], egress=[])
     write(table, pods, spaces, changed, deny)
-    assert "egress-policies" in {obj.chain for verb, obj in fake.last.ops if type(obj).__name__ == "Rule"}
+    groups = {obj.chain for verb, obj in fake.last.ops if type(obj).__name__ == "Rule" and obj.chain.startswith("group-")}
+    assert groups and all(g.endswith("-egress") for g in groups)  # x's pods now isolated for egress too
     assert not write(table, pods, spaces, changed, deny)  # nothing changed: nothing sent
 
 

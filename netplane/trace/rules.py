@@ -236,7 +236,6 @@ class Catalog:
         self.policies = policies
         self.policy_chains = {policy_nft.policy_chain(p, d): f"{p.key} ({d.lower()})" for p in
                               (policies.policies if policies else ()) for d in (model.INGRESS, model.EGRESS)}
-        self.policy_chains |= {"ingress-policies": "ingress", "egress-policies": "egress"}
         self.chains: dict[str, tuple[str, str | None]] = {}
         self.addresses: dict[tuple[str, str, int], tuple[str, object]] = {}
         self.node_ports: dict[tuple[str, int], tuple[str, object]] = {}
@@ -254,8 +253,11 @@ class Catalog:
                 self.node_ports[(sp.protocol, sp.node_port)] = (name, sp)
 
     def policy_of(self, event: Event) -> str | None:
-        """The NetworkPolicy a rule of the policy table belongs to or jumps to, else its direction."""
-        return self.policy_chains.get(_target(event.verdict) or "") or self.policy_chains.get(event.chain)
+        """The NetworkPolicy a rule of the policy table belongs to or jumps to, else the direction
+        its chain judges."""
+        found = self.policy_chains.get(_target(event.verdict) or "") or self.policy_chains.get(event.chain)
+        direction = policy_nft.direction_of(event.chain)
+        return found or (direction.lower() if direction else None)
 
     def by_packet(self, packet: Packet | None, nodeport: bool) -> tuple[str, object] | None:
         if packet is None or packet.dport is None:
@@ -376,7 +378,7 @@ def reason_from_hits(found: list[Hit], catalog: Catalog | None = None) -> str | 
         policy = "internalTrafficPolicy" if internal else "externalTrafficPolicy"
         what = f"Service {svc} has {policy} Local" if svc else f"{policy} Local"
         return f"dropped: {what} and no local endpoint {where}"
-    if stop.table == POLICY_TABLE and stop.chain in ("ingress-policies", "egress-policies"):
+    if stop.table == POLICY_TABLE and policy_nft.direction_of(stop.chain):
         return f"dropped by {_policy_reason(stop, catalog)} ({where})"
     if stop.rule.startswith("policy "):
         return f"dropped by the policy of {stop.table} {stop.chain} {where}"
@@ -385,7 +387,7 @@ def reason_from_hits(found: list[Hit], catalog: Catalog | None = None) -> str | 
 
 def _policy_reason(stop: Hit, catalog: Catalog) -> str:
     """Which direction of which pod dropped it, and the policies that isolate that pod, in model.py's words."""
-    direction = model.INGRESS if stop.chain == "ingress-policies" else model.EGRESS
+    direction = policy_nft.direction_of(stop.chain) or model.INGRESS
     found, packet = catalog.policies, stop.packet
     if found is None or packet is None or packet.dport is None:
         return f"{direction.lower()} NetworkPolicies"
