@@ -885,6 +885,28 @@ def bench_proxy(services: str, baseline: int, connects: int, changes: int, modes
         click.echo(line)
 
 
+@bench.command(name="policy")
+@click.option("--pods", default=1000, show_default=True, type=click.IntRange(min=10), help="Pods of the made-up cluster.")
+@click.option("--policies", default=1000, show_default=True, type=click.IntRange(min=50),
+              help="NetworkPolicies of the made-up cluster.")
+@click.option("--connects", default=300, show_default=True, help="Timed new TCP connections with and without policies.")
+@click.option("--changes", default=10, show_default=True, help="Changed policies and new pods synced one at a time.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@friendly
+def bench_policy(pods: int, policies: int, connects: int, changes: int, output: str) -> None:
+    """Programming NetworkPolicies, one change, and first-packet latency with and without them."""
+    from netplane.bench import policy as bench
+
+    if os.geteuid() != 0:
+        raise click.ClickException("netplane bench policy needs root (it creates network namespaces)")
+    result = bench.run(bench.Options(pods, policies, connects, changes), lambda line: click.echo(line, err=True))
+    if output == "json":
+        click.echo(printers.dump(result.to_json(), "json"))
+        return
+    for line in bench.table(result):
+        click.echo(line)
+
+
 @cli.group()
 def cni() -> None:
     """CNI tools: attach a namespace as cnitool does, check a plugin against the CNI SPEC."""
