@@ -141,3 +141,25 @@ def test_a_healthy_pod_is_never_attached_again_even_with_a_hostport(lab, tmp_pat
     node_ip = get(name, "nodes", "node-1")["status"]["addresses"][0]["address"]
     assert http(name, "client", f"http://{node_ip}:18081/hostname").stdout == "hostport"
     cli(name, "delete", "pod", "hostport", check=True)
+
+
+def test_the_policy_table_comes_back_after_it_is_deleted(lab, tmp_path):
+    """A NetworkPolicy isolating web-1 (on node-1) from every client: deleting node-1's policy table
+    opens web-1 until the agent writes the table again."""
+    mode, name = lab
+    url = f"http://{pod_ip(name, 'web-1')}:8080/hostname"
+    isolating = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "web-alone"},
+                 "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                          "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "nobody"}}}]}]}}
+    apply_docs(name, tmp_path / "policy.yaml", [isolating])
+    try:
+        eventually(lambda: http(name, "client", url, timeout=1).returncode != 0, timeout=5)
+        break_on_node(name, f"nft delete table ip {names.NFT_POLICY_TABLE}",
+                      f"! nft list table ip {names.NFT_POLICY_TABLE} 2>/dev/null")
+        seconds = repair_time(lambda: http(name, "client", url, timeout=1).returncode != 0)
+        print(f"\nrepair: {mode} lab, the policy table deleted on node-1: {seconds:.1f} s")
+        assert cli(name, "exec", "node/node-1", "--", "nft", "list", "table", "ip", names.NFT_POLICY_TABLE,
+                   check=True).stdout.count("group-") >= 1
+    finally:
+        cli(name, "delete", "networkpolicy", "web-alone", check=True)
+    eventually(lambda: http(name, "client", url, timeout=1).stdout == "web-1", timeout=5)

@@ -35,7 +35,8 @@ def objects(case: Case) -> tuple[list[dict], list[dict], list[dict]]:
     spaces = [namespace(ns) for ns in ("x", "y", "z")]
     for space in spaces:
         space["metadata"]["labels"].update(case.namespace_labels.get(space["metadata"]["name"], {}))
-    return pods, spaces, list(case.policies)
+    return pods, spaces, case.objects({f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["status"]["podIP"]
+                                       for p in pods})
 
 
 

@@ -6,7 +6,9 @@ is left out, as upstream ignores it (kubernetes#95879).
 """
 from __future__ import annotations
 
+import ipaddress
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NAMESPACES = ("x", "y", "z")
@@ -87,10 +89,25 @@ class Case:
     """An upstream test's policies (and labels it sets) and what it expects on each probe."""
 
     name: str
-    policies: tuple[dict, ...]
+    policies: tuple[dict, ...] | Callable[[dict[str, str]], tuple[dict, ...]]  # or made from the pods' addresses
     probes: tuple[tuple[str, int, Reachability], ...]  # protocol, port, expected
     pod_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # "x/b" -> extra labels
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def objects(self, addresses: dict[str, str]) -> list[dict]:
+        """The policies, given each pod's address ("x/b" -> "10.244.1.5"), as ipBlock tests need them."""
+        return list(self.policies(addresses) if callable(self.policies) else self.policies)
+
+
+def cidr_egress(name: str, cidr: str, *excepts: str) -> dict:
+    """x/a's egress only to an ipBlock (upstream's allow-client-a-via-cidr-egress-rule)."""
+    block = {"cidr": cidr, **({"except": list(excepts)} if excepts else {})}
+    return policy("x", name, pods_labelled(pod="a"), ["Egress"], egress=[{"to": [{"ipBlock": block}]}])
+
+
+def wide(address: str, bits: int) -> str:
+    """The address's network of `bits` bits, as upstream's except tests take a /4 around a pod."""
+    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
 X_A = pods_labelled(pod="a")
@@ -220,6 +237,12 @@ CASES = [
                  [{"from": [{"namespaceSelector": expression("ns2", "Exists")}]}]),),
          (("TCP", 80, reach().col("x/a", False).peer("y/*", "x/a", True)),),
          namespace_labels={"y": {"ns2": "updated"}}),
+    Case("egress to a server in a CIDR block",
+         lambda ip: (cidr_egress("allow-client-a-via-cidr-egress-rule", f"{ip['y/b']}/32"),),
+         (("TCP", 80, reach().row("x/a", False).peer("x/a", "y/b", True)),)),
+    Case("the except clause of an egress CIDR block",
+         lambda ip: (cidr_egress("allow-client-a-via-cidr-egress-rule", wide(ip["x/b"], 4), f"{ip['x/b']}/32"),),
+         (("TCP", 80, reach().peer("x/a", "x/b", False)),)),
     Case("ingress from an updated pod",
          (policy("x", "allow-client-a-via-pod-selector", X_A, None,
                  [{"from": [{"podSelector": pods_labelled(pod="b", pod2="updated")}]}]),),
