@@ -188,6 +188,19 @@ class NftTable:
         _write(tx, everything.chains, _elements(everything.entries))
         return tx
 
+    def removal(self) -> Transaction:
+        """The table deleted, if it is there."""
+        tx = Transaction(self.table)
+        tx.add(self.table)
+        tx.delete(self.table)
+        return tx
+
+    def anew(self, everything: Fragment) -> Transaction:
+        """The table made anew in one transaction, whatever an earlier owner left in it."""
+        tx = self.removal()
+        tx.ops += self.declare(everything).ops
+        return tx
+
     def update(self, d: Diff) -> Transaction:
         """The incremental transaction for one sync's changes."""
         tx = Transaction(self.table)

@@ -12,7 +12,6 @@ from netplane.agent.ruleset import Fragment, collector_held, diff, merge
 from netplane.api.informer import Informers
 from netplane.api.loop import Reconciler
 from netplane.kernel import nft
-from netplane.kernel.nftobjects import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +41,7 @@ class PolicyTable:
             log.info("policy/%s: the ruleset changed since the last sync: the policy table is written anew", self.name)
             self.applied = None
         if self.applied is None:
-            tx = Transaction(nftables.TABLE)
-            tx.add(nftables.TABLE)
-            tx.delete(nftables.TABLE)  # what an earlier run left, in the same transaction
-            tx.ops += nftables.TABLE_OBJECTS.declare(merge(wanted.values())).ops
+            tx = nftables.TABLE_OBJECTS.anew(merge(wanted.values()))
         else:
             changes = diff(self.applied, wanted, state)
             if not changes:
@@ -59,10 +55,7 @@ class PolicyTable:
     async def remove(self) -> None:
         """Delete the table (a node agent that stops enforcing)."""
         self.applied = None
-        tx = Transaction(nftables.TABLE)
-        tx.add(nftables.TABLE)
-        tx.delete(nftables.TABLE)
-        await self.kernel.transact(self.netns, tx)
+        await self.kernel.transact(self.netns, nftables.TABLE_OBJECTS.removal())
 
 
 class PolicyEnforcer:

@@ -9,7 +9,6 @@ from netplane.agent.proxy import nftables
 from netplane.agent.proxy.model import ServicePort
 from netplane.agent.ruleset import Fragment, FragmentCache, collector_held, diff, merge
 from netplane.kernel import iptables, nft
-from netplane.kernel.nftobjects import Transaction
 
 
 class Mode(Protocol):
@@ -61,10 +60,7 @@ class NftablesMode:
 
     async def remove(self) -> None:
         self.applied = None
-        tx = Transaction(nftables.TABLE)
-        tx.add(nftables.TABLE)
-        tx.delete(nftables.TABLE)
-        await self.kernel.transact(self.netns, tx)
+        await self.kernel.transact(self.netns, nftables.TABLE_OBJECTS.removal())
 
 
 class IptablesMode:
