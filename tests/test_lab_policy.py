@@ -1,5 +1,6 @@
-"""NetworkPolicy on a running lab, in both proxy modes and with both CNIs: upstream's netpol model (namespaces x, y, z;
-pods a, b, c serving TCP and UDP on 80 and 81) applied with kubectl, every pair of pods probed with
+"""NetworkPolicy on a running lab, in both proxy modes (a few cases with the reference CNI too):
+upstream's netpol model (namespaces x, y, z; pods a, b, c serving TCP and UDP on 80 and 81)
+applied with kubectl, every pair of pods probed with
 real packets as upstream's e2e tests probe them (a TCP connect, a UDP question that needs its
 answer, one second each), the truth table compared with the case's; the node's own traffic (kubelet
 probes) passes a deny-all, and traffic to a Service is judged on the pod it reaches."""
@@ -17,7 +18,7 @@ from labtools import cli, kubectl, on_host
 from support.netpol import CASES, EVERY, NAMESPACES, PORTS, Case, namespace, policy, port_name
 from netplane import names
 
-pytestmark = on_labs("nftables", "iptables", "reference-cni")  # both proxy modes; netplane's CNI and the reference one
+PROXY_MODES = on_labs("nftables", "iptables")  # both proxy modes, with netplane's CNI
 PROBER = """
 import json, socket, sys, threading
 found = {}
@@ -39,7 +40,10 @@ LAB_CASES = [c for c in CASES if c.name in (
     "default-deny-all", "podSelector and namespaceSelector (one peer)", "ports: only 81 opens",
     "ingress from a namespace on one named port", "egress on one named port", "egress denied on the client although "
     "the server allows", "ingress by protocol: TCP only", "a port range (endPort)", "ingress from an updated pod",
-    "the except clause of an egress CIDR block")]
+    "the except clause of an egress CIDR block", "SCTP only does not open TCP", "ingress from an updated namespace (Exists)",
+    "an IPv6 block admits nothing in an IPv4 cluster")]
+BRIDGE_CASES = [c for c in LAB_CASES if c.name in ("default-deny-all", "podSelector and namespaceSelector (one peer)",
+                                                   "egress on one named port")]
 
 
 def listed(*docs: dict | list | tuple) -> str:
@@ -104,14 +108,31 @@ def matches(lab: str, pods: dict[str, dict], protocol: str, port: int, expected:
 
 
 def relabel(lab: str, case: Case, pods: dict[str, dict], undo: bool = False) -> None:
+    """Give the case's pods and namespaces their extra labels (or take them away again)."""
+    def change(labels: dict[str, str]) -> list[str]:
+        return [f"{k}-" for k in labels] if undo else [f"{k}={v}" for k, v in labels.items()]
+
     for key, labels in case.pod_labels.items():
         ns, name = key.split("/")
-        kubectl(lab, "label", "pod", "-n", ns, name, "--overwrite",
-                *([f"{k}-" for k in labels] if undo else [f"{k}={v}" for k, v in labels.items()]))
+        kubectl(lab, "label", "pod", "-n", ns, name, "--overwrite", *change(labels))
+    for ns, labels in case.namespace_labels.items():
+        kubectl(lab, "label", "namespace", ns, "--overwrite", *change(labels))
 
 
+@PROXY_MODES
 @pytest.mark.parametrize("case", LAB_CASES, ids=[c.name for c in LAB_CASES])
 def test_real_packets_meet_upstreams_truth_table(lab, model, case):
+    truth_table(lab, model, case)
+
+
+@on_labs("reference-cni")
+@pytest.mark.parametrize("case", BRIDGE_CASES, ids=[c.name for c in BRIDGE_CASES])
+def test_real_packets_meet_upstreams_truth_table_with_the_reference_cni(lab, model, case):
+    """The reference bridge plugin's node: pods on one bridge reach each other through br_netfilter too."""
+    truth_table(lab, model, case)
+
+
+def truth_table(lab: str, model: dict[str, dict], case: Case) -> None:
     kubectl(lab, "apply", "-f", "-", stdin=listed(case.objects({k: p["status"]["podIP"] for k, p in model.items()})))
     relabel(lab, case, model)
     try:
@@ -125,6 +146,7 @@ def test_real_packets_meet_upstreams_truth_table(lab, model, case):
     assert matches(lab, model, "TCP", 80, everyone) == []  # deleted: open again
 
 
+@PROXY_MODES
 def test_an_update_and_a_delete_take_effect_and_the_node_and_services_are_judged_rightly(lab, model):
     """Upstream's "should enforce updated policy" and "should stop enforcing policies after they are
     deleted"; meanwhile kubelet probes and the node's own connections pass a deny-all, and a
@@ -161,6 +183,7 @@ def test_an_update_and_a_delete_take_effect_and_the_node_and_services_are_judged
         kubectl(lab, "delete", "service", "-n", "x", "s-x-a")
 
 
+@PROXY_MODES
 def test_kubelet_probes_keep_a_pod_ready_behind_a_deny_all(lab, model):
     probed = {**model_pod("x", "probed"), "spec": {"containers": [{
         "name": "cont", "image": "netplane/echo", "ports": [{"name": "http", "containerPort": 8080}],
@@ -177,6 +200,7 @@ def test_kubelet_probes_keep_a_pod_ready_behind_a_deny_all(lab, model):
         kubectl(lab, "delete", "networkpolicy", "-n", "x", "deny-all")
 
 
+@PROXY_MODES
 def test_explain_table_and_trace_say_which_policy_decides(lab, model):
     """`netplane policy explain` and `policy table` answer from the objects what the packets meet;
     `netplane trace` names the policy that accepted a probe and says why one was dropped."""

@@ -175,3 +175,19 @@ def test_changes_applied_one_by_one_leave_the_table_a_fresh_agent_writes():
         fresh = Node()
         fresh.write(p, n, *pol)
         assert node.fake.dump() == fresh.fake.dump(), f"step {i}"
+
+
+def test_an_ipv6_block_allows_nothing_in_the_ipv4_table_and_breaks_nothing_else():
+    """The lab is IPv4: a rule whose only peer is an IPv6 block admits no packet (it does not become
+    a rule without peers, which would admit every one), and the table still loads with it."""
+    case = CASES[0]
+    pods, spaces, _ = objects(case)
+    v6_only = policy("x", "v6-only", {"matchLabels": {"pod": "a"}}, ["Ingress"],
+                     [{"from": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::1/128"]}}]}])
+    mixed = policy("x", "mixed", {"matchLabels": {"pod": "b"}}, ["Ingress"],
+                   [{"from": [{"ipBlock": {"cidr": "fd00::/64"}}, {"ipBlock": {"cidr": "10.244.0.0/16",
+                                                                               "except": ["fd00::1/128"]}}]}])
+    written = tables(pods, spaces, [v6_only, mixed])
+    found = walked(written, pods, "TCP", 80)
+    assert not any(ok for (s, d), ok in found.items() if d == "x/a")
+    assert all(ok for (s, d), ok in found.items() if d == "x/b")

@@ -20,6 +20,7 @@ output hook and is never judged.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -201,7 +202,10 @@ def _rule(policy: Policy, direction: str, i: int, rule: PolicyRule, namespaces: 
     peers: list[tuple[Term, ...]] = []
     for peer in rule.peers:
         if peer.cidr is not None:
-            peers.append((Match(other, peer.cidr), *((Match(other, peer.excepts, "!="),) if peer.excepts else ())))
+            if ipaddress.ip_network(peer.cidr, strict=False).version != 4:
+                continue  # an IPv6 block matches no packet of this IPv4 table (and nft would refuse it here)
+            v4 = tuple(e for e in peer.excepts if ipaddress.ip_network(e, strict=False).version == 4)
+            peers.append((Match(other, peer.cidr), *((Match(other, v4, "!="),) if v4 else ())))
             continue
         name = peer_set(policy, peer)
         scope = frozenset({policy.namespace}) if peer.namespace_selector is None else frozenset(
@@ -220,6 +224,8 @@ def _rule(policy: Policy, direction: str, i: int, rule: PolicyRule, namespaces: 
             (pod.ip, p.protocol.lower(), str(number)) for p in named
             if (number := pod.named_port(p.port, p.protocol)) is not None and destination(pod)))
         ports.append((Lookup((IP_DADDR, L4PROTO, TH_DPORT), name),))
+    if rule.peers and not peers:
+        return []  # only IPv6 blocks: nothing this table sees is allowed by the rule
     return [(*peer, *port, ACCEPT) for peer in peers or [()] for port in ports or [()]]
 
 
