@@ -21,7 +21,6 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from netplane.api.objects import matches
-from netplane.api.writes import selector_string
 
 INGRESS, EGRESS = "Ingress", "Egress"
 
@@ -68,10 +67,6 @@ class Port:
             return destination is not None and destination.named_port(self.port, protocol) == number
         return self.port <= number <= (self.end_port or self.port)
 
-    def text(self) -> str:
-        where = "" if self.port is None else f" {self.port}" + (f"-{self.end_port}" if self.end_port else "")
-        return f"{self.protocol}{where}"
-
 
 @dataclass(frozen=True)
 class Peer:
@@ -97,16 +92,6 @@ class Peer:
         ip = ipaddress.ip_address(address)
         return ip in ipaddress.ip_network(self.cidr, strict=False) and \
             not any(ip in ipaddress.ip_network(e, strict=False) for e in self.excepts)
-
-    def text(self) -> str:
-        if self.cidr is not None:
-            return f"ipBlock {self.cidr}" + (f" except {', '.join(self.excepts)}" if self.excepts else "")
-        parts = []
-        if self.namespace_selector is not None:
-            parts.append(f"namespaces {selector_string(self.namespace_selector) or '<all>'}")
-        if self.pod_selector is not None:
-            parts.append(f"pods {selector_string(self.pod_selector) or '<all>'}")
-        return " and ".join(parts)
 
 
 @dataclass(frozen=True)

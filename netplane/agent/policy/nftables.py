@@ -190,11 +190,6 @@ def by_namespace(pods: Iterable[Pod]) -> dict[str, list[Pod]]:
     return found
 
 
-def fragment(policy: Policy, pods: list[Pod], namespaces: dict[str, dict[str, str]], node: str) -> Fragment:
-    """A policy's chains, its sets and their elements on one node."""
-    return plan(policy, namespaces, node).render(by_namespace(pods))
-
-
 def _rule(policy: Policy, direction: str, i: int, rule: PolicyRule, namespaces: dict[str, dict[str, str]],
           mine: Callable[[Pod], bool], sets: dict, contributions: dict) -> list[tuple[Term, ...]]:
     """The rule's peers times its ports, each an accepting nft rule; the sets they read are added."""
@@ -234,7 +229,3 @@ def _port(port: Port) -> tuple[Term, ...]:
     if port.port is None:
         return (Match(L4PROTO, protocol),)
     return (Match(dport(protocol), f"{port.port}-{port.end_port}" if port.end_port else port.port),)
-
-
-def peers_text(peers: tuple[Peer, ...]) -> str:
-    return " or ".join(p.text() for p in peers) or "anyone"
