@@ -18,6 +18,7 @@ reference states it.
 from __future__ import annotations
 
 import ipaddress
+from functools import cached_property
 from dataclasses import dataclass, field
 
 from netplane.api.objects import matches
@@ -176,8 +177,12 @@ class Cluster:
     namespaces: dict[str, dict[str, str]]
     policies: tuple[Policy, ...]
 
+    @cached_property
+    def _by_address(self) -> dict[str, Pod]:
+        return {p.ip: p for p in reversed(self.pods)}  # the first pod of an address, as a search would find
+
     def pod_at(self, address: str) -> Pod | None:
-        return next((p for p in self.pods if p.ip == address), None)
+        return self._by_address.get(address)
 
     def peer_matches(self, peer: Peer, policy: Policy, address: str) -> bool:
         pod = self.pod_at(address)
