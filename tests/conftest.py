@@ -86,6 +86,7 @@ SHARED_LABS = {  # the labs tests share: name -> proxy mode and how its lab file
     "reference-cni": ("nftables", {"network": {"cni": "reference"}}),
     "hosts": ("nftables", {"network": {"dnsDomain": "hosts.test"}, "controlPlane": {"mode": "hosts"},
                            "nodeResyncSeconds": 3}),
+    "three-nodes": ("nftables", {"nodes": ["node-1", "node-2", "node-3"]}),
 }
 _open_labs: dict[str, ExitStack] = {}
 

@@ -148,15 +148,15 @@ DNS_PODS = 2  # the coredns replicas every lab has unless its lab file says `add
 
 @contextmanager
 def running_lab(path: str, pods: int = 4) -> Iterator[str]:
-    """A lab brought up from a lab file under a unique name (the default lab's 2 nodes and its 4
-    pods, or `pods` with the lab file's own; its cluster DNS's besides), and always brought down."""
+    """A lab brought up from a lab file under a unique name (the default lab's 4 pods, or `pods`
+    with the lab file's own; its cluster DNS's besides; every node of the file), and always brought down."""
     from netplane.lab import lifecycle, model
     name = unique_lab()
     lines: list[str] = []
     try:
         lab = model.load(path, name)
         summary = lifecycle.up(lab, lines.append)
-        assert summary.pods == pods + (DNS_PODS if "dns" in lab.addons else 0) and summary.nodes == 2, lines
+        assert summary.pods == pods + (DNS_PODS if "dns" in lab.addons else 0) and summary.nodes == len(lab.nodes), lines
         yield name
     finally:
         if lifecycle.is_up(name):

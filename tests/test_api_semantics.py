@@ -641,7 +641,12 @@ def test_status_subresource_of_every_resource_that_has_status(tmp_path):
     samples = {"namespaces": {"metadata": {"name": "team-a"}}, "nodes": {"metadata": {"name": "node-1"}},
                "pods": pod("a"), "services": {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
                "deployments": deployment(), "replicasets": {**deployment("rs"), "kind": "ReplicaSet"},
-               "daemonsets": {**deployment("ds"), "kind": "DaemonSet"}}
+               "daemonsets": {**deployment("ds"), "kind": "DaemonSet"},
+               "statefulsets": {**deployment("sts"), "kind": "StatefulSet"},
+               "jobs": {"metadata": {"name": "job"}, "spec": {"template": {"spec": {
+                   "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}},
+               "cronjobs": {"metadata": {"name": "cron"}, "spec": {"schedule": "@hourly", "jobTemplate": {"spec": {
+                   "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}}
     samples["daemonsets"]["spec"].pop("replicas")
 
     async def main():
@@ -958,7 +963,7 @@ def test_openapi_v3_tells_kubectl_the_server_validates_fields(tmp_path):
         async with serving(tmp_path) as (_, _api, port):
             _, index, _ = await http(port, "GET", "/openapi/v3")
             assert set(index["paths"]) == {"api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1", "apis/coordination.k8s.io/v1",
-                                          "apis/networking.k8s.io/v1", "apis/events.k8s.io/v1"}
+                                          "apis/networking.k8s.io/v1", "apis/events.k8s.io/v1", "apis/batch/v1"}
             for gv, entry in index["paths"].items():
                 url = entry["serverRelativeURL"]
                 assert url.startswith(f"/openapi/v3/{gv}?hash=")
@@ -983,7 +988,7 @@ def test_openapi_v3_tells_kubectl_the_server_validates_fields(tmp_path):
             assert containers["x-kubernetes-list-map-keys"] == ["name"] and containers["description"]
             ports = schemas["io.netplane.Container"]["properties"]["ports"]
             assert ports["x-kubernetes-list-map-keys"] == ["containerPort", "protocol"]
-            status, body, _ = await http(port, "GET", "/openapi/v3/apis/batch/v1")
+            status, body, _ = await http(port, "GET", "/openapi/v3/apis/storage.k8s.io/v1")
             assert status == 404
 
     asyncio.run(main())

@@ -13,8 +13,8 @@ in ErrImagePull then ImagePullBackOff, a missing ConfigMap or Secret in CreateCo
 a command that cannot be exec'd ends as StartError (exit code 128), each with upstream's message.
 
 A pod with a deletionTimestamp is terminated as upstream does: SIGTERM to its containers, SIGKILL
-after its grace period, its pause process, CNI DEL, the namespace removed, then the API object
-deleted for good.
+after its grace period, its pause process, CNI DEL, the namespace removed, its terminal phase
+written, then the API object deleted for good.
 
 Container ports with a hostPort reach CNI as the `portMappings` capability args, as containerd and
 CRI-O pass them (the kubelet itself makes no hostPort rules): a `portmap` plugin in the chain DNATs
@@ -243,6 +243,19 @@ def pod_status(box: Sandbox, host_ip: str, restart_policy: str) -> dict:
     ephemeral = [{**c.status(), "ready": False} for c in box.ephemeral.values()]  # never ready, as upstream
     return out | ({"initContainerStatuses": init_statuses} if init_statuses else {}) | (
         {"ephemeralContainerStatuses": ephemeral} if ephemeral else {})
+
+
+def terminal_status(box: Sandbox, host_ip: str) -> dict:
+    """The status of a deleted pod whose containers all stopped: Succeeded if each of them ended with
+    0, else Failed, and not ready (upstream's kubelet gives a deleted pod a terminal phase before it
+    removes the object, which a Job's pod tracking waits for)."""
+    status = pod_status(box, host_ip, "Never")
+    if status["phase"] != "Succeeded":
+        status["phase"] = "Failed"
+    for c in status["conditions"]:
+        if c["type"] in ("ContainersReady", "Ready"):
+            c["status"] = "False"
+    return status
 
 
 def _env_references(spec: dict) -> set[tuple[str, str]]:
@@ -917,6 +930,8 @@ class Kubelet:
             await self._teardown(box, grace)
             self.sandboxes.pop(box.uid, None)
         if pod is not None:
+            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                await self._write_status(pod, terminal_status(box, self.host_ip))
             await self._finalize(pod)
 
     async def _finalize(self, pod: dict) -> None:

@@ -144,6 +144,55 @@ def _replicaset(spec: dict) -> None:
     _template(spec)
 
 
+def _stateful_set(spec: dict) -> None:
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = _dict(spec, "updateStrategy")
+    if strategy is not None:
+        if not strategy.get("type"):
+            strategy["type"] = "RollingUpdate"
+            strategy.setdefault("rollingUpdate", {})
+        rolling = strategy.get("rollingUpdate")
+        if strategy["type"] == "RollingUpdate" and isinstance(rolling, dict):
+            rolling.setdefault("partition", 0)
+    retention = _dict(spec, "persistentVolumeClaimRetentionPolicy")
+    if retention is not None:
+        retention.setdefault("whenDeleted", "Retain")
+        retention.setdefault("whenScaled", "Retain")
+    _template(spec)
+
+
+def job_spec(spec: dict) -> None:
+    """SetDefaults_Job's spec part: both completions and parallelism 1 when neither is given, a
+    backoffLimit of 6, NonIndexed, not suspended, and the pod replacement policy."""
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    if spec.get("backoffLimit") is None:
+        spec["backoffLimit"] = 2**31 - 1 if spec.get("backoffLimitPerIndex") is not None else 6
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("manualSelector", False)
+    failure_policy = spec.get("podFailurePolicy")
+    for rule in _objects((failure_policy or {}).get("rules") if isinstance(failure_policy, dict) else None):
+        for pattern in _objects(rule.get("onPodConditions")):
+            pattern.setdefault("status", "True")
+    spec.setdefault("podReplacementPolicy", "Failed" if failure_policy else "TerminatingOrFailed")
+    _template(spec)
+
+
+def _cron_job(spec: dict) -> None:
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job_template = _dict(spec, "jobTemplate")
+    inner = _dict(job_template, "spec") if job_template is not None else None
+    if inner is not None:
+        _template(inner)
+
+
 def _service(spec: dict) -> None:
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
@@ -177,7 +226,8 @@ def _network_policy(spec: dict) -> None:
 
 
 SPEC_DEFAULTS = {"Pod": pod_spec, "Deployment": _deployment, "ReplicaSet": _replicaset, "DaemonSet": _daemonset,
-                 "Service": _service, "NetworkPolicy": _network_policy}
+                 "StatefulSet": _stateful_set, "Job": job_spec, "CronJob": _cron_job, "Service": _service,
+                 "NetworkPolicy": _network_policy}
 
 
 def apply(res: Resource, obj: dict) -> None:
@@ -192,6 +242,10 @@ def apply(res: Resource, obj: dict) -> None:
             spec.setdefault("finalizers", ["kubernetes"])
     if res.kind == "Secret":
         obj["type"] = obj.get("type") or "Opaque"
+    if res.kind == "Job" and isinstance(meta, dict) and not meta.get("labels"):
+        template_labels = (((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
+        if isinstance(template_labels, dict) and template_labels:  # SetDefaults_Job: the template's labels
+            meta["labels"] = dict(template_labels)
     fill = SPEC_DEFAULTS.get(res.kind)
     spec = obj.get("spec")
     if fill is not None and isinstance(spec, dict):

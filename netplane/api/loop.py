@@ -19,10 +19,22 @@ class Reconciler:
         self._reconcile = reconcile
         self._resync = resync
         self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
 
     async def trigger(self, *_: object) -> None:
         """Usable directly as an informer handler."""
         self._wake.set()
+
+    def wake_in(self, seconds: float) -> None:
+        """Run again after ``seconds`` (a deadline, a back-off, a schedule), unless an earlier
+        wake-up is already due."""
+        running = asyncio.get_running_loop()
+        due = running.time() + max(seconds, 0.0)
+        if self._timer is not None and running.time() < self._timer.when() <= due:
+            return  # an earlier wake-up is still pending
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = running.call_at(due, self._wake.set)
 
     async def run(self) -> None:
         backoff = 0.1

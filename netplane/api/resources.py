@@ -53,6 +53,10 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), True),
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), True),
     Resource("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), True),
+    Resource("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), True),
+    Resource("apps", "v1", "ControllerRevision", "controllerrevisions", True, (), False),
+    Resource("batch", "v1", "Job", "jobs", True, (), True),
+    Resource("batch", "v1", "CronJob", "cronjobs", True, ("cj",), True),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, (), False),
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",), False),
 )

@@ -160,7 +160,28 @@ DAEMON_SET_SPEC = obj(
     updateStrategy=with_strategy(open_obj(type=STR, rollingUpdate=ANY), "retainKeys"),
     minReadySeconds=INT, revisionHistoryLimit=INT,
 )
+STATEFUL_SET_SPEC = obj(
+    replicas=INT, selector=LABEL_SELECTOR, template=POD_TEMPLATE, volumeClaimTemplates=arr(ANY), serviceName=STR,
+    podManagementPolicy=STR, updateStrategy=with_strategy(open_obj(type=STR, rollingUpdate=ANY), "retainKeys"),
+    revisionHistoryLimit=INT, minReadySeconds=INT, persistentVolumeClaimRetentionPolicy=ANY, ordinals=obj(start=INT),
+)
 WORKLOAD_STATUS = open_obj(conditions=CONDITIONS)
+POD_FAILURE_POLICY = obj(rules=arr(obj(
+    action=STR, onExitCodes=obj(containerName=STR, operator=STR, values=arr(INT)),
+    onPodConditions=arr(obj(type=STR, status=STR)),
+)))
+JOB_SPEC = obj(
+    parallelism=INT, completions=INT, activeDeadlineSeconds=INT, podFailurePolicy=POD_FAILURE_POLICY,
+    successPolicy=ANY, backoffLimit=INT, backoffLimitPerIndex=INT, maxFailedIndexes=INT, selector=LABEL_SELECTOR,
+    manualSelector=BOOL, template=POD_TEMPLATE, ttlSecondsAfterFinished=INT, completionMode=STR, suspend=BOOL,
+    podReplacementPolicy=STR, managedBy=STR,
+)
+JOB_STATUS = open_obj(conditions=CONDITIONS)
+CRON_JOB_SPEC = obj(
+    schedule=STR, timeZone=STR, startingDeadlineSeconds=INT, concurrencyPolicy=STR, suspend=BOOL,
+    jobTemplate=obj(metadata=OBJECT_META, spec=JOB_SPEC), successfulJobsHistoryLimit=INT, failedJobsHistoryLimit=INT,
+)
+CRON_JOB_STATUS = open_obj(active=arr(OBJECT_REFERENCE))
 
 
 POLICY_PORT = obj(protocol=STR, port=INT_OR_STR, endPort=INT)
@@ -199,6 +220,10 @@ KINDS: Mapping[str, Node] = MappingProxyType({
     "Deployment": _kind(spec=DEPLOYMENT_SPEC, status=WORKLOAD_STATUS),
     "ReplicaSet": _kind(spec=REPLICA_SET_SPEC, status=WORKLOAD_STATUS),
     "DaemonSet": _kind(spec=DAEMON_SET_SPEC, status=WORKLOAD_STATUS),
+    "StatefulSet": _kind(spec=STATEFUL_SET_SPEC, status=WORKLOAD_STATUS),
+    "ControllerRevision": _kind(data=ANY, revision=INT),
+    "Job": _kind(spec=JOB_SPEC, status=JOB_STATUS),
+    "CronJob": _kind(spec=CRON_JOB_SPEC, status=CRON_JOB_STATUS),
     "Lease": _kind(spec=obj(
         holderIdentity=STR, leaseDurationSeconds=INT, acquireTime=TIME, renewTime=TIME, leaseTransitions=INT,
         strategy=STR, preferredHolder=STR,

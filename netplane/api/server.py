@@ -888,7 +888,8 @@ def _constant(data: dict) -> Handler:
     return handler
 
 
-CATEGORY_ALL = frozenset({"pods", "services", "deployments", "replicasets", "daemonsets"})  # kubectl get all
+CATEGORY_ALL = frozenset({"pods", "services", "deployments", "replicasets", "daemonsets", "statefulsets", "jobs",
+                          "cronjobs"})  # kubectl get all
 
 
 def _resource_list(group_version: str, resources: list[Resource]) -> dict:

@@ -349,6 +349,50 @@ def _daemonset_cells(ds: dict, now: datetime) -> list:
             format_labels(_template_spec(ds).get("nodeSelector")), age(ds, now), *_containers_and_images(ds)]
 
 
+def _statefulset_cells(sts: dict, now: datetime) -> list:
+    return [sts["metadata"].get("name", ""), f"{_status(sts).get('readyReplicas', 0)}/{_spec(sts).get('replicas', 1)}",
+            age(sts, now), *_containers_and_images(sts)[:2]]
+
+
+def _revision_cells(revision: dict, now: datetime) -> list:
+    owner = next((r for r in revision["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    controller = f"{owner['kind'].lower()}.{owner['apiVersion'].split('/')[0]}/{owner['name']}" if owner else NONE
+    return [revision["metadata"].get("name", ""), controller, revision.get("revision", 0), age(revision, now)]
+
+
+JOB_STATES = ("Complete", "Failed", "Terminating", "Suspended", "FailureTarget")
+
+
+def job_state(job: dict) -> str:
+    """What kubectl's STATUS column says of a Job."""
+    true = {c.get("type") for c in _status(job).get("conditions") or [] if c.get("status") == "True"}
+    if "deletionTimestamp" in job.get("metadata", {}):
+        true.add("Terminating")
+    return next((state for state in JOB_STATES if state in true), "Running")
+
+
+def _job_cells(job: dict, now: datetime) -> list:
+    status, spec = _status(job), _spec(job)
+    succeeded, parallelism = status.get("succeeded", 0), spec.get("parallelism") or 0
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{spec['completions']}"
+    else:
+        completions = f"{succeeded}/1 of {parallelism}" if parallelism > 1 else f"{succeeded}/1"
+    start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+    took = "" if start is None else human_duration(((end or now) - start).total_seconds())
+    return [job["metadata"].get("name", ""), job_state(job), completions, took, age(job, now),
+            *_containers_and_images(job)]
+
+
+def _cronjob_cells(cj: dict, now: datetime) -> list:
+    spec, status = _spec(cj), _status(cj)
+    last = since(status.get("lastScheduleTime"), now) if status.get("lastScheduleTime") else NONE
+    job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return [cj["metadata"].get("name", ""), spec.get("schedule", ""), spec.get("timeZone") or NONE,
+            str(bool(spec.get("suspend"))), len(status.get("active") or []), last, age(cj, now),
+            *_containers_and_images({"spec": job_spec})]
+
+
 def _int_column(name: str, description: str) -> Column:
     return Column(name, description, type="integer")
 
@@ -420,6 +464,18 @@ PRINTERS: dict[str, tuple[list[Column], Cells]] = {
                     _int_column("Available", "Nodes whose daemon pod is available."),
                     Column("Node Selector", "The node selector of the pod template."), AGE, *WORKLOAD_WIDE],
                    _daemonset_cells),
+    "statefulsets": ([NAME, Column("Ready", "Ready replicas out of the desired ones."), AGE, *WORKLOAD_WIDE[:2]],
+                     _statefulset_cells),
+    "controllerrevisions": ([NAME, Column("Controller", "The controller of the revision, as kind/name."),
+                             _int_column("Revision", "The revision's number."), AGE], _revision_cells),
+    "jobs": ([NAME, Column("Status", "Status of the job."),
+              Column("Completions", "The number of pods which reached phase Succeeded."),
+              Column("Duration", "Time required to complete the job."), AGE, *WORKLOAD_WIDE], _job_cells),
+    "cronjobs": ([NAME, Column("Schedule", "The schedule in Cron format."),
+                  Column("Timezone", "The time zone name for the given schedule."),
+                  Column("Suspend", "Whether subsequent executions are suspended.", type="boolean"),
+                  _int_column("Active", "The number of running jobs."),
+                  Column("Last Schedule", "When the job was last scheduled."), AGE, *WORKLOAD_WIDE], _cronjob_cells),
     "namespaces": ([NAME, Column("Status", "The phase of the namespace: Active or Terminating."), AGE],
                    lambda ns, now: [ns["metadata"].get("name", ""), _status(ns).get("phase", "Active"), age(ns, now)]),
     "events": (EVENT_COLUMNS, _event_cells),

@@ -27,6 +27,11 @@ def micro_time_text(when: datetime | float | None = None) -> str:
     return _utc(when).strftime(MICRO_TIME)
 
 
+def parse_time(stamp: str) -> datetime:
+    """A metav1.Time (or any RFC 3339 time) as an aware datetime."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def parse_micro_time(stamp: str) -> datetime:
     return datetime.strptime(stamp, MICRO_TIME).replace(tzinfo=timezone.utc)
 

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from netplane.api import cron
 from netplane.api.errors import ApiError
 from netplane.api.objects import matches
 from netplane.api.resources import Resource
@@ -23,7 +26,7 @@ from netplane.api.resources import Resource
 ANNOTATIONS_MAX_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
 PROTOCOLS = ("SCTP", "TCP", "UDP")
 SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
-WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "DaemonSet")
+WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet")
 
 _REASONS = {"Invalid value": "FieldValueInvalid", "Required value": "FieldValueRequired",
             "Duplicate value": "FieldValueDuplicate", "Unsupported value": "FieldValueNotSupported",
@@ -41,7 +44,8 @@ class Problem:
 
     def body(self) -> str:
         parts = [self.type]
-        if self.type in ("Invalid value", "Duplicate value", "Unsupported value", "Not found"):
+        if self.type in ("Invalid value", "Duplicate value", "Unsupported value", "Not found") and \
+                self.value is not OMITTED:
             parts.append(_render(self.value))
         if self.detail:
             parts.append(self.detail)
@@ -50,6 +54,9 @@ class Problem:
 
 class Go(str):
     """A value as Go's %#v prints it, shown as it is (upstream prints some values that way)."""
+
+
+OMITTED = Go("")  # a value upstream leaves out of the message (field.OmitValueType)
 
 
 def go_map(found: dict) -> Go:
@@ -455,7 +462,7 @@ def _workload(kind: str, spec: dict) -> list[Problem]:
     if not isinstance(selector, dict):
         out.append(required("spec.selector"))
     elif not selector.get("matchLabels") and not selector.get("matchExpressions"):
-        owner = "daemonset" if kind == "DaemonSet" else "deployment"  # upstream's ReplicaSet says deployment too
+        owner = {"DaemonSet": "daemonset", "StatefulSet": "statefulset"}.get(kind, "deployment")  # so says a ReplicaSet's
         out.append(invalid("spec.selector", EMPTY_SELECTOR, f"empty selector is invalid for {owner}"))
     else:
         out += labels("spec.selector.matchLabels", selector.get("matchLabels"))
@@ -464,6 +471,32 @@ def _workload(kind: str, spec: dict) -> list[Problem]:
                                "`selector` does not match template `labels`"))
     out += labels("spec.template.metadata.labels", template_labels)
     return out + _pod_spec("spec.template.spec", template.get("spec"))
+
+
+def _stateful_set(spec: dict) -> list[Problem]:
+    out = _unsupported("spec.podManagementPolicy", spec.get("podManagementPolicy", "OrderedReady"),
+                       ("OrderedReady", "Parallel"))
+    strategy = spec.get("updateStrategy") if isinstance(spec.get("updateStrategy"), dict) else {}
+    out += _unsupported("spec.updateStrategy.type", strategy.get("type", "RollingUpdate"), ("OnDelete", "RollingUpdate"))
+    partition = (strategy.get("rollingUpdate") or {}).get("partition")
+    out += _not_negative("spec.updateStrategy.rollingUpdate.partition", partition)
+    out += _not_negative("spec.replicas", spec.get("replicas"))
+    restart = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") or "Always"
+    return out + _unsupported("spec.template.spec.restartPolicy", restart, ("Always",))
+
+
+STATEFUL_SET_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds")
+
+
+def _stateful_set_update(spec: dict, old: dict) -> list[Problem]:
+    """ValidateStatefulSetUpdate: only some of the spec may change."""
+    if {k: v for k, v in spec.items() if k not in STATEFUL_SET_MUTABLE} == \
+            {k: v for k, v in old.items() if k not in STATEFUL_SET_MUTABLE}:
+        return []
+    return [Problem("spec", "Forbidden", detail="updates to statefulset spec for fields other than 'replicas', "
+                    "'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
+                    "'minReadySeconds' are forbidden")]
 
 
 MAX_DATA_BYTES = 1024 * 1024  # corev1.MaxSecretSize, which ConfigMaps share
@@ -607,6 +640,194 @@ def _network_policy(spec: dict) -> list[Problem]:
     return out
 
 
+# -- Jobs and CronJobs (batch/validation)
+
+JOB_RESTART_POLICIES = ("OnFailure", "Never")
+FAILURE_ACTIONS = ("Count", "FailIndex", "FailJob", "Ignore")
+CRON_JOB_NAME_MAX = 52  # a CronJob's Jobs add 11 characters (-<minutes since the epoch>)
+MAX_INDEXED_PARALLELISM = 100000
+
+
+def _not_negative(field: str, value: Any) -> list[Problem]:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        return [invalid(field, value, "must be greater than or equal to 0")]
+    return []
+
+
+def _required_one_of(field: str, allowed: tuple[str, ...]) -> Problem:
+    return required(field, "valid values: [" + " ".join(f'"{a}"' for a in allowed) + "]")
+
+
+def _exit_codes(at: str, requirement: dict, containers: set[str]) -> list[Problem]:
+    out = []
+    operator = requirement.get("operator")
+    if not operator:
+        out.append(_required_one_of(f"{at}.operator", ("In", "NotIn")))
+    else:
+        out += _unsupported(f"{at}.operator", operator, ("In", "NotIn"))
+    name = requirement.get("containerName")
+    if name is not None and name not in containers:
+        out.append(invalid(f"{at}.containerName", name,
+                           "must be one of the container or initContainer names in the pod template"))
+    values = requirement.get("values") or []
+    if not values:
+        out.append(invalid(f"{at}.values", values, "at least one value is required"))
+    for i, value in enumerate(values):
+        if value == 0 and operator == "In":
+            out.append(invalid(f"{at}.values[{i}]", value, "must not be 0 for the In operator"))
+        if i and value == values[i - 1]:
+            out.append(duplicate(f"{at}.values[{i}]", value))
+        elif i and value < values[i - 1]:
+            out.append(invalid(f"{at}.values[{i}]", value, "must be ordered"))
+    return out
+
+
+def _pod_failure_policy(at: str, policy: dict, spec: dict, template_spec: dict) -> list[Problem]:
+    out = []
+    containers = {c.get("name") for key in ("containers", "initContainers") for c in template_spec.get(key) or []
+                  if isinstance(c, dict)}
+    for rule_at, rule in _items(f"{at}.rules", policy.get("rules"), out):
+        action = rule.get("action")
+        if not action:
+            out.append(_required_one_of(f"{rule_at}.action", FAILURE_ACTIONS))
+        elif action == "FailIndex" and spec.get("backoffLimitPerIndex") is None:
+            out.append(invalid(f"{rule_at}.action", action, "requires the backoffLimitPerIndex to be set"))
+        else:
+            out += _unsupported(f"{rule_at}.action", action, FAILURE_ACTIONS)
+        codes, conditions = rule.get("onExitCodes"), rule.get("onPodConditions")
+        if codes and conditions:
+            out.append(invalid(rule_at, OMITTED, "specifying both OnExitCodes and OnPodConditions is not supported"))
+        elif not codes and not conditions:
+            out.append(invalid(rule_at, OMITTED, "specifying one of OnExitCodes and OnPodConditions is required"))
+        if isinstance(codes, dict):
+            out += _exit_codes(f"{rule_at}.onExitCodes", codes, containers)
+        for pattern_at, pattern in _items(f"{rule_at}.onPodConditions", conditions, out):
+            out += _each(f"{pattern_at}.type", str(pattern.get("type", "")), qualified_name)
+            out += _unsupported(f"{pattern_at}.status", pattern.get("status", "True"), ("True", "False", "Unknown"))
+    return out
+
+
+def _job_spec(at: str, spec: dict, name: str) -> list[Problem]:
+    """ValidateJobSpec, under ``at`` (a Job's spec, or a CronJob's jobTemplate.spec)."""
+    out = []
+    for key in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished",
+                "backoffLimitPerIndex", "maxFailedIndexes"):
+        out += _not_negative(f"{at}.{key}", spec.get(key))
+    mode = spec.get("completionMode", "NonIndexed")
+    out += _unsupported(f"{at}.completionMode", mode, ("NonIndexed", "Indexed"))
+    if mode == "Indexed":
+        if spec.get("completions") is None:
+            out.append(required(f"{at}.completions", "when completion mode is Indexed"))
+        elif name and isinstance(spec["completions"], int) and dns1123_label(last := f"{name}-{spec['completions'] - 1}"):
+            out.append(invalid("metadata.name", name, f"will not able to create pod with invalid DNS label: {last}"))
+        if isinstance(spec.get("parallelism"), int) and spec["parallelism"] > MAX_INDEXED_PARALLELISM:
+            out.append(invalid(f"{at}.parallelism", spec["parallelism"], f"must be less than or equal to "
+                               f"{MAX_INDEXED_PARALLELISM} when completion mode is Indexed"))
+    else:
+        out += [invalid(f"{at}.{key}", spec[key], "requires indexed completion mode")
+                for key in ("backoffLimitPerIndex", "maxFailedIndexes") if spec.get(key) is not None]
+    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    template_spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
+    restart = template_spec.get("restartPolicy") or "Always"
+    if restart == "Always":
+        out.append(required(f"{at}.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"'))
+    else:
+        out += _unsupported(f"{at}.template.spec.restartPolicy", restart, JOB_RESTART_POLICIES)
+    if isinstance(spec.get("podFailurePolicy"), dict):
+        if restart == "OnFailure":
+            out.append(invalid(f"{at}.template.spec.restartPolicy", restart,
+                               'only "Never" is supported when podFailurePolicy is specified'))
+        out += _pod_failure_policy(f"{at}.podFailurePolicy", spec["podFailurePolicy"], spec, template_spec)
+    labels_found = (template.get("metadata") or {}).get("labels") or {}
+    out += labels(f"{at}.template.metadata.labels", labels_found)
+    return out + _pod_spec(f"{at}.template.spec", template.get("spec"))
+
+
+def _job(obj: dict, old: dict | None) -> list[Problem]:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    out = _job_spec("spec", spec, obj["metadata"].get("name", ""))
+    selector = spec.get("selector")
+    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if spec.get("manualSelector") is True:
+        if not isinstance(selector, dict):
+            out.append(required("spec.selector"))
+        else:
+            out += label_selector("spec.selector", selector)
+            if not matches(selector, template_labels):
+                out.append(invalid("spec.template.metadata.labels", go_map(template_labels),
+                                   "`selector` does not match template `labels`"))
+    elif old is None and isinstance(selector, dict) and (selector.get("matchExpressions") or set(
+            selector.get("matchLabels") or {}) - {"batch.kubernetes.io/controller-uid"}):
+        out.append(invalid("spec.selector", selector, "`selector` not auto-generated"))
+    if old is not None:
+        out += _job_update(spec, old.get("spec") or {}, old.get("status") or {})
+    return out
+
+
+JOB_IMMUTABLE = ("selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy", "successPolicy")
+
+
+def _job_update(spec: dict, old: dict, status: dict) -> list[Problem]:
+    out = [invalid(f"spec.{key}", spec.get(key), "field is immutable") for key in JOB_IMMUTABLE
+           if spec.get(key) != old.get(key)]
+    if spec.get("completions") != old.get("completions"):
+        tandem = spec.get("completionMode") == "Indexed" and spec.get("completions") == spec.get("parallelism")
+        if not tandem:
+            out.append(invalid("spec.completions", spec.get("completions"),
+                               "field is immutable" if spec.get("completionMode") != "Indexed"
+                               else "can only be modified in tandem with spec.parallelism"))
+    if spec.get("template") != old.get("template") and not (spec.get("suspend") and not status.get("startTime")):
+        out.append(invalid("spec.template", Go("core.PodTemplateSpec{...}"), "field is immutable"))
+    return out
+
+
+def _time_zone(zone: Any) -> list[Problem]:
+    if zone is None:
+        return []
+    if zone == "":
+        return [invalid("spec.timeZone", zone, "timeZone must be nil or non-empty string")]
+    if str(zone).lower() == "local":
+        return [invalid("spec.timeZone", zone,
+                        "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones")]
+    try:
+        ZoneInfo(str(zone))
+    except (ValueError, ZoneInfoNotFoundError):
+        return [invalid("spec.timeZone", zone, f"unknown time zone {zone}")]
+    return []
+
+
+def _cron_job(obj: dict, old: dict | None) -> list[Problem]:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    name = obj["metadata"].get("name", "")
+    out = []
+    if old is None and len(name) > CRON_JOB_NAME_MAX:
+        out.append(invalid("metadata.name", name, f"must be no more than {CRON_JOB_NAME_MAX} characters"))
+    schedule = spec.get("schedule") or ""
+    if not schedule:
+        out.append(required("spec.schedule"))
+    else:
+        try:
+            cron.parse(schedule)
+        except cron.ScheduleError as err:
+            out.append(invalid("spec.schedule", schedule, str(err)))
+        if "TZ" in schedule:
+            out.append(invalid("spec.schedule", schedule,
+                               "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"))
+    if old is None or spec.get("timeZone") != (old.get("spec") or {}).get("timeZone"):
+        out += _time_zone(spec.get("timeZone"))
+    for key in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        out += _not_negative(f"spec.{key}", spec.get(key))
+    out += _unsupported("spec.concurrencyPolicy", spec.get("concurrencyPolicy", "Allow"), ("Allow", "Forbid", "Replace"))
+    job_template = spec.get("jobTemplate") if isinstance(spec.get("jobTemplate"), dict) else {}
+    job_spec = job_template.get("spec") if isinstance(job_template.get("spec"), dict) else {}
+    at = "spec.jobTemplate.spec"
+    if job_spec.get("selector") is not None:
+        out.append(invalid(f"{at}.selector", job_spec["selector"], "`selector` will be auto-generated"))
+    if job_spec.get("manualSelector") is True:
+        out.append(Problem(f"{at}.manualSelector", "Unsupported value", True, "supported values: nil, false"))
+    return out + _job_spec(at, job_spec, "")
+
+
 def _immutable_data(res: Resource, obj: dict, old: dict) -> list[Problem]:
     """What an update of a ConfigMap or Secret may not change."""
     detail = "field is immutable when `immutable` is set"
@@ -638,6 +859,14 @@ def problems(res: Resource, obj: dict, old: dict | None = None) -> list[Problem]
         out += _secret(obj)
     elif res.kind == "NetworkPolicy":
         out += _network_policy(spec)
+    elif res.kind == "Job":
+        out += _job(obj, old)
+    elif res.kind == "CronJob":
+        out += _cron_job(obj, old)
+    if res.kind == "StatefulSet":
+        out += _stateful_set(spec)
+        if old is not None:
+            out += _stateful_set_update(spec, old.get("spec") or {})
     if old is not None and res.kind in ("ConfigMap", "Secret"):
         out += _immutable_data(res, obj, old)
     if old is not None and res.kind == "Pod":

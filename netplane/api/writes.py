@@ -29,9 +29,9 @@ POLICIES = ("Orphan", "Background", "Foreground")
 FOREGROUND = "foregroundDeletion"  # the finalizer of an object deleted with propagationPolicy Foreground
 # the kinds whose objects own others here (the garbage collector follows them); another kind has no
 # dependents to wait for, so a foreground delete of it is a plain one
-OWNER_KINDS = ("Deployment", "ReplicaSet", "DaemonSet")
+OWNER_KINDS = ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job", "CronJob")
 DEFAULT_POD_GRACE = 30
-SCALABLE = frozenset({"deployments", "replicasets"})
+SCALABLE = frozenset({"deployments", "replicasets", "statefulsets"})
 SCALE_API_VERSION = "autoscaling/v1"
 
 
@@ -57,7 +57,32 @@ def prepare_create(res: Resource, obj: dict, now: datetime) -> None:
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = time_text(now)
     meta["generation"] = 1
+    if res.kind == "Job":
+        _job_selector(obj)
     defaults.apply_on_create(res, obj)
+
+
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+
+
+def _job_selector(job: dict) -> None:
+    """What the Job strategy does on create unless ``manualSelector``: the pod template is labelled
+    with the Job's name and uid (the new keys and the legacy ones), and the selector picks the uid."""
+    spec = job.get("spec")
+    if not isinstance(spec, dict) or spec.get("manualSelector") is True:
+        return
+    template = spec.setdefault("template", {})
+    labels = template.setdefault("metadata", {}).setdefault("labels", {})
+    meta = job["metadata"]
+    for key in JOB_NAME_LABELS:
+        labels.setdefault(key, meta.get("name", ""))
+    for key in JOB_UID_LABELS:
+        labels.setdefault(key, meta["uid"])
+    selector = spec.get("selector") if isinstance(spec.get("selector"), dict) else {}
+    match = selector.setdefault("matchLabels", {})
+    match.setdefault(JOB_UID_LABELS[0], meta["uid"])
+    spec["selector"] = selector
 
 
 EPHEMERAL = "ephemeralcontainers"  # the pod subresource that adds ephemeral containers (kubectl debug)
@@ -246,7 +271,7 @@ def selector_string(selector: dict | None) -> str:
 
 
 def scale_of(obj: dict) -> dict:
-    """The ``autoscaling/v1 Scale`` of a Deployment or ReplicaSet."""
+    """The ``autoscaling/v1 Scale`` of a Deployment, ReplicaSet or StatefulSet."""
     meta = obj["metadata"]
     keep = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
     return {

@@ -10,17 +10,20 @@ from netplane.api import serviceaccounts
 from netplane.api.client import Client
 from netplane.api.errors import ApiError
 from netplane.api.informer import Informers
+from netplane.controllers.cronjob import CronJobController
 from netplane.controllers.daemonset import DaemonSetController
 from netplane.controllers.deployment import DeploymentController
 from netplane.controllers.endpointslice import EndpointSliceController
 from netplane.controllers.eventttl import EventTTL
 from netplane.controllers.gc import GarbageCollector
+from netplane.controllers.job import JobController
 from netplane.controllers.nodeipam import NodeIPAM
 from netplane.controllers.nodelifecycle import NodeLifecycleController
 from netplane.controllers.replicaset import ReplicaSetController
 from netplane.controllers.scheduler import Scheduler
 from netplane.controllers.serviceaccount import RootCAPublisher, ServiceAccountsController
 from netplane.controllers.serviceip import admitter
+from netplane.controllers.statefulset import StatefulSetController
 
 
 def loops(informers: Informers, cluster_cidr: str, lease_seconds: int,
@@ -30,7 +33,8 @@ def loops(informers: Informers, cluster_cidr: str, lease_seconds: int,
     client = informers.client
     inf = {plural: informers.get(plural) for plural in (
         "nodes", "pods", "services", "endpointslices", "endpoints", "replicasets", "deployments", "daemonsets",
-        "namespaces", "serviceaccounts", "configmaps")}
+        "namespaces", "serviceaccounts", "configmaps", "jobs", "cronjobs", "statefulsets",
+        "controllerrevisions")}
     inf["leases"] = informers.get("leases", names.LEASE_NAMESPACE)
     loops = [
         NodeIPAM(client, inf["nodes"], cluster_cidr).loop,
@@ -40,11 +44,16 @@ def loops(informers: Informers, cluster_cidr: str, lease_seconds: int,
         ReplicaSetController(client, inf["replicasets"], inf["pods"]).loop,
         DeploymentController(client, inf["deployments"], inf["replicasets"]).loop,
         DaemonSetController(client, inf["daemonsets"], inf["nodes"], inf["pods"]).loop,
+        StatefulSetController(client, inf["statefulsets"], inf["pods"], inf["controllerrevisions"]).loop,
+        JobController(client, inf["jobs"], inf["pods"]).loop,
+        CronJobController(client, inf["cronjobs"], inf["jobs"]).loop,
         NodeLifecycleController(client, inf["nodes"], inf["leases"], inf["pods"], lease_seconds).loop,
         ServiceAccountsController(client, inf["namespaces"], inf["serviceaccounts"]).loop,
         RootCAPublisher(client, inf["namespaces"], inf["configmaps"], ca_pem).loop,
         GarbageCollector(client, {"ReplicaSet": inf["replicasets"], "Deployment": inf["deployments"],
-                                  "DaemonSet": inf["daemonsets"]}, [inf["pods"], inf["replicasets"]]).loop,
+                                  "DaemonSet": inf["daemonsets"], "Job": inf["jobs"], "CronJob": inf["cronjobs"],
+                                  "StatefulSet": inf["statefulsets"]},
+                         [inf["pods"], inf["replicasets"], inf["jobs"], inf["controllerrevisions"]]).loop,
         EventTTL(client).loop,
     ]
     return {loop.name: loop.run for loop in loops}

@@ -113,3 +113,28 @@ async def make_and_remove(client, events: Recorder, owner: dict, made: list[dict
         await client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
         events.record(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
     return created
+
+
+class Written:
+    """The objects a controller last wrote, by uid: its informer's cache may not have them yet, and
+    a pass that read the older copy would do again what the write already did."""
+
+    def __init__(self) -> None:
+        self._by_uid: dict[str, dict] = {}
+
+    def newest(self, cached: dict) -> dict:
+        """The cached object, or the one written here when the cache has not caught up."""
+        mine = self._by_uid.get(cached["metadata"]["uid"])
+        if mine is not None and int(mine["metadata"]["resourceVersion"]) > int(cached["metadata"]["resourceVersion"]):
+            return mine
+        return cached
+
+    def remember(self, written: dict | None, fallback: dict) -> dict:
+        """``written`` (the answer to a write, None when nothing was written) remembered; the object to go on with."""
+        if written is None:
+            return fallback
+        self._by_uid[written["metadata"]["uid"]] = written
+        return written
+
+    def keep_only(self, uids: set[str]) -> None:
+        self._by_uid = {uid: obj for uid, obj in self._by_uid.items() if uid in uids}
