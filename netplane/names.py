@@ -30,6 +30,8 @@ VXLAN_OVERHEAD = 50
 
 MASQ_MARK = 0x4000
 LEASE_NAMESPACE = "kube-node-lease"  # the nodes' heartbeat Leases
+KUBELET_MAX_PODS = 110  # the kubelet's default --max-pods: a node's pods capacity
+EVICTION_MEMORY = 100 * 2**20  # the kubelet's default hard eviction threshold memory.available<100Mi
 LEADER_LEASE = "netplane-controllers"  # in kube-system: which `netplane server` runs the controllers
 NFT_TABLE = "kube-proxy"
 NFT_POLICY_TABLE = "netplane-policy"  # a node's NetworkPolicy rules

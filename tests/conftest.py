@@ -86,7 +86,11 @@ SHARED_LABS = {  # the labs tests share: name -> proxy mode and how its lab file
     "reference-cni": ("nftables", {"network": {"cni": "reference"}}),
     "hosts": ("nftables", {"network": {"dnsDomain": "hosts.test"}, "controlPlane": {"mode": "hosts"},
                            "nodeResyncSeconds": 3}),
-    "three-nodes": ("nftables", {"nodes": ["node-1", "node-2", "node-3"]}),
+    "three-nodes": ("nftables", {"nodes": [
+        {"name": "node-1", "labels": {"topology.kubernetes.io/zone": "a"}},
+        {"name": "node-2", "labels": {"topology.kubernetes.io/zone": "a"}},
+        {"name": "node-3", "labels": {"topology.kubernetes.io/zone": "b"},
+         "capacity": {"cpu": "1", "memory": "2Gi", "pods": "20"}}]}),
 }
 _open_labs: dict[str, ExitStack] = {}
 

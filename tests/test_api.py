@@ -397,7 +397,7 @@ def test_discovery_version_and_health(tmp_path):
             groups = (await raw(port, "GET", "/apis", token="s3cret"))[1]["groups"]
             assert [g["preferredVersion"]["groupVersion"] for g in groups] == [
                 "discovery.k8s.io/v1", "apps/v1", "batch/v1", "coordination.k8s.io/v1", "networking.k8s.io/v1",
-                "events.k8s.io/v1", "metrics.k8s.io/v1beta1"]
+                "policy/v1", "scheduling.k8s.io/v1", "events.k8s.io/v1", "metrics.k8s.io/v1beta1"]
             core = (await raw(port, "GET", "/api/v1", token="s3cret"))[1]
             assert {r["name"] for r in core["resources"]} >= {"pods", "pods/status", "services", "namespaces"}
             assert next(r for r in core["resources"] if r["name"] == "services")["shortNames"] == ["svc"]

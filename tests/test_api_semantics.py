@@ -646,7 +646,8 @@ def test_status_subresource_of_every_resource_that_has_status(tmp_path):
                "jobs": {"metadata": {"name": "job"}, "spec": {"template": {"spec": {
                    "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}},
                "cronjobs": {"metadata": {"name": "cron"}, "spec": {"schedule": "@hourly", "jobTemplate": {"spec": {
-                   "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}}
+                   "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}},
+               "poddisruptionbudgets": {"metadata": {"name": "pdb"}, "spec": {"minAvailable": 1}}}
     samples["daemonsets"]["spec"].pop("replicas")
 
     async def main():
@@ -963,7 +964,8 @@ def test_openapi_v3_tells_kubectl_the_server_validates_fields(tmp_path):
         async with serving(tmp_path) as (_, _api, port):
             _, index, _ = await http(port, "GET", "/openapi/v3")
             assert set(index["paths"]) == {"api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1", "apis/coordination.k8s.io/v1",
-                                          "apis/networking.k8s.io/v1", "apis/events.k8s.io/v1", "apis/batch/v1"}
+                                          "apis/networking.k8s.io/v1", "apis/events.k8s.io/v1", "apis/batch/v1",
+                                          "apis/policy/v1", "apis/scheduling.k8s.io/v1"}
             for gv, entry in index["paths"].items():
                 url = entry["serverRelativeURL"]
                 assert url.startswith(f"/openapi/v3/{gv}?hash=")

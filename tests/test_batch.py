@@ -198,7 +198,7 @@ def test_a_suspended_job_stops_its_pods_and_a_resumed_one_starts_again():
     j = a_job(suspend=True)
     running = a_pod(j, "r")
     p = job.plan(j, [running], NOW)
-    assert p.delete == [running] and p.create == [] and "startTime" not in p.status
+    assert p.release == [running] and p.delete == [] and p.create == [] and "startTime" not in p.status
     assert p.status["conditions"][0] | {"lastProbeTime": 0, "lastTransitionTime": 0} == {
         "type": "Suspended", "status": "True", "reason": "JobSuspended", "message": "Job suspended",
         "lastProbeTime": 0, "lastTransitionTime": 0}
@@ -381,3 +381,59 @@ def test_cronjobs_and_statefulsets_are_validated_as_upstream_validates_them():
     assert check("StatefulSet", new, old) == [
         "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', "
         "'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"]
+
+
+def test_a_work_queue_starts_no_pod_after_its_first_success_and_lets_the_others_finish():
+    j = a_job(parallelism=3)
+    assert job.plan(j, [], NOW).create == [None, None, None]
+    j["status"] = {"succeeded": 1}
+    running = [a_pod(j, "a"), a_pod(j, "b")]
+    p = job.plan(j, running, NOW)
+    assert p.create == [] and p.delete == [] and p.status.get("conditions") is None
+    p = job.plan(j, [], NOW)
+    assert [c["type"] for c in p.status["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+
+
+def test_surplus_and_duplicate_pods_go_without_counting_as_failures():
+    j = a_job(completions=6, parallelism=1)
+    two = [a_pod(j, "a", ready=True), a_pod(j, "b")]
+    p = job.plan(j, two, NOW)
+    assert [x["metadata"]["name"] for x in p.release] == ["b"] and p.delete == []  # parallelism lowered to 1
+    indexed = a_job(completions=3, parallelism=3, completionMode="Indexed")
+    indexed["status"] = {"completedIndexes": "2"}
+    pods = [a_pod(indexed, "first", index=0), a_pod(indexed, "twin", index=0), a_pod(indexed, "done", index=2),
+            a_pod(indexed, "stray", index=7)]
+    p = job.plan(indexed, pods, NOW)
+    assert {x["metadata"]["name"] for x in p.release} == {"twin", "done", "stray"} and p.create == [1]
+
+
+def test_a_deadline_is_looked_at_again_when_it_ends_and_finish_times_fall_back():
+    j = a_job(activeDeadlineSeconds=60)
+    j["status"] = {"startTime": "2026-12-05T10:07:00Z"}
+    assert job.plan(j, [a_pod(j, "r")], NOW).wake == pytest.approx(30)
+    ended = job.plan(j, [a_pod(j, "r")], NOW + timedelta(seconds=30))
+    assert ended.wake is None and ended.status["conditions"][0]["type"] == "FailureTarget"
+    stuck = a_pod(j, "init", "Failed", creationTimestamp="2026-12-05T09:00:00Z")
+    stuck["status"]["initContainerStatuses"] = [{"name": "setup", "state": {"terminated": {
+        "exitCode": 1, "finishedAt": "2026-12-05T10:00:00Z"}}}]
+    assert job.plan(a_job(), [stuck], NOW).create == [None]  # its init container's end starts the back-off
+    never = a_pod(j, "never", "Failed", creationTimestamp="2026-12-05T10:07:25Z")
+    assert job.plan(a_job(), [never], NOW).wake == pytest.approx(5)  # from its creation, lacking anything else
+
+
+def test_a_selector_that_names_another_uid_and_unimplemented_fields_are_refused():
+    from netplane.api.errors import ApiError
+    stale = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "again", "namespace": "default"},
+             "spec": {"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "old-uid"}},
+                      "template": {"metadata": None, "spec": {"restartPolicy": "Never",
+                                                              "containers": [{"name": "c", "image": "busybox"}]}}}}
+    writes.prepare_create(resources.by_kind("Job"), stale, NOW)
+    with pytest.raises(ApiError) as err:
+        validation.generated_selector(resources.by_kind("Job"), stale)
+    assert err.value.code == 422 and "`selector` not auto-generated" in str(err.value.message)
+    per_index = {"metadata": {"name": "p"}, "spec": {"completionMode": "Indexed", "completions": 2,
+                                                    "backoffLimitPerIndex": 1, "template": {"spec": {
+                                                        "restartPolicy": "Never", "containers": [
+                                                            {"name": "c", "image": "busybox"}]}}}}
+    assert check("Job", per_index) == ["spec.backoffLimitPerIndex: Forbidden: netplane's Job controller does not "
+                                       "implement per-index back-off limits yet"]

@@ -7,6 +7,7 @@ from netplane import names
 from netplane.api import defaults
 from netplane.api.errors import ApiError
 from netplane.api.resources import by_plural
+from netplane.controllers.scheduling import fit
 from netplane.controllers import endpointslice, nodeipam, scheduler, serviceip
 from support import objects
 
@@ -87,10 +88,15 @@ def ready_node(name, ready=True):
 
 def test_scheduler_spreads_over_ready_nodes():
     nodes = [ready_node("node-1"), ready_node("node-2"), ready_node("node-3", ready=False)]
-    assert scheduler.choose_node(nodes, []) == "node-1"
-    assert scheduler.choose_node(nodes, [pod("a", node="node-1")]) == "node-2"
-    assert scheduler.choose_node(nodes, [pod("a", node="node-1"), pod("b", node="node-2")]) == "node-1"
-    assert scheduler.choose_node([ready_node("node-3", ready=False)], []) is None
+    new = pod("new", None, node=None)
+
+    def chosen(bound: list[dict]) -> str | None:
+        return scheduler.place(new, fit.Cluster(nodes, bound))[0]
+    assert chosen([]) == "node-1"
+    assert chosen([pod("a", node="node-1")]) == "node-2"
+    assert chosen([pod("a", node="node-1"), pod("b", node="node-2")]) == "node-1"
+    nodes = nodes[2:]
+    assert chosen([]) is None
 
 
 def test_slices_resolve_named_ports_and_keep_only_pods_with_ips():

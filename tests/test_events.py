@@ -10,7 +10,8 @@ import pytest
 
 from netplane.api.events import NORMAL, Recorder
 from netplane.controllers.eventttl import expired
-from netplane.controllers.scheduler import unschedulable_message
+from netplane.controllers import scheduler
+from netplane.controllers.scheduling import fit
 from support.api import Cluster, serving
 
 
@@ -44,7 +45,9 @@ def test_the_schedulers_words_for_no_fitting_node():
     not_ready = {"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
     cordoned = {"metadata": {"name": "b"}, "spec": {"unschedulable": True},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    assert unschedulable_message([not_ready, cordoned]) == (
+    pod = {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": []}}
+    chosen, verdicts = scheduler.place(pod, fit.Cluster([not_ready, cordoned], []))
+    assert chosen is None and fit.message(verdicts, 2) == (
         "0/2 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, "
         "1 node(s) were unschedulable. preemption: 0/2 nodes are available: 2 Preemption is not helpful for "
         "scheduling.")

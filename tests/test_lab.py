@@ -27,7 +27,9 @@ from netplane.lab.state import LabState
 from support import objects
 
 
-EVERY_LAB = on_labs(*SHARED_LABS)  # the paths work whatever the proxy mode, the CNI or the control plane
+# the paths work whatever the proxy mode, the CNI or the control plane (the three-node lab is for the
+# control plane's workloads and scheduling, its data plane the nftables lab's)
+EVERY_LAB = on_labs(*(name for name in SHARED_LABS if name != "three-nodes"))
 EVERY_CNI = on_labs("nftables", "iptables", "reference-cni")  # what a CNI plugin takes part in
 
 

@@ -71,6 +71,19 @@ def test_lab_round_trips_through_its_dict():
     assert model.parse({}).addons == ("dns",) and model.parse({"addons": []}).addons == ()
     domain = model.parse({"network": {"dnsDomain": "corp.internal"}})
     assert model.parse({}).network.dnsDomain == "cluster.local" and model.from_dict(domain.to_dict()) == domain
+    sized = model.parse({"nodes": [{"name": "a", "labels": {"zone": "z"}, "capacity": {"cpu": "1", "pods": "5"}}, "b"]})
+    assert sized.nodeCapacity == {"a": {"cpu": "1", "pods": "5"}} and model.from_dict(sized.to_dict()) == sized
+
+
+@pytest.mark.parametrize("capacity, field", [
+    ({"cpu": "x"}, "nodes[0].capacity.cpu"), ({"pods": "1.5"}, "nodes[0].capacity.pods"),
+    ({"memory": "10Mi"}, "nodes[0].capacity.memory"), ({"gpu": "1"}, "nodes[0].capacity.gpu"),
+    ("2", "nodes[0].capacity"),
+])
+def test_a_node_capacity_the_kubelet_could_not_report_is_refused(capacity, field):
+    with pytest.raises(model.LabError) as err:
+        model.parse({"nodes": [{"name": "a", "capacity": capacity}]})
+    assert err.value.field == field
 
 
 def test_plan_reads_as_ip_commands():

@@ -218,6 +218,9 @@ def pod_phase(restart_policy: str, statuses: list[dict], init_statuses: list[dic
     return "Running" if stopped else "Pending"
 
 
+KUBELET_CONDITIONS = ("PodReadyToStartContainers", "PodScheduled", "Initialized", "ContainersReady", "Ready")
+
+
 def pod_status(box: Sandbox, host_ip: str, restart_policy: str) -> dict:
     """The status a kubelet reports for a pod whose sandbox is up."""
     statuses = [c.status() for c in box.containers.values()]
@@ -930,8 +933,15 @@ class Kubelet:
             await self._teardown(box, grace)
             self.sandboxes.pop(box.uid, None)
         if pod is not None:
-            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                await self._write_status(pod, terminal_status(box, self.host_ip))
+            try:  # as it is now: conditions others wrote meanwhile (DisruptionTarget) are kept
+                current = await self.client.get("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+                current = None
+            if current is not None and current["metadata"]["uid"] == pod["metadata"]["uid"] and \
+                    (current.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                await self._write_status(current, terminal_status(box, self.host_ip))
             await self._finalize(pod)
 
     async def _finalize(self, pod: dict) -> None:
@@ -940,9 +950,9 @@ class Kubelet:
         await asyncio.to_thread(shutil.rmtree, self._pod_dir((meta["namespace"], meta["name"]), meta["uid"]), True)
         try:
             await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"],
-                                     grace_period_seconds=0)
+                                     grace_period_seconds=0, preconditions={"uid": pod["metadata"]["uid"]})
         except ApiError as err:
-            if err.code != 404:
+            if err.code not in (404, 409):  # gone, or a new pod of the name (a StatefulSet's) is not ours to delete
                 raise
 
     async def _teardown(self, box: Sandbox, grace: float) -> None:
@@ -968,6 +978,12 @@ class Kubelet:
         await self._write_status(pod, {"phase": "Pending", "conditions": conditions})
 
     async def _write_status(self, pod: dict, status: dict) -> None:
+        """Write the status the kubelet computed, keeping the conditions others own (DisruptionTarget)."""
+        mine = {c["type"] for c in status.get("conditions") or []}
+        others = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") not in mine
+                  and c.get("type") not in KUBELET_CONDITIONS]
+        if others:
+            status = {**status, "conditions": [*(status.get("conditions") or []), *others]}
         try:
             await write_status(self.client, "pods", pod, status, merge=False)
         except ApiError as err:  # deleted meanwhile: the next pass sees it

@@ -53,6 +53,7 @@ class JoinConfig:
     lease_seconds: int = 40
     resync_seconds: float = 30.0
     labels: dict[str, str] = field(default_factory=dict)
+    capacity: dict[str, str] = field(default_factory=dict)
     cluster_dns: tuple[str, ...] = (DEFAULT_CLUSTER_DNS,)
     cluster_domain: str = names.CLUSTER_DOMAIN
     resolv_conf: str = "/etc/resolv.conf"
@@ -147,7 +148,7 @@ async def run(cfg: JoinConfig) -> None:
         agent = NodeAgent(client, AgentConfig(
             node_name=cfg.node, netns=None, pod_netns_prefix=cfg.netns_prefix, state_dir=cfg.state_dir,
             cluster_cidr=cfg.cluster_cidr, lease_seconds=cfg.lease_seconds, resync_seconds=cfg.resync_seconds,
-            labels=cfg.labels, iface=cfg.iface, proxy_mode=cfg.proxy_mode, cni=cfg.cni, holder=holder,
+            labels=cfg.labels, capacity=cfg.capacity, iface=cfg.iface, proxy_mode=cfg.proxy_mode, cni=cfg.cni, holder=holder,
             cluster_dns=cfg.cluster_dns, cluster_domain=cfg.cluster_domain, resolv_conf=cfg.resolv_conf,
             images=cfg.images, client_ca=str(ca_file)))
         log.info("node %s joined %s as %s", cfg.node, conn.server, holder)

@@ -27,6 +27,7 @@ from netplane.api.informer import Informers
 from netplane.api.kubelets import KUBELET_PORT
 from netplane.api.loop import Reconciler
 from netplane.api import objects
+from netplane.api.quantity import parse as quantity
 from netplane.api.times import micro_time_text, time_text
 from netplane.cni.runtime import Runtime, conf_from_file, load_conf_dir, plugin_dir
 from netplane.kernel import links, netns
@@ -38,7 +39,6 @@ REFERENCE_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
 RENEW_RETRY = 0.2  # seconds before the first retry of a Lease renewal that failed
 DEFAULT_CLUSTER_DNS = "10.96.0.10"  # the 10th address of the default service CIDR, as kubeadm sets it
-MAX_PODS = 110  # the kubelet's default --max-pods
 CONF_NAME = "10-netplane.conflist"  # the node's CNI config, in its state directory (its /etc/cni/net.d)
 
 
@@ -52,6 +52,7 @@ class AgentConfig:
     lease_seconds: int = 40
     resync_seconds: float = 30.0  # how often the proxy and the overlay check the kernel against what they wrote
     labels: dict[str, str] = field(default_factory=dict)  # kubelet's --node-labels
+    capacity: dict[str, str] = field(default_factory=dict)  # cpu, memory, pods reported instead of the machine's
     iface: str = names.UNDERLAY_IF
     proxy_mode: str = "nftables"  # kube-proxy's --proxy-mode
     iptables_backend: str = "nft"  # with proxy_mode iptables: nft or legacy
@@ -119,8 +120,10 @@ def network_config(cni: str, pod_cidr: str, mtu: int, data_dir: Path) -> dict:
     return fill(conf_from_file(Path(cni)), {"podCIDR": pod_cidr, "dataDir": str(data_dir), "mtu": mtu})
 
 
-def node_object(name: str, ip: str, labels: dict[str, str], kubelet_port: int = KUBELET_PORT) -> dict:
-    machine = capacity()
+def node_object(name: str, ip: str, labels: dict[str, str], kubelet_port: int = KUBELET_PORT,
+                given: dict[str, str] | None = None) -> dict:
+    """The Node the kubelet registers: ``given`` capacity (cpu, memory, pods) in place of the machine's."""
+    machine = capacity() | (given or {})
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
@@ -161,13 +164,13 @@ def capacity() -> dict[str, str]:
     disk = os.statvfs("/")
     return {"cpu": str(os.cpu_count() or 1), "memory": f"{memory_kib}Ki",
             "ephemeral-storage": f"{disk.f_blocks * disk.f_frsize // 1024}Ki",
-            "hugepages-1Gi": "0", "hugepages-2Mi": "0", "pods": str(MAX_PODS)}
+            "hugepages-1Gi": "0", "hugepages-2Mi": "0", "pods": str(names.KUBELET_MAX_PODS)}
 
 
 def allocatable(found: dict[str, str]) -> dict[str, str]:
     """capacity less the kubelet's default hard eviction thresholds: memory.available<100Mi,
     nodefs.available<10%."""
-    memory = int(found["memory"].removesuffix("Ki")) - 100 * 1024
+    memory = (int(quantity(found["memory"])) - names.EVICTION_MEMORY) // 1024
     storage = int(found["ephemeral-storage"].removesuffix("Ki")) * 9 // 10
     return found | {"memory": f"{memory}Ki", "ephemeral-storage": f"{storage}Ki"}
 
@@ -225,7 +228,7 @@ class NodeAgent:
     async def register(self) -> None:
         try:
             await self.client.create("nodes", node_object(self.config.node_name, self.ip, self.config.labels,
-                                                          self.config.kubelet_port))
+                                                          self.config.kubelet_port, self.config.capacity))
         except ApiError as err:  # an existing Node is adopted
             if err.code != 409:
                 raise
@@ -326,6 +329,6 @@ class NodeAgent:
                 group.create_task(loop.run())
             group.create_task(self.heartbeat())
             if port is not None:
-                memory = int(capacity()["memory"].removesuffix("Ki")) * 1024
+                memory = int(quantity((capacity() | self.config.capacity)["memory"]))
                 summaries = stats.Stats(self.config.node_name, self.kubelet.cgroup_scope, memory, time_text())
                 group.create_task(KubeletServer(self.kubelet, summaries).serve(port, context))

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from netplane.api.quantity import parse as parse_quantity
 from netplane.names import CLUSTER_DOMAIN
 
 MAX_NAMESERVERS = 3  # the resolver's limit; the kubelet drops the rest
@@ -175,12 +176,10 @@ def field_value(pod: dict, path: str) -> str:
 
 def quantity(value: str) -> float:
     """A Kubernetes quantity (``128Mi``, ``500m``) as a number."""
-    units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-             "Ti": 2**40}
-    found = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value).strip())
-    if not found:
-        raise ConfigError(f"quantity {value!r} cannot be read")
-    return float(found[1]) * units.get(found[2], 1)
+    try:
+        return parse_quantity(value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def resource_value(container: dict, ref: dict, allocatable: Mapping[str, str]) -> str:

@@ -225,7 +225,21 @@ def _network_policy(spec: dict) -> None:
                     port.setdefault("protocol", "TCP")
 
 
-SPEC_DEFAULTS = {"Pod": pod_spec, "Deployment": _deployment, "ReplicaSet": _replicaset, "DaemonSet": _daemonset,
+def _pod(spec: dict) -> None:
+    """SetDefaults_Pod (a pod's, not a template's): a container's requests default to its limits."""
+    pod_spec(spec)
+    for key in ("initContainers", "containers"):
+        for c in _objects(spec.get(key)):
+            resources = c.get("resources")
+            limits = resources.get("limits") if isinstance(resources, dict) else None
+            if isinstance(limits, dict) and limits:
+                requests = _dict(resources, "requests")
+                if requests is not None:
+                    for name, value in limits.items():
+                        requests.setdefault(name, value)
+
+
+SPEC_DEFAULTS = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset, "DaemonSet": _daemonset,
                  "StatefulSet": _stateful_set, "Job": job_spec, "CronJob": _cron_job, "Service": _service,
                  "NetworkPolicy": _network_policy}
 
@@ -242,6 +256,8 @@ def apply(res: Resource, obj: dict) -> None:
             spec.setdefault("finalizers", ["kubernetes"])
     if res.kind == "Secret":
         obj["type"] = obj.get("type") or "Opaque"
+    if res.kind == "PriorityClass":
+        obj["preemptionPolicy"] = obj.get("preemptionPolicy") or "PreemptLowerPriority"
     if res.kind == "Job" and isinstance(meta, dict) and not meta.get("labels"):
         template_labels = (((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
         if isinstance(template_labels, dict) and template_labels:  # SetDefaults_Job: the template's labels

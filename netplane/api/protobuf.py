@@ -39,6 +39,19 @@ def _f(name: str, type_: str = "string", repeated: bool = False, keep_zero: bool
     return Field(name, type_, repeated, keep_zero)
 
 
+CONTAINER_FIELDS: Mapping[int, Field] = {
+    1: _f("name", keep_zero=True), 2: _f("image"), 3: _f("command", repeated=True), 4: _f("args", repeated=True),
+    5: _f("workingDir"), 6: _f("ports", "ContainerPort", True), 19: _f("envFrom", "EnvFromSource", True),
+    7: _f("env", "EnvVar", True), 8: _f("resources", "ResourceRequirements"),
+    23: _f("resizePolicy", "ContainerResizePolicy", True), 24: _f("restartPolicy", keep_zero=True),
+    9: _f("volumeMounts", "VolumeMount", True), 21: _f("volumeDevices", "VolumeDevice", True),
+    10: _f("livenessProbe", "Probe"), 11: _f("readinessProbe", "Probe"), 22: _f("startupProbe", "Probe"),
+    12: _f("lifecycle", "Lifecycle"), 13: _f("terminationMessagePath"), 20: _f("terminationMessagePolicy"),
+    14: _f("imagePullPolicy"), 15: _f("securityContext", "SecurityContext"), 16: _f("stdin", "bool"),
+    17: _f("stdinOnce", "bool"), 18: _f("tty", "bool"),
+}
+
+
 MESSAGES: Mapping[str, Mapping[int, Field]] = {
     "TypeMeta": {1: _f("apiVersion"), 2: _f("kind")},
     "Unknown": {1: _f("typeMeta", "TypeMeta"), 2: _f("raw", "bytes"), 3: _f("contentEncoding"), 4: _f("contentType")},
@@ -242,17 +255,7 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
         4: _f("namespace", keep_zero=True),
     },
     "ImageVolumeSource": {1: _f("reference"), 2: _f("pullPolicy")},
-    "Container": {
-        1: _f("name", keep_zero=True), 2: _f("image"), 3: _f("command", repeated=True), 4: _f("args", repeated=True),
-        5: _f("workingDir"), 6: _f("ports", "ContainerPort", True), 19: _f("envFrom", "EnvFromSource", True),
-        7: _f("env", "EnvVar", True), 8: _f("resources", "ResourceRequirements"),
-        23: _f("resizePolicy", "ContainerResizePolicy", True), 24: _f("restartPolicy", keep_zero=True),
-        9: _f("volumeMounts", "VolumeMount", True), 21: _f("volumeDevices", "VolumeDevice", True),
-        10: _f("livenessProbe", "Probe"), 11: _f("readinessProbe", "Probe"), 22: _f("startupProbe", "Probe"),
-        12: _f("lifecycle", "Lifecycle"), 13: _f("terminationMessagePath"), 20: _f("terminationMessagePolicy"),
-        14: _f("imagePullPolicy"), 15: _f("securityContext", "SecurityContext"), 16: _f("stdin", "bool"),
-        17: _f("stdinOnce", "bool"), 18: _f("tty", "bool"),
-    },
+    "Container": CONTAINER_FIELDS,
     "ContainerPort": {
         1: _f("name"), 2: _f("hostPort", "int"), 3: _f("containerPort", "int", keep_zero=True), 4: _f("protocol"),
         5: _f("hostIP"),
@@ -324,17 +327,7 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
     "SeccompProfile": {1: _f("type", keep_zero=True), 2: _f("localhostProfile", keep_zero=True)},
     "AppArmorProfile": {1: _f("type", keep_zero=True), 2: _f("localhostProfile", keep_zero=True)},
     "EphemeralContainer": {1: _f("", "EphemeralContainerCommon"), 2: _f("targetContainerName")},
-    "EphemeralContainerCommon": {
-        1: _f("name", keep_zero=True), 2: _f("image"), 3: _f("command", repeated=True), 4: _f("args", repeated=True),
-        5: _f("workingDir"), 6: _f("ports", "ContainerPort", True), 19: _f("envFrom", "EnvFromSource", True),
-        7: _f("env", "EnvVar", True), 8: _f("resources", "ResourceRequirements"),
-        23: _f("resizePolicy", "ContainerResizePolicy", True), 24: _f("restartPolicy", keep_zero=True),
-        9: _f("volumeMounts", "VolumeMount", True), 21: _f("volumeDevices", "VolumeDevice", True),
-        10: _f("livenessProbe", "Probe"), 11: _f("readinessProbe", "Probe"), 22: _f("startupProbe", "Probe"),
-        12: _f("lifecycle", "Lifecycle"), 13: _f("terminationMessagePath"), 20: _f("terminationMessagePolicy"),
-        14: _f("imagePullPolicy"), 15: _f("securityContext", "SecurityContext"), 16: _f("stdin", "bool"),
-        17: _f("stdinOnce", "bool"), 18: _f("tty", "bool"),
-    },
+    "EphemeralContainerCommon": CONTAINER_FIELDS,  # the same fields and numbers as a Container's
     "PodSecurityContext": {
         1: _f("seLinuxOptions", "SELinuxOptions"), 8: _f("windowsOptions", "WindowsSecurityContextOptions"),
         2: _f("runAsUser", "int", keep_zero=True), 6: _f("runAsGroup", "int", keep_zero=True),
@@ -567,6 +560,20 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
                       3: _f("orphanDependents", "bool", keep_zero=True), 4: _f("propagationPolicy"),
                       5: _f("dryRun", repeated=True)},
     "Preconditions": {1: _f("uid"), 2: _f("resourceVersion")},
+    "PodDisruptionBudget": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "PodDisruptionBudgetSpec"),
+                            3: _f("status", "PodDisruptionBudgetStatus")},
+    "PodDisruptionBudgetSpec": {1: _f("minAvailable", "intstr"), 2: _f("selector", "LabelSelector"),
+                                3: _f("maxUnavailable", "intstr"), 4: _f("unhealthyPodEvictionPolicy", keep_zero=True)},
+    "PodDisruptionBudgetStatus": {
+        1: _f("observedGeneration", "int"), 2: _f("disruptedPods", "map:time"), 3: _f("disruptionsAllowed", "int"),
+        4: _f("currentHealthy", "int"), 5: _f("desiredHealthy", "int"), 6: _f("expectedPods", "int"),
+        7: _f("conditions", "Condition", True),
+    },
+    "Condition": {1: _f("type"), 2: _f("status"), 3: _f("observedGeneration", "int"),
+                  4: _f("lastTransitionTime", "time"), 5: _f("reason"), 6: _f("message")},
+    # scheduling.k8s.io/v1: kubectl create priorityclass
+    "PriorityClass": {1: _f("metadata", "ObjectMeta"), 2: _f("value", "int"), 3: _f("globalDefault", "bool"),
+                      4: _f("description"), 5: _f("preemptionPolicy", keep_zero=True)},
     # authentication/v1: kubectl create token
     "TokenRequest": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "TokenRequestSpec"),
                      3: _f("status", "TokenRequestStatus")},
@@ -581,12 +588,15 @@ MESSAGES: Mapping[str, Mapping[int, Field]] = {
     "MapEntry:string": {1: _f("key"), 2: _f("value")},
     "MapEntry:quantity": {1: _f("key"), 2: _f("value", "quantity")},
     "MapEntry:base64": {1: _f("key"), 2: _f("value", "base64")},
+    "MapEntry:time": {1: _f("key"), 2: _f("value", "time")},
 }
 ROOTS = {("v1", "Namespace"): "Namespace", ("v1", "Service"): "Service", ("v1", "ConfigMap"): "ConfigMap",
          ("v1", "Secret"): "Secret", ("v1", "ServiceAccount"): "ServiceAccount",
          ("apps/v1", "Deployment"): "Deployment", ("apps/v1", "StatefulSet"): "StatefulSet",
          ("apps/v1", "DaemonSet"): "DaemonSet", ("apps/v1", "ReplicaSet"): "ReplicaSet",
          ("batch/v1", "Job"): "Job", ("batch/v1", "CronJob"): "CronJob", ("policy/v1", "Eviction"): "Eviction",
+         ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
+         ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
          ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest"}
 
 

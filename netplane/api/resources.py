@@ -59,6 +59,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("batch", "v1", "CronJob", "cronjobs", True, ("cj",), True),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, (), False),
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",), False),
+    Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), True),
+    Resource("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ("pc",), False),
 )
 
 _BY_PLURAL = {r.plural: r for r in RESOURCES}

@@ -228,6 +228,12 @@ KINDS: Mapping[str, Node] = MappingProxyType({
         holderIdentity=STR, leaseDurationSeconds=INT, acquireTime=TIME, renewTime=TIME, leaseTransitions=INT,
         strategy=STR, preferredHolder=STR,
     )),
+    "PodDisruptionBudget": _kind(
+        spec=obj(minAvailable=INT_OR_STR, maxUnavailable=INT_OR_STR, selector=LABEL_SELECTOR,
+                 unhealthyPodEvictionPolicy=STR),
+        status=open_obj(conditions=CONDITIONS, disruptedPods=Node("map", item=TIME)),
+    ),
+    "PriorityClass": _kind(value=INT, globalDefault=BOOL, description=STR, preemptionPolicy=STR),
     "Scale": _kind(spec=obj(replicas=INT), status=obj(replicas=INT, selector=STR)),
     "NetworkPolicy": _kind(spec=obj(
         podSelector=LABEL_SELECTOR, policyTypes=STR_LIST,

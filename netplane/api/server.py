@@ -21,8 +21,8 @@ import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import (auth, codec, health, kubelets, writes, metrics, openapi, openapi_pb, paging, patch, podexec,
-                          podlog, protobuf, proxy, schema, serviceaccounts, tables, views)
+from netplane.api import (auth, codec, eviction, health, kubelets, writes, metrics, openapi, openapi_pb, paging, patch,
+                          podexec, podlog, protobuf, proxy, schema, serviceaccounts, tables, views)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.kubelets import Kubelets
 from netplane.api.writes import DeleteOptions
@@ -738,14 +738,14 @@ class _Handlers:
 
     async def evict(self, request: web.Request) -> web.Response:
         """pods/NAME/eviction (kubectl drain): a policy/v1 Eviction deletes the pod with its
-        deleteOptions; no PodDisruptionBudget is served, so none refuses it. 201 Success, as upstream."""
+        deleteOptions, unless its PodDisruptionBudget refuses (eviction.py). 201 Success, as upstream."""
         namespace, name = self._where(request)
-        eviction = await _body(request, namespace, name)
-        if (eviction.get("apiVersion"), eviction.get("kind")) not in (("policy/v1", "Eviction"), (None, None)):
-            raise bad_request(f"the body must be a policy/v1 Eviction, not {eviction.get('apiVersion')} "
-                              f"{eviction.get('kind')}")
-        options = DeleteOptions.parse(eviction.get("deleteOptions") or None, request.query)
-        request.app[STORE].delete("pods", namespace, name, options, dry_run=_dry_run(request.query) or options.dry_run)
+        body = await _body(request, namespace, name)
+        if (body.get("apiVersion"), body.get("kind")) not in (("policy/v1", "Eviction"), (None, None)):
+            raise bad_request(f"the body must be a policy/v1 Eviction, not {body.get('apiVersion')} "
+                              f"{body.get('kind')}")
+        options = DeleteOptions.parse(body.get("deleteOptions") or None, request.query)
+        eviction.evict(request.app[STORE], namespace, name, options, _dry_run(request.query) or options.dry_run)
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201},
                      status=201)
 

@@ -121,6 +121,7 @@ class Store:
             if self._load(plural, ns, meta["name"]) is not None:
                 raise already_exists(plural, meta["name"], res.group)
             writes.prepare_create(res, obj, _now())
+            validation.generated_selector(res, obj)
             obj = self._admitted("create", plural, obj, None)
             self._track(res, None, obj, manager, None)
             if dry_run:

@@ -18,9 +18,10 @@ from typing import Any
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from netplane.api import cron
+from netplane.api import cron, quantity
 from netplane.api.errors import ApiError
 from netplane.api.objects import matches
+from netplane.api.priority import HIGHEST_USER_PRIORITY, SYSTEM_CLASSES
 from netplane.api.resources import Resource
 
 ANNOTATIONS_MAX_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
@@ -332,6 +333,32 @@ def _containers(field: str, containers: Any, volumes: set[str], seen: set[str], 
                     for key in ("lifecycle", "livenessProbe", "readinessProbe", "startupProbe") if key in c]
         out += _container_ports(f"{at}.ports", c.get("ports") or [])
         out += _volume_mounts(f"{at}.volumeMounts", c.get("volumeMounts") or [], volumes)
+        out += _resources(f"{at}.resources", c.get("resources"))
+    return out
+
+
+QUANTITY_RULE = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+
+
+def _resources(field: str, resources: Any) -> list[Problem]:
+    """Requests and limits: quantities, not negative, a request no more than its limit."""
+    if not isinstance(resources, dict):
+        return []
+    out, read = [], {}
+    for kind in ("limits", "requests"):
+        for name, value in (resources.get(kind) or {}).items() if isinstance(resources.get(kind), dict) else ():
+            try:
+                read[kind, name] = quantity.parse(value)
+            except ValueError:
+                out.append(invalid(f"{field}.{kind}[{name}]", value, QUANTITY_RULE))
+                continue
+            if read[kind, name] < 0:
+                out.append(invalid(f"{field}.{kind}[{name}]", value, "must be greater than or equal to 0"))
+    for (kind, name), value in read.items():
+        limit = read.get(("limits", name))
+        if kind == "requests" and limit is not None and value > limit:
+            out.append(invalid(f"{field}.requests", resources["requests"][name],
+                               f"must be less than or equal to {name} limit of {resources['limits'][name]}"))
     return out
 
 
@@ -646,6 +673,8 @@ JOB_RESTART_POLICIES = ("OnFailure", "Never")
 FAILURE_ACTIONS = ("Count", "FailIndex", "FailJob", "Ignore")
 CRON_JOB_NAME_MAX = 52  # a CronJob's Jobs add 11 characters (-<minutes since the epoch>)
 MAX_INDEXED_PARALLELISM = 100000
+JOB_NOT_IMPLEMENTED = (("backoffLimitPerIndex", "per-index back-off limits"),
+                       ("maxFailedIndexes", "per-index back-off limits"), ("successPolicy", "success policies"))
 
 
 def _not_negative(field: str, value: Any) -> list[Problem]:
@@ -726,6 +755,8 @@ def _job_spec(at: str, spec: dict, name: str) -> list[Problem]:
     else:
         out += [invalid(f"{at}.{key}", spec[key], "requires indexed completion mode")
                 for key in ("backoffLimitPerIndex", "maxFailedIndexes") if spec.get(key) is not None]
+    out += [Problem(f"{at}.{key}", "Forbidden", detail=f"netplane's Job controller does not implement {what} yet")
+            for key, what in JOB_NOT_IMPLEMENTED if spec.get(key) is not None]
     template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
     template_spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
     restart = template_spec.get("restartPolicy") or "Always"
@@ -762,6 +793,19 @@ def _job(obj: dict, old: dict | None) -> list[Problem]:
     if old is not None:
         out += _job_update(spec, old.get("spec") or {}, old.get("status") or {})
     return out
+
+
+def generated_selector(res: Resource, obj: dict) -> None:
+    """ValidateGeneratedSelector, once the Job's selector is made: it and the template pick the Job's uid."""
+    spec = obj.get("spec") or {}
+    if res.kind != "Job" or spec.get("manualSelector") is True:
+        return
+    uid, key = obj["metadata"]["uid"], "batch.kubernetes.io/controller-uid"
+    selector = spec.get("selector") or {}
+    if (selector.get("matchLabels") or {}).get(key) != uid or \
+            ((spec.get("template") or {}).get("metadata") or {}).get("labels", {}).get(key) != uid:
+        raise error(res, obj["metadata"].get("name", ""),
+                    [invalid("spec.selector", selector, "`selector` not auto-generated")])
 
 
 JOB_IMMUTABLE = ("selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy", "successPolicy")
@@ -828,6 +872,53 @@ def _cron_job(obj: dict, old: dict | None) -> list[Problem]:
     return out + _job_spec(at, job_spec, "")
 
 
+# -- PodDisruptionBudgets (policy/validation)
+
+PERCENT = re.compile(r"[0-9]+%")
+
+
+def _int_or_percent(field: str, value: Any) -> list[Problem]:
+    """ValidatePositiveIntOrPercent and IsNotMoreThan100Percent."""
+    if isinstance(value, str):
+        if not PERCENT.fullmatch(value):
+            return [invalid(field, value, "a valid percent string must be a numeric string followed by an ending "
+                                          "'%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")]
+        return [invalid(field, value, "must not be greater than 100%")] if int(value[:-1]) > 100 else []
+    return _not_negative(field, value)
+
+
+def _disruption_budget(spec: dict) -> list[Problem]:
+    out = []
+    if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
+        out.append(invalid("spec", Go("policy.PodDisruptionBudgetSpec{...}"),
+                           "minAvailable and maxUnavailable cannot be both set"))
+    for key in ("minAvailable", "maxUnavailable"):
+        if spec.get(key) is not None:
+            out += _int_or_percent(f"spec.{key}", spec[key])
+    out += label_selector("spec.selector", spec.get("selector"))
+    if spec.get("unhealthyPodEvictionPolicy") is not None:
+        out += _unsupported("spec.unhealthyPodEvictionPolicy", spec["unhealthyPodEvictionPolicy"],
+                            ("AlwaysAllow", "IfHealthyBudget"))
+    return out
+
+
+def _priority_class(obj: dict, old: dict | None) -> list[Problem]:
+    name, value = obj["metadata"].get("name", ""), obj.get("value")
+    out = []
+    if not isinstance(value, int) or isinstance(value, bool):
+        out.append(required("value"))
+    if name.startswith("system-") and SYSTEM_CLASSES.get(name) != value:
+        out.append(invalid("metadata.name", name, "priority class names with 'system-' prefix are reserved"))
+    elif isinstance(value, int) and value > HIGHEST_USER_PRIORITY and name not in SYSTEM_CLASSES:
+        out.append(Problem("value", "Forbidden", detail="maximum allowed value of a user defined priority is "
+                                                        f"{HIGHEST_USER_PRIORITY}"))
+    out += _unsupported("preemptionPolicy", obj.get("preemptionPolicy") or "PreemptLowerPriority",
+                        ("Never", "PreemptLowerPriority"))
+    if old is not None and value != old.get("value"):
+        out.append(Problem("value", "Forbidden", detail="may not be changed in an update."))
+    return out
+
+
 def _immutable_data(res: Resource, obj: dict, old: dict) -> list[Problem]:
     """What an update of a ConfigMap or Secret may not change."""
     detail = "field is immutable when `immutable` is set"
@@ -863,6 +954,10 @@ def problems(res: Resource, obj: dict, old: dict | None = None) -> list[Problem]
         out += _job(obj, old)
     elif res.kind == "CronJob":
         out += _cron_job(obj, old)
+    elif res.kind == "PodDisruptionBudget":
+        out += _disruption_budget(spec)
+    elif res.kind == "PriorityClass":
+        out += _priority_class(obj, old)
     if res.kind == "StatefulSet":
         out += _stateful_set(spec)
         if old is not None:

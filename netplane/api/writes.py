@@ -68,20 +68,22 @@ JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 def _job_selector(job: dict) -> None:
     """What the Job strategy does on create unless ``manualSelector``: the pod template is labelled
-    with the Job's name and uid (the new keys and the legacy ones), and the selector picks the uid."""
+    with the Job's name and uid (the new keys and the legacy ones), and the selector picks the uid
+    (validation.generated_selector checks that a selector the client gave does not pick another)."""
     spec = job.get("spec")
     if not isinstance(spec, dict) or spec.get("manualSelector") is True:
         return
-    template = spec.setdefault("template", {})
-    labels = template.setdefault("metadata", {}).setdefault("labels", {})
-    meta = job["metadata"]
+    template = spec["template"] = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    meta = template["metadata"] = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
+    labels = meta["labels"] = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    uid, name = job["metadata"]["uid"], job["metadata"].get("name", "")
     for key in JOB_NAME_LABELS:
-        labels.setdefault(key, meta.get("name", ""))
+        labels.setdefault(key, name)
     for key in JOB_UID_LABELS:
-        labels.setdefault(key, meta["uid"])
+        labels.setdefault(key, uid)
     selector = spec.get("selector") if isinstance(spec.get("selector"), dict) else {}
-    match = selector.setdefault("matchLabels", {})
-    match.setdefault(JOB_UID_LABELS[0], meta["uid"])
+    match = selector["matchLabels"] = selector.get("matchLabels") or {}
+    match.setdefault(JOB_UID_LABELS[0], uid)
     spec["selector"] = selector
 
 

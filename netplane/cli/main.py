@@ -647,11 +647,14 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
               help="The node's resolv.conf, for pods with dnsPolicy Default (kubelet's --resolv-conf).")
 @click.option("--image-catalog", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A JSON file of images beyond the built-in catalog, as a lab file's `images:`.")
+@click.option("--node-labels", default="", metavar="KEY=VALUE[,...]", help="Labels the Node registers with.")
+@click.option("--capacity", default="", metavar="cpu=N,memory=Q,pods=N",
+              help="What the Node reports as its capacity instead of the machine's.")
 @friendly
 def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, node: str, iface: str,
           state_dir: Path | None, cluster_cidr: str, proxy_mode: str, cni: str, netns_prefix: str,
           resync_seconds: int, cluster_dns: str, cluster_domain: str, resolv_conf: str,
-          image_catalog: Path | None) -> None:
+          image_catalog: Path | None, node_labels: str, capacity: str) -> None:
     """Run this host's node agent (kubelet via CNI, overlay, proxy) against a `netplane server`."""
     from netplane.agent import main as node_agent
     if not kubeconfig and not (server_url and token):
@@ -661,7 +664,8 @@ def agent(server_url: str | None, token: str | None, kubeconfig: Path | None, no
         node, (state_dir or Path("/var/lib/netplane/agent") / node).resolve(), server_url, token, kubeconfig,
         iface, cluster_cidr, netns_prefix, proxy_mode, cni, resync_seconds=resync_seconds,
         cluster_dns=(cluster_dns,), cluster_domain=cluster_domain, resolv_conf=resolv_conf,
-        images=model.parse({"images": json.loads(image_catalog.read_text())}).images if image_catalog else {})
+        images=model.parse({"images": json.loads(image_catalog.read_text())}).images if image_catalog else {},
+        labels=_pairs(node_labels, "--node-labels"), capacity=_pairs(capacity, "--capacity"))
     try:
         asyncio.run(node_agent.run(config))
     except node_agent.NodeTaken as err:
@@ -687,6 +691,17 @@ def token_create(ctx: click.Context, state_dir: Path | None, ttl: str) -> None:
     dirs = [state_dir] if state_dir else replicas or [Path("/var/lib/netplane/server")]
     created = control_plane.create_token(dirs, _duration(ttl) or None, "netplane token create")
     click.echo(control_plane.join_command(dirs, created))
+
+
+def _pairs(text: str, option: str) -> dict[str, str]:
+    """``a=1,b=2`` as a mapping."""
+    found = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: give KEY=VALUE pairs separated by commas", param_hint=option)
+        found[key] = value
+    return found
 
 
 def _duration(text: str) -> float:

@@ -9,6 +9,7 @@ succeeded.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,11 +21,13 @@ from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.api.times import parse_time, time_text
 from netplane.controllers.job import finished_condition
-from netplane.controllers.workloads import Written, controller_ref, owned_by
+from netplane.controllers.workloads import Written, controller_ref
 
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 MISSED_LIMIT = 100  # more missed start times than this is worth a warning
 REQUEUE_MARGIN = 0.1  # seconds after the scheduled time
+RETRY_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -163,15 +166,26 @@ class CronJobController:
         jobs = list(self.jobs.cache.values())
         cronjobs = list(self.cronjobs.cache.values())
         self.written.keep_only({c["metadata"]["uid"] for c in cronjobs})
+        by_owner: dict[str, list[dict]] = {}
+        for job in jobs:
+            ref = next((r for r in job["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+            if ref is not None and ref.get("kind") == "CronJob":
+                by_owner.setdefault(ref.get("uid"), []).append(job)
         for cached in cronjobs:
             cronjob = self.written.newest(cached)
-            mine = [j for j in jobs if owned_by(j, cronjob)]
-            status = await self._track(cronjob, mine)
-            if "deletionTimestamp" not in cronjob["metadata"] and not cronjob["spec"].get("suspend"):
-                await self._start_due(cronjob, status, mine)
-            cronjob = self.written.remember(await write_status(self.client, "cronjobs", cronjob, status, merge=False),
-                                            cronjob)
-            await self._clean_history(cronjob, mine)
+            try:
+                await self._sync(cronjob, by_owner.get(cronjob["metadata"]["uid"], []))
+            except ApiError as err:  # this CronJob's trouble is not the others': it is tried again later
+                log.warning("cronjob %s/%s: %s", cronjob["metadata"]["namespace"], cronjob["metadata"]["name"], err)
+                self.loop.wake_in(RETRY_SECONDS)
+
+    async def _sync(self, cronjob: dict, mine: list[dict]) -> None:
+        status = await self._track(cronjob, mine)
+        if "deletionTimestamp" not in cronjob["metadata"] and not cronjob["spec"].get("suspend"):
+            await self._start_due(cronjob, status, mine)
+        cronjob = self.written.remember(await write_status(self.client, "cronjobs", cronjob, status, merge=False),
+                                        cronjob)
+        await self._clean_history(cronjob, mine)
 
     async def _track(self, cronjob: dict, jobs: list[dict]) -> dict:
         """The status with the active list brought up to date, and the last success."""

@@ -11,6 +11,7 @@ controller. ``plan`` decides everything from the Job, its pods and the time; the
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -19,7 +20,7 @@ from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import ready, write_status
 from netplane.api.times import parse_time, time_text
-from netplane.controllers.workloads import (Expectations, Written, deletion_order, make_and_remove, owned_by,
+from netplane.controllers.workloads import (Expectations, Written, deletion_order, make_and_remove,
                                             pod_from_template)
 
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
@@ -28,6 +29,9 @@ INDEX_ENV = "JOB_COMPLETION_INDEX"
 BACKOFF_BASE = timedelta(seconds=10)  # DefaultJobPodFailureBackOff
 BACKOFF_MAX = timedelta(minutes=10)  # MaxJobPodFailureBackOff
 FINISHED = ("Complete", "Failed")
+MANAGER = "kubernetes.io/job-controller"  # spec.managedBy of the Jobs this controller runs
+RETRY_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class Outcome:
 @dataclass
 class Plan:
     create: list[int | None] = field(default_factory=list)  # the indexes of new pods (None: NonIndexed)
-    delete: list[dict] = field(default_factory=list)
+    delete: list[dict] = field(default_factory=list)  # stopped because the Job has its outcome: they count
+    release: list[dict] = field(default_factory=list)  # stopped but no failures (suspended, surplus, duplicates)
     status: dict = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     wake: float | None = None  # seconds until a back-off or a deadline is due
@@ -86,10 +91,18 @@ def _running(pod: dict) -> bool:
 
 
 def _finish_time(pod: dict, now: datetime) -> datetime:
-    ends = [s["state"]["terminated"].get("finishedAt") for s in (pod.get("status") or {}).get("containerStatuses") or []
-            if (s.get("state") or {}).get("terminated")]
+    """When a pod finished, as upstream's back-off reads it: its containers' last finishedAt, else
+    when it stopped being Ready, else its deletion, else its creation."""
+    status = pod.get("status") or {}
+    ends = [(s.get("state") or {}).get("terminated", {}).get("finishedAt")
+            for s in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])]
     ends = [parse_time(e) for e in ends if e]
-    return max(ends) if ends else now
+    if ends:
+        return max(ends)
+    unready = next((c.get("lastTransitionTime") for c in status.get("conditions") or []
+                    if c.get("type") == "Ready" and c.get("status") == "False" and c.get("lastTransitionTime")), None)
+    stamp = unready or pod["metadata"].get("deletionTimestamp") or pod["metadata"].get("creationTimestamp")
+    return parse_time(stamp) if stamp else now
 
 
 def parse_indexes(text: str) -> set[int]:
@@ -97,7 +110,8 @@ def parse_indexes(text: str) -> set[int]:
     found: set[int] = set()
     for part in filter(None, (text or "").split(",")):
         low, _, high = part.partition("-")
-        found |= set(range(int(low), int(high or low) + 1))
+        if low.isdigit() and (high.isdigit() or not high):  # anything else is not an index a pod had
+            found |= set(range(int(low), int(high or low) + 1))
     return found
 
 
@@ -117,7 +131,7 @@ def format_indexes(indexes: set[int]) -> str:
 def _exit_codes_match(pod: dict, requirement: dict) -> tuple[str, int] | None:
     """The first container (and its exit code) that ended with a non-zero code the requirement lists."""
     status = pod.get("status") or {}
-    for s in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+    for s in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
         ended = (s.get("state") or {}).get("terminated")
         if not ended or not ended.get("exitCode"):
             continue
@@ -228,7 +242,7 @@ def plan(job: dict, pods: list[dict], now: datetime) -> Plan:
     indexes = parse_indexes(status.get("completedIndexes", ""))
     ended = finished_condition(job)
     if ended is None and spec.get("suspend"):
-        out.delete = live
+        out.release = live
         if not condition(job, "Suspended"):
             conditions = _set_condition(conditions, _condition("Suspended", "JobSuspended", "Job suspended", now))
             out.events.append((NORMAL, "Suspended", "Job suspended"))
@@ -262,6 +276,10 @@ def plan(job: dict, pods: list[dict], now: datetime) -> Plan:
                 out.events.append((WARNING, target["reason"], target["message"]))
     elif ended is None:
         _more_pods(job, live, terminating, succeeded, indexes, pods, now, out)
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline is not None:  # look again when it is over
+            left = (start + timedelta(seconds=deadline) - now).total_seconds()
+            out.wake = left if out.wake is None else min(out.wake, left)
     _report(status, conditions, live, terminating, out, spec)
     return out
 
@@ -273,16 +291,23 @@ def _more_pods(job: dict, live: list[dict], terminating: list[dict], succeeded: 
     parallelism, completions = int(spec.get("parallelism", 1)), spec.get("completions")
     busy = len(live) + (len(terminating) if spec.get("podReplacementPolicy") == "Failed" else 0)
     if spec.get("completionMode") == "Indexed":
-        running = {index_of(p) for p in live}
+        running: dict[int | None, dict] = {}
+        for pod in live:  # one pod per index; a second one, or one outside the range, goes
+            index = index_of(pod)
+            if index is None or index >= int(completions) or index in running or index in indexes:
+                out.release.append(pod)
+            else:
+                running[index] = pod
         missing = [i for i in range(int(completions)) if i not in indexes and i not in running]
-        room = max(0, min(parallelism, len(missing) + len(live)) - busy)
+        busy -= len(out.release)
+        room = max(0, min(parallelism, len(missing) + len(running)) - busy)
         wanted: list[int | None] = list(missing[:room])
     else:
         want = parallelism if completions is None else min(parallelism, int(completions) - succeeded)
-        if completions is None and succeeded > 0:
-            want = 0
+        if completions is None and succeeded > 0:  # a work queue with one success: the rest finish, none start
+            want = len(live)
         if len(live) > max(want, 0):
-            out.delete = deletion_order(live)[:len(live) - max(want, 0)]
+            out.release = deletion_order(live)[:len(live) - max(want, 0)]
         wanted = [None] * max(0, want - busy)
     if not wanted:
         return
@@ -306,10 +331,10 @@ def _backoff_due(job: dict, pods: list[dict], now: datetime) -> datetime:
 def _report(status: dict, conditions: list[dict], live: list[dict], terminating: list[dict], out: Plan,
             spec: dict) -> None:
     """The status's pod counts and conditions (the counts of finished pods are the accounting's)."""
-    deleting = {p["metadata"]["uid"] for p in out.delete}
+    deleting = {p["metadata"]["uid"] for p in [*out.delete, *out.release]}
     status["active"] = len([p for p in live if p["metadata"]["uid"] not in deleting]) + len(out.create)
     status["ready"] = sum(ready(p) for p in live if p["metadata"]["uid"] not in deleting)
-    status["terminating"] = len(terminating) + len(out.delete)
+    status["terminating"] = len(terminating) + len(deleting)
     status.setdefault("uncountedTerminatedPods", {})
     if conditions:
         status["conditions"] = conditions
@@ -353,54 +378,66 @@ class JobController:
         self.events = Recorder(client, "job-controller")
         self.expectations = Expectations()
         self.written = Written()
+        self.released: set[str] = set()  # pods counted and released whose finalizer the cache still shows
         jobs.add_handler(self.loop.trigger)
         pods.add_handler(self.loop.trigger)
 
     async def reconcile(self) -> None:
-        pods = list(self.pods.cache.values())
-        jobs = list(self.jobs.cache.values())
-        uids = {j["metadata"]["uid"] for j in jobs}
-        for pod in pods:  # a pod whose Job is gone keeps no finalizer of the Job's
-            owner = next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")
-                          and r.get("kind") == "Job"), None)
-            if owner and owner not in uids and (not _running(pod) or "deletionTimestamp" in pod["metadata"]):
-                await self._release(pod)
-        self.written.keep_only(uids)
-        for job in jobs:
-            job = self.written.newest(job)
-            if not self.expectations.satisfied(job["metadata"]["uid"], self.pods.cache):
-                continue
-            mine = [p for p in pods if owned_by(p, job)]
-            job = await self._account(job, mine)
-            if "deletionTimestamp" in job["metadata"]:
-                continue
-            now = _now()
-            ended = finished_condition(job)
-            if ended is not None:
-                await self._expire(job, ended, now)
-                continue
-            p = plan(job, mine, now)
-            removed = [d for d in p.delete if "deletionTimestamp" not in d["metadata"]]
-            if job["spec"].get("suspend"):  # a suspended Job's pods are not failures: released before they go
-                for pod in removed:
+        jobs = {j["metadata"]["uid"]: j for j in self.jobs.cache.values()}
+        by_job: dict[str | None, list[dict]] = {}
+        tracked_uids = set()
+        for pod in self.pods.cache.values():
+            if TRACKING_FINALIZER in (pod["metadata"].get("finalizers") or []):
+                tracked_uids.add(pod["metadata"]["uid"])
+            by_job.setdefault(_job_of(pod), []).append(pod)
+        self.released &= tracked_uids
+        for owner, pods in by_job.items():  # a pod whose Job is gone keeps no finalizer of the Job's
+            if owner not in jobs:
+                for pod in pods:
                     await self._release(pod)
-            created = await make_and_remove(self.client, self.events, job, [new_pod(job, i) for i in p.create],
-                                            removed)
-            self.expectations.expect(job["metadata"]["uid"], created, removed)
-            for type_, reason, message in p.events:
-                self.events.record(job, type_, reason, message)
-            await self._write(job, p.status)
-            if p.wake is not None:
-                self.loop.wake_in(p.wake)
-            deadline = job["spec"].get("activeDeadlineSeconds")
-            if deadline is not None and p.status.get("startTime"):
-                self.loop.wake_in((parse_time(p.status["startTime"]) + timedelta(seconds=deadline) - now)
-                                  .total_seconds())
+        self.written.keep_only(set(jobs))
+        for uid, cached in jobs.items():
+            job = self.written.newest(cached)
+            if (job["spec"].get("managedBy") or MANAGER) != MANAGER:
+                continue  # another controller's Job
+            if not self.expectations.satisfied(uid, self.pods.cache):
+                continue
+            try:
+                await self._sync(job, by_job.get(uid, []))
+            except ApiError as err:  # this Job's trouble is not the others': it is tried again later
+                log.warning("job %s/%s: %s", job["metadata"]["namespace"], job["metadata"]["name"], err)
+                self.loop.wake_in(RETRY_SECONDS)
+
+    async def _sync(self, job: dict, pods: list[dict]) -> None:
+        job = await self._account(job, pods)
+        if "deletionTimestamp" in job["metadata"]:
+            return
+        now = _now()
+        ended = finished_condition(job)
+        if ended is not None:
+            await self._expire(job, ended, now)
+            return
+        p = plan(job, pods, now)
+        for pod in p.release:  # not failures (suspended, surplus): released before they go
+            await self._release(pod)
+        removed = [d for d in [*p.release, *p.delete] if "deletionTimestamp" not in d["metadata"]]
+        created = await make_and_remove(self.client, self.events, job, [new_pod(job, i) for i in p.create], removed)
+        self.expectations.expect(job["metadata"]["uid"], created, removed)
+        for type_, reason, message in p.events:
+            self.events.record(job, type_, reason, message)
+        await self._write(job, p.status)
+        if p.wake is not None:
+            self.loop.wake_in(p.wake)
 
     async def _account(self, job: dict, pods: list[dict]) -> dict:
-        """Count the Job's newly finished pods (through uncountedTerminatedPods) and release them."""
+        """Count the Job's newly finished pods (through uncountedTerminatedPods) and release them;
+        a finished Job's are only released."""
         tracked = [p for p in pods if TRACKING_FINALIZER in (p["metadata"].get("finalizers") or [])
-                   and pod_finished(p, job)]
+                   and p["metadata"]["uid"] not in self.released and pod_finished(p, job)]
+        if finished_condition(job) is not None:
+            for pod in tracked:
+                await self._release(pod)
+            return job
         if not tracked and not _uncounted(job):
             return job
         status = copy.deepcopy(job.get("status") or {})
@@ -437,13 +474,18 @@ class JobController:
         return self.written.remember(await write_status(self.client, "jobs", job, status, merge=False), job)
 
     async def _release(self, pod: dict) -> None:
-        kept = [f for f in pod["metadata"].get("finalizers") or [] if f != TRACKING_FINALIZER]
+        """Take the tracking finalizer off (only it: others' finalizers stay)."""
+        if TRACKING_FINALIZER not in (pod["metadata"].get("finalizers") or []) or \
+                pod["metadata"]["uid"] in self.released:
+            return
         try:
-            await self.client.patch("pods", pod["metadata"]["name"], {"metadata": {"finalizers": kept or None}},
-                                    pod["metadata"]["namespace"])
+            await self.client.patch("pods", pod["metadata"]["name"],
+                                    {"metadata": {"$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER]}},
+                                    pod["metadata"]["namespace"], patch_type="strategic")
         except ApiError as err:
             if err.code != 404:
                 raise
+        self.released.add(pod["metadata"]["uid"])
 
     async def _expire(self, job: dict, ended: dict, now: datetime) -> None:
         """The TTL-after-finished controller's part: a finished Job with ttlSecondsAfterFinished
@@ -451,7 +493,8 @@ class JobController:
         ttl = job["spec"].get("ttlSecondsAfterFinished")
         if ttl is None:
             return
-        left = (parse_time(ended["lastTransitionTime"]) + timedelta(seconds=ttl) - now).total_seconds()
+        finished = parse_time(ended["lastTransitionTime"]) if ended.get("lastTransitionTime") else now
+        left = (finished + timedelta(seconds=ttl) - now).total_seconds()
         if left > 0:
             self.loop.wake_in(left)
             return
@@ -461,6 +504,12 @@ class JobController:
         except ApiError as err:
             if err.code not in (404, 409):  # gone, or another Job of the name now
                 raise
+
+
+def _job_of(pod: dict) -> str | None:
+    """The uid of the Job controlling a pod, if a Job does."""
+    return next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or []
+                 if r.get("controller") and r.get("kind") == "Job"), None)
 
 
 def _uncounted(job: dict) -> bool:

@@ -102,7 +102,7 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     url = https_url(cfg.host, port)  # the bound port, when cfg.port was 0
     client = Client(url, admin, str(certs.ca))
     try:
-        await manager.system_namespaces(client)
+        await manager.system_objects(client)
         informers = Informers(client)
         parts = manager.loops(informers, cfg.cluster_cidr, cfg.lease_seconds, certs.ca.read_text()) | informers.parts()
         identity = f"{socket.gethostname()}_{url}_{secrets.token_hex(3)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass, field
 
 from netplane import names
@@ -20,12 +21,14 @@ from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL, Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
-from netplane.controllers.workloads import controller_ref, owned_by
+from netplane.controllers.workloads import controller_ref
 
 REVISION_LABEL = "controller-revision-hash"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 HASH_LABEL = "controller.kubernetes.io/hash"
+RETRY_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +46,16 @@ def revision_data(sts: dict) -> dict:
 def revision_name(sts: dict) -> str:
     digest = names.short_hash(json.dumps(sts["spec"]["template"], sort_keys=True), 10).lower()
     return f"{sts['metadata']['name']}-{digest}"
+
+
+def _by_owner(objects) -> dict[str, list[dict]]:
+    """Objects by the uid of their controller."""
+    found: dict[str, list[dict]] = {}
+    for obj in objects:
+        ref = next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+        if ref is not None:
+            found.setdefault(ref.get("uid"), []).append(obj)
+    return found
 
 
 def ordinal_of(sts: dict, pod: dict) -> int | None:
@@ -149,31 +162,43 @@ class StatefulSetController:
             informer.add_handler(self.loop.trigger)
 
     async def reconcile(self) -> None:
-        pods = list(self.pods.cache.values())
-        revisions = list(self.revisions.cache.values())
+        pods, revisions = _by_owner(self.pods.cache.values()), _by_owner(self.revisions.cache.values())
         for sts in list(self.statefulsets.cache.values()):
             if "deletionTimestamp" in sts["metadata"]:
                 continue
-            mine = [r for r in revisions if owned_by(r, sts)]
-            update = await self._revision(sts, mine)
-            current = (sts.get("status") or {}).get("currentRevision") or update
-            p = plan(sts, [p for p in pods if owned_by(p, sts)], current, update)
-            templates = {r["metadata"]["name"]: r["data"]["spec"]["template"] for r in mine}
-            templates[update] = sts["spec"]["template"]
-            name = sts["metadata"]["name"]
-            for ordinal, revision in p.create:
-                template = {k: v for k, v in (templates.get(revision) or templates[update]).items() if k != "$patch"}
-                pod = await self._create(new_pod(sts, ordinal, template, revision))
-                if pod is not None:
-                    self.events.record(sts, NORMAL, "SuccessfulCreate",
-                                       f"create Pod {pod['metadata']['name']} in StatefulSet {name} successful")
-            for pod in p.delete:
-                await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
-                self.events.record(sts, NORMAL, "SuccessfulDelete",
-                                   f"delete Pod {pod['metadata']['name']} in StatefulSet {name} successful")
-            await write_status(self.client, "statefulsets", sts, p.status)
-            running = {p["metadata"].get("labels", {}).get(REVISION_LABEL) for p in pods if owned_by(p, sts)}
-            await self._prune(sts, mine, running | {update, current})
+            uid = sts["metadata"]["uid"]
+            try:
+                await self._sync(sts, pods.get(uid, []), revisions.get(uid, []))
+            except ApiError as err:  # this set's trouble is not the others': it is tried again later
+                log.warning("statefulset %s/%s: %s", sts["metadata"]["namespace"], sts["metadata"]["name"], err)
+                self.loop.wake_in(RETRY_SECONDS)
+
+    async def _sync(self, sts: dict, pods: list[dict], revisions: list[dict]) -> None:
+        update = await self._revision(sts, revisions)
+        current = (sts.get("status") or {}).get("currentRevision") or update
+        p = plan(sts, pods, current, update)
+        templates = {r["metadata"]["name"]: r["data"]["spec"]["template"] for r in revisions}
+        templates[update] = sts["spec"]["template"]
+        name = sts["metadata"]["name"]
+        for ordinal, revision in p.create:
+            template = {k: v for k, v in (templates.get(revision) or templates[update]).items() if k != "$patch"}
+            pod = await self._create(new_pod(sts, ordinal, template, revision))
+            if pod is not None:
+                self.events.record(sts, NORMAL, "SuccessfulCreate",
+                                   f"create Pod {pod['metadata']['name']} in StatefulSet {name} successful")
+        for pod in p.delete:
+            try:
+                await self.client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"],
+                                         preconditions={"uid": pod["metadata"]["uid"]})
+            except ApiError as err:
+                if err.code not in (404, 409):  # gone already (the cache was behind)
+                    raise
+                continue
+            self.events.record(sts, NORMAL, "SuccessfulDelete",
+                               f"delete Pod {pod['metadata']['name']} in StatefulSet {name} successful")
+        await write_status(self.client, "statefulsets", sts, p.status)
+        running = {p["metadata"].get("labels", {}).get(REVISION_LABEL) for p in pods}
+        await self._prune(sts, revisions, running | {update, current})
 
     async def _create(self, pod: dict) -> dict | None:
         try:
@@ -191,7 +216,11 @@ class StatefulSetController:
         existing = next((r for r in revisions if r["metadata"]["name"] == name), None)
         if existing is not None:
             if int(existing.get("revision", 0)) < newest:  # back to an older template: it is the newest again
-                await self.client.update("controllerrevisions", {**existing, "revision": newest + 1})
+                try:
+                    await self.client.update("controllerrevisions", {**existing, "revision": newest + 1})
+                except ApiError as err:
+                    if err.code != 409:  # the cache was behind: the next pass sees the current one
+                        raise
             return name
         labels = {**(sts["spec"]["template"].get("metadata", {}).get("labels") or {}),
                   HASH_LABEL: name.rsplit("-", 1)[1]}

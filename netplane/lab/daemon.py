@@ -72,13 +72,14 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
             node_name=node, netns=names.node_netns(lab.name, node), pod_netns_prefix=names.lab_prefix(lab.name),
             state_dir=state.node_dir(node), cluster_cidr=lab.network.clusterCIDR,
             lease_seconds=lab.nodeLeaseSeconds, resync_seconds=lab.nodeResyncSeconds, labels=lab.nodeLabels.get(node, {}),
+            capacity=lab.nodeCapacity.get(node, {}),
             proxy_mode=lab.network.proxyMode, iptables_backend=lab.network.iptablesBackend, cni=lab.network.cni,
             cluster_dns=(names.cluster_dns_ip(lab.network.serviceCIDR),), cluster_domain=domain,
             resolv_conf=str(state.node_resolv()), images=lab.images, client_ca=str(certs.ca)),
             informers)
         for node in lab.nodes
     ]
-    await manager.system_namespaces(client)
+    await manager.system_objects(client)
     parts = manager.loops(informers, lab.network.clusterCIDR, lab.nodeLeaseSeconds, certs.ca.read_text())
     parts.update(cloud.components(informers, lab.name, lab.network.loadBalancerPool))
     endpoints = KubernetesService(client, lab.network.serviceCIDR, advertise, API_PORT)

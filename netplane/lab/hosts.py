@@ -96,7 +96,9 @@ def agent_argv(lab: Lab, state: LabState, token: str, node: str) -> list[str]:
             "--resync-seconds", str(lab.nodeResyncSeconds),
             "--cluster-dns", names.cluster_dns_ip(lab.network.serviceCIDR), "--cluster-domain", lab.network.dnsDomain,
             "--resolv-conf", str(state.node_resolv()),
-            "--image-catalog", str(state.image_catalog(lab.images))]
+            "--image-catalog", str(state.image_catalog(lab.images)),
+            "--node-labels", ",".join(f"{k}={v}" for k, v in lab.nodeLabels.get(node, {}).items()),
+            "--capacity", ",".join(f"{k}={v}" for k, v in lab.nodeCapacity.get(node, {}).items())]
 
 
 async def keep_running(name: str, space: str, argv: list[str], log_file: Path) -> None:

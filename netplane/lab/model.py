@@ -3,7 +3,9 @@
 ```yaml
 name: netplane                  # lab name: [a-z0-9-], at most 32 characters
 nodes: [node-1, node-2]         # node names (DNS labels), or a number of nodes, or
-                                #   [{name: node-1, labels: {topology.kubernetes.io/zone: a}}, ...]
+                                #   [{name: node-1, labels: {topology.kubernetes.io/zone: a},
+                                #     capacity: {cpu: "2", memory: 4Gi, pods: "20"}}, ...]
+                                #   (capacity: what the node's kubelet reports; the machine's by default)
 network:
   underlay: 172.30.0.0/24       # the switch every node's eth0 is on
   clusterCIDR: 10.244.0.0/16    # pod addresses, one /24 per node
@@ -53,9 +55,12 @@ from typing import Any
 import yaml
 
 from netplane import names
+from netplane.api import quantity
 from netplane.cni.runtime import CNIError, conf_from_file
 
 MAX_NODES = 200
+MAX_PODS = names.KUBELET_MAX_PODS
+MIN_NODE_MEMORY = 128 * 2**20
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 ETCD_URL = re.compile(r"^etcd://[A-Za-z0-9.\-]+:\d+(,[A-Za-z0-9.\-]+:\d+)*(/[\w/\-]*)?$")
@@ -115,6 +120,7 @@ class Lab:
     nodeResyncSeconds: int = 30
     storage: str = "sqlite"
     nodeLabels: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].labels
+    nodeCapacity: dict[str, dict[str, str]] = field(default_factory=dict)  # from nodes[].capacity
     controlPlane: ControlPlane = field(default_factory=ControlPlane)
     images: dict[str, dict] = field(default_factory=dict)  # additions to the image catalog
     addons: tuple[str, ...] = ("dns",)
@@ -183,22 +189,49 @@ def _labels(value: Any, where: str) -> dict[str, str]:
     return dict(value)
 
 
-def _nodes(value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
-    """Node names, and the labels each node registers with (kubelet's --node-labels)."""
+CAPACITY_KEYS = ("cpu", "memory", "pods")
+
+
+def _capacity(value: Any, where: str) -> dict[str, str]:
+    """A node's cpu, memory and pods, as quantities the kubelet would report."""
+    if not isinstance(value, dict):
+        raise LabError(where, 'give a mapping such as {cpu: "2", memory: 4Gi, pods: "20"}')
+    out = {}
+    for key, text in value.items():
+        if key not in CAPACITY_KEYS:
+            raise LabError(f"{where}.{key}", f"unknown resource; give {', '.join(CAPACITY_KEYS)}")
+        try:
+            number = quantity.parse(text)
+        except ValueError:
+            raise LabError(f"{where}.{key}", f"{text!r} is not a quantity (e.g. 2, 500m, 4Gi)") from None
+        if number <= 0 or (key == "pods" and (number != int(number) or number > MAX_PODS)):
+            raise LabError(f"{where}.{key}", f"{text!r}: give a positive amount" +
+                           (f", a whole number up to {MAX_PODS}" if key == "pods" else ""))
+        if key == "memory" and number < MIN_NODE_MEMORY:
+            raise LabError(f"{where}.{key}", f"{text!r}: a node needs more than the kubelet's 100Mi eviction "
+                                             "threshold; give at least 128Mi")
+        out[key] = str(text)
+    return out
+
+
+def _nodes(value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """Node names, the labels each node registers with (kubelet's --node-labels), and the capacity
+    each reports."""
     if isinstance(value, int) and not isinstance(value, bool):
         if not 1 <= value <= MAX_NODES:
             raise LabError("nodes", f"{value} nodes: give between 1 and {MAX_NODES}")
-        return tuple(f"node-{i}" for i in range(1, value + 1)), {}
+        return tuple(f"node-{i}" for i in range(1, value + 1)), {}, {}
     if not isinstance(value, list) or not value:
         raise LabError("nodes", "give a list of node names, e.g. [node-1, node-2], or a number")
     if len(value) > MAX_NODES:
         raise LabError("nodes", f"{len(value)} nodes: give between 1 and {MAX_NODES}")
     found: list[str] = []
     labels: dict[str, dict[str, str]] = {}
+    capacity: dict[str, dict[str, str]] = {}
     for i, item in enumerate(value):
         name = item.get("name") if isinstance(item, dict) else item
         if isinstance(item, dict):
-            _require_keys(item, {"name", "labels"}, f"nodes[{i}].")
+            _require_keys(item, {"name", "labels", "capacity"}, f"nodes[{i}].")
         if not isinstance(name, str) or not DNS_LABEL.match(name):
             raise LabError(f"nodes[{i}]", f"{name!r} is not a DNS label (lower-case letters, digits, '-')")
         if name in found:
@@ -209,7 +242,9 @@ def _nodes(value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
         found.append(name)
         if isinstance(item, dict) and "labels" in item:
             labels[name] = _labels(item["labels"], f"nodes[{i}].labels")
-    return tuple(found), labels
+        if isinstance(item, dict) and "capacity" in item:
+            capacity[name] = _capacity(item["capacity"], f"nodes[{i}].capacity")
+    return tuple(found), labels, capacity
 
 
 def _cni(value: str, base: Path | None) -> str:
@@ -386,11 +421,11 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         data = {**data, "storage": storage}
     if not isinstance(data, dict):
         raise LabError("(top)", "a lab file is a YAML mapping with name, nodes, network, manifests")
-    _require_keys(data, set(Lab.__dataclass_fields__) - {"nodeLabels"}, "")
+    _require_keys(data, set(Lab.__dataclass_fields__) - {"nodeLabels", "nodeCapacity"}, "")
     lab_name = name or data.get("name", Lab.name)
     if not names.is_lab_name(lab_name):
         raise LabError("name", f"{lab_name!r}: use {names.LAB_NAME_RULE}")
-    nodes, labels = _nodes(data.get("nodes", list(Lab.nodes)))
+    nodes, labels, capacity = _nodes(data.get("nodes", list(Lab.nodes)))
     lease = _seconds(data, "nodeLeaseSeconds", 2)
     resync = _seconds(data, "nodeResyncSeconds", 1)
     storage = data.get("storage", Lab.storage)
@@ -406,6 +441,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         nodeResyncSeconds=resync,
         storage=storage,
         nodeLabels=labels,
+        nodeCapacity=capacity,
         controlPlane=_control_plane(data.get("controlPlane")),
         images=_images(data.get("images")),
         addons=_addons(data.get("addons", list(Lab.addons))),
@@ -453,6 +489,7 @@ def from_dict(data: dict[str, Any]) -> Lab:
         nodeLeaseSeconds=data.get("nodeLeaseSeconds", Lab.nodeLeaseSeconds),
         nodeResyncSeconds=data.get("nodeResyncSeconds", Lab.nodeResyncSeconds),
         nodeLabels=data.get("nodeLabels", {}),
+        nodeCapacity=data.get("nodeCapacity", {}),
         storage=data.get("storage", Lab.storage),
         controlPlane=ControlPlane(**data.get("controlPlane", {})),
         images=data.get("images", {}),
