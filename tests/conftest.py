@@ -90,7 +90,8 @@ SHARED_LABS = {  # the labs tests share: name -> proxy mode and how its lab file
         {"name": "node-1", "labels": {"topology.kubernetes.io/zone": "a"}},
         {"name": "node-2", "labels": {"topology.kubernetes.io/zone": "a"}},
         {"name": "node-3", "labels": {"topology.kubernetes.io/zone": "b"},
-         "capacity": {"cpu": "1", "memory": "2Gi", "pods": "20"}}]}),
+         "capacity": {"cpu": "1", "memory": "2Gi", "pods": "20"}}],
+        "audit": {"level": "Metadata"}}),
 }
 _open_labs: dict[str, ExitStack] = {}
 

@@ -188,6 +188,13 @@ def kubectl(lab: str, *args: str, stdin: str | None = None, check: bool = True,
     return result
 
 
+def official_client(lab: str):
+    """The official Python client's ApiClient for the lab's kubeconfig."""
+    from kubernetes import config
+    from netplane.lab.state import LabState
+    return config.new_client_from_config(config_file=str(LabState(lab).kubeconfig))
+
+
 def nft_table(space: str, table: str = "ip kube-proxy") -> dict:
     """A table as the kernel holds it: each chain's rules and each set's declaration and elements,
     without handles or the order of objects, so that tables built in different ways compare."""

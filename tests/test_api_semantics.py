@@ -28,6 +28,7 @@ from netplane.api.errors import ApiError, Gone
 from netplane.api.writes import DeleteOptions
 from support.api import Cluster, assert_status, serving, take
 from support.objects import pod
+from support.protobuf import field as _pb
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
 POD = schema.for_kind("Pod")
@@ -259,22 +260,6 @@ def test_continue_tokens_are_opaque_and_checked():
     assert paging.page(items, 2, ("default", "d")) == (items[4:], None, 0)
     expired = paging.Expired(paging.Token(0, ("default", "b"))).status()
     assert (expired["code"], expired["reason"]) == (410, "Expired") and expired["metadata"]["continue"]
-
-
-def _pb(number: int, value: object) -> bytes:
-    """One protobuf field: an int as a varint, bytes/str length-delimited."""
-    def varint(n: int) -> bytes:
-        n &= (1 << 64) - 1
-        out = b""
-        while True:
-            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
-            n >>= 7
-            if not n:
-                return out
-    if isinstance(value, int):
-        return varint(number << 3) + varint(value)
-    data = value.encode() if isinstance(value, str) else value
-    return varint(number << 3 | 2) + varint(len(data)) + data
 
 
 def test_protobuf_bodies_of_kubectls_typed_clients_decode_to_json():

@@ -123,7 +123,7 @@ def test_up_after_kill_9_resumes_the_lab_and_adopts_its_pods(tmp_path):
         os.kill(LabState(name).pid(), signal.SIGKILL)
         result = cli(name, "up")
         assert result.returncode == 0, result.stderr
-        assert "had stopped: starting it again on its store" in result.stderr
+        assert "starting the control plane of lab" in result.stderr and "again on its store" in result.stderr
         after = eventually(lambda: (p := get(name, "pods", "echo"))["status"].get("phase") == "Running" and p)
         # the same sandbox: same address, same process, no restart
         assert after["metadata"]["uid"] == before["metadata"]["uid"]

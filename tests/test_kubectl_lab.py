@@ -255,6 +255,13 @@ def test_a_node_that_stops_heartbeating_goes_not_ready_and_its_pods_leave_the_en
                       and any(c["type"] == "Ready" and c["status"] == "Unknown" for c in n["status"]["conditions"]) and n,
                       timeout=20)
     assert "NotReady" in kubectl(lab, "get", "node", "ghost").stdout
+    # the node lifecycle controller taints it: nothing new is scheduled there, and what runs there is
+    # evicted once its 300 s toleration of unreachable nodes is over
+    taints = eventually(lambda: json.loads(kubectl(lab, "get", "node", "ghost", "-o", "json").stdout)["spec"].get(
+        "taints"))
+    assert {(t["key"], t["effect"]) for t in taints} == {("node.kubernetes.io/unreachable", "NoSchedule"),
+                                                         ("node.kubernetes.io/unreachable", "NoExecute")}
+    assert next(t for t in taints if t["effect"] == "NoExecute")["timeAdded"]
     # the live nodes keep renewing theirs and stay Ready
     assert all(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
                for n in json.loads(kubectl(lab, "get", "nodes", "-o", "json").stdout)["items"]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import on_labs
-from labtools import eventually, in_pod, kubectl
+from labtools import eventually, in_pod, kubectl, official_client
 
 pytestmark = on_labs("three-nodes")
 
@@ -35,12 +35,6 @@ def events_of(lab: str, name: str, kind: str = "Job") -> list[dict]:
 
 def stamp(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def official_client(lab: str):
-    from kubernetes import config
-    from netplane.lab.state import LabState
-    return config.new_client_from_config(config_file=str(LabState(lab).kubeconfig))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import on_labs
-from labtools import eventually, kubectl
+from labtools import eventually, kubectl, official_client
 
 pytestmark = on_labs("three-nodes")
 
@@ -155,6 +155,8 @@ def test_a_higher_priority_pod_preempts_a_lower_one(lab, made):
     preempted = f"Preempted by pod {vip['metadata']['uid']} on node node-3"
     eventually(lambda: preempted in {e["message"] for e in json.loads(kubectl(
         lab, "get", "events", "--field-selector", "involvedObject.name=filler", "-o", "json").stdout)["items"]})
+    from kubernetes import client
+    assert client.SchedulingV1Api(official_client(lab)).read_priority_class("vip").value == 1000
     missing = kubectl(lab, "apply", "-f", "-", stdin=a_pod("nobody", priorityClassName="nope"), check=False)
     assert 'pods "nobody" is forbidden: no PriorityClass with name nope was found' in missing.stderr
 
@@ -179,6 +181,9 @@ def test_cordon_and_drain_honour_a_disruption_budget(lab, made):
     assert "SchedulingDisabled" in kubectl(lab, "get", "node", node).stdout
     assert victim["metadata"]["name"] in {p["metadata"]["name"] for p in running(lab, "app=guarded", 2)}
     # a budget that spares one lets the drain through; the replacement goes to another node
+    from kubernetes import client
+    read = client.PolicyV1Api(official_client(lab)).read_namespaced_pod_disruption_budget("guarded", "default")
+    assert (read.status.current_healthy, read.status.desired_healthy, read.status.disruptions_allowed) == (2, 2, 0)
     kubectl(lab, "patch", "pdb", "guarded", "--type=merge", "-p", '{"spec":{"minAvailable":1}}')
     eventually(lambda: json.loads(kubectl(lab, "get", "pdb", "guarded", "-o", "json").stdout)
                ["status"].get("disruptionsAllowed") == 1)

@@ -5,24 +5,7 @@ import pytest
 
 from netplane.api import protobuf
 from netplane.api.errors import ApiError
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # negative int32/int64: ten bytes of two's complement, as Go writes them
-    out = b""
-    while True:
-        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
-        n >>= 7
-        if not n:
-            return out
-
-
-def _pb(number: int, *parts: object) -> bytes:
-    """One field: a single int as a varint, else the parts (str, bytes) joined, length-delimited."""
-    if len(parts) == 1 and isinstance(parts[0], int):
-        return _varint(number << 3) + _varint(parts[0])
-    data = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+from support.protobuf import field as _pb, varint as _varint
 
 
 def _entry(number: int, key: str, value: bytes | str) -> bytes:

@@ -29,6 +29,27 @@ CLUSTER_INFO_PATH = "/netplane/cluster-info"
 ALPHABET = string.ascii_lowercase + string.digits
 
 
+@dataclass(frozen=True)
+class User:
+    """Who a request speaks for, as authentication finds it (user.Info)."""
+
+    name: str
+    groups: tuple[str, ...]
+    uid: str = ""
+
+    def info(self) -> dict:
+        """As an audit event or a review writes it."""
+        return {"username": self.name, **({"uid": self.uid} if self.uid else {}), "groups": list(self.groups)}
+
+
+ADMIN = User("kubernetes-admin", ("system:masters", "system:authenticated"))  # kubeadm's admin.conf user
+ANONYMOUS = User("system:anonymous", ("system:unauthenticated",))
+
+
+def bootstrap_user(token_id: str) -> User:
+    return User(f"system:bootstrap:{token_id}", ("system:bootstrappers", "system:authenticated"))
+
+
 class TokenError(ValueError):
     """A token that has the wrong form or cannot be verified; the message says what to do."""
 
@@ -81,8 +102,16 @@ class TokenFile:
         return self._tokens
 
     def accepts(self, token: str) -> bool:
+        return self.user(token) is not None
+
+    def user(self, token: str) -> User | None:
+        """Who a token of this file speaks for: the admin, or a bootstrap token's user; None if none."""
         now = time.time()
-        return any(hmac.compare_digest(t.token.encode(), token.encode()) and t.valid(now) for t in self.tokens())
+        found = next((t for t in self.tokens() if hmac.compare_digest(t.token.encode(), token.encode())
+                      and t.valid(now)), None)
+        if found is None:
+            return None
+        return ADMIN if found.kind == "admin" else bootstrap_user(found.token.split(".", 1)[0])
 
     def add(self, token: Token) -> None:
         """Add a token (written whole through a temporary file, so a reader never sees half)."""

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from netplane import names
+from netplane.api.auth import User
 
 KEY_FILE = "sa.key"
 KUBELET_SECONDS = 3607  # what the kubelet asks for a projected token (kube-api-access)
@@ -51,9 +52,15 @@ class Identity:
     service_account: str
     audiences: tuple[str, ...]
 
+    uid: str = ""  # the ServiceAccount's
+
     @property
     def username(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    def user(self) -> User:
+        return User(self.username, ("system:serviceaccounts", f"system:serviceaccounts:{self.namespace}",
+                                    "system:authenticated"), self.uid)
 
 
 def issuer_url(cluster_domain: str = names.CLUSTER_DOMAIN) -> str:
@@ -126,4 +133,4 @@ class TokenIssuer:
                 if bound is None or bound["metadata"].get("uid") != private[kind].get("uid"):
                     return None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        return Identity(namespace, account.get("name", ""), tuple(audiences))
+        return Identity(namespace, account.get("name", ""), tuple(audiences), account.get("uid", ""))

@@ -21,8 +21,8 @@ import yaml
 from aiohttp import web
 
 from netplane import names
-from netplane.api import (auth, codec, eviction, health, kubelets, writes, metrics, openapi, openapi_pb, paging, patch,
-                          podexec, podlog, protobuf, proxy, schema, serviceaccounts, tables, views)
+from netplane.api import (audit, auth, codec, eviction, health, kubelets, writes, metrics, openapi, openapi_pb, paging,
+                          patch, podexec, podlog, protobuf, proxy, schema, serviceaccounts, tables, views)
 from netplane.api.errors import ApiError, Gone, bad_request
 from netplane.api.kubelets import Kubelets
 from netplane.api.writes import DeleteOptions
@@ -49,6 +49,7 @@ WATCHES = web.AppKey("watches", set)  # the queues of open watches, ended on shu
 OUTBOUND = web.AppKey("outbound", object)  # how the proxy subresources' sockets are made (proxy.Outbound)
 KUBELETS = web.AppKey("kubelets", Kubelets)
 ISSUER = web.AppKey("issuer", object)  # the ServiceAccount token issuer (satokens.TokenIssuer), or None
+USER = web.RequestKey("user", auth.User)  # who a request speaks for
 PROXIED = ("pods", "services", "nodes")  # the resources with a proxy subresource
 
 Match = Callable[[dict], bool]
@@ -1036,14 +1037,19 @@ async def _errors_as_status(request: web.Request, handler: Handler) -> web.Strea
         return _json(error.status(), status=e.status)
 
 
-def _bearer(accepts: Callable[[str], bool]) -> Callable:
-    """Every request but the open paths carries a bearer token that accepts(token) takes."""
+Authenticate = Callable[[str], "auth.User | None"]  # a bearer token -> who it speaks for, None if nobody
+
+
+def _bearer(authenticate: Authenticate) -> Callable:
+    """Every request but the open paths carries a bearer token that authenticate(token) takes;
+    who it speaks for is the request's USER."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not _open(request.path) and request.path != auth.CLUSTER_INFO_PATH and not _authorized(
-                request.headers.get("Authorization", ""), accepts):
+        user = _user(request.headers.get("Authorization", ""), authenticate)
+        if user is None and not _open(request.path) and request.path != auth.CLUSTER_INFO_PATH:
             raise ApiError(401, "Unauthorized", "Unauthorized")
+        request[USER] = user or auth.ANONYMOUS
         return await handler(request)
 
     return check
@@ -1053,37 +1059,49 @@ def _open(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in OPEN_PREFIXES)
 
 
-def _authorized(header: str, accepts: Callable[[str], bool]) -> bool:
+def _user(header: str, authenticate: Authenticate) -> auth.User | None:
     """`Bearer <token>`, the scheme in any case as kube-apiserver reads it; a header that is not
     UTF-8 (aiohttp keeps such bytes as surrogates) is no token, not a server error."""
     parts = header.strip().split(" ", 2)  # as kube-apiserver: "Bearer <token>[ anything]"
     try:
-        return len(parts) >= 2 and parts[0].lower() == "bearer" and bool(parts[1]) and accepts(parts[1])
+        return authenticate(parts[1]) if len(parts) >= 2 and parts[0].lower() == "bearer" and parts[1] else None
     except UnicodeError:
-        return False
+        return None
 
 
-def _accepting(token: str | auth.TokenFile, store: Store, issuer: TokenIssuer | None) -> Callable[[str], bool]:
+def _authenticator(token: str | auth.TokenFile, store: Store, issuer: TokenIssuer | None) -> Authenticate:
     """The server's own tokens, and the ServiceAccount tokens its issuer signed."""
-    own = token.accepts if isinstance(token, auth.TokenFile) else \
-        (lambda given: hmac.compare_digest(given.encode(), token.encode()))
+    own = token.user if isinstance(token, auth.TokenFile) else \
+        (lambda given: auth.ADMIN if hmac.compare_digest(given.encode(), token.encode()) else None)
     if issuer is None:
         return own
 
     def lookup(plural: str, namespace: str | None, name: str) -> dict | None:
         return serviceaccounts.lookup(store, plural, namespace, name)
 
-    return lambda given: own(given) or issuer.authenticate(given, lookup) is not None
+    def authenticate(given: str) -> auth.User | None:
+        user = own(given)
+        if user is not None:
+            return user
+        identity = issuer.authenticate(given, lookup)
+        return identity.user() if identity is not None else None
+
+    return authenticate
 
 
 def build_app(store: Store, token: str | auth.TokenFile | None = None, bookmark_interval: float = 10.0,
               ca_pem: bytes | None = None, outbound: proxy.Outbound = proxy.here,
-              issuer: TokenIssuer | None = None, kubelet_client: tuple[Path, Path] | None = None) -> web.Application:
+              issuer: TokenIssuer | None = None, kubelet_client: tuple[Path, Path] | None = None,
+              audit_log: audit.AuditLog | None = None) -> web.Application:
     """The API server's application; with a TokenFile and the CA, also the open discovery path.
     ``outbound`` makes the sockets to pods (proxy subresources) and kubelets; ``issuer`` signs and
     checks ServiceAccount tokens (with it, pods are admitted as the ServiceAccount admission plugin
-    does); ``kubelet_client`` is the certificate and key it shows kubelets (tls.kubelet_client)."""
-    middlewares = [_errors_as_status] + ([_bearer(_accepting(token, store, issuer))] if token else [])
+    does); ``kubelet_client`` is the certificate and key it shows kubelets (tls.kubelet_client);
+    ``audit_log`` receives an audit Event per request."""
+    middlewares = [_errors_as_status] + ([_bearer(_authenticator(token, store, issuer))] if token else [])
+    if audit_log is not None and audit_log.level != "None":
+        middlewares.insert(0, audit.middleware(audit_log, lambda request: request[USER].info() if USER in request
+                                               else ({} if token else auth.ANONYMOUS.info())))
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STORE] = store
     app[WATCHES] = set()
@@ -1115,13 +1133,13 @@ async def start(
     store: Store, host: str = "127.0.0.1", port: int = 0, token: str | auth.TokenFile | None = None,
     ssl_context: ssl.SSLContext | None = None, bookmark_interval: float = 10.0, ca_pem: bytes | None = None,
     outbound: proxy.Outbound = proxy.here, issuer: TokenIssuer | None = None, sockets: Iterable[socket.socket] = (),
-    kubelet_client: tuple[Path, Path] | None = None,
+    kubelet_client: tuple[Path, Path] | None = None, audit_log: audit.AuditLog | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serves the store (over TLS when given a context) on host:port and on each of ``sockets``
     (listening already); returns the runner (``await runner.cleanup()`` stops it) and the bound
     port. Watches that allow bookmarks get one every ``bookmark_interval`` s."""
     # handler_cancellation: a watch whose client hangs up is cancelled at once and unsubscribes.
-    app = build_app(store, token, bookmark_interval, ca_pem, outbound, issuer, kubelet_client)
+    app = build_app(store, token, bookmark_interval, ca_pem, outbound, issuer, kubelet_client, audit_log)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

@@ -156,6 +156,34 @@ def down(ctx: click.Context) -> None:
     click.echo(f"lab {ctx.obj['lab']!r} is down ({len(removed)} namespaces removed)")
 
 
+@cli.group()
+def snapshot() -> None:
+    """Back up a lab's store and put it back, as etcd snapshots do for a cluster."""
+
+
+@snapshot.command(name="save")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+@friendly
+def snapshot_save(ctx: click.Context, file: Path) -> None:
+    """Write a consistent copy of the running lab's store to FILE."""
+    from netplane.lab import snapshot as snapshots
+    taken = snapshots.save(lab_state(ctx), file)
+    click.echo(f"Snapshot saved at {taken.path}: {taken.objects} objects at revision {taken.revision}")
+
+
+@snapshot.command(name="restore")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.pass_context
+@friendly
+def snapshot_restore(ctx: click.Context, file: Path) -> None:
+    """Stop the lab's control plane, put FILE in its store's place and start it again on it."""
+    from netplane.lab import snapshot as snapshots
+    restored = snapshots.restore(lab_state(ctx), file, lambda line: click.echo(line, err=True))
+    click.echo(f"lab {ctx.obj['lab']!r} runs on the snapshot: {restored.objects} objects at revision "
+               f"{restored.revision}")
+
+
 @cli.command()
 @click.argument("labs", nargs=-1, callback=lab_name)
 @friendly
@@ -599,10 +627,15 @@ def _listen_address(text: str) -> tuple[str, int]:
               help="Seconds the leader keeps leading without a successful renewal.")
 @click.option("--leader-elect-retry-period", default=2.0, show_default=True,
               help="Seconds between attempts to take or renew the Lease.")
+@click.option("--audit-level", type=click.Choice(["None", "Metadata", "Request", "RequestResponse"]), default="None",
+              show_default=True, help="What the audit log records of each request.")
+@click.option("--audit-log-path", default="audit.log", show_default=True,
+              help="The audit log's file (relative to --state-dir), or - for stdout only.")
+@click.option("--audit-stdout", is_flag=True, help="Write the audit log to stdout too.")
 @friendly
 def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: str | None, cluster_cidr: str,
            service_cidr: str, cluster_domain: str, name: str, leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
-           leader_elect_retry_period: float) -> None:
+           leader_elect_retry_period: float, audit_level: str, audit_log_path: str, audit_stdout: bool) -> None:
     """Run the API server and the controllers, with no emulated nodes, for `netplane agent`s to join."""
     from netplane.api.auth import TokenError, split_bootstrap
     from netplane.controllers import main as control_plane
@@ -618,7 +651,7 @@ def server(listen: str, state_dir: Path, storage: str | None, bootstrap_token: s
     setup_logging()
     asyncio.run(control_plane.run(control_plane.ServerConfig(
         host, port, state_dir.resolve(), cluster_cidr, service_cidr, cluster_domain, storage, bootstrap_token,
-        name=name, election=election)))
+        name=name, election=election, audit=(audit_level, audit_log_path, audit_stdout))))
 
 
 @cli.command()

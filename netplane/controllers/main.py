@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netplane import names
-from netplane.api import auth, kubeconfig, loop, satokens, tls
+from netplane.api import audit, auth, kubeconfig, loop, satokens, tls
 from netplane.api.client import Client
 from netplane.api.informer import Informers
 from netplane.api.server import start
@@ -51,6 +51,7 @@ class ServerConfig:
     lease_seconds: int = 40  # the nodes' Leases
     name: str = "server"  # names the CA and the kubeconfig's context
     election: tuple[float, float, float] = (15.0, 10.0, 2.0)  # lease duration, renew deadline, retry period
+    audit: tuple[str, str, bool] = ("None", "audit.log", False)  # level; file in state_dir (- for none); stdout too
 
 
 
@@ -97,8 +98,12 @@ async def run(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     pki = cfg.state_dir / "pki"
     certs = tls.ensure(pki, cfg.name, tls.apiserver_names(cfg.service_cidr, cfg.cluster_domain, cfg.host))
     store = Store(cfg.storage or str(cfg.state_dir / "api.db"), admit=manager.admission(cfg.service_cidr))
+    level, where, stdout = cfg.audit
+    audit_log = None if level == "None" else \
+        audit.AuditLog(level, None if where == "-" else cfg.state_dir / where, stdout=stdout or where == "-")
     runner, port = await start(store, cfg.host, cfg.port, tokens, certs.server_context(), ca_pem=certs.ca.read_bytes(),
-                               issuer=satokens.for_cluster(pki, cfg.cluster_domain), kubelet_client=tls.kubelet_client(pki))
+                               issuer=satokens.for_cluster(pki, cfg.cluster_domain), kubelet_client=tls.kubelet_client(pki),
+                               audit_log=audit_log)
     url = https_url(cfg.host, port)  # the bound port, when cfg.port was 0
     client = Client(url, admin, str(certs.ca))
     try:

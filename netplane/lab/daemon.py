@@ -15,7 +15,7 @@ import sys
 
 from netplane import names
 from netplane.agent.node import AgentConfig, NodeAgent
-from netplane.api import loop, satokens, tls
+from netplane.api import audit, loop, satokens, tls
 from netplane.api.client import Client
 from netplane.api.informer import Informers
 from netplane.api.main import setup_logging
@@ -58,10 +58,12 @@ async def run_embedded(state: LabState, lab: Lab) -> None:
     certs = tls.ensure(state.pki, lab.name, tls.apiserver_names(lab.network.serviceCIDR, domain, advertise))
     store = Store(str(state.store) if lab.storage == "sqlite" else lab.storage,
                   admit=manager.admission(lab.network.serviceCIDR))
+    audit_log = audit.AuditLog(lab.audit.level, state.audit_log, lab.audit.stdout) if lab.audit.level != "None" \
+        else None
     runner, port = await start(store, "127.0.0.1", 0, token, certs.server_context(), outbound=netns.sockets_in(first),
                                issuer=satokens.for_cluster(state.pki, domain),
                                sockets=[netns.listener_in(first, advertise, API_PORT)],
-                               kubelet_client=tls.kubelet_client(state.pki))
+                               kubelet_client=tls.kubelet_client(state.pki), audit_log=audit_log)
     server = f"https://127.0.0.1:{port}"
     # one client and one set of informers for the controllers and every node agent: a Node or
     # Service change is decoded once, not once per agent

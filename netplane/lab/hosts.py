@@ -81,7 +81,8 @@ def server_argv(lab: Lab, state: LabState, token: str, index: int) -> list[str]:
     argv = [netplane_command(), "server", "--listen", f"{lab.control_plane_ips[index - 1]}:{API_PORT}",
             "--state-dir", str(server_dirs(state, lab)[index - 1]), "--bootstrap-token", token, "--name", lab.name,
             "--cluster-cidr", lab.network.clusterCIDR, "--service-cidr", lab.network.serviceCIDR,
-            "--cluster-domain", lab.network.dnsDomain]
+            "--cluster-domain", lab.network.dnsDomain, "--audit-level", lab.audit.level,
+            *(["--audit-stdout"] if lab.audit.stdout else [])]
     if lab.controlPlane.storage == "etcd":
         members = ",".join(f"{address}:{ETCD_CLIENT_PORT}" for address in lab.control_plane_ips)
         return argv + ["--storage", f"etcd://{members}"]

@@ -146,12 +146,13 @@ def up(lab: Lab, say: Say, timeout: float = CONVERGE_TIMEOUT, progress: OnProgre
 
 def resume(state: LabState, say: Say, timeout: float = CONVERGE_TIMEOUT,
            progress: OnProgress | None = None) -> UpSummary:
-    """Start the control plane of a lab whose process died (kill -9, a reboot of nothing else): the
-    store and the kernel state are kept, the agents adopt the pods they find."""
+    """Start the control plane of a lab whose process is not running (it died, kill -9, or a
+    snapshot was restored under it): the store and the kernel state are kept, the agents adopt the
+    pods they find."""
     started = time.monotonic()
     phases = _Phases()
     lab = state.load_lab()
-    say(f"the control plane of lab {lab.name!r} had stopped: starting it again on its store")
+    say(f"starting the control plane of lab {lab.name!r} again on its store")
     state.kubeconfig.unlink(missing_ok=True)
     _start_control_plane(state)
     phases.end("control plane start")
@@ -300,7 +301,7 @@ async def _wait_for_lab(lab: Lab, state: LabState, client: Client, watched: dict
         await asyncio.sleep(0.05)  # a burst of events makes one pass
 
 
-def _stop_control_plane(state: LabState) -> None:
+def stop_control_plane(state: LabState) -> None:
     pid = state.pid()
     if pid is None:
         return
@@ -314,7 +315,7 @@ def _stop_control_plane(state: LabState) -> None:
 
 def _remove(name: str) -> list[str]:
     state = LabState(name)
-    _stop_control_plane(state)
+    stop_control_plane(state)
     removed = topology.teardown(name)
     for scope in cgroups.scopes():  # the cgroups of its pods, once nothing runs in its namespaces
         if names.lab_of_netns(scope) == name:

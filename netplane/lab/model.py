@@ -36,6 +36,9 @@ nodeLeaseSeconds: 40            # a node whose agent has not renewed its Lease f
 nodeResyncSeconds: 30           # how often each node agent checks the kernel against what it wrote
                                 #   (proxy rules, flannel.1 and its routes, FDB and ARP) and repairs it
 storage: sqlite                 # sqlite (a file in the lab's state directory) or etcd://host:port[,host:port]
+audit:                          # the API server's audit log (audit.k8s.io/v1 Events, JSON lines) in the lab's
+  level: None                   #   state (audit.log; a server host's own with mode hosts): None, Metadata,
+  stdout: false                 #   Request or RequestResponse; stdout: also to the control plane's log
 images:                         # images beyond the built-in catalog (netplane/agent/images.py): by name,
   example.com/shop/api:         #   or a prefix ending in *; what the image would run, from this machine's
     entrypoint: [python3, -m, http.server]   # programs (ENTRYPOINT)
@@ -55,7 +58,7 @@ from typing import Any
 import yaml
 
 from netplane import names
-from netplane.api import quantity
+from netplane.api import audit, quantity
 from netplane.cni.runtime import CNIError, conf_from_file
 
 MAX_NODES = 200
@@ -104,6 +107,12 @@ class Dns:
 
 
 @dataclass(frozen=True)
+class Audit:
+    level: str = "None"
+    stdout: bool = False
+
+
+@dataclass(frozen=True)
 class ControlPlane:
     mode: str = "embedded"
     replicas: int = 1
@@ -125,6 +134,7 @@ class Lab:
     images: dict[str, dict] = field(default_factory=dict)  # additions to the image catalog
     addons: tuple[str, ...] = ("dns",)
     dns: Dns = field(default_factory=Dns)
+    audit: Audit = field(default_factory=Audit)
 
     def node_ip(self, node: str) -> str:
         """The node's underlay address: .11 for the first node, .12 for the second, ..."""
@@ -385,6 +395,20 @@ def _dns(value: Any, addons: Any) -> Dns:
     return Dns({name.rstrip("."): str(address) for name, address in hosts.items()}, log)
 
 
+def _audit(value: Any) -> Audit:
+    if value is None:
+        return Audit()
+    if not isinstance(value, dict):
+        raise LabError("audit", "give a mapping: {level: None|Metadata|Request|RequestResponse, stdout: false}")
+    _require_keys(value, set(Audit.__dataclass_fields__), "audit.")
+    level, stdout = value.get("level", Audit.level), value.get("stdout", Audit.stdout)
+    if level not in audit.LEVELS:
+        raise LabError("audit.level", f"{level!r}: choose one of {', '.join(audit.LEVELS)}")
+    if not isinstance(stdout, bool):
+        raise LabError("audit.stdout", f"{stdout!r}: give true or false")
+    return Audit(level, stdout)
+
+
 def _images(value: Any) -> dict[str, dict]:
     """images: an image name (or prefix*) to its entrypoint, cmd, env and workingDir."""
     if value is None:
@@ -446,6 +470,7 @@ def parse(data: Any, base: Path | None = None, name: str | None = None, storage:
         images=_images(data.get("images")),
         addons=_addons(data.get("addons", list(Lab.addons))),
         dns=_dns(data.get("dns"), data.get("addons", list(Lab.addons))),
+        audit=_audit(data.get("audit")),
     )
 
 
@@ -495,4 +520,5 @@ def from_dict(data: dict[str, Any]) -> Lab:
         images=data.get("images", {}),
         addons=tuple(data.get("addons", Lab.addons)),
         dns=Dns(**data.get("dns", {})),
+        audit=Audit(**data.get("audit", {})),
     )

@@ -36,6 +36,10 @@ class LabState:
         return self.dir / "store.db"
 
     @property
+    def audit_log(self) -> Path:
+        return self.dir / "audit.log"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.dir / "kubeconfig"
 
