@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from aiohttp import web
 
 from netplane.api.errors import ApiError
 from netplane.api.kubelets import Kubelets
+from netplane.api.times import parse_time
 
 PASSED = ("follow", "previous", "timestamps", "tailLines", "limitBytes", "sinceSeconds", "sinceTime")
 
@@ -39,7 +39,7 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
 
 def epoch(text: str) -> float:
     """Seconds since the epoch of an RFC 3339 time (with up to nanoseconds)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return parse_time(text).timestamp()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from netplane.api import objects
+from netplane.api import objects, times
 from netplane.api.writes import selector_string
 from netplane.api.resources import Resource
 
@@ -72,10 +72,11 @@ def human_duration(seconds: float) -> str:
 
 
 def parse_time(text: str | None) -> datetime | None:
+    """A timestamp, or None when there is none (or it cannot be read): a column shows <unknown>."""
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return times.parse_time(text)
     except ValueError:
         return None
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from netplane.api.errors import ApiError
 from netplane.api.loop import Reconciler
+from netplane.api.times import parse_time
 
 TTL = timedelta(hours=1)
 SWEEP_SECONDS = 60.0
@@ -15,7 +16,7 @@ def expired(event: dict, now: datetime, ttl: timedelta = TTL) -> bool:
     seen = event.get("lastTimestamp") or event.get("eventTime") or event["metadata"].get("creationTimestamp")
     if not seen:
         return False
-    return now - datetime.fromisoformat(seen.replace("Z", "+00:00")) > ttl
+    return now - parse_time(seen) > ttl
 
 
 class EventTTL:
