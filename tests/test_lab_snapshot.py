@@ -29,7 +29,9 @@ def ready_pods(lab: str) -> dict[str, dict]:
 
 def test_a_restored_snapshot_brings_back_what_was_deleted_and_drops_what_came_after(lab, tmp_path):
     kubectl(lab, "apply", "-f", "-", stdin=keep())
+    kubectl(lab, "create", "job", "once", "--image=busybox", "--", "true")  # a finished pod is not waited for
     try:
+        kubectl(lab, "wait", "--for=condition=complete", "job/once", "--timeout=30s")
         pods = eventually(lambda: len(ready_pods(lab)) == 2 and ready_pods(lab), timeout=30)
         cluster_ip = json.loads(kubectl(lab, "get", "svc", "keep", "-o", "json").stdout)["spec"]["clusterIP"]
         client = json.loads(kubectl(lab, "get", "pod", "client", "-o", "json").stdout)
@@ -59,4 +61,5 @@ def test_a_restored_snapshot_brings_back_what_was_deleted_and_drops_what_came_af
         assert refused.returncode != 0 and "is not a netplane store snapshot" in refused.stderr
     finally:
         kubectl(lab, "delete", "svc,deployment", "keep", "--ignore-not-found")
+        kubectl(lab, "delete", "job", "once", "--ignore-not-found")
         kubectl(lab, "delete", "configmap", "later", "--ignore-not-found")

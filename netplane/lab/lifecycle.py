@@ -255,7 +255,8 @@ async def _wait_for_lab(lab: Lab, state: LabState, client: Client, watched: dict
     while True:
         changed.clear()
         nodes = list(watched["nodes"].cache.values())
-        pods = list(watched["pods"].cache.values())
+        pods = [p for p in watched["pods"].cache.values()  # a finished pod (a Job's) runs no more: not waited for
+                if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
         ready = sum(objects.ready(n) for n in nodes)
         running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
         now = Progress(ready, len(lab.nodes), running, len(pods), time.monotonic() - started)
