@@ -69,10 +69,7 @@ def evict(store, namespace: str, name: str, options: DeleteOptions, dry_run: boo
                     raise
         if not dry_run:
             marked = clone(pod)
-            condition = {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
-                         "lastTransitionTime": time_text(), "reason": "EvictionByEvictionAPI",
-                         "message": "Eviction API: evicting"}
-            conditions = [c for c in marked["status"].get("conditions") or [] if c.get("type") != "DisruptionTarget"]
-            marked["status"]["conditions"] = [*conditions, condition]
+            marked["status"]["conditions"] = objects.conditions_with(
+                pod, objects.disruption_target("EvictionByEvictionAPI", "Eviction API: evicting"))
             store.update("pods", marked, subresource="status")
     store.delete("pods", namespace, name, options, dry_run=dry_run)

@@ -1,6 +1,7 @@
 """Small helpers on Kubernetes objects that controllers and agents share."""
 from __future__ import annotations
 
+from netplane.api.times import time_text
 from netplane.api.writes import clone
 
 CONTAINER_STATUS_LISTS = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")  # a pod's
@@ -71,3 +72,15 @@ def matches(selector: dict | None, labels: dict[str, str]) -> bool:
         if not ok:
             return False
     return True
+
+
+def conditions_with(obj: dict, condition: dict) -> list[dict]:
+    """The object's status conditions with ``condition`` in place of any of its type."""
+    kept = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") != condition["type"]]
+    return [*kept, condition]
+
+
+def disruption_target(reason: str, message: str) -> dict:
+    """The DisruptionTarget condition a pod gets before an eviction, preemption or taint deletes it."""
+    return {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None, "lastTransitionTime": time_text(),
+            "reason": reason, "message": message}

@@ -23,6 +23,7 @@ from netplane.api.errors import ApiError
 from netplane.api.objects import matches
 from netplane.api.priority import HIGHEST_USER_PRIORITY, SYSTEM_CLASSES
 from netplane.api.resources import Resource
+from netplane.api.writes import JOB_UID_LABELS
 
 ANNOTATIONS_MAX_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
 PROTOCOLS = ("SCTP", "TCP", "UDP")
@@ -788,7 +789,7 @@ def _job(obj: dict, old: dict | None) -> list[Problem]:
                 out.append(invalid("spec.template.metadata.labels", go_map(template_labels),
                                    "`selector` does not match template `labels`"))
     elif old is None and isinstance(selector, dict) and (selector.get("matchExpressions") or set(
-            selector.get("matchLabels") or {}) - {"batch.kubernetes.io/controller-uid"}):
+            selector.get("matchLabels") or {}) - {JOB_UID_LABELS[0]}):
         out.append(invalid("spec.selector", selector, "`selector` not auto-generated"))
     if old is not None:
         out += _job_update(spec, old.get("spec") or {}, old.get("status") or {})
@@ -800,7 +801,7 @@ def generated_selector(res: Resource, obj: dict) -> None:
     spec = obj.get("spec") or {}
     if res.kind != "Job" or spec.get("manualSelector") is True:
         return
-    uid, key = obj["metadata"]["uid"], "batch.kubernetes.io/controller-uid"
+    uid, key = obj["metadata"]["uid"], JOB_UID_LABELS[0]
     selector = spec.get("selector") or {}
     if (selector.get("matchLabels") or {}).get(key) != uid or \
             ((spec.get("template") or {}).get("metadata") or {}).get("labels", {}).get(key) != uid:

@@ -9,7 +9,6 @@ succeeded.
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,13 +20,12 @@ from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
 from netplane.api.times import parse_time, time_text
 from netplane.controllers.job import finished_condition
-from netplane.controllers.workloads import Written, controller_ref
+from netplane.controllers.workloads import Written, by_controller, controller_ref, sync_each
 
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 MISSED_LIMIT = 100  # more missed start times than this is worth a warning
 REQUEUE_MARGIN = 0.1  # seconds after the scheduled time
-RETRY_SECONDS = 5.0
-log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True)
@@ -166,18 +164,9 @@ class CronJobController:
         jobs = list(self.jobs.cache.values())
         cronjobs = list(self.cronjobs.cache.values())
         self.written.keep_only({c["metadata"]["uid"] for c in cronjobs})
-        by_owner: dict[str, list[dict]] = {}
-        for job in jobs:
-            ref = next((r for r in job["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
-            if ref is not None and ref.get("kind") == "CronJob":
-                by_owner.setdefault(ref.get("uid"), []).append(job)
-        for cached in cronjobs:
-            cronjob = self.written.newest(cached)
-            try:
-                await self._sync(cronjob, by_owner.get(cronjob["metadata"]["uid"], []))
-            except ApiError as err:  # this CronJob's trouble is not the others': it is tried again later
-                log.warning("cronjob %s/%s: %s", cronjob["metadata"]["namespace"], cronjob["metadata"]["name"], err)
-                self.loop.wake_in(RETRY_SECONDS)
+        by_owner = by_controller(jobs, "CronJob")
+        await sync_each(self.loop, [self.written.newest(c) for c in cronjobs],
+                        lambda cronjob: self._sync(cronjob, by_owner.get(cronjob["metadata"]["uid"], [])))
 
     async def _sync(self, cronjob: dict, mine: list[dict]) -> None:
         status = await self._track(cronjob, mine)

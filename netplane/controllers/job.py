@@ -11,7 +11,6 @@ controller. ``plan`` decides everything from the Job, its pods and the time; the
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -20,8 +19,8 @@ from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import ready, write_status
 from netplane.api.times import parse_time, time_text
-from netplane.controllers.workloads import (Expectations, Written, deletion_order, make_and_remove,
-                                            pod_from_template)
+from netplane.controllers.workloads import (Expectations, Written, by_controller, deletion_order, make_and_remove,
+                                            pod_from_template, sync_each)
 
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"  # the annotation and label of an Indexed Job's pod
@@ -30,8 +29,7 @@ BACKOFF_BASE = timedelta(seconds=10)  # DefaultJobPodFailureBackOff
 BACKOFF_MAX = timedelta(minutes=10)  # MaxJobPodFailureBackOff
 FINISHED = ("Complete", "Failed")
 MANAGER = "kubernetes.io/job-controller"  # spec.managedBy of the Jobs this controller runs
-RETRY_SECONDS = 5.0
-log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True)
@@ -384,29 +382,18 @@ class JobController:
 
     async def reconcile(self) -> None:
         jobs = {j["metadata"]["uid"]: j for j in self.jobs.cache.values()}
-        by_job: dict[str | None, list[dict]] = {}
-        tracked_uids = set()
-        for pod in self.pods.cache.values():
-            if TRACKING_FINALIZER in (pod["metadata"].get("finalizers") or []):
-                tracked_uids.add(pod["metadata"]["uid"])
-            by_job.setdefault(_job_of(pod), []).append(pod)
-        self.released &= tracked_uids
+        by_job = by_controller(self.pods.cache.values(), "Job")
+        self.released &= {p["metadata"]["uid"] for p in self.pods.cache.values()
+                          if TRACKING_FINALIZER in (p["metadata"].get("finalizers") or [])}
         for owner, pods in by_job.items():  # a pod whose Job is gone keeps no finalizer of the Job's
             if owner not in jobs:
                 for pod in pods:
                     await self._release(pod)
         self.written.keep_only(set(jobs))
-        for uid, cached in jobs.items():
-            job = self.written.newest(cached)
-            if (job["spec"].get("managedBy") or MANAGER) != MANAGER:
-                continue  # another controller's Job
-            if not self.expectations.satisfied(uid, self.pods.cache):
-                continue
-            try:
-                await self._sync(job, by_job.get(uid, []))
-            except ApiError as err:  # this Job's trouble is not the others': it is tried again later
-                log.warning("job %s/%s: %s", job["metadata"]["namespace"], job["metadata"]["name"], err)
-                self.loop.wake_in(RETRY_SECONDS)
+        runs = [job for job in map(self.written.newest, jobs.values())
+                if (job["spec"].get("managedBy") or MANAGER) == MANAGER  # not another controller's Job
+                and self.expectations.satisfied(job["metadata"]["uid"], self.pods.cache)]
+        await sync_each(self.loop, runs, lambda job: self._sync(job, by_job.get(job["metadata"]["uid"], [])))
 
     async def _sync(self, job: dict, pods: list[dict]) -> None:
         job = await self._account(job, pods)
@@ -504,12 +491,6 @@ class JobController:
         except ApiError as err:
             if err.code not in (404, 409):  # gone, or another Job of the name now
                 raise
-
-
-def _job_of(pod: dict) -> str | None:
-    """The uid of the Job controlling a pod, if a Job does."""
-    return next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or []
-                 if r.get("controller") and r.get("kind") == "Job"), None)
 
 
 def _uncounted(job: dict) -> bool:

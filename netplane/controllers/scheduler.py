@@ -11,9 +11,10 @@ from netplane.api import objects
 from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL, WARNING, Recorder
 from netplane.api.loop import Reconciler
-from netplane.api.objects import write_status
+from netplane.api.objects import conditions_with, write_status
 from netplane.api.times import time_text
 from netplane.controllers.scheduling import fit, preemption
+from netplane.controllers.workloads import disrupt
 
 SCHEDULER_NAME = "default-scheduler"
 
@@ -116,8 +117,7 @@ class Scheduler:
         self.events.record(pod, WARNING, "FailedScheduling", message)
         condition = {"type": "PodScheduled", "status": "False", "lastProbeTime": None,
                      "lastTransitionTime": time_text(), "reason": "Unschedulable", "message": message}
-        kept = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
-        await self._write_status(pod, {"conditions": [*kept, condition]})
+        await self._write_status(pod, {"conditions": conditions_with(pod, condition)})
 
     async def _write_status(self, pod: dict, status: dict, merge: bool = True) -> dict:
         try:
@@ -131,17 +131,8 @@ class Scheduler:
         """Remove the victims (each marked DisruptionTarget, as upstream) and nominate the node; the
         pod as nominated."""
         for victim in chosen.victims:
-            meta = victim["metadata"]
-            condition = {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
-                         "lastTransitionTime": time_text(), "reason": "PreemptionByScheduler",
-                         "message": f"{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"}
-            kept = [c for c in (victim.get("status") or {}).get("conditions") or [] if c.get("type") != "DisruptionTarget"]
-            try:
-                await write_status(self.client, "pods", victim, {"conditions": [*kept, condition]})
-                await self.client.delete("pods", meta["name"], meta["namespace"])
-            except ApiError as err:
-                if err.code != 404:
-                    raise
+            await disrupt(self.client, victim, "PreemptionByScheduler",
+                          f"{SCHEDULER_NAME}: preempting to accommodate a higher priority pod")
             self.events.record(victim, NORMAL, "Preempted",
                                f"Preempted by pod {pod['metadata']['uid']} on node {chosen.node}")
         self.nominations[pod["metadata"]["uid"]] = chosen.node

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from dataclasses import dataclass, field
 
 from netplane import names
@@ -21,14 +20,13 @@ from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL, Recorder
 from netplane.api.loop import Reconciler
 from netplane.api.objects import write_status
-from netplane.controllers.workloads import controller_ref
+from netplane.controllers.workloads import by_controller, controller_ref, sync_each
 
 REVISION_LABEL = "controller-revision-hash"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 HASH_LABEL = "controller.kubernetes.io/hash"
-RETRY_SECONDS = 5.0
-log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -46,16 +44,6 @@ def revision_data(sts: dict) -> dict:
 def revision_name(sts: dict) -> str:
     digest = names.short_hash(json.dumps(sts["spec"]["template"], sort_keys=True), 10).lower()
     return f"{sts['metadata']['name']}-{digest}"
-
-
-def _by_owner(objects) -> dict[str, list[dict]]:
-    """Objects by the uid of their controller."""
-    found: dict[str, list[dict]] = {}
-    for obj in objects:
-        ref = next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
-        if ref is not None:
-            found.setdefault(ref.get("uid"), []).append(obj)
-    return found
 
 
 def ordinal_of(sts: dict, pod: dict) -> int | None:
@@ -162,16 +150,10 @@ class StatefulSetController:
             informer.add_handler(self.loop.trigger)
 
     async def reconcile(self) -> None:
-        pods, revisions = _by_owner(self.pods.cache.values()), _by_owner(self.revisions.cache.values())
-        for sts in list(self.statefulsets.cache.values()):
-            if "deletionTimestamp" in sts["metadata"]:
-                continue
-            uid = sts["metadata"]["uid"]
-            try:
-                await self._sync(sts, pods.get(uid, []), revisions.get(uid, []))
-            except ApiError as err:  # this set's trouble is not the others': it is tried again later
-                log.warning("statefulset %s/%s: %s", sts["metadata"]["namespace"], sts["metadata"]["name"], err)
-                self.loop.wake_in(RETRY_SECONDS)
+        pods, revisions = by_controller(self.pods.cache.values()), by_controller(self.revisions.cache.values())
+        live = [s for s in self.statefulsets.cache.values() if "deletionTimestamp" not in s["metadata"]]
+        await sync_each(self.loop, live, lambda sts: self._sync(sts, pods.get(sts["metadata"]["uid"], []),
+                                                                 revisions.get(sts["metadata"]["uid"], [])))
 
     async def _sync(self, sts: dict, pods: list[dict], revisions: list[dict]) -> None:
         update = await self._revision(sts, revisions)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL, Recorder
 from netplane.api.loop import Reconciler
-from netplane.api.objects import write_status
 from netplane.api.times import parse_time, time_text
 from netplane.controllers.scheduling import taints as tt
+from netplane.controllers.workloads import disrupt
 
 
 def eviction_time(pod: dict, node: dict, now: datetime) -> datetime | None:
@@ -79,13 +78,4 @@ class TaintEvictionController:
         meta = pod["metadata"]
         self.events.record(pod, NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {meta['namespace']}/"
                                                                  f"{meta['name']}")
-        condition = {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
-                     "lastTransitionTime": time_text(), "reason": "DeletionByTaintManager",
-                     "message": "Taint manager: deleting due to NoExecute taint"}
-        kept = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != "DisruptionTarget"]
-        try:
-            await write_status(self.client, "pods", pod, {"conditions": [*kept, condition]})
-            await self.client.delete("pods", meta["name"], meta["namespace"])
-        except ApiError as err:
-            if err.code != 404:
-                raise
+        await disrupt(self.client, pod, "DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint")

@@ -1,22 +1,68 @@
-"""What ReplicaSet, Deployment and DaemonSet controllers share: owner references, selectors, the
-pod template hash, and the order in which surplus pods go (upstream's ActivePods ranking)."""
+"""What the workload controllers share: owner references, selectors, the pod template hash, the
+order in which surplus pods go (upstream's ActivePods ranking), one object's failure kept from the
+others', and a pod's deletion as a disruption."""
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 
 from netplane import names
+from netplane.api.errors import ApiError
 from netplane.api.events import NORMAL, Recorder
 from netplane.api import objects
+from netplane.api.loop import Reconciler
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
+RETRY_SECONDS = 5.0  # an object whose sync failed is tried again this long after
+log = logging.getLogger(__name__)
 
 
 def controller_ref(owner: dict) -> dict:
     meta = owner["metadata"]
     return {"apiVersion": owner.get("apiVersion", "apps/v1"), "kind": owner["kind"], "name": meta["name"],
             "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}
+
+
+def controller_uid(obj: dict, kind: str | None = None) -> str | None:
+    """The uid of the object's controller (of that kind, when given), if it has one."""
+    return next((r.get("uid") for r in obj["metadata"].get("ownerReferences") or []
+                 if r.get("controller") and kind in (None, r.get("kind"))), None)
+
+
+def by_controller(items: Iterable[dict], kind: str | None = None) -> dict[str | None, list[dict]]:
+    """Objects by the uid of their controller (None: those without one of that kind)."""
+    found: dict[str | None, list[dict]] = {}
+    for obj in items:
+        found.setdefault(controller_uid(obj, kind), []).append(obj)
+    return found
+
+
+async def sync_each(loop: Reconciler, owners: Iterable[dict], sync: Callable[[dict], Awaitable[None]]) -> None:
+    """sync(owner) for each one; one that fails is logged and tried again later, the others go on."""
+    for owner in owners:
+        try:
+            await sync(owner)
+        except ApiError as err:
+            meta = owner["metadata"]
+            log.warning("%s %s/%s: %s", owner.get("kind", "object"), meta.get("namespace"), meta.get("name"), err)
+            loop.wake_in(RETRY_SECONDS)
+
+
+async def disrupt(client, pod: dict, reason: str, message: str) -> bool:
+    """Mark the pod with the DisruptionTarget condition and delete it; False if it was gone."""
+    meta = pod["metadata"]
+    try:
+        await objects.write_status(client, "pods", pod, {"conditions": objects.conditions_with(
+            pod, objects.disruption_target(reason, message))})
+        await client.delete("pods", meta["name"], meta["namespace"])
+    except ApiError as err:
+        if err.code != 404:
+            raise
+        return False
+    return True
 
 
 def owned_by(obj: dict, owner: dict) -> bool:
